@@ -1,0 +1,6 @@
+//! kiln's runtime: zero-copy GGUF reading, tokenizers, model configs and the
+//! static execution plans that stitch generated kernels together.
+//!
+//! This crate never depends on generated code: it defines the kernel
+//! interface, and the `kiln` facade fills it with the kernels that its build
+//! script generates.
