@@ -4,3 +4,5 @@
 //! This crate never depends on generated code: it defines the kernel
 //! interface, and the `kiln` facade fills it with the kernels that its build
 //! script generates.
+
+pub mod quant;
