@@ -5,4 +5,5 @@
 //! interface, and the `kiln` facade fills it with the kernels that its build
 //! script generates.
 
+pub mod kernels;
 pub mod quant;

@@ -41,7 +41,11 @@ pub fn quantize_row_q8_0_reference(x: &[f32], out: &mut [BlockQ8_0]) {
 
 /// Dequantizes Q8_0 blocks into f32 values.
 pub fn dequantize_row_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
-    assert_eq!(out.len(), blocks.len() * QK8_0, "length must be 32 x blocks");
+    assert_eq!(
+        out.len(),
+        blocks.len() * QK8_0,
+        "length must be 32 x blocks"
+    );
     for (block, ys) in blocks.iter().zip(out.chunks_exact_mut(QK8_0)) {
         let d = block.d.to_f32();
         for (y, &q) in ys.iter_mut().zip(&block.qs) {
