@@ -193,11 +193,20 @@ pub type RmsNormQ8_0Fn = fn(x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8_0
 pub type LayerNormFn = fn(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]);
 
 /// Rotary position embedding, in place, over rows of `n_heads · head_dim`
-/// values; row `r` has position `pos0 + r`; `cos`/`sin` are tables of
-/// `[position][head_dim / 2]`; `neox` selects the split-halves pairing
-/// (`x[i]`, `x[i + d/2]`) instead of adjacent pairs (`x[2i]`, `x[2i+1]`).
-pub type RopeFn =
-    fn(x: &mut [f32], head_dim: usize, pos0: usize, cos: &[f32], sin: &[f32], neox: bool);
+/// values (`x.len() = rows · n_heads · head_dim`); row `r` has position
+/// `pos0 + r` and every head of a row is rotated the same way; `cos`/`sin`
+/// are tables of `[position][head_dim / 2]` (`θ(p, i) = p·base^(-2i/d)`);
+/// `neox` selects the split-halves pairing (`x[i]`, `x[i + d/2]`, as
+/// Gemma uses) instead of adjacent pairs (`x[2i]`, `x[2i+1]`).
+pub type RopeFn = fn(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    cos: &[f32],
+    sin: &[f32],
+    neox: bool,
+);
 
 /// Attention for query rows `rows` of one sequence: `q` is
 /// `[n_tokens][n_head·head_dim]`, `k`/`v` are `[n_tokens][n_head_kv·head_dim]`,
