@@ -1,6 +1,15 @@
 //! kiln: CPU inference for text-embedding and small text-generation models.
 //!
-//! The facade crate: the public library API, the `kiln` command line tool,
-//! and the wiring of the kernels generated at build time into the runtime.
+//! The facade crate: the public library API ([`Embedder`]), the `kiln`
+//! command line tool, and the wiring of the kernels generated at build time
+//! into the runtime ([`kernels`]).
 
+mod embedder;
+mod error;
+pub mod kernels;
+pub mod prompts;
+
+pub use embedder::{EmbedOptions, Embedder, EmbedderBuilder, cosine, l2_normalize};
+pub use error::Error;
 pub use kiln_runtime as runtime;
+pub use kiln_runtime::model::Pooling;

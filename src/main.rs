@@ -1,13 +1,32 @@
 //! The `kiln` command line tool.
 
-use clap::Parser;
+mod cli;
 
-/// kiln: embeddings and small-model generation on CPUs.
+use clap::{Parser, Subcommand};
+
+/// kiln: embeddings and small-model generation on CPUs, with kernels
+/// generated for this machine's instruction set.
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
-enum Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts (arguments, --input FILE, or stdin lines).
+    Embed(cli::embed::EmbedArgs),
+    /// Cosine similarity of the first text to each of the others.
+    Similarity(cli::similarity::SimilarityArgs),
+    /// Print the token ids of a text.
+    Tokenize(cli::tokenize::TokenizeArgs),
+}
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli {}
+    match Cli::parse().command {
+        Command::Embed(a) => cli::embed::run(a),
+        Command::Similarity(a) => cli::similarity::run(a),
+        Command::Tokenize(a) => cli::tokenize::run(a),
+    }
 }

@@ -1,0 +1,102 @@
+//! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
+//! threads by output columns.
+
+use super::weights::{Data, WeightData};
+use crate::kernels::{KernelSet, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn};
+use crate::quant::{BlockQ8_0, QK8_0};
+
+/// Output columns below which a matmul is not split further: keeps each
+/// thread's slice of the weight large enough to amortize the fork.
+const MIN_COLS_PER_THREAD: usize = 64;
+
+enum Kernel {
+    Q8_0(Data<BlockQ8_0>, MatmulQ8_0Fn, QuantizeQ8_0Fn),
+    F32(Data<f32>, MatmulF32Fn),
+}
+
+/// One weight matrix of `n` rows of `k`, its optional bias, and the kernel
+/// resolved for its shape.
+pub(crate) struct Linear {
+    kernel: Kernel,
+    bias: Option<Data<f32>>,
+    /// Input width.
+    pub(crate) k: usize,
+    /// Output width.
+    pub(crate) n: usize,
+}
+
+/// The input of a linear layer: f32 rows, and their Q8_0 quantization when a
+/// Q8_0 weight reads them.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub(crate) f32: &'a [f32],
+    pub(crate) q8: &'a [BlockQ8_0],
+}
+
+impl Linear {
+    pub(crate) fn new(
+        weight: WeightData,
+        bias: Option<Data<f32>>,
+        k: usize,
+        n: usize,
+        kernels: &dyn KernelSet,
+    ) -> Self {
+        let kernel = match weight {
+            WeightData::Q8_0(w) => Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k)),
+            WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
+        };
+        Linear { kernel, bias, k, n }
+    }
+
+    /// Whether this layer reads its input quantized to Q8_0.
+    pub(crate) fn wants_q8(&self) -> bool {
+        matches!(self.kernel, Kernel::Q8_0(..))
+    }
+
+    /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
+    /// the weight is Q8_0; layers that share an input call it once.
+    pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
+        if let Kernel::Q8_0(_, _, quantize) = &self.kernel {
+            quantize(x, &mut out[..x.len() / QK8_0]);
+        }
+    }
+
+    /// `out[i][j] (+)= b[j] + Σ x[i][k]·W[j][k]` for the `m` rows of `x`;
+    /// `out` is `[m][n]`.
+    pub(crate) fn forward(&self, x: Input<'_>, m: usize, out: &mut [f32], accumulate: bool, threads: usize) {
+        let out = MatMut::new(&mut out[..m * self.n], m, self.n, self.n);
+        self.forward_cols(x, 0, out, accumulate, threads.max(1));
+    }
+
+    fn forward_cols(&self, x: Input<'_>, col0: usize, out: MatMut<'_>, accumulate: bool, parts: usize) {
+        let cols = out.cols();
+        if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD {
+            self.run(x, col0, out, accumulate);
+            return;
+        }
+        let left_parts = parts / 2;
+        // Proportional split, rounded to a multiple of 16 columns so kernels
+        // keep their full register tiles.
+        let mid = (cols * left_parts / parts) & !15;
+        let (a, b) = out.split_cols(mid);
+        rayon::join(
+            || self.forward_cols(x, col0, a, accumulate, left_parts),
+            || self.forward_cols(x, col0 + mid, b, accumulate, parts - left_parts),
+        );
+    }
+
+    fn run(&self, x: Input<'_>, col0: usize, out: MatMut<'_>, accumulate: bool) {
+        let cols = col0..col0 + out.cols();
+        let bias = self.bias.as_ref().map(|b| &b.get()[cols.clone()]);
+        match &self.kernel {
+            Kernel::Q8_0(w, f, _) => {
+                let kb = self.k / QK8_0;
+                f(&w.get()[cols.start * kb..cols.end * kb], x.q8, bias, out, accumulate)
+            }
+            Kernel::F32(w, f) => {
+                let k = self.k;
+                f(&w.get()[cols.start * k..cols.end * k], x.f32, bias, out, accumulate)
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Model architectures: configuration read from GGUF metadata, weights
+//! viewed in place, and the forward pass of each architecture over the
+//! kernels of one [`KernelSet`](crate::kernels::KernelSet).
+//!
+//! Opening a model resolves, once, every kernel it will call (specialized to
+//! the model's shapes where the build-time table has them), checks every
+//! tensor's name, type and shape, and sizes the per-worker scratch arena.
+//! Running it afterwards only calls function pointers over preallocated
+//! buffers.
+
+mod bert;
+mod exec;
+mod gemma_embedding;
+mod linear;
+mod weights;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::gguf::{GgufError, GgufFile};
+use crate::kernels::KernelSet;
+
+pub use exec::Workspace;
+
+/// How token vectors become one text vector (GGUF `<arch>.pooling_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean of all token vectors.
+    Mean,
+    /// The first token's vector (`[CLS]`).
+    Cls,
+    /// The last token's vector.
+    Last,
+}
+
+impl Pooling {
+    /// Decodes llama.cpp's `pooling_type` values.
+    pub fn from_gguf(value: u32) -> Option<Pooling> {
+        match value {
+            1 => Some(Pooling::Mean),
+            2 => Some(Pooling::Cls),
+            3 => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+
+    /// llama.cpp's `pooling_type` value.
+    pub fn to_gguf(self) -> u32 {
+        match self {
+            Pooling::Mean => 1,
+            Pooling::Cls => 2,
+            Pooling::Last => 3,
+        }
+    }
+
+    /// Lower-case name for humans and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Last => "last",
+        }
+    }
+}
+
+/// What can go wrong opening or running a model.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// The GGUF itself is unreadable or lacks a key.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The file's architecture is not one kiln runs.
+    #[error("unsupported architecture `{0}` (kiln runs: gemma-embedding, bert)")]
+    UnsupportedArch(String),
+    /// A tensor the architecture needs is missing.
+    #[error("tensor `{0}` is missing")]
+    MissingTensor(String),
+    /// A tensor has a shape the configuration does not predict.
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// Tensor name.
+        name: String,
+        /// Shape in the file (ggml order).
+        found: Vec<u64>,
+        /// Shape the metadata implies.
+        expected: Vec<u64>,
+    },
+    /// A tensor's type cannot be used where it stands.
+    #[error("tensor `{name}` has type {ty}, which kiln cannot use here (supported: {supported})")]
+    TensorType {
+        /// Tensor name.
+        name: String,
+        /// Its type name.
+        ty: String,
+        /// Types accepted at that place.
+        supported: &'static str,
+    },
+    /// The metadata describes a model kiln cannot run.
+    #[error("unsupported configuration: {0}")]
+    Config(String),
+    /// The input has more tokens than the model's context.
+    #[error("input has {n_tokens} tokens, more than the model's context of {max}")]
+    TooLong {
+        /// Tokens in the input.
+        n_tokens: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// No tokens at all.
+    #[error("input has no tokens")]
+    Empty,
+}
+
+/// A text-embedding model, opened and planned.
+pub trait EncoderModel: Send + Sync {
+    /// Width of the output vector.
+    fn dim(&self) -> usize;
+    /// Maximum tokens in one input.
+    fn context_length(&self) -> usize;
+    /// The pooling this model applies.
+    fn pooling(&self) -> Pooling;
+    /// Creates scratch memory for one worker; it grows to the longest input
+    /// seen and is then reused without allocating.
+    fn workspace(&self) -> Workspace;
+    /// Embeds one tokenized text into `out` (`dim()` values), not
+    /// normalized, splitting each step across `threads` workers of the
+    /// current rayon pool (1: all on the caller's thread).
+    fn embed_tokens(
+        &self,
+        ids: &[u32],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError>;
+}
+
+/// Options that change how a model is planned.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// Overrides the GGUF's pooling type.
+    pub pooling: Option<Pooling>,
+}
+
+/// Opens the encoder that `file`'s `general.architecture` names.
+pub fn open_encoder(
+    file: Arc<GgufFile>,
+    kernels: &'static dyn KernelSet,
+    options: &ModelOptions,
+) -> Result<Box<dyn EncoderModel>, ModelError> {
+    let arch = file.metadata().get_str("general.architecture")?.to_owned();
+    match arch.as_str() {
+        "gemma-embedding" => Ok(Box::new(gemma_embedding::GemmaEmbedding::open(file, kernels, options)?)),
+        "bert" => Ok(Box::new(bert::Bert::open(file, kernels, options)?)),
+        other => Err(ModelError::UnsupportedArch(other.to_owned())),
+    }
+}

@@ -1,0 +1,115 @@
+//! Typed, checked views of tensors inside a mapped GGUF.
+
+use std::sync::Arc;
+
+use super::ModelError;
+use crate::gguf::{GgmlType, GgufFile};
+use crate::quant::BlockQ8_0;
+
+/// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
+/// type had to be converted at open.
+///
+/// Mapped views carry no lifetime: the model that holds them also holds the
+/// `Arc<GgufFile>` they point into, and never hands a view out past itself.
+pub(crate) enum Data<T: 'static> {
+    Mapped { ptr: *const T, len: usize },
+    Owned(Vec<T>),
+}
+
+// SAFETY: a mapped `Data` is a shared view of immutable file bytes (the map is
+// read-only and lives as long as the model that owns both); sharing or sending
+// it is like sharing a `&[T]`.
+unsafe impl<T: Sync> Send for Data<T> {}
+// SAFETY: as above: only shared reads of immutable memory.
+unsafe impl<T: Sync> Sync for Data<T> {}
+
+impl<T> Data<T> {
+    fn mapped(slice: &[T]) -> Self {
+        Data::Mapped { ptr: slice.as_ptr(), len: slice.len() }
+    }
+
+    /// The values.
+    pub(crate) fn get(&self) -> &[T] {
+        match self {
+            // SAFETY: `ptr/len` came from a live slice of the file's map, and
+            // the map outlives `self` (see the type's doc).
+            Data::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+/// Element types a linear layer's weight can have at run time.
+pub(crate) enum WeightData {
+    Q8_0(Data<BlockQ8_0>),
+    F32(Data<f32>),
+}
+
+/// Looks tensors up by name and checks their shapes.
+pub(crate) struct Tensors<'f> {
+    file: &'f Arc<GgufFile>,
+}
+
+impl<'f> Tensors<'f> {
+    pub(crate) fn new(file: &'f Arc<GgufFile>) -> Self {
+        Tensors { file }
+    }
+
+    fn info(&self, name: &str, dims: &[u64]) -> Result<&'f crate::gguf::TensorInfo, ModelError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_owned()))?;
+        if info.dims != dims {
+            return Err(ModelError::TensorShape {
+                name: name.to_owned(),
+                found: info.dims.clone(),
+                expected: dims.to_vec(),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Whether the file has a tensor of that name.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
+    /// A small f32 tensor (norm weights, biases, position tables); F16 and
+    /// BF16 are converted once at open.
+    pub(crate) fn f32(&self, name: &str, dims: &[u64]) -> Result<Data<f32>, ModelError> {
+        let info = self.info(name, dims)?;
+        match info.ty {
+            GgmlType::F32 => Ok(Data::mapped(self.file.tensor_f32(name)?)),
+            GgmlType::F16 | GgmlType::BF16 => Ok(Data::Owned(self.file.dequantize(name)?)),
+            other => Err(ModelError::TensorType {
+                name: name.to_owned(),
+                ty: format!("{other:?}"),
+                supported: "F32, F16, BF16",
+            }),
+        }
+    }
+
+    /// A matrix used as the weight of a matmul: `n` rows of `k`.
+    pub(crate) fn matrix(&self, name: &str, k: usize, n: usize) -> Result<WeightData, ModelError> {
+        let info = self.info(name, &[k as u64, n as u64])?;
+        match info.ty {
+            GgmlType::Q8_0 => Ok(WeightData::Q8_0(Data::mapped(self.file.tensor_q8_0(name)?))),
+            GgmlType::F32 => Ok(WeightData::F32(Data::mapped(self.file.tensor_f32(name)?))),
+            GgmlType::F16 | GgmlType::BF16 => {
+                Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?)))
+            }
+            other => Err(ModelError::TensorType {
+                name: name.to_owned(),
+                ty: format!("{other:?}"),
+                supported: "Q8_0, F32, F16, BF16",
+            }),
+        }
+    }
+
+    /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
+    /// file's type when the gather kernel reads it directly.
+    pub(crate) fn table(&self, name: &str, dim: usize, n_rows: usize) -> Result<WeightData, ModelError> {
+        self.matrix(name, dim, n_rows)
+    }
+}

@@ -1,0 +1,229 @@
+//! `kiln embed`: texts in, vectors out.
+
+use std::io::{BufRead, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use kiln::{Embedder, Pooling};
+
+/// Output formats of `kiln embed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One JSON array of `{"index", "text", "embedding"}` objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+    /// One row of comma-separated values per text.
+    Csv,
+}
+
+/// Pooling choices on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    /// Mean of the token vectors.
+    Mean,
+    /// The first token's vector.
+    Cls,
+    /// The last token's vector.
+    Last,
+}
+
+impl From<PoolingArg> for Pooling {
+    fn from(p: PoolingArg) -> Pooling {
+        match p {
+            PoolingArg::Mean => Pooling::Mean,
+            PoolingArg::Cls => Pooling::Cls,
+            PoolingArg::Last => Pooling::Last,
+        }
+    }
+}
+
+/// Options shared by every command that opens an embedding model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A GGUF file or a short model name (embeddinggemma, minilm).
+    #[arg(short, long, default_value = super::DEFAULT_MODEL)]
+    pub model: String,
+    /// Threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Matryoshka output width (e.g. 512, 256, 128 for EmbeddingGemma).
+    #[arg(long)]
+    pub dim: Option<usize>,
+    /// A task prompt the model defines (EmbeddingGemma: query, document, STS, …).
+    #[arg(long, conflicts_with = "prompt")]
+    pub task: Option<String>,
+    /// A custom prompt prepended to every text.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Return raw (not L2-normalized) vectors.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Cut texts longer than the model's context instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Parse special-token strings such as `<bos>` or `[CLS]` in the input.
+    #[arg(long)]
+    pub parse_special: bool,
+    /// Override the model's pooling.
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
+}
+
+impl ModelArgs {
+    /// Opens the embedder these arguments describe.
+    pub fn open(&self) -> anyhow::Result<Embedder> {
+        let path = super::resolve_model(&self.model)?;
+        let mut b = Embedder::builder()
+            .normalize(!self.no_normalize)
+            .truncate(self.truncate)
+            .parse_special(self.parse_special);
+        if let Some(t) = self.threads {
+            b = b.threads(t);
+        }
+        if let Some(d) = self.dim {
+            b = b.dim(d);
+        }
+        if let Some(t) = &self.task {
+            b = b.task(t);
+        }
+        if let Some(p) = &self.prompt {
+            b = b.prompt(p);
+        }
+        if let Some(p) = self.pooling {
+            b = b.pooling(p.into());
+        }
+        b.open(&path).with_context(|| format!("cannot open {}", path.display()))
+    }
+}
+
+/// Arguments of `kiln embed`.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Texts to embed (otherwise --input, or one text per line on stdin).
+    pub texts: Vec<String>,
+    /// A file with one text per line.
+    #[arg(short, long, conflicts_with = "texts")]
+    pub input: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "jsonl")]
+    pub format: Format,
+    /// Write to this file instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print tokens, time per text and texts/s on stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+/// Reads one text per line; a line that is not UTF-8 is an error naming it.
+fn read_lines(mut r: impl BufRead, source: &str) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    let mut n = 0usize;
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        n += 1;
+        while matches!(buf.last(), Some(b'\n' | b'\r')) {
+            buf.pop();
+        }
+        match std::str::from_utf8(&buf) {
+            Ok(s) => lines.push(s.to_owned()),
+            Err(e) => bail!("{source}, line {n}: not valid UTF-8 ({e})"),
+        }
+    }
+    Ok(lines)
+}
+
+/// Runs `kiln embed`.
+pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    let texts = if !args.texts.is_empty() {
+        args.texts.clone()
+    } else if let Some(path) = &args.input {
+        let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        read_lines(std::io::BufReader::new(f), &path.display().to_string())?
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            bail!("no input: give texts as arguments, --input FILE, or lines on stdin");
+        }
+        let mut all = Vec::new();
+        stdin.lock().read_to_end(&mut all)?;
+        read_lines(&all[..], "stdin")?
+    };
+    if texts.is_empty() {
+        bail!("no input texts");
+    }
+    let embedder = args.model.open()?;
+    let start = Instant::now();
+    let vectors = embedder.embed_batch(&texts)?;
+    let elapsed = start.elapsed();
+
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(out);
+    write_vectors(&mut out, args.format, &texts, &vectors)?;
+    out.flush()?;
+
+    if args.stats {
+        let tokens: usize = texts.iter().map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len())).sum();
+        let secs = elapsed.as_secs_f64();
+        eprintln!(
+            "{} texts, {} tokens in {:.3} s: {:.2} ms/text, {:.1} texts/s, {:.0} tokens/s ({} threads, {})",
+            texts.len(),
+            tokens,
+            secs,
+            secs * 1e3 / texts.len() as f64,
+            texts.len() as f64 / secs,
+            tokens as f64 / secs,
+            embedder.options().threads,
+            kiln::kernels::best().isa().name(),
+        );
+    }
+    Ok(())
+}
+
+/// Writes vectors in one of the output formats.
+pub fn write_vectors(out: &mut impl Write, format: Format, texts: &[String], vectors: &[Vec<f32>]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let rows: Vec<_> = texts
+                .iter()
+                .zip(vectors)
+                .enumerate()
+                .map(|(i, (t, v))| serde_json::json!({"index": i, "text": t, "embedding": v}))
+                .collect();
+            serde_json::to_writer(&mut *out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Jsonl => {
+            for (i, (t, v)) in texts.iter().zip(vectors).enumerate() {
+                serde_json::to_writer(&mut *out, &serde_json::json!({"index": i, "text": t, "embedding": v}))?;
+                writeln!(out)?;
+            }
+        }
+        Format::Csv => {
+            for v in vectors {
+                let mut first = true;
+                for x in v {
+                    if !first {
+                        write!(out, ",")?;
+                    }
+                    first = false;
+                    write!(out, "{x}")?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(())
+}

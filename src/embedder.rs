@@ -1,0 +1,381 @@
+//! The embedding API: text in, one vector out.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kiln::Error> {
+//! let embedder = kiln::Embedder::open("all-MiniLM-L6-v2-Q8_0.gguf")?;
+//! let v = embedder.embed("Hello world")?;
+//! assert_eq!(v.len(), embedder.dim());
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::model::{self, EncoderModel, ModelOptions, Pooling, Workspace};
+use kiln_runtime::tokenizer::{EncodeOptions, Tokenizer, TokenizerScratch};
+
+use crate::Error;
+use crate::prompts;
+
+/// How texts are embedded. Built with [`EmbedderBuilder`] and fixed for the
+/// life of an [`Embedder`].
+#[derive(Clone, Debug)]
+pub struct EmbedOptions {
+    /// Threads used for one text (and across texts in a batch).
+    pub threads: usize,
+    /// Output width: the model's width, or a smaller Matryoshka width (the
+    /// vector is truncated, then re-normalized when `normalize` is on).
+    pub dim: Option<usize>,
+    /// Text prepended to every input (a task prompt).
+    pub prompt: Option<String>,
+    /// Scale each vector to unit length.
+    pub normalize: bool,
+    /// Cut inputs longer than the context instead of failing.
+    pub truncate: bool,
+    /// Parse special-token strings (`<bos>`, `[CLS]`, …) in the input as
+    /// control tokens. Off by default: input text is text.
+    pub parse_special: bool,
+    /// Overrides the model's pooling.
+    pub pooling: Option<Pooling>,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dim: None,
+            prompt: None,
+            normalize: true,
+            truncate: false,
+            parse_special: false,
+            pooling: None,
+        }
+    }
+}
+
+/// Builds an [`Embedder`] with options.
+#[derive(Clone, Debug, Default)]
+pub struct EmbedderBuilder {
+    options: EmbedOptions,
+    task: Option<String>,
+}
+
+impl EmbedderBuilder {
+    /// Threads per text and across a batch (default: all cores).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.options.threads = threads.max(1);
+        self
+    }
+
+    /// Matryoshka output width (e.g. 512, 256, 128 for EmbeddingGemma).
+    pub fn dim(mut self, dim: usize) -> Self {
+        self.options.dim = Some(dim);
+        self
+    }
+
+    /// A named task prompt the model defines (e.g. `query`, `document`).
+    pub fn task(mut self, name: impl Into<String>) -> Self {
+        self.task = Some(name.into());
+        self
+    }
+
+    /// A custom prompt prepended to every text.
+    pub fn prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.options.prompt = Some(prompt.into());
+        self
+    }
+
+    /// Turns L2 normalization on or off (default on).
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.options.normalize = on;
+        self
+    }
+
+    /// Cuts over-long inputs to the context instead of failing.
+    pub fn truncate(mut self, on: bool) -> Self {
+        self.options.truncate = on;
+        self
+    }
+
+    /// Parses special-token strings in the input.
+    pub fn parse_special(mut self, on: bool) -> Self {
+        self.options.parse_special = on;
+        self
+    }
+
+    /// Overrides the model's pooling.
+    pub fn pooling(mut self, pooling: Pooling) -> Self {
+        self.options.pooling = Some(pooling);
+        self
+    }
+
+    /// Opens the GGUF at `path` with these options.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Embedder, Error> {
+        let file = Arc::new(GgufFile::open(path.as_ref())?);
+        self.open_file(file)
+    }
+
+    /// Builds the embedder over an opened GGUF.
+    pub fn open_file(mut self, file: Arc<GgufFile>) -> Result<Embedder, Error> {
+        let arch = file.metadata().get_str("general.architecture")?.to_owned();
+        if let Some(task) = &self.task {
+            let prompt = prompts::lookup(&arch, task).ok_or_else(|| Error::UnknownTask {
+                task: task.clone(),
+                arch: arch.clone(),
+                known: prompts::names(&arch).join(", "),
+            })?;
+            self.options.prompt = Some(prompt.to_owned());
+        }
+        let kernels = crate::kernels::best();
+        let model = model::open_encoder(
+            file.clone(),
+            kernels,
+            &ModelOptions { pooling: self.options.pooling },
+        )?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let model_dim = model.dim();
+        if let Some(dim) = self.options.dim
+            && (dim == 0 || dim > model_dim)
+        {
+            return Err(Error::BadDim { dim, model_dim });
+        }
+        let threads = self.options.threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("kiln-{i}"))
+            .build()
+            .map_err(|e| Error::Threads(e.to_string()))?;
+        Ok(Embedder {
+            arch,
+            model,
+            tokenizer,
+            options: self.options,
+            pool,
+            workers: Mutex::new(Vec::new()),
+            _file: file,
+        })
+    }
+}
+
+/// Per-worker reusable memory: nothing is allocated per call once warm.
+struct Worker {
+    ws: Workspace,
+    text: String,
+    ids: Vec<u32>,
+    scratch: TokenizerScratch,
+    full: Vec<f32>,
+}
+
+/// A text-embedding model ready to embed. `Send + Sync`: share it between
+/// threads; concurrent callers each get their own scratch memory.
+pub struct Embedder {
+    arch: String,
+    model: Box<dyn EncoderModel>,
+    tokenizer: Tokenizer,
+    options: EmbedOptions,
+    pool: rayon::ThreadPool,
+    workers: Mutex<Vec<Worker>>,
+    _file: Arc<GgufFile>,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("arch", &self.arch)
+            .field("dim", &self.dim())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Opens a GGUF model with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Embedder, Error> {
+        EmbedderBuilder::default().open(path)
+    }
+
+    /// Starts building an embedder with options.
+    pub fn builder() -> EmbedderBuilder {
+        EmbedderBuilder::default()
+    }
+
+    /// Width of the vectors this embedder returns.
+    pub fn dim(&self) -> usize {
+        self.options.dim.unwrap_or_else(|| self.model.dim())
+    }
+
+    /// The model's maximum input length in tokens.
+    pub fn max_tokens(&self) -> usize {
+        self.model.context_length()
+    }
+
+    /// The GGUF architecture name.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        self.model.pooling()
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &EmbedOptions {
+        &self.options
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of `text` exactly as [`embed`](Self::embed) feeds them to
+    /// the model (prompt included, before truncation).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
+        let mut w = self.worker();
+        self.tokenize_into(text, &mut w)?;
+        Ok(w.ids.clone())
+    }
+
+    /// Embeds one text.
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
+        let mut out = vec![0.0; self.dim()];
+        self.embed_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// Embeds one text into `out` (`dim()` values). Does not allocate once
+    /// warm (after a first call with an input at least as long).
+    pub fn embed_into(&self, text: &str, out: &mut [f32]) -> Result<(), Error> {
+        let threads = self.options.threads;
+        let mut w = self.worker();
+        if threads > 1 {
+            self.pool.install(|| self.embed_with(text, out, &mut w, threads))
+        } else {
+            self.embed_with(text, out, &mut w, 1)
+        }
+    }
+
+    /// Embeds many texts, in parallel across texts; rows in input order.
+    pub fn embed_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
+        use rayon::prelude::*;
+        let dim = self.dim();
+        self.pool.install(|| {
+            texts
+                .par_iter()
+                .map_init(
+                    || self.worker(),
+                    |w, text| {
+                        let mut out = vec![0.0; dim];
+                        self.embed_with(text.as_ref(), &mut out, w, 1).map(|()| out)
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn embed_with(&self, text: &str, out: &mut [f32], w: &mut Worker, threads: usize) -> Result<(), Error> {
+        let dim = self.dim();
+        if out.len() != dim {
+            return Err(Error::OutputLength { len: out.len(), dim });
+        }
+        self.tokenize_into(text, w)?;
+        let max = self.model.context_length();
+        if w.ids.len() > max {
+            if !self.options.truncate {
+                return Err(Error::TooLong { n_tokens: w.ids.len(), max });
+            }
+            self.tokenizer.truncate(&mut w.ids, max);
+        }
+        let full_dim = self.model.dim();
+        if w.full.len() < full_dim {
+            w.full.resize(full_dim, 0.0);
+        }
+        self.model.embed_tokens(&w.ids, &mut w.ws, &mut w.full[..full_dim], threads)?;
+        out.copy_from_slice(&w.full[..dim]);
+        if self.options.normalize {
+            l2_normalize(out);
+        }
+        Ok(())
+    }
+
+    fn tokenize_into(&self, text: &str, w: &mut Worker) -> Result<(), Error> {
+        let opts = EncodeOptions { add_special: true, parse_special: self.options.parse_special };
+        let input = match &self.options.prompt {
+            Some(prompt) => {
+                w.text.clear();
+                w.text.push_str(prompt);
+                w.text.push_str(text);
+                w.text.as_str()
+            }
+            None => text,
+        };
+        self.tokenizer.encode_into(input, &opts, &mut w.ids, &mut w.scratch)?;
+        if w.ids.is_empty() {
+            return Err(Error::Empty);
+        }
+        Ok(())
+    }
+
+    /// Takes a worker's scratch memory from the pool (or makes one); it
+    /// goes back when the guard drops.
+    fn worker(&self) -> WorkerGuard<'_> {
+        let pooled = self.workers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let w = pooled.unwrap_or_else(|| Worker {
+            ws: self.model.workspace(),
+            text: String::new(),
+            ids: Vec::new(),
+            scratch: TokenizerScratch::default(),
+            full: Vec::new(),
+        });
+        WorkerGuard { embedder: self, worker: Some(w) }
+    }
+}
+
+struct WorkerGuard<'a> {
+    embedder: &'a Embedder,
+    worker: Option<Worker>,
+}
+
+impl std::ops::Deref for WorkerGuard<'_> {
+    type Target = Worker;
+    fn deref(&self) -> &Worker {
+        self.worker.as_ref().expect("worker present until drop")
+    }
+}
+
+impl std::ops::DerefMut for WorkerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Worker {
+        self.worker.as_mut().expect("worker present until drop")
+    }
+}
+
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            self.embedder.workers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+        }
+    }
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero).
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        let inv = (1.0 / norm) as f32;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// Cosine similarity of two vectors of equal length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 { 0.0 } else { (dot / (na.sqrt() * nb.sqrt())) as f32 }
+}

@@ -1,0 +1,57 @@
+//! The facade's error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in kiln's library API.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Reading the GGUF failed.
+    #[error(transparent)]
+    Gguf(#[from] kiln_runtime::gguf::GgufError),
+    /// The model cannot be opened or run.
+    #[error(transparent)]
+    Model(#[from] kiln_runtime::model::ModelError),
+    /// The tokenizer cannot be built or failed on the input.
+    #[error(transparent)]
+    Tokenizer(#[from] kiln_runtime::tokenizer::TokenizerError),
+    /// The input tokenizes to nothing.
+    #[error("the input is empty")]
+    Empty,
+    /// The input is longer than the model's context and truncation is off.
+    #[error("the input has {n_tokens} tokens, more than the model's context of {max} (enable truncation to cut it)")]
+    TooLong {
+        /// Tokens in the input (with special tokens and prompt).
+        n_tokens: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// A task prompt name the model does not define.
+    #[error("unknown task `{task}` for {arch} (known: {known})")]
+    UnknownTask {
+        /// The name asked for.
+        task: String,
+        /// The model's architecture.
+        arch: String,
+        /// The names it knows.
+        known: String,
+    },
+    /// An output width the model cannot give.
+    #[error("output dimension {dim} is not between 1 and the model's {model_dim}")]
+    BadDim {
+        /// Requested width.
+        dim: usize,
+        /// The model's width.
+        model_dim: usize,
+    },
+    /// The output buffer has the wrong length.
+    #[error("output buffer holds {len} values, the embedder gives {dim}")]
+    OutputLength {
+        /// Buffer length.
+        len: usize,
+        /// Vector width.
+        dim: usize,
+    },
+    /// The thread pool could not start.
+    #[error("cannot start the thread pool: {0}")]
+    Threads(String),
+}
