@@ -131,7 +131,9 @@ impl EmbedderBuilder {
         let model = model::open_encoder(
             file.clone(),
             kernels,
-            &ModelOptions { pooling: self.options.pooling },
+            &ModelOptions {
+                pooling: self.options.pooling,
+            },
         )?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let model_dim = model.dim();
@@ -251,7 +253,8 @@ impl Embedder {
         let threads = self.options.threads;
         let mut w = self.worker();
         if threads > 1 {
-            self.pool.install(|| self.embed_with(text, out, &mut w, threads))
+            self.pool
+                .install(|| self.embed_with(text, out, &mut w, threads))
         } else {
             self.embed_with(text, out, &mut w, 1)
         }
@@ -275,16 +278,28 @@ impl Embedder {
         })
     }
 
-    fn embed_with(&self, text: &str, out: &mut [f32], w: &mut Worker, threads: usize) -> Result<(), Error> {
+    fn embed_with(
+        &self,
+        text: &str,
+        out: &mut [f32],
+        w: &mut Worker,
+        threads: usize,
+    ) -> Result<(), Error> {
         let dim = self.dim();
         if out.len() != dim {
-            return Err(Error::OutputLength { len: out.len(), dim });
+            return Err(Error::OutputLength {
+                len: out.len(),
+                dim,
+            });
         }
         self.tokenize_into(text, w)?;
         let max = self.model.context_length();
         if w.ids.len() > max {
             if !self.options.truncate {
-                return Err(Error::TooLong { n_tokens: w.ids.len(), max });
+                return Err(Error::TooLong {
+                    n_tokens: w.ids.len(),
+                    max,
+                });
             }
             self.tokenizer.truncate(&mut w.ids, max);
         }
@@ -292,7 +307,8 @@ impl Embedder {
         if w.full.len() < full_dim {
             w.full.resize(full_dim, 0.0);
         }
-        self.model.embed_tokens(&w.ids, &mut w.ws, &mut w.full[..full_dim], threads)?;
+        self.model
+            .embed_tokens(&w.ids, &mut w.ws, &mut w.full[..full_dim], threads)?;
         out.copy_from_slice(&w.full[..dim]);
         if self.options.normalize {
             l2_normalize(out);
@@ -301,7 +317,10 @@ impl Embedder {
     }
 
     fn tokenize_into(&self, text: &str, w: &mut Worker) -> Result<(), Error> {
-        let opts = EncodeOptions { add_special: true, parse_special: self.options.parse_special };
+        let opts = EncodeOptions {
+            add_special: true,
+            parse_special: self.options.parse_special,
+        };
         let input = match &self.options.prompt {
             Some(prompt) => {
                 w.text.clear();
@@ -311,7 +330,8 @@ impl Embedder {
             }
             None => text,
         };
-        self.tokenizer.encode_into(input, &opts, &mut w.ids, &mut w.scratch)?;
+        self.tokenizer
+            .encode_into(input, &opts, &mut w.ids, &mut w.scratch)?;
         if w.ids.is_empty() {
             return Err(Error::Empty);
         }
@@ -329,7 +349,10 @@ impl Embedder {
             scratch: TokenizerScratch::default(),
             full: Vec::new(),
         });
-        WorkerGuard { embedder: self, worker: Some(w) }
+        WorkerGuard {
+            embedder: self,
+            worker: Some(w),
+        }
     }
 }
 
@@ -354,14 +377,22 @@ impl std::ops::DerefMut for WorkerGuard<'_> {
 impl Drop for WorkerGuard<'_> {
     fn drop(&mut self) {
         if let Some(w) = self.worker.take() {
-            self.embedder.workers.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+            self.embedder
+                .workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(w);
         }
     }
 }
 
 /// Scales `v` to unit L2 norm (a zero vector stays zero).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         v.iter_mut().for_each(|x| *x *= inv);
@@ -377,5 +408,9 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         na += x * x;
         nb += y * y;
     }
-    if na == 0.0 || nb == 0.0 { 0.0 } else { (dot / (na.sqrt() * nb.sqrt())) as f32 }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        (dot / (na.sqrt() * nb.sqrt())) as f32
+    }
 }

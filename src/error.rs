@@ -18,7 +18,9 @@ pub enum Error {
     #[error("the input is empty")]
     Empty,
     /// The input is longer than the model's context and truncation is off.
-    #[error("the input has {n_tokens} tokens, more than the model's context of {max} (enable truncation to cut it)")]
+    #[error(
+        "the input has {n_tokens} tokens, more than the model's context of {max} (enable truncation to cut it)"
+    )]
     TooLong {
         /// Tokens in the input (with special tokens and prompt).
         n_tokens: usize,

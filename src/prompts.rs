@@ -31,7 +31,10 @@ fn table(arch: &str) -> &'static [(&'static str, &'static str)] {
 /// The prompt named `name` for architecture `arch` (names compare
 /// case-insensitively).
 pub fn lookup(arch: &str, name: &str) -> Option<&'static str> {
-    table(arch).iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, p)| *p)
+    table(arch)
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, p)| *p)
 }
 
 /// The prompt names known for `arch`.
@@ -45,8 +48,14 @@ mod tests {
 
     #[test]
     fn gemma_prompts() {
-        assert_eq!(lookup("gemma-embedding", "query"), Some("task: search result | query: "));
-        assert_eq!(lookup("gemma-embedding", "Document"), Some("title: none | text: "));
+        assert_eq!(
+            lookup("gemma-embedding", "query"),
+            Some("task: search result | query: ")
+        );
+        assert_eq!(
+            lookup("gemma-embedding", "Document"),
+            Some("title: none | text: ")
+        );
         assert_eq!(lookup("bert", "query"), None);
         assert!(names("bert").is_empty());
     }

@@ -23,7 +23,10 @@ fn compare(embedder: &Embedder, golden: &[Golden], skip_token_mismatch: bool) ->
     for g in golden {
         let ids = embedder.tokenize(&g.text).unwrap();
         if skip_token_mismatch && ids != g.token_ids {
-            eprintln!("token ids differ from the golden, not compared: {:?}", g.text);
+            eprintln!(
+                "token ids differ from the golden, not compared: {:?}",
+                g.text
+            );
             continue;
         }
         let v = embedder.embed(&g.text).unwrap();
@@ -34,8 +37,18 @@ fn compare(embedder: &Embedder, golden: &[Golden], skip_token_mismatch: bool) ->
         sims.push(s);
     }
     let mean = sims.iter().sum::<f64>() / sims.len() as f64;
-    eprintln!("{} inputs: min {:.6} ({:?}), mean {:.6}", sims.len(), worst.0, worst.1, mean);
-    Report { min: worst.0, mean, worst: worst.1 }
+    eprintln!(
+        "{} inputs: min {:.6} ({:?}), mean {:.6}",
+        sims.len(),
+        worst.0,
+        worst.1,
+        mean
+    );
+    Report {
+        min: worst.0,
+        mean,
+        worst: worst.1,
+    }
 }
 
 fn open(path: &std::path::Path) -> Embedder {
@@ -44,11 +57,18 @@ fn open(path: &std::path::Path) -> Embedder {
 
 #[test]
 fn embeddinggemma_q8_0_matches_float32_reference() {
-    let Some(path) = cached_model("embeddinggemma") else { return };
+    let Some(path) = cached_model("embeddinggemma") else {
+        return;
+    };
     let e = open(&path);
     let st = goldens("embeddinggemma-300m.st.jsonl");
     for g in &st {
-        assert_eq!(e.tokenize(&g.text).unwrap(), g.token_ids, "token ids of {:?}", g.text);
+        assert_eq!(
+            e.tokenize(&g.text).unwrap(),
+            g.token_ids,
+            "token ids of {:?}",
+            g.text
+        );
     }
     let r = compare(&e, &st, false);
     assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
@@ -57,8 +77,14 @@ fn embeddinggemma_q8_0_matches_float32_reference() {
 
 #[test]
 fn embeddinggemma_q8_0_agrees_with_llamacpp() {
-    let Some(path) = cached_model("embeddinggemma") else { return };
-    let r = compare(&open(&path), &goldens("embeddinggemma-300m.llamacpp.jsonl"), true);
+    let Some(path) = cached_model("embeddinggemma") else {
+        return;
+    };
+    let r = compare(
+        &open(&path),
+        &goldens("embeddinggemma-300m.llamacpp.jsonl"),
+        true,
+    );
     assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
 }
 
@@ -71,7 +97,12 @@ fn minilm_q8_0_matches_float32_reference() {
         let mut ids = e.tokenize(&g.text).unwrap();
         assert_eq!(ids, g.token_ids, "token ids of {:?}", g.text);
         e.tokenizer().truncate(&mut ids, e.max_tokens());
-        assert_eq!(Some(ids.len()), g.n_tokens_used, "truncated length of {:?}", g.text);
+        assert_eq!(
+            Some(ids.len()),
+            g.n_tokens_used,
+            "truncated length of {:?}",
+            g.text
+        );
     }
     let r = compare(&e, &st, false);
     assert!(r.min >= 0.9985, "min cosine {} on {:?}", r.min, r.worst);
@@ -81,6 +112,10 @@ fn minilm_q8_0_matches_float32_reference() {
 #[test]
 fn minilm_q8_0_agrees_with_llamacpp_where_tokens_agree() {
     let path = common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf");
-    let r = compare(&open(&path), &goldens("all-MiniLM-L6-v2.llamacpp.jsonl"), true);
+    let r = compare(
+        &open(&path),
+        &goldens("all-MiniLM-L6-v2.llamacpp.jsonl"),
+        true,
+    );
     assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
 }

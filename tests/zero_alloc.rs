@@ -51,7 +51,10 @@ fn check(path: &std::path::Path, texts: &[&str]) {
     let e = kiln::Embedder::builder().threads(1).open(path).unwrap();
     let mut out = vec![0.0f32; e.dim()];
     // Warm up with the longest text: buffers grow to it once.
-    let longest = texts.iter().max_by_key(|t| e.tokenize(t).unwrap().len()).unwrap();
+    let longest = texts
+        .iter()
+        .max_by_key(|t| e.tokenize(t).unwrap().len())
+        .unwrap();
     e.embed_into(longest, &mut out).unwrap();
     for t in texts {
         let n = allocations_of(|| e.embed_into(t, &mut out).unwrap());
@@ -67,11 +70,16 @@ const TEXTS: &[&str] = &[
 
 #[test]
 fn minilm_embed_does_not_allocate_when_warm() {
-    check(&common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf"), TEXTS);
+    check(
+        &common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf"),
+        TEXTS,
+    );
 }
 
 #[test]
 fn embeddinggemma_embed_does_not_allocate_when_warm() {
-    let Some(path) = common::cached_model("embeddinggemma") else { return };
+    let Some(path) = common::cached_model("embeddinggemma") else {
+        return;
+    };
     check(&path, TEXTS);
 }

@@ -95,7 +95,8 @@ impl ModelArgs {
         if let Some(p) = self.pooling {
             b = b.pooling(p.into());
         }
-        b.open(&path).with_context(|| format!("cannot open {}", path.display()))
+        b.open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
     }
 }
 
@@ -147,7 +148,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let texts = if !args.texts.is_empty() {
         args.texts.clone()
     } else if let Some(path) = &args.input {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         read_lines(std::io::BufReader::new(f), &path.display().to_string())?
     } else {
         let stdin = std::io::stdin();
@@ -167,7 +169,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
 
     let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::new(out);
@@ -175,7 +179,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     out.flush()?;
 
     if args.stats {
-        let tokens: usize = texts.iter().map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len())).sum();
+        let tokens: usize = texts
+            .iter()
+            .map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len()))
+            .sum();
         let secs = elapsed.as_secs_f64();
         eprintln!(
             "{} texts, {} tokens in {:.3} s: {:.2} ms/text, {:.1} texts/s, {:.0} tokens/s ({} threads, {})",
@@ -193,7 +200,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
 }
 
 /// Writes vectors in one of the output formats.
-pub fn write_vectors(out: &mut impl Write, format: Format, texts: &[String], vectors: &[Vec<f32>]) -> anyhow::Result<()> {
+pub fn write_vectors(
+    out: &mut impl Write,
+    format: Format,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+) -> anyhow::Result<()> {
     match format {
         Format::Json => {
             let rows: Vec<_> = texts
@@ -207,7 +219,10 @@ pub fn write_vectors(out: &mut impl Write, format: Format, texts: &[String], vec
         }
         Format::Jsonl => {
             for (i, (t, v)) in texts.iter().zip(vectors).enumerate() {
-                serde_json::to_writer(&mut *out, &serde_json::json!({"index": i, "text": t, "embedding": v}))?;
+                serde_json::to_writer(
+                    &mut *out,
+                    &serde_json::json!({"index": i, "text": t, "embedding": v}),
+                )?;
                 writeln!(out)?;
             }
         }

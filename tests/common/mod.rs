@@ -24,7 +24,10 @@ pub struct Golden {
 pub fn goldens(name: &str) -> Vec<Golden> {
     let path = fixtures().join("goldens").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The model called `name` in the cache (`kiln pull NAME`), or `None` with a

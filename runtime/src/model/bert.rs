@@ -93,11 +93,16 @@ impl Bert {
             Some(p) => p,
             None => {
                 let raw = md.get_u32(&key("pooling_type"))?;
-                Pooling::from_gguf(raw)
-                    .ok_or_else(|| ModelError::Config(format!("pooling_type {raw} is not supported")))?
+                Pooling::from_gguf(raw).ok_or_else(|| {
+                    ModelError::Config(format!("pooling_type {raw} is not supported"))
+                })?
             }
         };
-        if n_head == 0 || hidden % n_head != 0 || hidden % QK8_0 != 0 || ffn % QK8_0 != 0 {
+        if n_head == 0
+            || !hidden.is_multiple_of(n_head)
+            || !hidden.is_multiple_of(QK8_0)
+            || !ffn.is_multiple_of(QK8_0)
+        {
             return Err(ModelError::Config(format!(
                 "hidden {hidden}, ffn {ffn} and {n_head} heads are not supported"
             )));
@@ -108,11 +113,20 @@ impl Bert {
         let t = Tensors::new(&file);
         let h = hidden as u64;
         let norm = |name: &str| -> Result<Norm, ModelError> {
-            Ok(Norm { w: t.f32(&format!("{name}.weight"), &[h])?, b: t.f32(&format!("{name}.bias"), &[h])? })
+            Ok(Norm {
+                w: t.f32(&format!("{name}.weight"), &[h])?,
+                b: t.f32(&format!("{name}.bias"), &[h])?,
+            })
         };
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
             let bias = t.f32(&format!("{name}.bias"), &[n as u64])?;
-            Ok(Linear::new(t.matrix(&format!("{name}.weight"), k, n)?, Some(bias), k, n, kernels))
+            Ok(Linear::new(
+                t.matrix(&format!("{name}.weight"), k, n)?,
+                Some(bias),
+                k,
+                n,
+                kernels,
+            ))
         };
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..n_layer {
@@ -137,7 +151,10 @@ impl Bert {
             .unwrap_or(0) as usize;
         let token_embd = t.table("token_embd.weight", hidden, n_vocab)?;
         let position_embd = t.f32("position_embd.weight", &[h, context as u64])?;
-        let n_types = file.tensor("token_types.weight").map(|i| i.dims.get(1).copied().unwrap_or(0)).unwrap_or(0);
+        let n_types = file
+            .tensor("token_types.weight")
+            .map(|i| i.dims.get(1).copied().unwrap_or(0))
+            .unwrap_or(0);
         let token_types = t.f32("token_types.weight", &[h, n_types.max(1)])?;
         let token_type0 = Data::Owned(token_types.get()[..hidden].to_vec());
         let k = kernels;
@@ -195,10 +212,16 @@ impl EncoderModel for Bert {
             return Err(ModelError::Empty);
         }
         if n > self.context {
-            return Err(ModelError::TooLong { n_tokens: n, max: self.context });
+            return Err(ModelError::TooLong {
+                n_tokens: n,
+                max: self.context,
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_vocab) {
-            return Err(ModelError::Config(format!("token id {bad} is outside the vocabulary of {}", self.n_vocab)));
+            return Err(ModelError::Config(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.n_vocab
+            )));
         }
         let (d, kn, th) = (self.hidden, &self.kernels, threads.max(1));
         let hd = d / self.n_head;
@@ -229,7 +252,13 @@ impl EncoderModel for Bert {
                 *a += p + y;
             }
         }
-        (kn.layer_norm)(t, self.embd_norm.w.get(), self.embd_norm.b.get(), self.eps, x);
+        (kn.layer_norm)(
+            t,
+            self.embd_norm.w.get(),
+            self.embd_norm.b.get(),
+            self.eps,
+            x,
+        );
 
         let shape = AttnShape {
             n_tokens: n,
@@ -251,19 +280,44 @@ impl EncoderModel for Bert {
             layer.o.prepare(att, xq_h);
             // Residual: the projection accumulates onto a copy of the input.
             t.copy_from_slice(x);
-            layer.o.forward(Input { f32: att, q8: xq_h }, n, t, true, th);
-            (kn.layer_norm)(t, layer.attn_norm.w.get(), layer.attn_norm.b.get(), self.eps, x);
+            layer
+                .o
+                .forward(Input { f32: att, q8: xq_h }, n, t, true, th);
+            (kn.layer_norm)(
+                t,
+                layer.attn_norm.w.get(),
+                layer.attn_norm.b.get(),
+                self.eps,
+                x,
+            );
 
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.up.prepare(x, xq_h);
             let nf = n * self.ffn;
-            layer.up.forward(Input { f32: x, q8: xq_h }, n, ff, false, th);
+            layer
+                .up
+                .forward(Input { f32: x, q8: xq_h }, n, ff, false, th);
             (kn.gelu)(&mut ff[..nf]);
             let xq_f = &mut xq[..nf / QK8_0];
             layer.down.prepare(&ff[..nf], xq_f);
             t.copy_from_slice(x);
-            layer.down.forward(Input { f32: &ff[..nf], q8: xq_f }, n, t, true, th);
-            (kn.layer_norm)(t, layer.out_norm.w.get(), layer.out_norm.b.get(), self.eps, x);
+            layer.down.forward(
+                Input {
+                    f32: &ff[..nf],
+                    q8: xq_f,
+                },
+                n,
+                t,
+                true,
+                th,
+            );
+            (kn.layer_norm)(
+                t,
+                layer.out_norm.w.get(),
+                layer.out_norm.b.get(),
+                self.eps,
+                x,
+            );
         }
 
         match self.pooling {

@@ -38,7 +38,10 @@ pub(crate) fn sized<T: Default + Clone>(buf: &mut Vec<T>, len: usize) -> &mut [T
 }
 
 /// Runs attention for all query rows, split across `threads` by rows.
-#[expect(clippy::too_many_arguments, reason = "mirrors the kernel's signature plus threading")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "mirrors the kernel's signature plus threading"
+)]
 pub(crate) fn attention(
     f: AttentionFn,
     q: &[f32],
@@ -53,7 +56,17 @@ pub(crate) fn attention(
     let width = shape.n_head * shape.head_dim;
     let parts = threads.max(1).min(n);
     let scores = sized(scores, parts * n);
-    split_rows(f, q, k, v, shape, 0..n, &mut out[..n * width], scores, parts);
+    split_rows(
+        f,
+        q,
+        k,
+        v,
+        shape,
+        0..n,
+        &mut out[..n * width],
+        scores,
+        parts,
+    );
 }
 
 #[expect(clippy::too_many_arguments, reason = "recursive helper of `attention`")]
@@ -79,7 +92,19 @@ fn split_rows(
     let (s_a, s_b) = scores.split_at_mut(left_parts * shape.n_tokens);
     rayon::join(
         || split_rows(f, q, k, v, shape, rows.start..mid, out_a, s_a, left_parts),
-        || split_rows(f, q, k, v, shape, mid..rows.end, out_b, s_b, parts - left_parts),
+        || {
+            split_rows(
+                f,
+                q,
+                k,
+                v,
+                shape,
+                mid..rows.end,
+                out_b,
+                s_b,
+                parts - left_parts,
+            )
+        },
     );
 }
 

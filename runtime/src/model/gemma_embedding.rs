@@ -29,8 +29,8 @@ use super::weights::{Data, Tensors, WeightData};
 use super::{EncoderModel, ModelError, ModelOptions, Pooling};
 use crate::gguf::GgufFile;
 use crate::kernels::{
-    AttentionFn, AttnShape, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, Mask, MeanPoolFn,
-    RmsNormFn, RopeFn, UnaryFn,
+    AttentionFn, AttnShape, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, Mask, MeanPoolFn, RmsNormFn,
+    RopeFn, UnaryFn,
 };
 use crate::quant::QK8_0;
 
@@ -121,16 +121,21 @@ impl GemmaEmbedding {
             Some(p) => p,
             None => {
                 let raw = md.get_u32(&key("pooling_type"))?;
-                Pooling::from_gguf(raw)
-                    .ok_or_else(|| ModelError::Config(format!("pooling_type {raw} is not supported")))?
+                Pooling::from_gguf(raw).ok_or_else(|| {
+                    ModelError::Config(format!("pooling_type {raw} is not supported"))
+                })?
             }
         };
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(ModelError::Config(format!(
                 "{n_head} query heads cannot share {n_head_kv} key/value heads"
             )));
         }
-        if value_dim != head_dim || head_dim % 2 != 0 || hidden % QK8_0 != 0 || ffn % QK8_0 != 0 {
+        if value_dim != head_dim
+            || !head_dim.is_multiple_of(2)
+            || !hidden.is_multiple_of(QK8_0)
+            || !ffn.is_multiple_of(QK8_0)
+        {
             return Err(ModelError::Config(format!(
                 "head sizes k={head_dim} v={value_dim}, hidden {hidden}, ffn {ffn} are not supported"
             )));
@@ -182,14 +187,18 @@ impl GemmaEmbedding {
             }
             let out = md.get_u32(&key(&format!("dense_{i}_feat_out")))? as usize;
             let inp = md.get_u32(&key(&format!("dense_{i}_feat_in")))? as usize;
-            if inp != width || out % QK8_0 != 0 {
-                return Err(ModelError::Config(format!("dense_{i} maps {inp} -> {out} after {width}")));
+            if inp != width || !out.is_multiple_of(QK8_0) {
+                return Err(ModelError::Config(format!(
+                    "dense_{i} maps {inp} -> {out} after {width}"
+                )));
             }
             dense.push(lin(&name, inp, out)?);
             width = out;
         }
         if width != hidden {
-            return Err(ModelError::Config(format!("dense projections end at {width}, not {hidden}")));
+            return Err(ModelError::Config(format!(
+                "dense projections end at {width}, not {hidden}"
+            )));
         }
 
         let n_vocab = file
@@ -236,7 +245,9 @@ impl GemmaEmbedding {
     fn embed_rows(&self, ids: &[u32], x: &mut [f32]) {
         let scale = (self.hidden as f32).sqrt();
         match &self.token_embd {
-            WeightData::Q8_0(table) => (self.kernels.gather)(table.get(), self.hidden, ids, scale, x),
+            WeightData::Q8_0(table) => {
+                (self.kernels.gather)(table.get(), self.hidden, ids, scale, x)
+            }
             WeightData::F32(table) => {
                 let table = table.get();
                 for (row, &id) in x.chunks_exact_mut(self.hidden).zip(ids) {
@@ -279,10 +290,16 @@ impl EncoderModel for GemmaEmbedding {
             return Err(ModelError::Empty);
         }
         if n > self.context {
-            return Err(ModelError::TooLong { n_tokens: n, max: self.context });
+            return Err(ModelError::TooLong {
+                n_tokens: n,
+                max: self.context,
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_vocab) {
-            return Err(ModelError::Config(format!("token id {bad} is outside the vocabulary of {}", self.n_vocab)));
+            return Err(ModelError::Config(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.n_vocab
+            )));
         }
         let (d, hd, kn) = (self.hidden, self.head_dim, &self.kernels);
         let q_dim = self.n_head * hd;
@@ -309,13 +326,20 @@ impl EncoderModel for GemmaEmbedding {
             (kn.rms_norm_hidden)(x, layer.attn_norm.get(), self.eps, &mut t[..n * d]);
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.q.prepare(&t[..n * d], xq_h);
-            let input = Input { f32: &t[..n * d], q8: xq_h };
+            let input = Input {
+                f32: &t[..n * d],
+                q8: xq_h,
+            };
             layer.q.forward(input, n, att, false, th);
             layer.k.forward(input, n, ff_a, false, th);
             layer.v.forward(input, n, v, false, th);
             (kn.rms_norm_head)(&att[..n * q_dim], layer.q_norm.get(), self.eps, q);
             (kn.rms_norm_head)(&ff_a[..n * kv_dim], layer.k_norm.get(), self.eps, k);
-            let rope = if layer.window_radius.is_some() { &self.rope_local } else { &self.rope_global };
+            let rope = if layer.window_radius.is_some() {
+                &self.rope_local
+            } else {
+                &self.rope_global
+            };
             (kn.rope)(q, self.n_head, hd, 0, &rope.cos, &rope.sin, true);
             (kn.rope)(k, self.n_head_kv, hd, 0, &rope.cos, &rope.sin, true);
             let shape = AttnShape {
@@ -332,15 +356,25 @@ impl EncoderModel for GemmaEmbedding {
             exec::attention(kn.attention, q, k, v, &shape, att, &mut ws.scores, th);
             let xq_o = &mut xq[..n * q_dim / QK8_0];
             layer.o.prepare(att, xq_o);
-            layer.o.forward(Input { f32: att, q8: xq_o }, n, ff_a, false, th);
-            (kn.rms_norm_hidden)(&ff_a[..n * d], layer.post_attn_norm.get(), self.eps, &mut t[..n * d]);
+            layer
+                .o
+                .forward(Input { f32: att, q8: xq_o }, n, ff_a, false, th);
+            (kn.rms_norm_hidden)(
+                &ff_a[..n * d],
+                layer.post_attn_norm.get(),
+                self.eps,
+                &mut t[..n * d],
+            );
             add_in_place(x, &t[..n * d]);
 
             // Feed-forward block.
             (kn.rms_norm_hidden)(x, layer.ffn_norm.get(), self.eps, &mut t[..n * d]);
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.gate.prepare(&t[..n * d], xq_h);
-            let input = Input { f32: &t[..n * d], q8: xq_h };
+            let input = Input {
+                f32: &t[..n * d],
+                q8: xq_h,
+            };
             let nf = n * self.ffn;
             layer.gate.forward(input, n, ff_a, false, th);
             layer.up.forward(input, n, ff_b, false, th);
@@ -353,8 +387,22 @@ impl EncoderModel for GemmaEmbedding {
                     *a *= b;
                 }
             }
-            layer.down.forward(Input { f32: &ff_a[..nf], q8: xq_f }, n, ff_b, false, th);
-            (kn.rms_norm_hidden)(&ff_b[..n * d], layer.post_ffn_norm.get(), self.eps, &mut t[..n * d]);
+            layer.down.forward(
+                Input {
+                    f32: &ff_a[..nf],
+                    q8: xq_f,
+                },
+                n,
+                ff_b,
+                false,
+                th,
+            );
+            (kn.rms_norm_hidden)(
+                &ff_b[..n * d],
+                layer.post_ffn_norm.get(),
+                self.eps,
+                &mut t[..n * d],
+            );
             add_in_place(x, &t[..n * d]);
         }
 
@@ -371,7 +419,16 @@ impl EncoderModel for GemmaEmbedding {
         for lin in &self.dense {
             let xq_d = &mut xq[..lin.k / QK8_0];
             lin.prepare(&cur[..lin.k], xq_d);
-            lin.forward(Input { f32: &cur[..lin.k], q8: xq_d }, 1, &mut next[..lin.n], false, th);
+            lin.forward(
+                Input {
+                    f32: &cur[..lin.k],
+                    q8: xq_d,
+                },
+                1,
+                &mut next[..lin.n],
+                false,
+                th,
+            );
             std::mem::swap(&mut cur, &mut next);
         }
         out[..d].copy_from_slice(&cur[..d]);

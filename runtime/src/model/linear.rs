@@ -42,7 +42,9 @@ impl Linear {
         kernels: &dyn KernelSet,
     ) -> Self {
         let kernel = match weight {
-            WeightData::Q8_0(w) => Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k)),
+            WeightData::Q8_0(w) => {
+                Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k))
+            }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
         };
         Linear { kernel, bias, k, n }
@@ -63,12 +65,26 @@ impl Linear {
 
     /// `out[i][j] (+)= b[j] + Σ x[i][k]·W[j][k]` for the `m` rows of `x`;
     /// `out` is `[m][n]`.
-    pub(crate) fn forward(&self, x: Input<'_>, m: usize, out: &mut [f32], accumulate: bool, threads: usize) {
+    pub(crate) fn forward(
+        &self,
+        x: Input<'_>,
+        m: usize,
+        out: &mut [f32],
+        accumulate: bool,
+        threads: usize,
+    ) {
         let out = MatMut::new(&mut out[..m * self.n], m, self.n, self.n);
         self.forward_cols(x, 0, out, accumulate, threads.max(1));
     }
 
-    fn forward_cols(&self, x: Input<'_>, col0: usize, out: MatMut<'_>, accumulate: bool, parts: usize) {
+    fn forward_cols(
+        &self,
+        x: Input<'_>,
+        col0: usize,
+        out: MatMut<'_>,
+        accumulate: bool,
+        parts: usize,
+    ) {
         let cols = out.cols();
         if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD {
             self.run(x, col0, out, accumulate);
@@ -91,11 +107,23 @@ impl Linear {
         match &self.kernel {
             Kernel::Q8_0(w, f, _) => {
                 let kb = self.k / QK8_0;
-                f(&w.get()[cols.start * kb..cols.end * kb], x.q8, bias, out, accumulate)
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8,
+                    bias,
+                    out,
+                    accumulate,
+                )
             }
             Kernel::F32(w, f) => {
                 let k = self.k;
-                f(&w.get()[cols.start * k..cols.end * k], x.f32, bias, out, accumulate)
+                f(
+                    &w.get()[cols.start * k..cols.end * k],
+                    x.f32,
+                    bias,
+                    out,
+                    accumulate,
+                )
             }
         }
     }

@@ -150,7 +150,9 @@ pub fn open_encoder(
 ) -> Result<Box<dyn EncoderModel>, ModelError> {
     let arch = file.metadata().get_str("general.architecture")?.to_owned();
     match arch.as_str() {
-        "gemma-embedding" => Ok(Box::new(gemma_embedding::GemmaEmbedding::open(file, kernels, options)?)),
+        "gemma-embedding" => Ok(Box::new(gemma_embedding::GemmaEmbedding::open(
+            file, kernels, options,
+        )?)),
         "bert" => Ok(Box::new(bert::Bert::open(file, kernels, options)?)),
         other => Err(ModelError::UnsupportedArch(other.to_owned())),
     }

@@ -25,7 +25,10 @@ unsafe impl<T: Sync> Sync for Data<T> {}
 
 impl<T> Data<T> {
     fn mapped(slice: &[T]) -> Self {
-        Data::Mapped { ptr: slice.as_ptr(), len: slice.len() }
+        Data::Mapped {
+            ptr: slice.as_ptr(),
+            len: slice.len(),
+        }
     }
 
     /// The values.
@@ -109,7 +112,12 @@ impl<'f> Tensors<'f> {
 
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
     /// file's type when the gather kernel reads it directly.
-    pub(crate) fn table(&self, name: &str, dim: usize, n_rows: usize) -> Result<WeightData, ModelError> {
+    pub(crate) fn table(
+        &self,
+        name: &str,
+        dim: usize,
+        n_rows: usize,
+    ) -> Result<WeightData, ModelError> {
         self.matrix(name, dim, n_rows)
     }
 }
