@@ -432,3 +432,9 @@ impl GgufFile {
 pub fn dequantize_supported(ty: GgmlType) -> bool {
     dequant::supported(ty)
 }
+
+/// Converts raw tensor bytes of type `ty` to f32 (any alignment); `None` if
+/// the type is not supported or `bytes` is not a whole number of blocks.
+pub fn dequantize_bytes(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
+    dequant::dequantize(ty, bytes)
+}

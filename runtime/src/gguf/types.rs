@@ -3,7 +3,9 @@
 //!
 //! Ids and sizes follow `ggml.h` (`enum ggml_type`) and the `type_traits`
 //! table of `ggml.c`. Ids 4, 5, 31-33 and 36-38 were used by types that ggml
-//! has since removed; they are unknown here, as they are to ggml.
+//! has since removed; they are unknown here, as they are to ggml. (Q8_1 is
+//! 36 bytes as in ggml's `block_q8_1`; gguf-py 0.19 says 40, a leftover of an
+//! older layout. Q8_1 is a dot-product intermediate, never stored in files.)
 
 use std::fmt;
 
@@ -124,6 +126,10 @@ ggml_types! {
     TQ2_0 = 35, "tq2_0", QK_K, 66;
     /// Microscaling FP4: an e8m0 scale + 32 x e2m1.
     MXFP4 = 39, "mxfp4", 32, 17;
+    /// NVIDIA FP4: 4 e4m3 scales (one per 16) + 64 x e2m1.
+    NVFP4 = 40, "nvfp4", 64, 36;
+    /// 1-bit: f16 scale + 128 sign bits.
+    Q1_0 = 41, "q1_0", 128, 18;
 }
 
 impl GgmlType {
@@ -164,7 +170,7 @@ mod tests {
         for &t in GgmlType::ALL {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
         }
-        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 40, u32::MAX] {
+        for removed in [4, 5, 31, 32, 33, 36, 37, 38, 42, u32::MAX] {
             assert_eq!(GgmlType::from_id(removed), None);
         }
     }
