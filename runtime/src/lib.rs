@@ -7,3 +7,4 @@
 
 pub mod kernels;
 pub mod quant;
+pub mod tokenizer;
