@@ -5,6 +5,7 @@
 //! interface, and the `kiln` facade fills it with the kernels that its build
 //! script generates.
 
+pub mod gguf;
 pub mod kernels;
 pub mod quant;
 pub mod tokenizer;
