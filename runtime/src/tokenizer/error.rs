@@ -12,6 +12,9 @@ pub enum TokenizerError {
         "unsupported tokenizer model {0:?} (kiln supports \"llama\" (SentencePiece) and \"bert\" (WordPiece))"
     )]
     UnknownModel(String),
+    /// The GGUF metadata could not be read (missing key, wrong type).
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A key the tokenizer needs is absent.
     #[error("missing GGUF key {0}")]
     MissingKey(&'static str),

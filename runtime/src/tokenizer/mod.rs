@@ -26,6 +26,7 @@
 //! never produce a control token.
 
 mod error;
+mod gguf;
 mod pieces;
 mod special;
 mod spm;
@@ -33,6 +34,7 @@ mod vocab;
 mod wordpiece;
 
 pub use error::TokenizerError;
+pub use gguf::keys;
 pub use vocab::{ModelKind, TokenType, Vocab};
 
 use pieces::Pieces;
