@@ -9,3 +9,4 @@ pub mod gguf;
 pub mod kernels;
 pub mod quant;
 pub mod model;
+pub mod tokenizer;

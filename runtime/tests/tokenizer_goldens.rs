@@ -1,0 +1,188 @@
+//! Token ids against the reference tokenizers on the 24 golden inputs:
+//! all-MiniLM-L6-v2 against Hugging Face (sentence-transformers goldens),
+//! Gemma against llama.cpp (which agrees with Hugging Face on all 24).
+
+mod common;
+
+use std::time::Instant;
+
+use common::tok::{gemma, gemma_path, goldens, minilm};
+use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::tokenizer::{EncodeOptions, ModelKind, Tokenizer};
+
+/// The context MiniLM's references truncate to.
+const MINILM_CONTEXT: usize = 512;
+
+fn check_all(tok: &Tokenizer, file: &str) -> usize {
+    let golden = goldens(file);
+    assert_eq!(golden.len(), 24, "{file}");
+    let mut ok = 0;
+    for g in &golden {
+        let ids = tok.encode(&g.text, &EncodeOptions::default()).unwrap();
+        if ids == g.token_ids {
+            ok += 1;
+        } else {
+            println!(
+                "{file}: mismatch on {:?}\n  kiln:   {ids:?}\n  golden: {:?}",
+                g.text, g.token_ids
+            );
+        }
+    }
+    println!("{file}: {ok}/{} inputs match", golden.len());
+    ok
+}
+
+#[test]
+fn minilm_matches_hugging_face_on_every_input() {
+    let (_f, tok) = minilm();
+    assert_eq!(tok.model_kind(), ModelKind::WordPiece);
+    assert_eq!(check_all(&tok, "all-MiniLM-L6-v2.st.jsonl"), 24);
+}
+
+#[test]
+fn minilm_differs_from_llama_cpp_only_on_korean() {
+    let (_f, tok) = minilm();
+    for file in [
+        "all-MiniLM-L6-v2.llamacpp.jsonl",
+        "all-MiniLM-L6-v2.cli_tokens.jsonl",
+    ] {
+        let mut differ = Vec::new();
+        for g in goldens(file) {
+            if tok.encode(&g.text, &EncodeOptions::default()).unwrap() != g.token_ids {
+                differ.push(g.text);
+            }
+        }
+        // llama.cpp does not decompose Hangul syllables (17 ids, HF: 36).
+        assert_eq!(differ.len(), 1, "{file}: {differ:?}");
+        assert!(differ[0].starts_with("안녕하세요"), "{file}: {differ:?}");
+    }
+}
+
+#[test]
+fn minilm_truncation_keeps_sep_like_the_references() {
+    let (_f, tok) = minilm();
+    let mut truncated = 0;
+    for g in goldens("all-MiniLM-L6-v2.st.jsonl") {
+        let mut ids = tok.encode(&g.text, &EncodeOptions::default()).unwrap();
+        tok.truncate(&mut ids, MINILM_CONTEXT);
+        assert_eq!(Some(ids.len()), g.n_tokens_used, "{:?}", g.text);
+        assert_eq!(ids.last().copied(), tok.sep());
+        assert_eq!(ids[..ids.len() - 1], g.token_ids[..ids.len() - 1]);
+        truncated += usize::from(g.token_ids.len() > MINILM_CONTEXT);
+    }
+    assert!(
+        truncated >= 1,
+        "the goldens include a text longer than the context"
+    );
+}
+
+#[test]
+fn gemma_matches_llama_cpp_on_every_input() {
+    let Some(tok) = gemma() else { return };
+    assert_eq!(tok.model_kind(), ModelKind::Spm);
+    assert_eq!((tok.bos(), tok.eos()), (Some(2), Some(1)));
+    for file in [
+        "embeddinggemma-300m.llamacpp.jsonl",
+        "embeddinggemma-300m.cli_tokens.jsonl",
+        "embeddinggemma-300m.st.jsonl",
+    ] {
+        assert_eq!(check_all(&tok, file), 24, "{file}");
+    }
+}
+
+#[test]
+fn gemma_decode_round_trips_the_goldens() {
+    let Some(tok) = gemma() else { return };
+    for g in goldens("embeddinggemma-300m.llamacpp.jsonl") {
+        assert_eq!(tok.decode(&g.token_ids).unwrap(), g.text);
+    }
+}
+
+#[test]
+fn special_token_strings_are_text_unless_parsing_is_on() {
+    let parse = EncodeOptions {
+        parse_special: true,
+        ..EncodeOptions::default()
+    };
+    let plain = EncodeOptions::default();
+
+    let (_f, bert) = minilm();
+    let (cls, sep) = (bert.cls().unwrap(), bert.sep().unwrap());
+    let text = "[CLS] hello [SEP] [MASK]";
+    let off = bert.encode(text, &plain).unwrap();
+    assert_eq!(
+        off.iter().filter(|&&t| t == cls || t == sep).count(),
+        2,
+        "{off:?}"
+    );
+    assert!(!off.contains(&bert.mask().unwrap()));
+    let on = bert.encode(text, &parse).unwrap();
+    assert_eq!(on.len(), 6, "{on:?}");
+    assert_eq!(on[..2], [cls, cls]);
+    assert_eq!(on[3..], [sep, bert.mask().unwrap(), sep]);
+
+    let Some(gemma) = gemma() else { return };
+    let turn = gemma.token_id("<start_of_turn>").unwrap();
+    for text in [
+        "<start_of_turn>user\nhi<end_of_turn>",
+        "<bos>x<eos>",
+        "<pad><mask><unk>",
+    ] {
+        let off = gemma.encode(text, &plain).unwrap();
+        let inner = &off[1..off.len() - 1];
+        assert!(
+            inner
+                .iter()
+                .all(|&t| gemma.token_type(t) != Some(kiln_runtime::tokenizer::TokenType::Control)),
+            "{text:?} -> {off:?}"
+        );
+        assert_eq!(gemma.decode(&off).unwrap(), text);
+    }
+    let on = gemma.encode("<start_of_turn>user\nhi", &parse).unwrap();
+    assert_eq!(on[..2], [2, turn]);
+    assert_eq!(gemma.encode("<bos>", &parse).unwrap(), [2, 2, 1]);
+    // User-defined tokens (here "<b>", a run of spaces) are cut out either way.
+    let bold = gemma.token_id("<b>").unwrap();
+    assert_eq!(gemma.encode("<b>", &plain).unwrap(), [2, bold, 1]);
+}
+
+#[test]
+fn empty_text_is_just_the_special_tokens() {
+    let none = EncodeOptions {
+        add_special: false,
+        ..EncodeOptions::default()
+    };
+    let (_f, bert) = minilm();
+    assert_eq!(
+        bert.encode("", &EncodeOptions::default()).unwrap(),
+        [101, 102]
+    );
+    assert!(bert.encode("", &none).unwrap().is_empty());
+    assert!(bert.encode(" \t\u{200B}", &none).unwrap().is_empty());
+    let Some(gemma) = gemma() else { return };
+    assert_eq!(gemma.encode("", &EncodeOptions::default()).unwrap(), [2, 1]);
+    assert!(gemma.encode("", &none).unwrap().is_empty());
+}
+
+/// Build times (printed; the bars are a few ms for MiniLM and < 50 ms for
+/// Gemma's 262,144 pieces, not asserted on a shared machine).
+#[test]
+fn build_time() {
+    let file = GgufFile::open(common::tok::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf")).unwrap();
+    let best = |f: &GgufFile| {
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let tok = Tokenizer::from_gguf(f).unwrap();
+                let dt = t.elapsed();
+                drop(tok);
+                dt
+            })
+            .min()
+            .unwrap()
+    };
+    println!("MiniLM tokenizer built in {:?} (best of 5)", best(&file));
+    let Some(path) = gemma_path() else { return };
+    let file = GgufFile::open(path).unwrap();
+    println!("Gemma tokenizer built in {:?} (best of 5)", best(&file));
+}
