@@ -3,4 +3,7 @@
 //! The facade crate: the public library API, the `kiln` command line tool,
 //! and the wiring of the kernels generated at build time into the runtime.
 
+pub mod convert;
+pub mod hub;
+
 pub use kiln_runtime as runtime;

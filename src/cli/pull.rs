@@ -1,0 +1,1 @@
+//! `kiln pull NAME`.
