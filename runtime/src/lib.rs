@@ -5,5 +5,6 @@
 //! interface, and the `kiln` facade fills it with the kernels that its build
 //! script generates.
 
+pub mod gguf;
 pub mod kernels;
 pub mod quant;

@@ -54,6 +54,268 @@ pub fn dequantize_row_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// Elements per Q4_0 block.
+pub const QK4_0: usize = 32;
+/// Elements per Q5_0 block.
+pub const QK5_0: usize = 32;
+/// Elements per k-quant super-block (`QK_K`).
+pub const QK_K: usize = 256;
+/// Bytes of the packed 6-bit scales and mins of Q4_K and Q5_K.
+pub const K_SCALE_SIZE: usize = 12;
+
+/// Q4_0: 32 4-bit values and one f16 scale; `x = d * (q - 8)`.
+///
+/// Byte `j` holds element `j` in its low nibble and element `j + 16` in its
+/// high nibble.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ4_0 {
+    /// Scale.
+    pub d: f16,
+    /// Packed nibbles.
+    pub qs: [u8; QK4_0 / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
+/// Q5_0: 32 5-bit values and one f16 scale; `x = d * (q - 16)`.
+///
+/// Low 4 bits as in Q4_0; bit 4 of element `j` is bit `j` of `qh` (read as a
+/// little-endian u32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ5_0 {
+    /// Scale.
+    pub d: f16,
+    /// Fifth bits of the 32 values.
+    pub qh: [u8; 4],
+    /// Packed low nibbles.
+    pub qs: [u8; QK5_0 / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+
+/// Q4_K: a 256-value super-block of 8 sub-blocks of 32 4-bit values, each
+/// sub-block with a 6-bit scale and 6-bit min; `x = d * sc * q - dmin * m`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ4K {
+    /// Super-block scale of the sub-block scales.
+    pub d: f16,
+    /// Super-block scale of the sub-block mins.
+    pub dmin: f16,
+    /// 8 scales and 8 mins, 6 bits each (see [`scale_min_k4`]).
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Packed nibbles: 4 groups of 32 bytes, each holding two sub-blocks.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+
+impl Default for BlockQ4K {
+    fn default() -> Self {
+        BlockQ4K {
+            d: f16::ZERO,
+            dmin: f16::ZERO,
+            scales: [0; K_SCALE_SIZE],
+            qs: [0; QK_K / 2],
+        }
+    }
+}
+
+/// Q5_K: as Q4_K with a fifth bit per value in `qh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ5K {
+    /// Super-block scale of the sub-block scales.
+    pub d: f16,
+    /// Super-block scale of the sub-block mins.
+    pub dmin: f16,
+    /// 8 scales and 8 mins, 6 bits each (see [`scale_min_k4`]).
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Fifth bits: bit `2g` / `2g+1` of byte `l` for the low / high nibble
+    /// of group `g`, position `l`.
+    pub qh: [u8; QK_K / 8],
+    /// Packed low nibbles.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+
+impl Default for BlockQ5K {
+    fn default() -> Self {
+        BlockQ5K {
+            d: f16::ZERO,
+            dmin: f16::ZERO,
+            scales: [0; K_SCALE_SIZE],
+            qh: [0; QK_K / 8],
+            qs: [0; QK_K / 2],
+        }
+    }
+}
+
+/// Q6_K: a 256-value super-block of 16 sub-blocks of 16 6-bit values, each
+/// with an i8 scale; `x = d * scale * (q - 32)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ6K {
+    /// Low 4 bits of the values.
+    pub ql: [u8; QK_K / 2],
+    /// High 2 bits of the values.
+    pub qh: [u8; QK_K / 4],
+    /// Sub-block scales.
+    pub scales: [i8; QK_K / 16],
+    /// Super-block scale.
+    pub d: f16,
+}
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+
+impl Default for BlockQ6K {
+    fn default() -> Self {
+        BlockQ6K {
+            ql: [0; QK_K / 2],
+            qh: [0; QK_K / 4],
+            scales: [0; QK_K / 16],
+            d: f16::ZERO,
+        }
+    }
+}
+
+/// Checks `out` holds exactly `block` values per block.
+fn check_len(n_blocks: usize, block: usize, out: &[f32]) {
+    assert_eq!(
+        out.len(),
+        n_blocks * block,
+        "output length must be {block} x blocks"
+    );
+}
+
+/// Dequantizes Q4_0 blocks: `y[j] = d * ((qs[j] & 15) - 8)`,
+/// `y[j + 16] = d * ((qs[j] >> 4) - 8)`.
+pub fn dequantize_row_q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
+    check_len(blocks.len(), QK4_0, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK4_0)) {
+        let d = b.d.to_f32();
+        let (lo, hi) = ys.split_at_mut(QK4_0 / 2);
+        for ((&q, l), h) in b.qs.iter().zip(lo).zip(hi) {
+            *l = d * (i32::from(q & 0x0f) - 8) as f32;
+            *h = d * (i32::from(q >> 4) - 8) as f32;
+        }
+    }
+}
+
+/// Dequantizes Q5_0 blocks: as Q4_0 with bit 4 of element `j` from bit `j`
+/// of `qh`, and `- 16` instead of `- 8`.
+pub fn dequantize_row_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
+    check_len(blocks.len(), QK5_0, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK5_0)) {
+        let d = b.d.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
+        let (lo, hi) = ys.split_at_mut(QK5_0 / 2);
+        for (j, ((&q, l), h)) in b.qs.iter().zip(lo).zip(hi).enumerate() {
+            let h0 = ((qh >> j) & 1) << 4;
+            let h1 = ((qh >> (j + 16)) & 1) << 4;
+            *l = d * ((u32::from(q & 0x0f) | h0) as i32 - 16) as f32;
+            *h = d * ((u32::from(q >> 4) | h1) as i32 - 16) as f32;
+        }
+    }
+}
+
+/// Scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K /
+/// Q5_K: sub-blocks 0-3 keep their 6 bits in the low bits of bytes `j` and
+/// `j + 4`; sub-blocks 4-7 split theirs between a nibble of byte `j + 4` and
+/// the top two bits of bytes `j - 4` and `j`.
+pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Dequantizes Q4_K blocks. Each group of 64 outputs uses 32 bytes of `qs`:
+/// low nibbles for the first 32 values (sub-block `2g`), high nibbles for the
+/// next 32 (sub-block `2g + 1`); `y = d * sc * q - dmin * m`.
+pub fn dequantize_row_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
+    check_len(blocks.len(), QK_K, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        let dmin = b.dmin.to_f32();
+        for (g, (qs, ys)) in
+            b.qs.chunks_exact(32)
+                .zip(ys.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc1, m1) = scale_min_k4(2 * g, &b.scales);
+            let (sc2, m2) = scale_min_k4(2 * g + 1, &b.scales);
+            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+            let (lo, hi) = ys.split_at_mut(32);
+            for ((&q, l), h) in qs.iter().zip(lo).zip(hi) {
+                *l = d1 * f32::from(q & 0x0f) - m1;
+                *h = d2 * f32::from(q >> 4) - m2;
+            }
+        }
+    }
+}
+
+/// Dequantizes Q5_K blocks: as Q4_K, plus 16 when the value's bit in `qh`
+/// is set (bit `2g` for the low nibbles of group `g`, `2g + 1` for the high).
+pub fn dequantize_row_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
+    check_len(blocks.len(), QK_K, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        let dmin = b.dmin.to_f32();
+        for (g, (qs, ys)) in
+            b.qs.chunks_exact(32)
+                .zip(ys.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc1, m1) = scale_min_k4(2 * g, &b.scales);
+            let (sc2, m2) = scale_min_k4(2 * g + 1, &b.scales);
+            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+            let (u1, u2) = (1u8 << (2 * g), 1u8 << (2 * g + 1));
+            let (lo, hi) = ys.split_at_mut(32);
+            for (((&q, &h), l), hv) in qs.iter().zip(&b.qh).zip(lo).zip(hi) {
+                let b1 = if h & u1 != 0 { 16 } else { 0 };
+                let b2 = if h & u2 != 0 { 16 } else { 0 };
+                *l = d1 * f32::from((q & 0x0f) + b1) - m1;
+                *hv = d2 * f32::from((q >> 4) + b2) - m2;
+            }
+        }
+    }
+}
+
+/// Dequantizes Q6_K blocks. Each half (128 outputs) uses 64 bytes of `ql`,
+/// 32 of `qh` and 8 scales; output `32k + l` (k = 0..4) takes the low (k
+/// even) or high (k odd) nibble of `ql[l + 32 * (k & 1)]`, bits `2k..2k+2`
+/// of `qh[l]` on top, and scale `l / 16 + 2k`; `y = d * scale * (q - 32)`.
+pub fn dequantize_row_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
+    check_len(blocks.len(), QK_K, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = b.d.to_f32();
+        for half in 0..2 {
+            let ql = &b.ql[64 * half..64 * half + 64];
+            let qh = &b.qh[32 * half..32 * half + 32];
+            let sc = &b.scales[8 * half..8 * half + 8];
+            let ys = &mut ys[128 * half..128 * half + 128];
+            for l in 0..32 {
+                let is = l / 16;
+                let q = [
+                    (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+                    (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                ];
+                for (k, &qk) in q.iter().enumerate() {
+                    let s = f32::from(sc[is + 2 * k]);
+                    ys[l + 32 * k] = d * s * (i32::from(qk) - 32) as f32;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
