@@ -6,14 +6,19 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::gguf_out::{MetaValue, OutTensor};
+use kiln_runtime::gguf::{GgmlType, Value};
 use super::safetensors::SafeTensors;
 use super::vocab::{self, Vocab};
 use super::{ConvertError, ConvertOptions, llama_order, read_json, read_json_opt, tensor_type};
 
 /// One output tensor and where its values come from.
 pub struct PlannedTensor {
-    pub out: OutTensor,
+    /// GGUF name.
+    pub name: String,
+    /// Shape in ggml order.
+    pub dims: Vec<u64>,
+    /// Stored type.
+    pub ty: GgmlType,
     /// Index into [`Plan::files`].
     pub file: usize,
     pub src_name: String,
@@ -27,7 +32,7 @@ pub struct PlannedTensor {
 /// Everything needed to write the file.
 pub struct Plan {
     pub arch: &'static str,
-    pub metadata: Vec<(String, MetaValue)>,
+    pub metadata: Vec<(String, Value)>,
     pub tensors: Vec<PlannedTensor>,
     pub files: Vec<SafeTensors>,
 }
@@ -69,15 +74,15 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         cfg: &cfg,
         path: &cfg_path,
     };
-    let mut md: Vec<(String, MetaValue)> = Vec::new();
+    let mut md: Vec<(String, Value)> = Vec::new();
     let name = opts.name.clone().unwrap_or_else(|| {
         dir.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    md.push(("general.architecture".into(), MetaValue::Str(a.into())));
-    md.push(("general.type".into(), MetaValue::Str("model".into())));
-    md.push(("general.name".into(), MetaValue::Str(name)));
+    md.push(("general.architecture".into(), Value::String(a.into())));
+    md.push(("general.type".into(), Value::String("model".into())));
+    md.push(("general.name".into(), Value::String(name)));
     let key = |k: &str| format!("{a}.{k}");
 
     let main_path = dir.join("model.safetensors");
@@ -97,44 +102,44 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         Arch::Bert => {
             md.push((
                 key("block_count"),
-                MetaValue::U32(hp.u32("num_hidden_layers")?),
+                Value::U32(hp.u32("num_hidden_layers")?),
             ));
             md.push((
                 key("context_length"),
-                MetaValue::U32(hp.u32("max_position_embeddings")?),
+                Value::U32(hp.u32("max_position_embeddings")?),
             ));
             md.push((
                 key("embedding_length"),
-                MetaValue::U32(hp.u32("hidden_size")?),
+                Value::U32(hp.u32("hidden_size")?),
             ));
             md.push((
                 key("feed_forward_length"),
-                MetaValue::U32(hp.u32("intermediate_size")?),
+                Value::U32(hp.u32("intermediate_size")?),
             ));
             md.push((
                 key("attention.head_count"),
-                MetaValue::U32(hp.u32("num_attention_heads")?),
+                Value::U32(hp.u32("num_attention_heads")?),
             ));
             md.push((
                 key("attention.layer_norm_epsilon"),
-                MetaValue::F32(hp.f32("layer_norm_eps")?),
+                Value::F32(hp.f32("layer_norm_eps")?),
             ));
-            md.push((key("attention.causal"), MetaValue::Bool(false)));
+            md.push((key("attention.causal"), Value::Bool(false)));
             if let Some(p) = pooling_type(dir)? {
-                md.push((key("pooling_type"), MetaValue::U32(p)));
+                md.push((key("pooling_type"), Value::U32(p)));
             }
             vocab = vocab::wordpiece(dir, hp.opt_usize("vocab_size"))?;
             let type_count = hp.opt_usize("type_vocab_size").unwrap_or(1) as u32;
             md.push((
                 "tokenizer.ggml.token_type_count".into(),
-                MetaValue::U32(type_count),
+                Value::U32(type_count),
             ));
-            md.push(("tokenizer.ggml.model".into(), MetaValue::Str("bert".into())));
+            md.push(("tokenizer.ggml.model".into(), Value::String("bert".into())));
             // llama.cpp names the pre-tokenizer by hashing a test tokenization;
             // an uncased BERT WordPiece tokenizer hashes to "jina-v2-en".
             md.push((
                 "tokenizer.ggml.pre".into(),
-                MetaValue::Str("jina-v2-en".into()),
+                Value::String("jina-v2-en".into()),
             ));
             push_vocab(&mut md, &vocab);
             md.extend(vocab::special_tokens(dir, &vocab)?);
@@ -150,7 +155,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             if let Some(l) = lowercase {
                 md.push((
                     "tokenizer.ggml.normalizer.lowercase".into(),
-                    MetaValue::Bool(l),
+                    Value::Bool(l),
                 ));
             }
             for name in files[0].tensors().keys() {
@@ -162,49 +167,49 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         Arch::GemmaEmbedding | Arch::Gemma3 => {
             md.push((
                 key("block_count"),
-                MetaValue::U32(hp.u32("num_hidden_layers")?),
+                Value::U32(hp.u32("num_hidden_layers")?),
             ));
             md.push((
                 key("context_length"),
-                MetaValue::U32(hp.opt_u32("max_position_embeddings").unwrap_or(131_072)),
+                Value::U32(hp.opt_u32("max_position_embeddings").unwrap_or(131_072)),
             ));
             md.push((
                 key("embedding_length"),
-                MetaValue::U32(hp.u32("hidden_size")?),
+                Value::U32(hp.u32("hidden_size")?),
             ));
             md.push((
                 key("feed_forward_length"),
-                MetaValue::U32(hp.u32("intermediate_size")?),
+                Value::U32(hp.u32("intermediate_size")?),
             ));
             md.push((
                 key("attention.head_count"),
-                MetaValue::U32(hp.opt_u32("num_attention_heads").unwrap_or(8)),
+                Value::U32(hp.opt_u32("num_attention_heads").unwrap_or(8)),
             ));
             md.push((
                 key("attention.head_count_kv"),
-                MetaValue::U32(hp.opt_u32("num_key_value_heads").unwrap_or(4)),
+                Value::U32(hp.opt_u32("num_key_value_heads").unwrap_or(4)),
             ));
             md.push((
                 key("rope.freq_base"),
-                MetaValue::F32(hp.opt_f32("rope_theta").unwrap_or(1_000_000.0)),
+                Value::F32(hp.opt_f32("rope_theta").unwrap_or(1_000_000.0)),
             ));
             if let Some(local) = hp.opt_f32("rope_local_base_freq") {
-                md.push((key("rope.freq_base_swa"), MetaValue::F32(local)));
+                md.push((key("rope.freq_base_swa"), Value::F32(local)));
             }
             md.push((
                 key("attention.layer_norm_rms_epsilon"),
-                MetaValue::F32(hp.opt_f32("rms_norm_eps").unwrap_or(1e-6)),
+                Value::F32(hp.opt_f32("rms_norm_eps").unwrap_or(1e-6)),
             ));
             let head_dim = hp.opt_u32("head_dim").unwrap_or(256);
-            md.push((key("attention.key_length"), MetaValue::U32(head_dim)));
-            md.push((key("attention.value_length"), MetaValue::U32(head_dim)));
+            md.push((key("attention.key_length"), Value::U32(head_dim)));
+            md.push((key("attention.value_length"), Value::U32(head_dim)));
             if let Some(f) = hp.opt_f32("final_logit_softcapping") {
-                md.push((key("final_logit_softcapping"), MetaValue::F32(f)));
+                md.push((key("final_logit_softcapping"), Value::F32(f)));
             }
             if cfg.get("sliding_window_pattern").and_then(Json::as_u64) != Some(1) {
                 md.push((
                     key("attention.sliding_window"),
-                    MetaValue::U32(hp.u32("sliding_window")?),
+                    Value::U32(hp.u32("sliding_window")?),
                 ));
             }
             if matches!(arch, Arch::GemmaEmbedding) {
@@ -217,11 +222,11 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                     };
                     md.push((
                         key(&format!("{prefix}_feat_in")),
-                        MetaValue::U32(dims.u32("in_features")?),
+                        Value::U32(dims.u32("in_features")?),
                     ));
                     md.push((
                         key(&format!("{prefix}_feat_out")),
-                        MetaValue::U32(dims.u32("out_features")?),
+                        Value::U32(dims.u32("out_features")?),
                     ));
                     let st = SafeTensors::open(&dir.join(&path).join("model.safetensors"))?;
                     for name in st.tensors().keys() {
@@ -242,7 +247,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                     files.push(st);
                 }
                 if let Some(p) = pooling_type(dir)? {
-                    md.push((key("pooling_type"), MetaValue::U32(p)));
+                    md.push((key("pooling_type"), Value::U32(p)));
                 }
             }
             if !dir.join("tokenizer.model").is_file() {
@@ -255,17 +260,17 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             n_vocab_rows = Some(vocab.tokens.len() as u64);
             md.push((
                 "tokenizer.ggml.model".into(),
-                MetaValue::Str("llama".into()),
+                Value::String("llama".into()),
             ));
             md.push((
                 "tokenizer.ggml.pre".into(),
-                MetaValue::Str("default".into()),
+                Value::String("default".into()),
             ));
             push_vocab(&mut md, &vocab);
             md.extend(vocab::special_tokens(dir, &vocab)?);
             md.push((
                 "tokenizer.ggml.add_space_prefix".into(),
-                MetaValue::Bool(false),
+                Value::Bool(false),
             ));
             for name in files[0].tensors().keys() {
                 if let Some(g) = gemma_name(a, name)? {
@@ -280,10 +285,10 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             }
         }
     }
-    md.push(("general.quantization_version".into(), MetaValue::U32(2)));
+    md.push(("general.quantization_version".into(), Value::U32(2)));
     md.push((
         "general.file_type".into(),
-        MetaValue::U32(opts.out_type.file_type()),
+        Value::U32(opts.out_type.file_type()),
     ));
 
     let mut tensors = Vec::with_capacity(mapped.len());
@@ -312,25 +317,23 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         let rows = dims.iter().skip(1).product();
         let ty = tensor_type(&gname, &dims, opts.out_type);
         tensors.push(PlannedTensor {
-            out: OutTensor {
-                name: gname,
-                dims,
-                ty,
-            },
+            name: gname,
+            dims,
+            ty,
             file,
             src_name,
             rows,
             shift,
         });
     }
-    tensors.sort_by(|x, y| llama_order(&x.out.name, &y.out.name));
-    if let Some(w) = tensors.windows(2).find(|w| w[0].out.name == w[1].out.name) {
+    tensors.sort_by(|x, y| llama_order(&x.name, &y.name));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(ConvertError::Shape {
-            name: w[0].out.name.clone(),
+            name: w[0].name.clone(),
             why: "two checkpoint tensors map to it".into(),
         });
     }
-    if !tensors.iter().any(|t| t.out.name == "token_embd.weight") {
+    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
         return Err(ConvertError::MissingTensor {
             name: "token embedding".into(),
         });
@@ -349,20 +352,20 @@ fn has_arch(cfg: &Json, name: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x == name))
 }
 
-fn push_vocab(md: &mut Vec<(String, MetaValue)>, v: &Vocab) {
+fn push_vocab(md: &mut Vec<(String, Value)>, v: &Vocab) {
     md.push((
         "tokenizer.ggml.tokens".into(),
-        MetaValue::StrArray(v.tokens.clone()),
+        Value::string_array(&v.tokens),
     ));
     if let Some(s) = &v.scores {
         md.push((
             "tokenizer.ggml.scores".into(),
-            MetaValue::F32Array(s.clone()),
+            Value::f32_array(s),
         ));
     }
     md.push((
         "tokenizer.ggml.token_type".into(),
-        MetaValue::I32Array(v.types.clone()),
+        Value::i32_array(&v.types),
     ));
 }
 

@@ -14,20 +14,19 @@
 //! interruption never leaves a half-written file under the final name.
 
 mod arch;
-pub mod gguf_out;
 mod safetensors;
 pub mod sentencepiece;
 mod vocab;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use kiln_runtime::gguf::{GgmlType, GgufWriter, TensorInfo, WriteError};
 use kiln_runtime::quant::{BlockQ8_0, QK8_0, quantize_row_q8_0_reference};
 use serde_json::Value as Json;
 
-pub use gguf_out::{MetaValue, OutTensor, TensorType};
 
 /// Everything that can go wrong converting a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +56,8 @@ pub enum ConvertError {
     MissingTensor { name: String },
     #[error("tensor {name}: {why}")]
     Shape { name: String, why: String },
+    #[error("{path}: {source}")]
+    Write { path: PathBuf, source: WriteError },
     #[error("unsupported checkpoint: {0}")]
     Unsupported(String),
 }
@@ -126,7 +127,9 @@ pub struct ConvertReport {
     /// GGUF architecture name.
     pub arch: &'static str,
     /// Tensors in file order, with their data offsets (relative to the data section).
-    pub tensors: Vec<(OutTensor, u64)>,
+    pub tensors: Vec<TensorInfo>,
+    /// File offset of the data section.
+    pub data_offset: u64,
     /// Size of the file in bytes.
     pub file_bytes: u64,
 }
@@ -161,7 +164,7 @@ pub(crate) fn read_json_opt(path: &Path) -> Result<Option<Json>, ConvertError> {
 /// The GGUF type a tensor gets: llama-quantize's rules (only 2-D+ `.weight`
 /// tensors are quantized; norms, biases, BERT's position and token-type
 /// embeddings stay F32), which convert_hf_to_gguf.py also follows for F16.
-pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> TensorType {
+pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> GgmlType {
     let n_dims = dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
     let keep_f32 = !name.ends_with(".weight")
         || n_dims < 2
@@ -169,12 +172,12 @@ pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> TensorType {
         || name == "position_embd.weight"
         || name == "token_types.weight";
     match out {
-        _ if keep_f32 => TensorType::F32,
-        OutType::F32 => TensorType::F32,
-        OutType::F16 => TensorType::F16,
+        _ if keep_f32 => GgmlType::F32,
+        OutType::F32 => GgmlType::F32,
+        OutType::F16 => GgmlType::F16,
         // A row that is not whole Q8_0 blocks cannot be quantized.
-        OutType::Q8_0 if dims[0] % QK8_0 as u64 != 0 => TensorType::F16,
-        OutType::Q8_0 => TensorType::Q8_0,
+        OutType::Q8_0 if dims[0] % QK8_0 as u64 != 0 => GgmlType::F16,
+        OutType::Q8_0 => GgmlType::Q8_0,
     }
 }
 
@@ -217,20 +220,23 @@ pub fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_plan(
-    plan: &arch::Plan,
-    path: &Path,
-    progress: Progress<'_>,
-) -> Result<ConvertReport, ConvertError> {
+fn write_plan(plan: &arch::Plan, path: &Path, progress: Progress<'_>) -> Result<ConvertReport, ConvertError> {
     let io_err = |e| ConvertError::io(path, e);
+    let w_err = |source| ConvertError::Write { path: path.to_owned(), source };
+    let mut gw = GgufWriter::new();
+    for (key, value) in &plan.metadata {
+        gw.add_metadata(key.clone(), value.clone()).map_err(w_err)?;
+    }
+    for t in &plan.tensors {
+        gw.add_tensor(t.name.clone(), &t.dims, t.ty).map_err(w_err)?;
+    }
     let file = File::create(path).map_err(io_err)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let infos: Vec<OutTensor> = plan.tensors.iter().map(|t| t.out.clone()).collect();
-    let header = gguf_out::write_header(&mut w, &plan.metadata, &infos).map_err(io_err)?;
-    let total: u64 = infos.iter().map(OutTensor::n_bytes).sum();
+    let mut out = gw.begin(BufWriter::with_capacity(1 << 20, file)).map_err(w_err)?;
+    let infos = out.tensors().to_vec();
+    let data_offset = out.data_offset();
+    let total: u64 = infos.iter().map(|t| t.n_bytes).sum();
     let mut done = 0;
-    let (mut raw, mut vals, mut blocks, mut bytes) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut vals, mut blocks, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &plan.tensors {
         let st = &plan.files[t.file];
         let src = &st.tensors()[&t.src_name];
@@ -243,36 +249,29 @@ fn write_plan(
             if t.shift != 0.0 {
                 vals.iter_mut().for_each(|v| *v += t.shift);
             }
-            encode(&vals, t.out.ty, &mut blocks, &mut bytes);
-            w.write_all(&bytes).map_err(io_err)?;
+            encode(&vals, t.ty, &mut blocks, &mut bytes);
+            out.write_data(&bytes).map_err(w_err)?;
             first += n;
             done += bytes.len() as u64;
             progress(done, total);
         }
-        gguf_out::write_tensor_padding(&mut w, t.out.n_bytes()).map_err(io_err)?;
     }
-    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let file = out.finish().map_err(w_err)?.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     let file_bytes = file.metadata().map_err(io_err)?.len();
-    let offsets = gguf_out::data_offsets(&infos);
-    debug_assert!(file_bytes >= header + total);
-    Ok(ConvertReport {
-        arch: plan.arch,
-        tensors: infos.into_iter().zip(offsets).collect(),
-        file_bytes,
-    })
+    Ok(ConvertReport { arch: plan.arch, tensors: infos, data_offset, file_bytes })
 }
 
 /// Encodes f32 values as `ty` into `bytes` (little-endian ggml layout).
-fn encode(vals: &[f32], ty: TensorType, blocks: &mut Vec<BlockQ8_0>, bytes: &mut Vec<u8>) {
+fn encode(vals: &[f32], ty: GgmlType, blocks: &mut Vec<BlockQ8_0>, bytes: &mut Vec<u8>) {
     bytes.clear();
     match ty {
-        TensorType::F32 => bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes())),
-        TensorType::F16 => bytes.extend(
+        GgmlType::F32 => bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes())),
+        GgmlType::F16 => bytes.extend(
             vals.iter()
                 .flat_map(|v| half::f16::from_f32(*v).to_le_bytes()),
         ),
-        TensorType::Q8_0 => {
+        GgmlType::Q8_0 => {
             blocks.clear();
             blocks.resize(vals.len() / QK8_0, BlockQ8_0::default());
             quantize_row_q8_0_reference(vals, blocks);
@@ -281,6 +280,8 @@ fn encode(vals: &[f32], ty: TensorType, blocks: &mut Vec<BlockQ8_0>, bytes: &mut
                 bytes.extend(b.qs.iter().map(|&q| q as u8));
             }
         }
+        // tensor_type only picks F32, F16 and Q8_0.
+        _ => bytes.extend(vals.iter().flat_map(|v| v.to_le_bytes())),
     }
 }
 
@@ -293,30 +294,30 @@ mod tests {
         let q = OutType::Q8_0;
         assert_eq!(
             tensor_type("blk.0.attn_q.weight", &[384, 384], q),
-            TensorType::Q8_0
+            GgmlType::Q8_0
         );
-        assert_eq!(tensor_type("blk.0.attn_q.bias", &[384], q), TensorType::F32);
+        assert_eq!(tensor_type("blk.0.attn_q.bias", &[384], q), GgmlType::F32);
         assert_eq!(
             tensor_type("blk.0.attn_norm.weight", &[768], q),
-            TensorType::F32
+            GgmlType::F32
         );
         assert_eq!(
             tensor_type("position_embd.weight", &[384, 512], q),
-            TensorType::F32
+            GgmlType::F32
         );
         assert_eq!(
             tensor_type("token_types.weight", &[384, 2], q),
-            TensorType::F32
+            GgmlType::F32
         );
         assert_eq!(
             tensor_type("dense_2.weight", &[768, 3072], q),
-            TensorType::Q8_0
+            GgmlType::Q8_0
         );
         assert_eq!(
             tensor_type("blk.0.attn_q.weight", &[384, 384], OutType::F16),
-            TensorType::F16
+            GgmlType::F16
         );
-        assert_eq!(tensor_type("x.weight", &[384, 1], q), TensorType::F32);
+        assert_eq!(tensor_type("x.weight", &[384, 1], q), GgmlType::F32);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use super::gguf_out::MetaValue;
+use kiln_runtime::gguf::Value;
 use super::sentencepiece::{PieceType, parse_pieces};
 use super::{ConvertError, read_json, read_json_opt};
 
@@ -212,7 +212,7 @@ fn token_id(content: &Json, tok_json: Option<&Json>, vocab: &Vocab) -> Option<u3
 }
 
 /// Special token ids and `add_*` flags, in gguf-py's key order.
-pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, MetaValue)>, ConvertError> {
+pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>, ConvertError> {
     let tok_json = read_json_opt(&dir.join("tokenizer.json"))?;
     let cfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
     let model_cfg = read_json(&dir.join("config.json"))?;
@@ -275,7 +275,7 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, MetaValu
         ("mask", from_cfg("mask")),
     ] {
         if let Some(id) = id.filter(|&i| (i as usize) < vocab.tokens.len()) {
-            out.push((format!("tokenizer.ggml.{key}_token_id"), MetaValue::U32(id)));
+            out.push((format!("tokenizer.ggml.{key}_token_id"), Value::U32(id)));
         }
     }
     let add_bos = cfg
@@ -306,15 +306,15 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, MetaValu
     if template.is_some() || cfg.get("add_bos_token").is_some() {
         out.push((
             "tokenizer.ggml.add_bos_token".into(),
-            MetaValue::Bool(add_bos),
+            Value::Bool(add_bos),
         ));
         out.push((
             "tokenizer.ggml.add_eos_token".into(),
-            MetaValue::Bool(add_eos),
+            Value::Bool(add_eos),
         ));
         out.push((
             "tokenizer.ggml.add_sep_token".into(),
-            MetaValue::Bool(add_sep),
+            Value::Bool(add_sep),
         ));
     }
     Ok(out)
