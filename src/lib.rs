@@ -1,11 +1,14 @@
 //! kiln: CPU inference for text-embedding and small text-generation models.
 //!
-//! The facade crate: the public library API ([`Embedder`]), the `kiln`
-//! command line tool, and the wiring of the kernels generated at build time
-//! into the runtime ([`kernels`]).
+//! The facade crate: the public library API ([`Embedder`]), the model cache
+//! and converter ([`hub`], [`convert`]), the `kiln` command line tool, and
+//! the wiring of the kernels generated at build time into the runtime
+//! ([`kernels`]).
 
+pub mod convert;
 mod embedder;
 mod error;
+pub mod hub;
 pub mod kernels;
 pub mod prompts;
 

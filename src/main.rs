@@ -21,6 +21,12 @@ enum Command {
     Similarity(cli::similarity::SimilarityArgs),
     /// Print the token ids of a text.
     Tokenize(cli::tokenize::TokenizeArgs),
+    /// Download a model into the cache (`$KILN_HOME`, default ~/.cache/kiln) by short name.
+    Pull(cli::pull::Args),
+    /// Convert a Hugging Face checkpoint directory to GGUF.
+    Convert(cli::convert::Args),
+    /// List cached models (and models found under a directory).
+    List(cli::list::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +34,8 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => cli::embed::run(a),
         Command::Similarity(a) => cli::similarity::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Pull(a) => cli::pull::run(a),
+        Command::Convert(a) => cli::convert::run(a),
+        Command::List(a) => cli::list::run(a),
     }
 }

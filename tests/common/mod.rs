@@ -34,7 +34,7 @@ pub fn goldens(name: &str) -> Vec<Golden> {
 /// message when it is absent. With `KILN_REQUIRE_MODELS=1` (set by CI) an
 /// absent model fails the test instead of skipping it.
 pub fn cached_model(name: &str) -> Option<PathBuf> {
-    match kiln::hub::cached(name) {
+    match kiln::hub::Cache::from_env().ok().and_then(|c| c.cached(name)) {
         Some(p) => Some(p),
         None => {
             if std::env::var("KILN_REQUIRE_MODELS").is_ok_and(|v| v == "1") {

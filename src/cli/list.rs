@@ -1,0 +1,132 @@
+//! `kiln list [DIR]`: the models in the cache, and GGUF files and Hugging
+//! Face checkpoints found under DIR, with arch, type, size and dims.
+
+use std::path::{Path, PathBuf};
+
+use kiln::hub::{CATALOG, Cache};
+use kiln::runtime::gguf::GgufFile;
+
+/// List cached models (and models found under DIR).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also look for GGUF files and checkpoint directories under DIR.
+    dir: Option<PathBuf>,
+}
+
+/// Deepest directory level searched under DIR.
+const MAX_DEPTH: usize = 5;
+
+struct Row {
+    name: String,
+    arch: String,
+    ty: String,
+    size: u64,
+    dims: String,
+    path: PathBuf,
+}
+
+/// llama.cpp's `llama_ftype` names for `general.file_type`.
+fn ftype_name(t: u32) -> String {
+    let name = match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return format!("ftype {t}"),
+    };
+    name.to_owned()
+}
+
+fn gguf_row(name: String, path: &Path) -> Row {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match GgufFile::open(path) {
+        Ok(g) => {
+            let md = g.metadata();
+            let arch = g.architecture().unwrap_or("?").to_owned();
+            let ty = md.get_u32("general.file_type").map(ftype_name).unwrap_or_else(|_| "?".into());
+            let get = |k: &str| md.get_u32(&format!("{arch}.{k}")).map(|v| v.to_string()).unwrap_or_else(|_| "?".into());
+            let dims = format!("{} x {} layers, ctx {}", get("embedding_length"), get("block_count"), get("context_length"));
+            Row { name, arch, ty, size, dims, path: path.to_owned() }
+        }
+        Err(e) => Row { name, arch: "unreadable".into(), ty: "-".into(), size, dims: e.to_string(), path: path.to_owned() },
+    }
+}
+
+fn checkpoint_row(dir: &Path) -> Option<Row> {
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let size: u64 = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .sum();
+    if size == 0 {
+        return None;
+    }
+    let get = |k: &str| cfg[k].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    Some(Row {
+        name: dir.file_name()?.to_string_lossy().into_owned(),
+        arch: format!("hf:{}", cfg["model_type"].as_str().unwrap_or("?")),
+        ty: cfg["torch_dtype"].as_str().or(cfg["dtype"].as_str()).unwrap_or("?").to_owned(),
+        size,
+        dims: format!("{} x {} layers, ctx {}", get("hidden_size"), get("num_hidden_layers"), get("max_position_embeddings")),
+        path: dir.to_owned(),
+    })
+}
+
+fn scan(dir: &Path, depth: usize, rows: &mut Vec<Row>) {
+    if let Some(r) = checkpoint_row(dir) {
+        rows.push(r);
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && depth < MAX_DEPTH {
+            scan(&p, depth + 1, rows);
+        } else if p.extension().is_some_and(|x| x == "gguf") {
+            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            rows.push(gguf_row(name, &p));
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cache = Cache::from_env()?;
+    let mut rows = Vec::new();
+    for spec in CATALOG {
+        match cache.cached(spec.name) {
+            Some(path) => rows.push(gguf_row(spec.name.to_owned(), &path)),
+            None => rows.push(Row {
+                name: spec.name.to_owned(),
+                arch: "-".into(),
+                ty: "-".into(),
+                size: 0,
+                dims: "not pulled (kiln pull NAME)".into(),
+                path: cache.model_path(spec),
+            }),
+        }
+    }
+    if let Some(dir) = &args.dir {
+        scan(dir, 0, &mut rows);
+    }
+    println!("{:<28} {:<16} {:<7} {:>9}  {:<30} PATH", "NAME", "ARCH", "TYPE", "SIZE", "DIMS");
+    for r in rows {
+        let size = if r.size == 0 { "-".to_owned() } else { format!("{:.1} MB", r.size as f64 / 1e6) };
+        println!("{:<28} {:<16} {:<7} {:>9}  {:<30} {}", r.name, r.arch, r.ty, size, r.dims, r.path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! Per-architecture metadata and tensor names, following llama.cpp's
+//! `convert_hf_to_gguf.py` (BertModel, Gemma3Model, EmbeddingGemma) and
+//! gguf-py's `constants.py` / `tensor_mapping.py`.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use kiln_runtime::gguf::{GgmlType, Value};
+use super::safetensors::SafeTensors;
+use super::vocab::{self, Vocab};
+use super::{ConvertError, ConvertOptions, llama_order, read_json, read_json_opt, tensor_type};
+
+/// One output tensor and where its values come from.
+pub struct PlannedTensor {
+    /// GGUF name.
+    pub name: String,
+    /// Shape in ggml order.
+    pub dims: Vec<u64>,
+    /// Stored type.
+    pub ty: GgmlType,
+    /// Index into [`Plan::files`].
+    pub file: usize,
+    pub src_name: String,
+    /// Rows (of the innermost dimension) taken from the source; fewer than it
+    /// has when the embedding is cut to the tokenizer's vocabulary.
+    pub rows: u64,
+    /// Added to every value (Gemma's RMSNorm stores `weight - 1`).
+    pub shift: f32,
+}
+
+/// Everything needed to write the file.
+pub struct Plan {
+    pub arch: &'static str,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<PlannedTensor>,
+    pub files: Vec<SafeTensors>,
+}
+
+enum Arch {
+    Bert,
+    GemmaEmbedding,
+    Gemma3,
+}
+
+impl Arch {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+            Self::GemmaEmbedding => "gemma-embedding",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// Reads a checkpoint's configs and tensor headers and decides every key and tensor.
+pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
+    let cfg_path = dir.join("config.json");
+    let cfg = read_json(&cfg_path)?;
+    let model_type = cfg["model_type"].as_str().unwrap_or("").to_owned();
+    let arch = match model_type.as_str() {
+        "bert" => Arch::Bert,
+        "gemma3_text" if has_arch(&cfg, "Gemma3TextModel") => Arch::GemmaEmbedding,
+        "gemma3_text" | "gemma3" => Arch::Gemma3,
+        _ => {
+            return Err(ConvertError::UnknownModelType {
+                path: cfg_path,
+                model_type,
+            });
+        }
+    };
+    let a = arch.name();
+    let hp = Hparams {
+        cfg: &cfg,
+        path: &cfg_path,
+    };
+    let mut md: Vec<(String, Value)> = Vec::new();
+    let name = opts.name.clone().unwrap_or_else(|| {
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    md.push(("general.architecture".into(), Value::String(a.into())));
+    md.push(("general.type".into(), Value::String("model".into())));
+    md.push(("general.name".into(), Value::String(name)));
+    let key = |k: &str| format!("{a}.{k}");
+
+    let main_path = dir.join("model.safetensors");
+    if !main_path.is_file() {
+        return Err(ConvertError::MissingFile {
+            dir: dir.to_owned(),
+            file: "model.safetensors".into(),
+        });
+    }
+    let mut files = vec![SafeTensors::open(&main_path)?];
+    // (gguf name, file, source name, shift)
+    let mut mapped: Vec<(String, usize, String, f32)> = Vec::new();
+    let vocab: Vocab;
+    let mut n_vocab_rows = None;
+
+    match arch {
+        Arch::Bert => {
+            md.push((
+                key("block_count"),
+                Value::U32(hp.u32("num_hidden_layers")?),
+            ));
+            md.push((
+                key("context_length"),
+                Value::U32(hp.u32("max_position_embeddings")?),
+            ));
+            md.push((
+                key("embedding_length"),
+                Value::U32(hp.u32("hidden_size")?),
+            ));
+            md.push((
+                key("feed_forward_length"),
+                Value::U32(hp.u32("intermediate_size")?),
+            ));
+            md.push((
+                key("attention.head_count"),
+                Value::U32(hp.u32("num_attention_heads")?),
+            ));
+            md.push((
+                key("attention.layer_norm_epsilon"),
+                Value::F32(hp.f32("layer_norm_eps")?),
+            ));
+            md.push((key("attention.causal"), Value::Bool(false)));
+            if let Some(p) = pooling_type(dir)? {
+                md.push((key("pooling_type"), Value::U32(p)));
+            }
+            vocab = vocab::wordpiece(dir, hp.opt_usize("vocab_size"))?;
+            let type_count = hp.opt_usize("type_vocab_size").unwrap_or(1) as u32;
+            md.push((
+                "tokenizer.ggml.token_type_count".into(),
+                Value::U32(type_count),
+            ));
+            md.push(("tokenizer.ggml.model".into(), Value::String("bert".into())));
+            // llama.cpp names the pre-tokenizer by hashing a test tokenization;
+            // an uncased BERT WordPiece tokenizer hashes to "jina-v2-en".
+            md.push((
+                "tokenizer.ggml.pre".into(),
+                Value::String("jina-v2-en".into()),
+            ));
+            push_vocab(&mut md, &vocab);
+            md.extend(vocab::special_tokens(dir, &vocab)?);
+            let lowercase = read_json_opt(&dir.join("tokenizer.json"))?
+                .and_then(|t| t.pointer("/normalizer/lowercase").and_then(Json::as_bool))
+                .or_else(|| {
+                    read_json_opt(&dir.join("tokenizer_config.json"))
+                        .ok()
+                        .flatten()?
+                        .get("do_lower_case")?
+                        .as_bool()
+                });
+            if let Some(l) = lowercase {
+                md.push((
+                    "tokenizer.ggml.normalizer.lowercase".into(),
+                    Value::Bool(l),
+                ));
+            }
+            for name in files[0].tensors().keys() {
+                if let Some(g) = bert_name(name)? {
+                    mapped.push((g, 0, name.clone(), 0.0));
+                }
+            }
+        }
+        Arch::GemmaEmbedding | Arch::Gemma3 => {
+            md.push((
+                key("block_count"),
+                Value::U32(hp.u32("num_hidden_layers")?),
+            ));
+            md.push((
+                key("context_length"),
+                Value::U32(hp.opt_u32("max_position_embeddings").unwrap_or(131_072)),
+            ));
+            md.push((
+                key("embedding_length"),
+                Value::U32(hp.u32("hidden_size")?),
+            ));
+            md.push((
+                key("feed_forward_length"),
+                Value::U32(hp.u32("intermediate_size")?),
+            ));
+            md.push((
+                key("attention.head_count"),
+                Value::U32(hp.opt_u32("num_attention_heads").unwrap_or(8)),
+            ));
+            md.push((
+                key("attention.head_count_kv"),
+                Value::U32(hp.opt_u32("num_key_value_heads").unwrap_or(4)),
+            ));
+            md.push((
+                key("rope.freq_base"),
+                Value::F32(hp.opt_f32("rope_theta").unwrap_or(1_000_000.0)),
+            ));
+            if let Some(local) = hp.opt_f32("rope_local_base_freq") {
+                md.push((key("rope.freq_base_swa"), Value::F32(local)));
+            }
+            md.push((
+                key("attention.layer_norm_rms_epsilon"),
+                Value::F32(hp.opt_f32("rms_norm_eps").unwrap_or(1e-6)),
+            ));
+            let head_dim = hp.opt_u32("head_dim").unwrap_or(256);
+            md.push((key("attention.key_length"), Value::U32(head_dim)));
+            md.push((key("attention.value_length"), Value::U32(head_dim)));
+            if let Some(f) = hp.opt_f32("final_logit_softcapping") {
+                md.push((key("final_logit_softcapping"), Value::F32(f)));
+            }
+            if cfg.get("sliding_window_pattern").and_then(Json::as_u64) != Some(1) {
+                md.push((
+                    key("attention.sliding_window"),
+                    Value::U32(hp.u32("sliding_window")?),
+                ));
+            }
+            if matches!(arch, Arch::GemmaEmbedding) {
+                for (prefix, path) in dense_modules(dir)? {
+                    let conf = read_json(&dir.join(&path).join("config.json"))?;
+                    let conf_path = dir.join(&path).join("config.json");
+                    let dims = Hparams {
+                        cfg: &conf,
+                        path: &conf_path,
+                    };
+                    md.push((
+                        key(&format!("{prefix}_feat_in")),
+                        Value::U32(dims.u32("in_features")?),
+                    ));
+                    md.push((
+                        key(&format!("{prefix}_feat_out")),
+                        Value::U32(dims.u32("out_features")?),
+                    ));
+                    let st = SafeTensors::open(&dir.join(&path).join("model.safetensors"))?;
+                    for name in st.tensors().keys() {
+                        match name.as_str() {
+                            "linear.weight" => mapped.push((
+                                format!("{prefix}.weight"),
+                                files.len(),
+                                name.clone(),
+                                0.0,
+                            )),
+                            _ => {
+                                return Err(ConvertError::Unsupported(format!(
+                                    "{path}: Dense tensor {name} (llama.cpp's gemma-embedding has no dense bias)"
+                                )));
+                            }
+                        }
+                    }
+                    files.push(st);
+                }
+                if let Some(p) = pooling_type(dir)? {
+                    md.push((key("pooling_type"), Value::U32(p)));
+                }
+            }
+            if !dir.join("tokenizer.model").is_file() {
+                return Err(ConvertError::MissingFile {
+                    dir: dir.to_owned(),
+                    file: "tokenizer.model".into(),
+                });
+            }
+            vocab = vocab::sentencepiece(dir, hp.opt_usize("vocab_size"))?;
+            n_vocab_rows = Some(vocab.tokens.len() as u64);
+            md.push((
+                "tokenizer.ggml.model".into(),
+                Value::String("llama".into()),
+            ));
+            md.push((
+                "tokenizer.ggml.pre".into(),
+                Value::String("default".into()),
+            ));
+            push_vocab(&mut md, &vocab);
+            md.extend(vocab::special_tokens(dir, &vocab)?);
+            md.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                Value::Bool(false),
+            ));
+            for name in files[0].tensors().keys() {
+                if let Some(g) = gemma_name(a, name)? {
+                    // Gemma3RMSNorm computes x * (1 + w); llama.cpp stores 1 + w.
+                    let shift = if name.ends_with("norm.weight") {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    mapped.push((g, 0, name.clone(), shift));
+                }
+            }
+        }
+    }
+    md.push(("general.quantization_version".into(), Value::U32(2)));
+    md.push((
+        "general.file_type".into(),
+        Value::U32(opts.out_type.file_type()),
+    ));
+
+    let mut tensors = Vec::with_capacity(mapped.len());
+    for (gname, file, src_name, shift) in mapped {
+        let src = &files[file].tensors()[&src_name];
+        let mut shape = src.shape.clone();
+        if gname == "token_embd.weight"
+            && let Some(n) = n_vocab_rows
+        {
+            let rows = shape.first().copied().unwrap_or(0);
+            if shape.len() != 2 || rows < n {
+                return Err(ConvertError::Shape {
+                    name: src_name,
+                    why: format!(
+                        "embedding {shape:?} has fewer rows than the {n} tokens of the vocabulary"
+                    ),
+                });
+            }
+            shape[0] = n;
+        }
+        let dims: Vec<u64> = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.iter().rev().copied().collect()
+        };
+        let rows = dims.iter().skip(1).product();
+        let ty = tensor_type(&gname, &dims, opts.out_type);
+        tensors.push(PlannedTensor {
+            name: gname,
+            dims,
+            ty,
+            file,
+            src_name,
+            rows,
+            shift,
+        });
+    }
+    tensors.sort_by(|x, y| llama_order(&x.name, &y.name));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(ConvertError::Shape {
+            name: w[0].name.clone(),
+            why: "two checkpoint tensors map to it".into(),
+        });
+    }
+    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+        return Err(ConvertError::MissingTensor {
+            name: "token embedding".into(),
+        });
+    }
+    Ok(Plan {
+        arch: a,
+        metadata: md,
+        tensors,
+        files,
+    })
+}
+
+fn has_arch(cfg: &Json, name: &str) -> bool {
+    cfg["architectures"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == name))
+}
+
+fn push_vocab(md: &mut Vec<(String, Value)>, v: &Vocab) {
+    md.push((
+        "tokenizer.ggml.tokens".into(),
+        Value::string_array(&v.tokens),
+    ));
+    if let Some(s) = &v.scores {
+        md.push((
+            "tokenizer.ggml.scores".into(),
+            Value::f32_array(s),
+        ));
+    }
+    md.push((
+        "tokenizer.ggml.token_type".into(),
+        Value::i32_array(&v.types),
+    ));
+}
+
+struct Hparams<'a> {
+    cfg: &'a Json,
+    path: &'a Path,
+}
+
+impl Hparams<'_> {
+    fn missing(&self, key: &str) -> ConvertError {
+        ConvertError::Config {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+    fn opt_u32(&self, key: &str) -> Option<u32> {
+        self.cfg
+            .get(key)?
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+    }
+    fn opt_usize(&self, key: &str) -> Option<usize> {
+        self.cfg.get(key)?.as_u64().map(|v| v as usize)
+    }
+    fn opt_f32(&self, key: &str) -> Option<f32> {
+        self.cfg.get(key)?.as_f64().map(|v| v as f32)
+    }
+    fn u32(&self, key: &str) -> Result<u32, ConvertError> {
+        self.opt_u32(key).ok_or_else(|| self.missing(key))
+    }
+    fn f32(&self, key: &str) -> Result<f32, ConvertError> {
+        self.opt_f32(key).ok_or_else(|| self.missing(key))
+    }
+}
+
+/// llama.cpp's `pooling_type` from the sentence-transformers Pooling module
+/// (MEAN = 1, CLS = 2, LAST = 3); `None` without one.
+fn pooling_type(dir: &Path) -> Result<Option<u32>, ConvertError> {
+    let Some(Json::Array(mods)) = read_json_opt(&dir.join("modules.json"))? else {
+        return Ok(None);
+    };
+    let Some(m) = mods
+        .iter()
+        .find(|m| m["type"].as_str().is_some_and(|t| t.ends_with("Pooling")))
+    else {
+        return Ok(None);
+    };
+    let path = dir
+        .join(m["path"].as_str().unwrap_or(""))
+        .join("config.json");
+    let p = read_json(&path)?;
+    let on = |k: &str| p[k].as_bool().unwrap_or(false);
+    if on("pooling_mode_mean_tokens") {
+        Ok(Some(1))
+    } else if on("pooling_mode_cls_token") {
+        Ok(Some(2))
+    } else if on("pooling_mode_lasttoken") {
+        Ok(Some(3))
+    } else {
+        Err(ConvertError::Unsupported(format!(
+            "{}: only mean, CLS and last-token pooling exist in llama.cpp",
+            path.display()
+        )))
+    }
+}
+
+/// The sentence-transformers Dense modules that have weights, as
+/// (`dense_2` / `dense_3`, module path), in modules.json order.
+fn dense_modules(dir: &Path) -> Result<Vec<(&'static str, String)>, ConvertError> {
+    let Some(Json::Array(mods)) = read_json_opt(&dir.join("modules.json"))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for m in &mods {
+        if !m["type"].as_str().is_some_and(|t| t.ends_with("Dense")) {
+            continue;
+        }
+        let path = m["path"].as_str().unwrap_or("").to_owned();
+        if !dir.join(&path).join("model.safetensors").is_file() {
+            return Err(ConvertError::MissingFile {
+                dir: dir.to_owned(),
+                file: format!("{path}/model.safetensors"),
+            });
+        }
+        // llama.cpp knows exactly two: the one after pooling and the last.
+        let prefix = if path == "2_Dense" {
+            "dense_2"
+        } else {
+            "dense_3"
+        };
+        out.push((prefix, path));
+    }
+    Ok(out)
+}
+
+fn split_layer<'a>(name: &'a str, prefix: &str) -> Option<(u32, &'a str)> {
+    let rest = name.strip_prefix(prefix)?;
+    let (n, tail) = rest.split_once('.')?;
+    Some((n.parse().ok()?, tail))
+}
+
+/// BERT tensor names (gguf-py tensor_mapping.py); `None` for tensors llama.cpp drops.
+fn bert_name(hf: &str) -> Result<Option<String>, ConvertError> {
+    let name = hf.strip_prefix("bert.").unwrap_or(hf);
+    if name == "embeddings.position_ids" || name.starts_with("pooler.") || name.starts_with("cls.")
+    {
+        return Ok(None);
+    }
+    let unknown = || ConvertError::UnknownTensor {
+        arch: "bert",
+        name: hf.to_owned(),
+    };
+    let global = match name {
+        "embeddings.word_embeddings.weight" => Some("token_embd.weight"),
+        "embeddings.position_embeddings.weight" => Some("position_embd.weight"),
+        "embeddings.token_type_embeddings.weight" => Some("token_types.weight"),
+        "embeddings.LayerNorm.weight" => Some("token_embd_norm.weight"),
+        "embeddings.LayerNorm.bias" => Some("token_embd_norm.bias"),
+        _ => None,
+    };
+    if let Some(g) = global {
+        return Ok(Some(g.to_owned()));
+    }
+    let (bid, tail) = split_layer(name, "encoder.layer.").ok_or_else(unknown)?;
+    let (module, kind) = tail.rsplit_once('.').ok_or_else(unknown)?;
+    let g = match module {
+        "attention.self.query" => "attn_q",
+        "attention.self.key" => "attn_k",
+        "attention.self.value" => "attn_v",
+        "attention.output.dense" => "attn_output",
+        "attention.output.LayerNorm" => "attn_output_norm",
+        "intermediate.dense" => "ffn_up",
+        "output.dense" => "ffn_down",
+        "output.LayerNorm" => "layer_output_norm",
+        _ => return Err(unknown()),
+    };
+    Ok(Some(format!("blk.{bid}.{g}.{kind}")))
+}
+
+/// Gemma 3 tensor names; `None` for tensors llama.cpp drops.
+fn gemma_name(arch: &'static str, hf: &str) -> Result<Option<String>, ConvertError> {
+    let name = hf.strip_prefix("model.").unwrap_or(hf);
+    let name = name.strip_prefix("language_model.").unwrap_or(name);
+    if name == "lm_head.weight"
+        || name.starts_with("vision_tower.")
+        || name.starts_with("multi_modal_projector.")
+    {
+        return Ok(None);
+    }
+    let unknown = || ConvertError::UnknownTensor {
+        arch,
+        name: hf.to_owned(),
+    };
+    match name {
+        "embed_tokens.weight" => return Ok(Some("token_embd.weight".into())),
+        "norm.weight" => return Ok(Some("output_norm.weight".into())),
+        _ => {}
+    }
+    let (bid, tail) = split_layer(name, "layers.").ok_or_else(unknown)?;
+    let (module, kind) = tail.rsplit_once('.').ok_or_else(unknown)?;
+    let g = match module {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "post_attention_layernorm" => "post_attention_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return Err(unknown()),
+    };
+    Ok(Some(format!("blk.{bid}.{g}.{kind}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bert_names() {
+        assert_eq!(
+            bert_name("encoder.layer.3.attention.self.query.bias")
+                .unwrap()
+                .unwrap(),
+            "blk.3.attn_q.bias"
+        );
+        assert_eq!(
+            bert_name("bert.embeddings.LayerNorm.weight")
+                .unwrap()
+                .unwrap(),
+            "token_embd_norm.weight"
+        );
+        assert_eq!(bert_name("embeddings.position_ids").unwrap(), None);
+        assert!(bert_name("encoder.layer.0.weird.weight").is_err());
+    }
+
+    #[test]
+    fn gemma_names() {
+        let g = |n| gemma_name("gemma-embedding", n).unwrap().unwrap();
+        assert_eq!(
+            g("layers.11.self_attn.k_norm.weight"),
+            "blk.11.attn_k_norm.weight"
+        );
+        assert_eq!(
+            g("model.layers.0.pre_feedforward_layernorm.weight"),
+            "blk.0.ffn_norm.weight"
+        );
+        assert_eq!(g("norm.weight"), "output_norm.weight");
+        assert!(gemma_name("gemma3", "layers.0.nope.weight").is_err());
+    }
+}
