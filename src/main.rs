@@ -21,6 +21,8 @@ enum Command {
     Similarity(cli::similarity::SimilarityArgs),
     /// Print the token ids of a text.
     Tokenize(cli::tokenize::TokenizeArgs),
+    /// Time loading, warm latency and batch throughput of a model.
+    Bench(cli::bench::BenchArgs),
     /// Download a model into the cache (`$KILN_HOME`, default ~/.cache/kiln) by short name.
     Pull(cli::pull::Args),
     /// Convert a Hugging Face checkpoint directory to GGUF.
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => cli::embed::run(a),
         Command::Similarity(a) => cli::similarity::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Bench(a) => cli::bench::run(a),
         Command::Pull(a) => cli::pull::run(a),
         Command::Convert(a) => cli::convert::run(a),
         Command::List(a) => cli::list::run(a),

@@ -90,7 +90,7 @@ fn embeddinggemma_q8_0_agrees_with_llamacpp() {
 
 #[test]
 fn minilm_q8_0_matches_float32_reference() {
-    let path = common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf");
+    let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
     let e = open(&path);
     let st = goldens("all-MiniLM-L6-v2.st.jsonl");
     for g in &st {
@@ -111,11 +111,70 @@ fn minilm_q8_0_matches_float32_reference() {
 
 #[test]
 fn minilm_q8_0_agrees_with_llamacpp_where_tokens_agree() {
-    let path = common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf");
+    let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
     let r = compare(
         &open(&path),
         &goldens("all-MiniLM-L6-v2.llamacpp.jsonl"),
         true,
     );
     assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
+}
+
+/// One line of the task-prompt × Matryoshka goldens.
+#[derive(serde::Deserialize)]
+struct PromptGolden {
+    text: String,
+    prompt_name: Option<String>,
+    dim: usize,
+    token_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+#[test]
+fn embeddinggemma_task_prompts_and_matryoshka_dims() {
+    let Some(path) = cached_model("embeddinggemma") else { return };
+    let text = std::fs::read_to_string(common::fixtures().join("goldens/embeddinggemma-300m.prompts.st.jsonl")).unwrap();
+    let goldens: Vec<PromptGolden> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let file = std::sync::Arc::new(kiln::runtime::gguf::GgufFile::open(&path).unwrap());
+    let mut sims = Vec::new();
+    for task in [None, Some("query"), Some("document")] {
+        for dim in [768, 512, 256, 128] {
+            let mut b = Embedder::builder().dim(dim);
+            if let Some(t) = task {
+                b = b.task(t);
+            }
+            let e = b.open_file(file.clone()).unwrap();
+            for g in goldens.iter().filter(|g| g.dim == dim && g.prompt_name.as_deref() == task) {
+                assert_eq!(e.tokenize(&g.text).unwrap(), g.token_ids, "{task:?} {:?}", g.text);
+                let v = e.embed(&g.text).unwrap();
+                assert_eq!(v.len(), dim);
+                let s = cosine(&v, &g.embedding);
+                assert!(s >= 0.999, "{task:?} dim {dim} {:?}: cosine {s}", g.text);
+                sims.push(s);
+            }
+        }
+    }
+    assert_eq!(sims.len(), 8 * 3 * 4, "every golden compared");
+    let mean = sims.iter().sum::<f64>() / sims.len() as f64;
+    eprintln!("prompts x dims: min {:.6}, mean {mean:.6}", sims.iter().cloned().fold(f64::MAX, f64::min));
+    assert!(mean >= 0.9995, "mean cosine {mean}");
+}
+
+/// F32 GGUFs separate the implementation from quantization: llama.cpp gets
+/// >= 0.999998 this way.
+fn f32_fidelity(name: &str, golden: &str) {
+    let Some(path) = cached_model(name) else { return };
+    let e = open(&path);
+    let r = compare(&e, &goldens(golden), false);
+    assert!(r.min >= 0.99999, "min cosine {} on {:?}", r.min, r.worst);
+}
+
+#[test]
+fn embeddinggemma_f32_matches_float32_reference() {
+    f32_fidelity("embeddinggemma-f32", "embeddinggemma-300m.st.jsonl");
+}
+
+#[test]
+fn minilm_f32_matches_float32_reference() {
+    f32_fidelity("minilm-f32", "all-MiniLM-L6-v2.st.jsonl");
 }

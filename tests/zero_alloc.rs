@@ -71,7 +71,7 @@ const TEXTS: &[&str] = &[
 #[test]
 fn minilm_embed_does_not_allocate_when_warm() {
     check(
-        &common::fixtures().join("models/all-MiniLM-L6-v2-Q8_0.gguf"),
+        &common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf"),
         TEXTS,
     );
 }

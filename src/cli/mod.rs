@@ -1,5 +1,6 @@
 //! The `kiln` subcommands, one module each.
 
+pub mod bench;
 pub mod convert;
 pub mod embed;
 pub mod list;

@@ -1,0 +1,131 @@
+//! `kiln bench`: load time, warm latency and batch throughput of one model,
+//! printed for people or as JSON for `scripts/bench-vs-llamacpp`.
+
+use std::time::Instant;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::embed::ModelArgs;
+
+/// Arguments of `kiln bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text timed for warm latency.
+    #[arg(long, default_value = "Hello world")]
+    pub text: String,
+    /// Warm repetitions of the latency text.
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
+    /// A file with one text per line for the throughput run.
+    #[arg(long)]
+    pub batch: Option<std::path::PathBuf>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    isa: &'static str,
+    threads: usize,
+    load_s: f64,
+    first_embed_s: f64,
+    text_tokens: usize,
+    latency_min_s: f64,
+    latency_median_s: f64,
+    batch_texts: usize,
+    batch_tokens: usize,
+    batch_s: Option<f64>,
+    texts_per_s: Option<f64>,
+    tokens_per_s: Option<f64>,
+    peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `kiln bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let embedder = args.model.open()?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut out = vec![0.0; embedder.dim()];
+    let t1 = Instant::now();
+    embedder.embed_into(&args.text, &mut out)?;
+    let first_embed_s = t1.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(args.repeat);
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        embedder.embed_into(&args.text, &mut out)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+
+    let texts = match &args.batch {
+        Some(path) => std::fs::read_to_string(path)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    let batch_tokens = texts.iter().map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len())).sum();
+    let batch_s = (!texts.is_empty())
+        .then(|| {
+            let t = Instant::now();
+            embedder.embed_batch(&texts).map(|_| t.elapsed().as_secs_f64())
+        })
+        .transpose()?;
+    let report = Report {
+        model: args.model.model.clone(),
+        isa: kiln::kernels::best().isa().name(),
+        threads: embedder.options().threads,
+        load_s,
+        first_embed_s,
+        text_tokens: embedder.tokenize(&args.text)?.len(),
+        latency_min_s: times[0],
+        latency_median_s: times[times.len() / 2],
+        batch_texts: texts.len(),
+        batch_tokens,
+        batch_s,
+        texts_per_s: batch_s.map(|s| texts.len() as f64 / s),
+        tokens_per_s: batch_s.map(|s| batch_tokens as f64 / s),
+        peak_rss_bytes: peak_rss(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("model          {} ({} threads, {})", report.model, report.threads, report.isa);
+        println!("load           {:.1} ms (first embed {:.1} ms)", load_s * 1e3, first_embed_s * 1e3);
+        println!(
+            "latency        min {:.2} ms, median {:.2} ms ({} tokens, {} runs)",
+            report.latency_min_s * 1e3,
+            report.latency_median_s * 1e3,
+            report.text_tokens,
+            times.len()
+        );
+        if let (Some(s), Some(tps)) = (report.batch_s, report.texts_per_s) {
+            println!(
+                "batch          {} texts, {} tokens in {:.2} s: {:.1} texts/s, {:.0} tokens/s",
+                report.batch_texts,
+                report.batch_tokens,
+                s,
+                tps,
+                report.tokens_per_s.unwrap_or(0.0)
+            );
+        }
+        if let Some(rss) = report.peak_rss_bytes {
+            println!("peak RSS       {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+        }
+    }
+    Ok(())
+}
