@@ -6,7 +6,14 @@
 //! `HashMap<String, u32>` costs one allocation per piece) and lookups free of
 //! allocation.
 
-const EMPTY: u32 = u32::MAX;
+/// An empty slot. Slots hold `fingerprint << 32 | id`.
+const EMPTY: u64 = u64::MAX;
+
+/// The upper 32 bits of the hash, kept in the slot so that probing compares
+/// piece bytes (two cache misses away) only when the fingerprints agree.
+fn fingerprint(h: u64) -> u64 {
+    h >> 32
+}
 
 /// All pieces, their ids and a hash index over their bytes.
 #[derive(Clone, Debug)]
@@ -14,8 +21,8 @@ pub(crate) struct Pieces {
     bytes: Vec<u8>,
     /// `offsets[i]..offsets[i + 1]` is piece `i` in `bytes`.
     offsets: Vec<u32>,
-    /// Slots hold token ids or `EMPTY`; the length is a power of two.
-    table: Vec<u32>,
+    /// Slots hold `fingerprint << 32 | id` or `EMPTY`; the length is a power of two.
+    table: Vec<u64>,
 }
 
 /// FxHash-style multiplicative hash over 8-byte words; pieces are short.
@@ -64,15 +71,17 @@ impl Pieces {
     fn insert(&mut self, id: u32) {
         let mask = self.table.len() - 1;
         let key = self.piece_bytes(id);
-        let mut slot = hash(key) as usize & mask;
+        let h = hash(key);
+        let entry = fingerprint(h) << 32 | u64::from(id);
+        let mut slot = h as usize & mask;
         loop {
             let cur = self.table[slot];
             if cur == EMPTY {
-                self.table[slot] = id;
+                self.table[slot] = entry;
                 return;
             }
-            if self.piece_bytes(cur) == key {
-                self.table[slot] = id;
+            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == key {
+                self.table[slot] = entry;
                 return;
             }
             slot = (slot + 1) & mask;
@@ -102,14 +111,15 @@ impl Pieces {
     /// The id of the piece whose bytes are exactly `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
         let mask = self.table.len() - 1;
-        let mut slot = hash(key) as usize & mask;
+        let h = hash(key);
+        let mut slot = h as usize & mask;
         loop {
             let cur = self.table[slot];
             if cur == EMPTY {
                 return None;
             }
-            if self.piece_bytes(cur) == key {
-                return Some(cur);
+            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == key {
+                return Some(cur as u32);
             }
             slot = (slot + 1) & mask;
         }
