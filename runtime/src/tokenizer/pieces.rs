@@ -62,16 +62,37 @@ impl Pieces {
             offsets,
             table: vec![EMPTY; slots],
         };
-        for id in 0..tokens.len() {
-            this.insert(id as u32);
+        // Insert in order of home slot (a counting sort on the slot's top
+        // bits) so that writes sweep the table instead of missing the cache
+        // at random: several times faster for Gemma's 262,144 pieces.
+        let mask = slots - 1;
+        let shift = slots.trailing_zeros().saturating_sub(12);
+        let mut starts = vec![0u32; (slots >> shift) + 1];
+        let hashed: Vec<(u64, u32)> = (0..tokens.len() as u32)
+            .map(|id| (hash(this.piece_bytes(id)), id))
+            .collect();
+        for &(h, _) in &hashed {
+            starts[((h as usize & mask) >> shift) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![(0u64, 0u32); hashed.len()];
+        for &(h, id) in &hashed {
+            let bucket = &mut starts[(h as usize & mask) >> shift];
+            order[*bucket as usize] = (h, id);
+            *bucket += 1;
+        }
+        for (h, id) in order {
+            this.insert(h, id);
         }
         this
     }
 
-    fn insert(&mut self, id: u32) {
+    /// Insert `id` (whose piece hashes to `h`). For a piece that is already
+    /// there, the higher id wins, whatever the insertion order.
+    fn insert(&mut self, h: u64, id: u32) {
         let mask = self.table.len() - 1;
-        let key = self.piece_bytes(id);
-        let h = hash(key);
         let entry = fingerprint(h) << 32 | u64::from(id);
         let mut slot = h as usize & mask;
         loop {
@@ -80,8 +101,10 @@ impl Pieces {
                 self.table[slot] = entry;
                 return;
             }
-            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == key {
-                self.table[slot] = entry;
+            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == self.piece_bytes(id) {
+                if id > cur as u32 {
+                    self.table[slot] = entry;
+                }
                 return;
             }
             slot = (slot + 1) & mask;
@@ -149,5 +172,11 @@ mod tests {
         let p = Pieces::new(&["a", "b", "a"]);
         assert_eq!(p.get(b"a"), Some(2));
         assert_eq!(p.get(b"b"), Some(1));
+        let many: Vec<String> = (0..3000).map(|i| format!("d{}", i % 1000)).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let p = Pieces::new(&refs);
+        for i in 0..1000 {
+            assert_eq!(p.get(format!("d{i}").as_bytes()), Some(2000 + i));
+        }
     }
 }
