@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::tok::{gemma, gemma_path, goldens, minilm};
+use common::tok::{embeddinggemma_like, gemma, gemma_path, goldens, minilm};
 use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::tokenizer::{EncodeOptions, ModelKind, Tokenizer};
 
@@ -88,6 +88,37 @@ fn gemma_matches_llama_cpp_on_every_input() {
     ] {
         assert_eq!(check_all(&tok, file), 24, "{file}");
     }
+}
+
+/// EmbeddingGemma's GGUF marks `<start_of_image>`/`<end_of_image>` as
+/// control tokens (Gemma-3-270M: user-defined): they are text unless special
+/// tokens are parsed, and the goldens are unaffected.
+#[test]
+fn embeddinggemma_token_types() {
+    let Some(tok) = embeddinggemma_like() else {
+        return;
+    };
+    assert_eq!(check_all(&tok, "embeddinggemma-300m.llamacpp.jsonl"), 24);
+    let image = tok.token_id("<start_of_image>").unwrap();
+    let off = tok
+        .encode("<start_of_image>", &EncodeOptions::default())
+        .unwrap();
+    assert!(!off.contains(&image) && off.len() > 3, "{off:?}");
+    let parse = EncodeOptions {
+        parse_special: true,
+        ..EncodeOptions::default()
+    };
+    assert_eq!(
+        tok.encode("<start_of_image>", &parse).unwrap(),
+        [2, image, 1]
+    );
+    // Gemma-3-270M's types: a user-defined token, matched either way.
+    let Some(g270) = gemma() else { return };
+    assert_eq!(
+        g270.encode("<start_of_image>", &EncodeOptions::default())
+            .unwrap(),
+        [2, image, 1]
+    );
 }
 
 #[test]

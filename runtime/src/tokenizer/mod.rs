@@ -268,8 +268,12 @@ impl Tokenizer {
         if opts.add_special {
             out.extend(self.start);
         }
-        self.specials
-            .partition(text, opts.parse_special, &mut scratch.partition);
+        self.specials.partition(
+            &self.pieces,
+            text,
+            opts.parse_special,
+            &mut scratch.partition,
+        );
         let mut prev_special = true;
         for i in 0..scratch.partition.fragments.len() {
             match scratch.partition.fragments[i] {

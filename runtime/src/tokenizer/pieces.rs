@@ -6,7 +6,14 @@
 //! `HashMap<String, u32>` costs one allocation per piece) and lookups free of
 //! allocation.
 
-const EMPTY: u32 = u32::MAX;
+/// An empty slot. Slots hold `fingerprint << 32 | id`.
+const EMPTY: u64 = u64::MAX;
+
+/// The upper 32 bits of the hash, kept in the slot so that probing compares
+/// piece bytes (two cache misses away) only when the fingerprints agree.
+fn fingerprint(h: u64) -> u64 {
+    h >> 32
+}
 
 /// All pieces, their ids and a hash index over their bytes.
 #[derive(Clone, Debug)]
@@ -14,8 +21,8 @@ pub(crate) struct Pieces {
     bytes: Vec<u8>,
     /// `offsets[i]..offsets[i + 1]` is piece `i` in `bytes`.
     offsets: Vec<u32>,
-    /// Slots hold token ids or `EMPTY`; the length is a power of two.
-    table: Vec<u32>,
+    /// Slots hold `fingerprint << 32 | id` or `EMPTY`; the length is a power of two.
+    table: Vec<u64>,
 }
 
 /// FxHash-style multiplicative hash over 8-byte words; pieces are short.
@@ -55,24 +62,49 @@ impl Pieces {
             offsets,
             table: vec![EMPTY; slots],
         };
-        for id in 0..tokens.len() {
-            this.insert(id as u32);
+        // Insert in order of home slot (a counting sort on the slot's top
+        // bits) so that writes sweep the table instead of missing the cache
+        // at random: several times faster for Gemma's 262,144 pieces.
+        let mask = slots - 1;
+        let shift = slots.trailing_zeros().saturating_sub(12);
+        let mut starts = vec![0u32; (slots >> shift) + 1];
+        let hashed: Vec<(u64, u32)> = (0..tokens.len() as u32)
+            .map(|id| (hash(this.piece_bytes(id)), id))
+            .collect();
+        for &(h, _) in &hashed {
+            starts[((h as usize & mask) >> shift) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![(0u64, 0u32); hashed.len()];
+        for &(h, id) in &hashed {
+            let bucket = &mut starts[(h as usize & mask) >> shift];
+            order[*bucket as usize] = (h, id);
+            *bucket += 1;
+        }
+        for (h, id) in order {
+            this.insert(h, id);
         }
         this
     }
 
-    fn insert(&mut self, id: u32) {
+    /// Insert `id` (whose piece hashes to `h`). For a piece that is already
+    /// there, the higher id wins, whatever the insertion order.
+    fn insert(&mut self, h: u64, id: u32) {
         let mask = self.table.len() - 1;
-        let key = self.piece_bytes(id);
-        let mut slot = hash(key) as usize & mask;
+        let entry = fingerprint(h) << 32 | u64::from(id);
+        let mut slot = h as usize & mask;
         loop {
             let cur = self.table[slot];
             if cur == EMPTY {
-                self.table[slot] = id;
+                self.table[slot] = entry;
                 return;
             }
-            if self.piece_bytes(cur) == key {
-                self.table[slot] = id;
+            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == self.piece_bytes(id) {
+                if id > cur as u32 {
+                    self.table[slot] = entry;
+                }
                 return;
             }
             slot = (slot + 1) & mask;
@@ -102,14 +134,15 @@ impl Pieces {
     /// The id of the piece whose bytes are exactly `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Option<u32> {
         let mask = self.table.len() - 1;
-        let mut slot = hash(key) as usize & mask;
+        let h = hash(key);
+        let mut slot = h as usize & mask;
         loop {
             let cur = self.table[slot];
             if cur == EMPTY {
                 return None;
             }
-            if self.piece_bytes(cur) == key {
-                return Some(cur);
+            if cur >> 32 == fingerprint(h) && self.piece_bytes(cur as u32) == key {
+                return Some(cur as u32);
             }
             slot = (slot + 1) & mask;
         }
@@ -139,5 +172,11 @@ mod tests {
         let p = Pieces::new(&["a", "b", "a"]);
         assert_eq!(p.get(b"a"), Some(2));
         assert_eq!(p.get(b"b"), Some(1));
+        let many: Vec<String> = (0..3000).map(|i| format!("d{}", i % 1000)).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let p = Pieces::new(&refs);
+        for i in 0..1000 {
+            assert_eq!(p.get(format!("d{i}").as_bytes()), Some(2000 + i));
+        }
     }
 }

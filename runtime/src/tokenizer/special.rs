@@ -9,13 +9,13 @@
 //! (llama.cpp's sort is unstable there; no tie can overlap in Gemma's
 //! vocabulary).
 //!
-//! Instead of llama.cpp's repeated string search per special token (6,400 of
-//! them in Gemma), one walk of a byte trie at every text position lists all
-//! occurrences of all special tokens, and the sequential rule above is then
-//! replayed on that list: sorted by (priority, position), an occurrence is
-//! taken when it starts after the same token's previous match and covers
-//! only bytes that no earlier-priority token took. That is exactly the
-//! fragment structure llama.cpp builds.
+//! llama.cpp searches the text once per special token (6,400 of them in
+//! Gemma with `parse_special`). Here one walk of a byte trie over the text
+//! first marks which special tokens occur at all (a bitset by priority);
+//! only those few then split the fragments, in priority order, exactly as
+//! llama.cpp does. Memory stays proportional to the number of fragments,
+//! whatever the text (a megabyte of spaces matches 30 space-run tokens at
+//! every position).
 
 use super::vocab::TokenType;
 
@@ -48,27 +48,20 @@ struct Node {
 pub(crate) struct SpecialTokens {
     nodes: Vec<Node>,
     edges: Vec<(u8, u32)>,
+    /// Special token ids by priority (rank).
+    by_rank: Vec<u32>,
     /// Number of tokens matched without `parse_special`.
     n_always: usize,
     /// Number of tokens matched with `parse_special`.
     n_all: usize,
 }
 
-/// One occurrence of a special token.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Occurrence {
-    rank: u32,
-    pos: u32,
-    len: u32,
-    token: u32,
-}
-
 /// Reusable buffers of the partition step.
 #[derive(Debug, Default)]
 pub(crate) struct PartitionScratch {
-    occurrences: Vec<Occurrence>,
-    taken: Vec<bool>,
-    accepted: Vec<Occurrence>,
+    /// Bit `rank` set: the special token of that priority occurs in the text.
+    present: Vec<u64>,
+    next: Vec<Fragment>,
     pub(crate) fragments: Vec<Fragment>,
 }
 
@@ -129,6 +122,7 @@ impl SpecialTokens {
             edges,
             n_always,
             n_all: special.len(),
+            by_rank: special,
         }
     }
 
@@ -144,6 +138,7 @@ impl SpecialTokens {
     /// Cut `text` into fragments (left in `scratch.fragments`).
     pub(crate) fn partition(
         &self,
+        pieces: &super::pieces::Pieces,
         text: &str,
         parse_special: bool,
         scratch: &mut PartitionScratch,
@@ -153,83 +148,100 @@ impl SpecialTokens {
         if bytes.is_empty() {
             return;
         }
+        scratch
+            .fragments
+            .push(Fragment::Text(0, bytes.len() as u32));
         let active = if parse_special {
             self.n_all
         } else {
             self.n_always
         };
         if active == 0 {
-            scratch
-                .fragments
-                .push(Fragment::Text(0, bytes.len() as u32));
             return;
         }
 
-        // Every occurrence of every active special token.
-        scratch.occurrences.clear();
+        // Which active special tokens occur anywhere in the text.
+        scratch.present.clear();
+        scratch.present.resize(self.n_all.div_ceil(64), 0);
+        let mut any = false;
         for pos in 0..bytes.len() {
             let mut node = 0usize;
-            for (depth, &b) in bytes[pos..].iter().enumerate() {
+            for &b in &bytes[pos..] {
                 let Some(next) = self.child(node, b) else {
                     break;
                 };
                 node = next;
                 let n = self.nodes[node];
                 if n.token != NO_TOKEN && (n.always || parse_special) {
-                    scratch.occurrences.push(Occurrence {
-                        rank: n.rank,
-                        pos: pos as u32,
-                        len: depth as u32 + 1,
-                        token: n.token,
-                    });
+                    scratch.present[n.rank as usize / 64] |= 1 << (n.rank % 64);
+                    any = true;
                 }
             }
         }
-        if scratch.occurrences.is_empty() {
-            scratch
-                .fragments
-                .push(Fragment::Text(0, bytes.len() as u32));
+        if !any {
             return;
         }
 
-        // Replay llama.cpp's token-by-token splitting.
-        scratch
-            .occurrences
-            .sort_unstable_by_key(|o| (o.rank, o.pos));
-        scratch.taken.clear();
-        scratch.taken.resize(bytes.len(), false);
-        scratch.accepted.clear();
-        let mut current = u32::MAX;
-        let mut resume = 0u32;
-        for o in &scratch.occurrences {
-            if o.rank != current {
-                current = o.rank;
-                resume = 0;
+        // llama.cpp's splitting, for the tokens present, in priority order.
+        for word in 0..scratch.present.len() {
+            let mut bits = scratch.present[word];
+            while bits != 0 {
+                let rank = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let id = self.by_rank[rank];
+                split_at(
+                    bytes,
+                    pieces.piece_bytes(id),
+                    id,
+                    &scratch.fragments,
+                    &mut scratch.next,
+                );
+                std::mem::swap(&mut scratch.fragments, &mut scratch.next);
             }
-            let span = o.pos as usize..(o.pos + o.len) as usize;
-            if o.pos < resume || scratch.taken[span.clone()].iter().any(|&t| t) {
-                continue;
-            }
-            scratch.taken[span].fill(true);
-            resume = o.pos + o.len;
-            scratch.accepted.push(*o);
-        }
-        scratch.accepted.sort_unstable_by_key(|o| o.pos);
-
-        let mut at = 0u32;
-        for o in &scratch.accepted {
-            if o.pos > at {
-                scratch.fragments.push(Fragment::Text(at, o.pos));
-            }
-            scratch.fragments.push(Fragment::Token(o.token));
-            at = o.pos + o.len;
-        }
-        if (at as usize) < bytes.len() {
-            scratch
-                .fragments
-                .push(Fragment::Text(at, bytes.len() as u32));
         }
     }
+}
+
+/// Split every text fragment of `from` at each non-overlapping occurrence of
+/// `needle` (left to right), writing the result to `to`.
+fn split_at(text: &[u8], needle: &[u8], id: u32, from: &[Fragment], to: &mut Vec<Fragment>) {
+    to.clear();
+    for &f in from {
+        let Fragment::Text(start, end) = f else {
+            to.push(f);
+            continue;
+        };
+        let mut at = start as usize;
+        let end = end as usize;
+        while let Some(i) = find(&text[at..end], needle) {
+            let m = at + i;
+            if m > at {
+                to.push(Fragment::Text(at as u32, m as u32));
+            }
+            to.push(Fragment::Token(id));
+            at = m + needle.len();
+        }
+        if at < end {
+            to.push(Fragment::Text(at as u32, end as u32));
+        }
+    }
+}
+
+/// First occurrence of `needle` (non-empty) in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while from + needle.len() <= hay.len() {
+        let i = from
+            + hay[from..=hay.len() - needle.len()]
+                .iter()
+                .position(|&b| b == first)?;
+        if &hay[i + 1..i + needle.len()] == rest {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -237,15 +249,16 @@ mod tests {
     use super::*;
     use crate::tokenizer::pieces::Pieces;
 
-    fn build(tokens: &[(&str, TokenType)]) -> SpecialTokens {
+    fn build(tokens: &[(&str, TokenType)]) -> (SpecialTokens, Pieces) {
         let texts: Vec<&str> = tokens.iter().map(|t| t.0).collect();
         let types: Vec<TokenType> = tokens.iter().map(|t| t.1).collect();
-        SpecialTokens::new(&Pieces::new(&texts), &types)
+        let pieces = Pieces::new(&texts);
+        (SpecialTokens::new(&pieces, &types), pieces)
     }
 
-    fn run(st: &SpecialTokens, text: &str, parse: bool) -> Vec<Fragment> {
+    fn run(st: &(SpecialTokens, Pieces), text: &str, parse: bool) -> Vec<Fragment> {
         let mut s = PartitionScratch::default();
-        st.partition(text, parse, &mut s);
+        st.0.partition(&st.1, text, parse, &mut s);
         s.fragments
     }
 
@@ -290,6 +303,14 @@ mod tests {
             run(&st, "x     ", false),
             vec![Text(0, 1), Token(1), Token(0)]
         );
+    }
+
+    #[test]
+    fn find_is_a_substring_search() {
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"aaa", b"aa"), Some(0));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"", b"a"), None);
     }
 
     #[test]

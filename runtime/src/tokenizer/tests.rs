@@ -292,3 +292,10 @@ fn bad_vocabularies_are_typed_errors() {
         Err(TokenizerError::MissingSpecialToken(..))
     ));
 }
+
+#[test]
+fn tokenizer_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<TokenizerScratch>();
+}

@@ -3,7 +3,7 @@
 //! (`tokenizer.ggml.model = "bert"`, used by all-MiniLM-L6-v2).
 //!
 //! 1. Normalize: drop NUL, U+FFFD and control characters (general category
-//!    C*, except tab/CR/LF); map whitespace to a space; surround CJK
+//!    Cc, Cf, Co, except tab/CR/LF); map whitespace to a space; surround CJK
 //!    ideographs with spaces; if lower-casing, strip accents (canonical
 //!    decomposition, NFD, then drop nonspacing marks, Mn) and lower-case each
 //!    character.
@@ -51,18 +51,16 @@ fn is_whitespace(c: char) -> bool {
     c.is_whitespace()
 }
 
-/// `BertNormalizer`'s control characters: category C* except tab, LF, CR.
+/// `BertNormalizer`'s control characters: Cc, Cf and Co except tab, LF, CR
+/// (the `unicode_categories` crate's `is_other`, which Hugging Face uses,
+/// leaves out Cn: unassigned code points are kept and become `[UNK]`).
 fn is_control(c: char) -> bool {
     if matches!(c, '\t' | '\n' | '\r') {
         return false;
     }
     matches!(
         get_general_category(c),
-        GeneralCategory::Control
-            | GeneralCategory::Format
-            | GeneralCategory::Unassigned
-            | GeneralCategory::PrivateUse
-            | GeneralCategory::Surrogate
+        GeneralCategory::Control | GeneralCategory::Format | GeneralCategory::PrivateUse
     )
 }
 
@@ -263,6 +261,8 @@ mod tests {
     fn control_and_whitespace() {
         assert!(is_control('\u{0}'));
         assert!(is_control('\u{200B}')); // Cf
+        assert!(is_control('\u{E000}')); // Co
+        assert!(!is_control('\u{378}')); // Cn: kept, as Hugging Face does
         assert!(!is_control('\t'));
         assert!(is_whitespace('\u{3000}'));
         assert!(is_whitespace('\n'));

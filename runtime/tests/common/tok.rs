@@ -78,3 +78,22 @@ pub fn gemma() -> Option<Tokenizer> {
             .expect("Gemma has EOS"),
     )
 }
+
+/// Token ids whose type differs between Gemma-3-270M's GGUF (user-defined)
+/// and EmbeddingGemma's (control): `<start_of_image>`, `<end_of_image>`.
+/// See `tests/fixtures/tools/embeddinggemma_token_types.py`.
+pub const EMBEDDINGGEMMA_CONTROL_NOT_IN_270M: [usize; 2] = [255_999, 256_000];
+
+/// Gemma-3-270M's vocabulary with EmbeddingGemma's token types and
+/// `add_eos_token`: the tokenizer the EmbeddingGemma GGUF describes.
+pub fn embeddinggemma_like() -> Option<Tokenizer> {
+    use kiln_runtime::tokenizer::Vocab;
+    let file = GgufFile::open(gemma_path()?).expect("Gemma GGUF opens");
+    let mut v = Vocab::from_gguf_metadata(file.metadata()).expect("Gemma vocab");
+    for id in EMBEDDINGGEMMA_CONTROL_NOT_IN_270M {
+        assert_eq!(v.types[id], 4, "user-defined in Gemma-3-270M");
+        v.types[id] = 3;
+    }
+    v.add_eos = true;
+    Some(Tokenizer::from_vocab(&v).expect("tokenizer"))
+}
