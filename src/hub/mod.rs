@@ -90,4 +90,9 @@ impl Cache {
         let spec = catalog::find(name).ok_or_else(|| HubError::UnknownModel(name.to_owned()))?;
         pull::pull(self, spec, opts)
     }
+
+    /// Pulls a model described by `spec` (one of [`CATALOG`] or your own).
+    pub fn pull_spec(&self, spec: &ModelSpec, opts: &PullOptions) -> Result<PullReport, HubError> {
+        pull::pull(self, spec, opts)
+    }
 }

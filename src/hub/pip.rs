@@ -19,8 +19,14 @@ fn wheel_stem(package: &str) -> String {
 }
 
 /// Downloads `package==version` into `dir` (created if needed) and returns
-/// the wheel's path.
-pub fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, HubError> {
+/// the wheel's path. `extra_args` go to pip as they are (e.g. `--find-links
+/// DIR --no-index` for an offline mirror).
+pub fn download(
+    package: &str,
+    version: &str,
+    dir: &Path,
+    extra_args: &[String],
+) -> Result<PathBuf, HubError> {
     std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir, e))?;
     let python = python();
     let out = Command::new(&python)
@@ -35,6 +41,7 @@ pub fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, Hub
             "-d",
         ])
         .arg(dir)
+        .args(extra_args)
         .arg(format!("{package}=={version}"))
         .output()
         .map_err(|source| HubError::NoPip {

