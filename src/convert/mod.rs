@@ -175,7 +175,7 @@ pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> GgmlType {
         OutType::F32 => GgmlType::F32,
         OutType::F16 => GgmlType::F16,
         // A row that is not whole Q8_0 blocks cannot be quantized.
-        OutType::Q8_0 if dims[0] % QK8_0 as u64 != 0 => GgmlType::F16,
+        OutType::Q8_0 if !dims[0].is_multiple_of(QK8_0 as u64) => GgmlType::F16,
         OutType::Q8_0 => GgmlType::Q8_0,
     }
 }
