@@ -167,3 +167,76 @@ fn python_json_float_repr() {
     assert_eq!(py_float(f64::from(-12.25f32)), "-12.25");
     assert_eq!(py_float(f64::from(0.1f32)), "0.10000000149011612");
 }
+
+/// No Gemma-3 decoder checkpoint is obtainable here, so the `gemma3` path is
+/// checked on EmbeddingGemma's weights relabelled as a Gemma3ForCausalLM:
+/// the keys and tensor names must be those of llama.cpp's Gemma-3-270M file
+/// (its tokens and scores equal EmbeddingGemma's), less what differs by
+/// construction (layer count, dims).
+#[test]
+fn gemma3_decoder_layout_matches_llama_cpp() {
+    let Some(dir) = find_dir("KILN_EMBEDDINGGEMMA_CHECKPOINT", EMBEDDINGGEMMA_DIRS) else {
+        eprintln!("skipped: no EmbeddingGemma checkpoint (set KILN_EMBEDDINGGEMMA_CHECKPOINT)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    for f in [
+        "tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ] {
+        std::fs::copy(dir.join(f), ckpt.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        dir.join("model.safetensors"),
+        ckpt.join("model.safetensors"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(
+        ckpt.join("config.json"),
+        cfg.replace("Gemma3TextModel", "Gemma3ForCausalLM"),
+    )
+    .unwrap();
+
+    let out = tmp.path().join("g3.gguf");
+    let r = convert(&ckpt, &out, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(r.arch, "gemma3");
+    let g = GgufFile::open(&out).unwrap();
+    let reference = dump("gemma-3-270m-q4_k_m.dump.json");
+    for (key, want) in reference["metadata"].as_object().unwrap() {
+        if common::descriptive(key) || key == "general.file_type" {
+            continue;
+        }
+        let v = g
+            .metadata()
+            .get(key)
+            .unwrap_or_else(|| panic!("missing {key}"));
+        assert_eq!(v.value_type().name(), want["type"], "{key}");
+        if ["tokenizer.ggml.tokens", "tokenizer.ggml.scores"].contains(&key.as_str()) {
+            assert_eq!(
+                common::array_json_sha(v),
+                want["sha256_json"].as_str().unwrap(),
+                "{key}"
+            );
+        }
+    }
+    // Tensor names per layer and outside layers are the same set.
+    let pattern = |n: &str| match n.strip_prefix("blk.") {
+        Some(rest) => format!("blk.N.{}", rest.split_once('.').unwrap().1),
+        None => n.to_owned(),
+    };
+    let ours: std::collections::BTreeSet<String> =
+        g.tensors().iter().map(|t| pattern(&t.name)).collect();
+    let theirs: std::collections::BTreeSet<String> = reference["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| pattern(t["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ours, theirs);
+}

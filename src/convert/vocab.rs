@@ -338,6 +338,18 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>,
         out.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)));
         out.push(("tokenizer.ggml.add_sep_token".into(), Value::Bool(add_sep)));
     }
+    // The chat template: tokenizer_config.json's, else chat_template.jinja.
+    let chat_template = match cfg.get("chat_template").and_then(Json::as_str) {
+        Some(t) => Some(t.to_owned()),
+        None => match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ConvertError::io(&dir.join("chat_template.jinja"), e)),
+        },
+    };
+    if let Some(t) = chat_template {
+        out.push(("tokenizer.chat_template".into(), Value::String(t)));
+    }
     Ok(out)
 }
 
