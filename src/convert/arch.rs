@@ -82,6 +82,22 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     });
     md.push(("general.architecture".into(), Value::String(a.into())));
     md.push(("general.type".into(), Value::String("model".into())));
+    // Sampling defaults from generation_config.json, as newer llama.cpp converters write them.
+    if let Some(gen_cfg) = read_json_opt(&dir.join("generation_config.json"))? {
+        if let Some(k) = gen_cfg
+            .get("top_k")
+            .and_then(Json::as_i64)
+            .and_then(|k| i32::try_from(k).ok())
+        {
+            md.push(("general.sampling.top_k".into(), Value::I32(k)));
+        }
+        if let Some(p) = gen_cfg.get("top_p").and_then(Json::as_f64) {
+            md.push(("general.sampling.top_p".into(), Value::F32(p as f32)));
+        }
+        if let Some(t) = gen_cfg.get("temperature").and_then(Json::as_f64) {
+            md.push(("general.sampling.temp".into(), Value::F32(t as f32)));
+        }
+    }
     md.push(("general.name".into(), Value::String(name)));
     let key = |k: &str| format!("{a}.{k}");
 
