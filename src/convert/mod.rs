@@ -27,7 +27,6 @@ use kiln_runtime::gguf::{GgmlType, GgufWriter, TensorInfo, WriteError};
 use kiln_runtime::quant::{BlockQ8_0, QK8_0, quantize_row_q8_0_reference};
 use serde_json::Value as Json;
 
-
 /// Everything that can go wrong converting a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -176,7 +175,7 @@ pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> GgmlType {
         OutType::F32 => GgmlType::F32,
         OutType::F16 => GgmlType::F16,
         // A row that is not whole Q8_0 blocks cannot be quantized.
-        OutType::Q8_0 if dims[0] % QK8_0 as u64 != 0 => GgmlType::F16,
+        OutType::Q8_0 if !dims[0].is_multiple_of(QK8_0 as u64) => GgmlType::F16,
         OutType::Q8_0 => GgmlType::Q8_0,
     }
 }
@@ -220,23 +219,34 @@ pub fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_plan(plan: &arch::Plan, path: &Path, progress: Progress<'_>) -> Result<ConvertReport, ConvertError> {
+fn write_plan(
+    plan: &arch::Plan,
+    path: &Path,
+    progress: Progress<'_>,
+) -> Result<ConvertReport, ConvertError> {
     let io_err = |e| ConvertError::io(path, e);
-    let w_err = |source| ConvertError::Write { path: path.to_owned(), source };
+    let w_err = |source| ConvertError::Write {
+        path: path.to_owned(),
+        source,
+    };
     let mut gw = GgufWriter::new();
     for (key, value) in &plan.metadata {
         gw.add_metadata(key.clone(), value.clone()).map_err(w_err)?;
     }
     for t in &plan.tensors {
-        gw.add_tensor(t.name.clone(), &t.dims, t.ty).map_err(w_err)?;
+        gw.add_tensor(t.name.clone(), &t.dims, t.ty)
+            .map_err(w_err)?;
     }
     let file = File::create(path).map_err(io_err)?;
-    let mut out = gw.begin(BufWriter::with_capacity(1 << 20, file)).map_err(w_err)?;
+    let mut out = gw
+        .begin(BufWriter::with_capacity(1 << 20, file))
+        .map_err(w_err)?;
     let infos = out.tensors().to_vec();
     let data_offset = out.data_offset();
     let total: u64 = infos.iter().map(|t| t.n_bytes).sum();
     let mut done = 0;
-    let (mut raw, mut vals, mut blocks, mut bytes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut vals, mut blocks, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in &plan.tensors {
         let st = &plan.files[t.file];
         let src = &st.tensors()[&t.src_name];
@@ -256,10 +266,19 @@ fn write_plan(plan: &arch::Plan, path: &Path, progress: Progress<'_>) -> Result<
             progress(done, total);
         }
     }
-    let file = out.finish().map_err(w_err)?.into_inner().map_err(|e| io_err(e.into_error()))?;
+    let file = out
+        .finish()
+        .map_err(w_err)?
+        .into_inner()
+        .map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     let file_bytes = file.metadata().map_err(io_err)?.len();
-    Ok(ConvertReport { arch: plan.arch, tensors: infos, data_offset, file_bytes })
+    Ok(ConvertReport {
+        arch: plan.arch,
+        tensors: infos,
+        data_offset,
+        file_bytes,
+    })
 }
 
 /// Encodes f32 values as `ty` into `bytes` (little-endian ggml layout).

