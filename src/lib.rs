@@ -4,3 +4,5 @@
 //! and the wiring of the kernels generated at build time into the runtime.
 
 pub use kiln_runtime as runtime;
+
+pub mod kernels;
