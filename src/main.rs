@@ -21,6 +21,9 @@ enum Command {
     Similarity(cli::similarity::SimilarityArgs),
     /// Print the token ids of a text.
     Tokenize(cli::tokenize::TokenizeArgs),
+    /// List the generated kernel variants and the ISA this CPU gets, or print
+    /// one kernel's generated source (`--show NAME --isa avx2`).
+    Kernels(cli::kernels::KernelsArgs),
     /// Time loading, warm latency and batch throughput of a model.
     Bench(cli::bench::BenchArgs),
     /// Download a model into the cache (`$KILN_HOME`, default ~/.cache/kiln) by short name.
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Similarity(a) => cli::similarity::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Kernels(a) => cli::kernels::run(&a),
         Command::Pull(a) => cli::pull::run(a),
         Command::Convert(a) => cli::convert::run(a),
         Command::List(a) => cli::list::run(a),

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod embed;
+pub mod kernels;
 pub mod list;
 pub mod pull;
 pub mod similarity;

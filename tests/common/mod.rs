@@ -1,5 +1,5 @@
-//! Shared by the end-to-end tests: where models and goldens are, and
-//! comparing a GGUF with a gguf-py dump.
+//! Shared by the end-to-end tests: where models and goldens are, comparing
+//! a GGUF with a gguf-py dump, and the kernel sets to test.
 //!
 //! The dumps (tests/fixtures/*.dump.json) were made from llama.cpp's own
 //! files with gguf-py: every metadata key (long arrays as the sha256 of
@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use kiln::runtime::gguf::{GgufFile, Value, ValueRef};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+use kiln::kernels::{compiled, for_isa};
+use kiln::runtime::kernels::{Isa, KernelSet};
+use kiln::runtime::quant::{BlockQ8_0, dequantize_row_q8_0, quantize_row_q8_0_reference};
 
 /// The project root.
 pub fn root() -> PathBuf {
@@ -277,4 +280,50 @@ pub fn cached_model(name: &str) -> Option<PathBuf> {
 /// Cosine similarity in f64.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     f64::from(kiln::cosine(a, b))
+}
+
+/// The scalar set (always present).
+pub fn scalar() -> &'static dyn KernelSet {
+    for_isa(Isa::Scalar).expect("scalar is always compiled")
+}
+
+/// Every compiled ISA this CPU supports, scalar included; prints the ones
+/// that are compiled but skipped because the CPU lacks them.
+pub fn sets(test: &str) -> Vec<&'static dyn KernelSet> {
+    let mut out = Vec::new();
+    for &isa in compiled() {
+        match for_isa(isa) {
+            Some(s) => out.push(s),
+            None => eprintln!("{test}: SKIPPED {} (this CPU lacks it)", isa.name()),
+        }
+    }
+    let names: Vec<_> = out.iter().map(|s| s.isa().name()).collect();
+    eprintln!("{test}: testing {}", names.join(", "));
+    out
+}
+
+/// Quantizes with the bit-exact reference.
+pub fn q8(x: &[f32]) -> Vec<BlockQ8_0> {
+    let mut b = vec![BlockQ8_0::default(); x.len() / 32];
+    quantize_row_q8_0_reference(x, &mut b);
+    b
+}
+
+/// Dequantizes blocks.
+pub fn deq(b: &[BlockQ8_0]) -> Vec<f32> {
+    let mut x = vec![0.0; b.len() * 32];
+    dequantize_row_q8_0(b, &mut x);
+    x
+}
+
+/// Asserts `|got - want| <= tol · (1 + |want|)` elementwise.
+pub fn assert_close(what: &str, isa: Isa, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}/{}: length", isa.name());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}/{}: [{i}] got {g}, want {w} (tol {tol})",
+            isa.name()
+        );
+    }
 }

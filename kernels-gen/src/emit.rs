@@ -1,0 +1,258 @@
+//! Assembles one module per ISA (ops, kernels, safe entry points, the
+//! `KernelSet` impl) and formats it.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use crate::kernels::{FAMILIES, Family};
+use crate::lower::Lowering;
+use crate::ops::OPS;
+use crate::shapes::ShapeTable;
+
+/// One generated function, kept for `kiln kernels --show`.
+pub struct Source {
+    /// ISA module (`avx2`).
+    pub isa: String,
+    /// Function name (`rms_norm_768`, `q8_dot`).
+    pub name: String,
+    /// Formatted Rust source.
+    pub text: String,
+}
+
+fn parse<T: syn::parse::Parse>(s: &str) -> T {
+    syn::parse_str(s).unwrap_or_else(|e| panic!("generator: cannot parse `{s}`: {e}"))
+}
+
+/// `#[inline] #[target_feature(...)]` for ops, `#[target_feature(...)]` for kernels.
+fn feature_attr(l: &dyn Lowering) -> TokenStream {
+    match l.features() {
+        Some(f) => quote!(#[target_feature(enable = #f)]),
+        None => quote!(),
+    }
+}
+
+/// Every op as an inline function of the ISA module.
+fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
+    let attr = feature_attr(l);
+    OPS.iter()
+        .map(|op| {
+            let sig: syn::Signature = parse(op.sig);
+            let body = l
+                .op(op.name())
+                .or_else(|| op.composite.map(|c| c()))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "lowering {} has no body for primitive {}",
+                        l.module(),
+                        op.name()
+                    )
+                });
+            let doc = op.doc;
+            let tokens = quote! {
+                #[doc = #doc]
+                #[inline]
+                #attr
+                #sig { #body }
+            };
+            (op.name().to_string(), tokens)
+        })
+        .collect()
+}
+
+/// The keys a family is specialized for, then the generic key.
+fn keys(f: &Family, shapes: &ShapeTable) -> Vec<Vec<Option<usize>>> {
+    let mut out: Vec<Vec<Option<usize>>> = shapes
+        .keys(f.getter)
+        .iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|k| k.iter().map(|&v| Some(v)).collect())
+        .collect();
+    out.push(vec![None; f.key.len()]);
+    out
+}
+
+/// The argument names of a parameter list.
+fn arg_names(params: &str) -> Vec<syn::Ident> {
+    let inputs: syn::punctuated::Punctuated<syn::FnArg, syn::Token![,]> =
+        parse::<syn::ItemFn>(&format!("fn f({params}) {{}}"))
+            .sig
+            .inputs;
+    inputs
+        .into_iter()
+        .map(|a| match a {
+            syn::FnArg::Typed(t) => match *t.pat {
+                syn::Pat::Ident(p) => p.ident,
+                _ => panic!("generator: parameter pattern in `{params}`"),
+            },
+            syn::FnArg::Receiver(_) => panic!("generator: receiver in `{params}`"),
+        })
+        .collect()
+}
+
+/// The generated module of one ISA and the sources of its functions.
+pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<Source>) {
+    let module = format_ident!("{}", l.module());
+    let attr = feature_attr(l);
+    let prelude = l.prelude();
+    let mut items = Vec::new();
+    let mut named = Vec::new();
+    for (name, t) in ops(l) {
+        named.push((name, t.clone()));
+        items.push(t);
+    }
+    let mut getters = Vec::new();
+    let mut variants = Vec::new();
+    for f in FAMILIES {
+        let params: TokenStream = parse(f.params);
+        let args = arg_names(f.params);
+        let mut arms = Vec::new();
+        let mut generic_entry = None;
+        for key in keys(f, shapes) {
+            let name = f.variant_name(&key);
+            let kernel = format_ident!("{name}");
+            let body = (f.body)(&key);
+            let spec = if key.iter().all(Option::is_some) && !key.is_empty() {
+                let parts: Vec<String> = f
+                    .key
+                    .iter()
+                    .zip(&key)
+                    .map(|(k, v)| format!("{k} = {}", v.expect("specialized")))
+                    .collect();
+                format!(" Specialized for {}.", parts.join(", "))
+            } else {
+                String::new()
+            };
+            let doc = format!("{}{spec}", f.doc);
+            let kernel_fn = quote! {
+                #[doc = #doc]
+                #attr
+                fn #kernel(#params) { #body }
+            };
+            named.push((name.clone(), kernel_fn.clone()));
+            items.push(kernel_fn);
+            variants.push(name.clone());
+            // Safe entry point with the fn-pointer type's signature.
+            let entry = if l.features().is_some() {
+                let entry = format_ident!("{name}_entry");
+                let why = format!(
+                    "this private function is only reachable through `{}::detect`, which returns the \
+                     kernel set only after the CPU reported every feature of `{}`.",
+                    l.module(),
+                    l.features().expect("checked")
+                );
+                items.push(quote! {
+                    fn #entry(#params) {
+                        __SAFETY__!(#why);
+                        unsafe { #kernel(#(#args),*) }
+                    }
+                });
+                entry
+            } else {
+                kernel
+            };
+            if key.iter().all(Option::is_some) && !key.is_empty() {
+                let vals = key.iter().map(|v| v.expect("specialized"));
+                arms.push(quote!((#(#vals,)*) => #entry,));
+            } else {
+                generic_entry = Some(entry);
+            }
+        }
+        let getter = format_ident!("{}", f.getter);
+        let fn_type = format_ident!("{}", f.fn_type);
+        let key_ids: Vec<_> = f.key.iter().map(|k| format_ident!("{k}")).collect();
+        let generic = generic_entry.expect("every family has a generic variant");
+        let body = if key_ids.is_empty() {
+            quote!(#generic)
+        } else {
+            quote! {
+                match (#(#key_ids,)*) {
+                    #(#arms)*
+                    _ => #generic,
+                }
+            }
+        };
+        getters.push(quote! {
+            fn #getter(&self, #(#key_ids: usize),*) -> #fn_type { #body }
+        });
+    }
+    let isa = format_ident!("{}", l.isa_variant());
+    let detect = l.detect();
+    let cfg = match l.target_arch() {
+        Some(a) => quote!(#[cfg(target_arch = #a)]),
+        None => quote!(),
+    };
+    let module_doc = format!(
+        "Kernels lowered for `{}` ({}).",
+        l.module(),
+        l.features().unwrap_or("portable Rust")
+    );
+    let tokens = quote! {
+        #cfg
+        #[doc = #module_doc]
+        pub mod #module {
+            use half::f16;
+            use kiln_runtime::kernels::*;
+            use kiln_runtime::quant::BlockQ8_0;
+            #prelude
+            #(#items)*
+            /// This ISA's kernel set; only [`detect`] hands it out.
+            pub struct Kernels {
+                _detected: (),
+            }
+            static KERNELS: Kernels = Kernels { _detected: () };
+            /// The kernel set, if the running CPU supports this ISA.
+            pub fn detect() -> Option<&'static dyn KernelSet> {
+                if #detect { Some(&KERNELS) } else { None }
+            }
+            /// Every kernel variant compiled for this ISA.
+            pub const VARIANTS: &[&str] = &[#(#variants),*];
+            impl KernelSet for Kernels {
+                fn isa(&self) -> Isa { Isa::#isa }
+                #(#getters)*
+            }
+        }
+    };
+    let sources = named
+        .into_iter()
+        .map(|(name, t)| Source {
+            isa: l.module().to_string(),
+            name,
+            text: format_tokens(t),
+        })
+        .collect();
+    (tokens, sources)
+}
+
+/// Formats tokens with prettyplease and turns `__SAFETY__!("why");`
+/// markers into `// SAFETY: why` comments (token streams carry no comments).
+pub fn format_tokens(t: TokenStream) -> String {
+    let file: syn::File = syn::parse2(t).unwrap_or_else(|e| panic!("generator: bad tokens: {e}"));
+    let text = prettyplease::unparse(&file);
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("__SAFETY__!(") {
+            // prettyplease may wrap a long marker over several lines.
+            let mut call = rest.to_string();
+            while !call.trim_end().ends_with(");") {
+                let next = lines.next().expect("generator: unterminated SAFETY marker");
+                call.push_str(next.trim());
+            }
+            let lit = call.trim_end().trim_end_matches(';').trim_end_matches(')');
+            let why = syn::parse_str::<syn::LitStr>(lit)
+                .expect("generator: SAFETY marker takes one string literal")
+                .value();
+            let indent = &line[..line.len() - trimmed.len()];
+            let _ = writeln!(out, "{indent}// SAFETY: {why}");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}

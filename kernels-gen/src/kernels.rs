@@ -1,0 +1,659 @@
+//! The kernels, each described once over the ops of [`crate::ops`].
+//!
+//! A [`Family`] is one method of the runtime's `KernelSet`: the fn-pointer
+//! type it returns, the shape parameters its getter takes (the *key*), and a
+//! body builder. The builder gets the key as `Some(value)` for a variant
+//! specialized by the shape table (the value becomes a literal: loops unroll,
+//! remainders vanish) or `None` for the generic variant (read from the
+//! arguments). Bodies call only ops and plain Rust, so every ISA shares them.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+/// One kernel family (one `KernelSet` getter).
+pub struct Family {
+    /// The `KernelSet` method, also the kernel's base name.
+    pub getter: &'static str,
+    /// The fn-pointer type in `kiln_runtime::kernels` the getter returns.
+    pub fn_type: &'static str,
+    /// The getter's shape parameters (all `usize`), in order.
+    pub key: &'static [&'static str],
+    /// The kernel's parameter list (matches `fn_type`).
+    pub params: &'static str,
+    /// What the kernel computes (emitted as its doc comment).
+    pub doc: &'static str,
+    /// Builds the body for a key (`None` entries stay runtime values).
+    pub body: fn(&[Option<usize>]) -> TokenStream,
+}
+
+impl Family {
+    /// The kernel's name for a key: `rms_norm_768`, `matmul_q8_0_n768_k768`,
+    /// or `..._generic` when any part of the key is a runtime value.
+    pub fn variant_name(&self, key: &[Option<usize>]) -> String {
+        if self.key.is_empty() {
+            return self.getter.to_string();
+        }
+        if key.iter().any(Option::is_none) {
+            return format!("{}_generic", self.getter);
+        }
+        let mut name = self.getter.to_string();
+        for (k, v) in self.key.iter().zip(key) {
+            let v = v.expect("checked above");
+            if self.key.len() == 1 {
+                name += &format!("_{v}");
+            } else {
+                name += &format!("_{k}{v}");
+            }
+        }
+        name
+    }
+}
+
+/// `let name: usize = value;` with a literal when specialized.
+fn bind(name: &str, v: Option<usize>, runtime: TokenStream) -> TokenStream {
+    let id = format_ident!("{name}");
+    match v {
+        Some(v) => {
+            let v = Literal::usize_unsuffixed(v);
+            quote!(let #id: usize = #v;)
+        }
+        None => quote!(let #id: usize = #runtime;),
+    }
+}
+
+/// Every family, in `KernelSet` order.
+pub const FAMILIES: &[Family] = &[
+    Family {
+        getter: "quantize_q8_0",
+        fn_type: "QuantizeQ8_0Fn",
+        key: &["k"],
+        params: "x: &[f32], out: &mut [BlockQ8_0]",
+        doc: "Quantizes rows of `k` values to Q8_0, bit-identical to `quantize_row_q8_0_reference`.",
+        body: quantize_q8_0,
+    },
+    Family {
+        getter: "matmul_q8_0",
+        fn_type: "MatmulQ8_0Fn",
+        key: &["n", "k"],
+        params: "w: &[BlockQ8_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
+        doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·(wq·xq)` over Q8_0 blocks. \
+              Weights are walked in panels of `PANEL` rows (kept in L2) and, within a panel, \
+              in register tiles of `MR` tokens × `NR` weight rows; one token uses `1 × NR1` tiles.",
+        body: matmul_q8_0,
+    },
+    Family {
+        getter: "matmul_f32",
+        fn_type: "MatmulF32Fn",
+        key: &["n", "k"],
+        params: "w: &[f32], x: &[f32], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
+        doc: "`out[i][j] (+)= bias[j] + Σ_k x[i][k]·w[j][k]` in f32 (for small tensors).",
+        body: matmul_f32,
+    },
+    Family {
+        getter: "rms_norm",
+        fn_type: "RmsNormFn",
+        key: &["dim"],
+        params: "x: &[f32], w: &[f32], eps: f32, out: &mut [f32]",
+        doc: "RMSNorm of each row: `out = x / sqrt(mean(x²) + eps) · w`.",
+        body: rms_norm,
+    },
+    Family {
+        getter: "rms_norm_q8_0",
+        fn_type: "RmsNormQ8_0Fn",
+        key: &["dim"],
+        params: "x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8_0]",
+        doc: "RMSNorm of each row fused with Q8_0 quantization of the result \
+              (equal to `quantize_q8_0(rms_norm(x))` bit for bit).",
+        body: rms_norm_q8_0,
+    },
+    Family {
+        getter: "layer_norm",
+        fn_type: "LayerNormFn",
+        key: &["dim"],
+        params: "x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]",
+        doc: "LayerNorm of each row: `out = (x - μ) / sqrt(σ² + eps) · w + b` (two passes).",
+        body: layer_norm,
+    },
+    Family {
+        getter: "rope",
+        fn_type: "RopeFn",
+        key: &["head_dim"],
+        params: "x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, cos: &[f32], sin: &[f32], neox: bool",
+        doc: "Rotary embedding in place over rows of `n_heads` heads: NeoX pairs `(x[i], x[i + d/2])` \
+              are vectorized; adjacent pairs `(x[2i], x[2i+1])` use plain code.",
+        body: rope,
+    },
+    Family {
+        getter: "attention",
+        fn_type: "AttentionFn",
+        key: &["head_dim"],
+        params: "q: &[f32], k: &[f32], v: &[f32], shape: &AttnShape, rows: core::ops::Range<usize>, out: &mut [f32], scratch: &mut [f32]",
+        doc: "Attention for query rows `rows`: per query and head, scores `scale·q·k` over the \
+              keys the mask allows, softmax (max-subtracted), then the weighted sum of `v`. \
+              Query head `h` reads KV head `h / (n_head / n_head_kv)`.",
+        body: attention,
+    },
+    Family {
+        getter: "gelu_tanh",
+        fn_type: "UnaryFn",
+        key: &[],
+        params: "x: &mut [f32]",
+        doc: "GELU, tanh approximation, in place.",
+        body: |_| unary(quote!(gelu_tanh_v)),
+    },
+    Family {
+        getter: "gelu_erf",
+        fn_type: "UnaryFn",
+        key: &[],
+        params: "x: &mut [f32]",
+        doc: "GELU with erf, in place.",
+        body: |_| unary(quote!(gelu_erf_v)),
+    },
+    Family {
+        getter: "geglu_q8_0",
+        fn_type: "GegluQ8_0Fn",
+        key: &["dim"],
+        params: "gate: &[f32], up: &[f32], out: &mut [BlockQ8_0]",
+        doc: "`out = Q8_0(gelu_tanh(gate) ⊙ up)`, block by block.",
+        body: geglu_q8_0,
+    },
+    Family {
+        getter: "gather_q8_0",
+        fn_type: "GatherQ8_0Fn",
+        key: &["dim"],
+        params: "table: &[BlockQ8_0], dim: usize, ids: &[u32], scale: f32, out: &mut [f32]",
+        doc: "Gathers rows `ids` of a Q8_0 table, `out = (d·q)·scale`.",
+        body: gather_q8_0,
+    },
+    Family {
+        getter: "mean_pool",
+        fn_type: "MeanPoolFn",
+        key: &["dim"],
+        params: "x: &[f32], out: &mut [f32]",
+        doc: "Mean of the rows of `x` (zero rows give zeros).",
+        body: mean_pool,
+    },
+    Family {
+        getter: "l2_normalize",
+        fn_type: "L2NormalizeFn",
+        key: &[],
+        params: "x: &mut [f32]",
+        doc: "Scales `x` to unit L2 norm (a zero vector stays zero).",
+        body: |_| {
+            quote! {
+                let norm = dot_f32(x, x).sqrt();
+                if norm > 0.0 {
+                    scale_f32(x, 1.0 / norm);
+                }
+            }
+        },
+    },
+];
+
+fn quantize_q8_0(key: &[Option<usize>]) -> TokenStream {
+    let k = bind("k", key[0], quote!(x.len().max(32)));
+    quote! {
+        #k
+        assert!(k % 32 == 0, "quantize_q8_0: row length {k} is not a multiple of 32");
+        assert_eq!(x.len(), out.len() * 32, "quantize_q8_0: values vs blocks");
+        assert!(x.len() % k == 0, "quantize_q8_0: {} values are not rows of {k}", x.len());
+        for (xr, or) in x.chunks_exact(k).zip(out.chunks_exact_mut(k / 32)) {
+            for (xb, ob) in xr.chunks_exact(32).zip(or.iter_mut()) {
+                q8_quant(xb, ob);
+            }
+        }
+    }
+}
+
+/// Register tile sizes of the Q8_0 matmul: `MR` tokens × `NR` weight rows for
+/// many tokens, `1 × NR1` for one token, weight panels of `PANEL` rows.
+pub const MR: usize = 4;
+/// See [`MR`].
+pub const NR: usize = 2;
+/// See [`MR`].
+pub const NR1: usize = 4;
+/// See [`MR`].
+pub const PANEL: usize = 64;
+
+/// One `mr × nr` register tile at token `i0`, weight row `j0`.
+fn q8_tile(mr: usize, nr: usize) -> TokenStream {
+    let id = |p: &str, a: usize| format_ident!("{p}{a}");
+    let id2 = |p: &str, a: usize, b: usize| format_ident!("{p}{a}_{b}");
+    let wrows = (0..nr).map(|j| {
+        let wr = id("wr", j);
+        quote!(let #wr = &w[(j0 + #j) * kb..][..kb];)
+    });
+    let xrows = (0..mr).map(|i| {
+        let xr = id("xr", i);
+        quote!(let #xr = &x[(i0 + #i) * kb..][..kb];)
+    });
+    let mut accs = Vec::new();
+    let mut fmas = Vec::new();
+    let mut stores = Vec::new();
+    for i in 0..mr {
+        let row = id("row", i);
+        let mut per_j = Vec::new();
+        for j in 0..nr {
+            let acc = id2("acc", i, j);
+            let (qw, dw, qx, dx) = (id("qw", j), id("dw", j), id("qx", i), id("dx", i));
+            accs.push(quote!(let mut #acc = acc_zero();));
+            fmas.push(quote!(#acc = acc_fma(acc_mul(#dw, #dx), q8_dot(#qw, #qx), #acc);));
+            per_j.push(quote! {
+                let mut s = acc_hsum(#acc);
+                if let Some(bias) = bias {
+                    s += bias[j0 + #j];
+                }
+                #row[j0 + #j] = if accumulate { #row[j0 + #j] + s } else { s };
+            });
+        }
+        stores.push(quote! {
+            let #row = out.row(i0 + #i);
+            #(#per_j)*
+        });
+    }
+    let loads_w = (0..nr).map(|j| {
+        let (wr, qw, dw) = (id("wr", j), id("qw", j), id("dw", j));
+        quote! {
+            let #qw = q8_load_w(&#wr[b].qs);
+            let #dw = acc_splat_f16(#wr[b].d.to_bits());
+        }
+    });
+    let loads_x = (0..mr).map(|i| {
+        let (xr, qx, dx) = (id("xr", i), id("qx", i), id("dx", i));
+        quote! {
+            let #qx = q8_load_x(&#xr[b].qs);
+            let #dx = acc_splat_f16(#xr[b].d.to_bits());
+        }
+    });
+    quote! {
+        {
+            #(#wrows)*
+            #(#xrows)*
+            #(#accs)*
+            for b in 0..kb {
+                #(#loads_w)*
+                #(#loads_x)*
+                #(#fmas)*
+            }
+            #(#stores)*
+        }
+    }
+}
+
+/// Walks weight rows `[jp, je)` in tiles of `nr` with a 1-row tail unless
+/// `exact` says the range is a multiple of `nr`.
+fn q8_cols(mr: usize, nr: usize, exact: bool) -> TokenStream {
+    let main = q8_tile(mr, nr);
+    let tail = if exact {
+        quote!()
+    } else {
+        let one = q8_tile(mr, 1);
+        quote! {
+            while j0 < je {
+                #one
+                j0 += 1;
+            }
+        }
+    };
+    quote! {
+        let mut j0 = jp;
+        while j0 + #nr <= je {
+            #main
+            j0 += #nr;
+        }
+        #tail
+    }
+}
+
+fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
+    let n = bind("n", key[0], quote!(out.cols()));
+    let kb = bind(
+        "kb",
+        key[1].map(|k| k / 32),
+        quote!(if m == 0 { 0 } else { x.len() / m }),
+    );
+    // With n known to be a multiple of the panel and tile widths, the
+    // remainder loops are not generated at all.
+    let exact = key[0].is_some_and(|n| n.is_multiple_of(PANEL));
+    let je = if exact {
+        quote!(let je = jp + PANEL;)
+    } else {
+        quote!(let je = (jp + PANEL).min(n);)
+    };
+    let vec = q8_cols(1, NR1, exact && PANEL.is_multiple_of(NR1));
+    let many = q8_cols(MR, NR, exact && PANEL.is_multiple_of(NR));
+    let rest = q8_cols(1, NR, exact && PANEL.is_multiple_of(NR));
+    let k_check = match key[1] {
+        Some(k) => quote!(assert_eq!(k, #k, "matmul_q8_0: wrong k");),
+        None => quote!(),
+    };
+    quote! {
+        const PANEL: usize = #PANEL;
+        let mut out = out;
+        let m = out.rows();
+        #n
+        #kb
+        let k = kb * 32;
+        #k_check
+        assert_eq!(out.cols(), n, "matmul_q8_0: output columns vs n");
+        assert_eq!(x.len(), m * kb, "matmul_q8_0: activations are not {m} rows of {k}");
+        assert_eq!(w.len(), n * kb, "matmul_q8_0: weight is not {n} rows of {k}");
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), n, "matmul_q8_0: bias length");
+        }
+        let mut jp = 0;
+        while jp < n {
+            #je
+            if m == 1 {
+                let i0 = 0;
+                #vec
+            } else {
+                let mut i0 = 0;
+                while i0 + #MR <= m {
+                    #many
+                    i0 += #MR;
+                }
+                while i0 < m {
+                    #rest
+                    i0 += 1;
+                }
+            }
+            jp = je;
+        }
+    }
+}
+
+fn matmul_f32(key: &[Option<usize>]) -> TokenStream {
+    let n = bind("n", key[0], quote!(out.cols()));
+    let k = bind("k", key[1], quote!(if m == 0 { 0 } else { x.len() / m }));
+    quote! {
+        let mut out = out;
+        let m = out.rows();
+        #n
+        #k
+        assert_eq!(out.cols(), n, "matmul_f32: output columns vs n");
+        assert_eq!(x.len(), m * k, "matmul_f32: activations are not {m} rows of {k}");
+        assert_eq!(w.len(), n * k, "matmul_f32: weight is not {n} rows of {k}");
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), n, "matmul_f32: bias length");
+        }
+        for i in 0..m {
+            let xr = &x[i * k..][..k];
+            let row = out.row(i);
+            for (j, o) in row.iter_mut().enumerate() {
+                let mut s = dot_f32(xr, &w[j * k..][..k]);
+                if let Some(bias) = bias {
+                    s += bias[j];
+                }
+                *o = if accumulate { *o + s } else { s };
+            }
+        }
+    }
+}
+
+/// Checks shared by the row-wise norms.
+fn norm_prelude(key: &[Option<usize>], name: &str) -> TokenStream {
+    let dim = bind("dim", key[0], quote!(w.len()));
+    quote! {
+        #dim
+        assert!(dim > 0 && w.len() == dim, "{}: weight length vs dim {dim}", #name);
+        assert!(x.len() % dim == 0, "{}: {} values are not rows of {dim}", #name, x.len());
+    }
+}
+
+/// `let scale = 1/sqrt(mean(xr²) + eps);`
+fn rms_scale() -> TokenStream {
+    quote! {
+        let scale = 1.0 / (dot_f32(xr, xr) / dim as f32 + eps).sqrt();
+        let sv = f_splat(scale);
+    }
+}
+
+fn rms_norm(key: &[Option<usize>]) -> TokenStream {
+    let pre = norm_prelude(key, "rms_norm");
+    let scale = rms_scale();
+    quote! {
+        #pre
+        assert_eq!(out.len(), x.len(), "rms_norm: output length");
+        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            #scale
+            let mut i = 0;
+            while i + LANES <= dim {
+                let r = f_mul(f_mul(f_load(&xr[i..]), sv), f_load(&w[i..]));
+                f_store(&mut or[i..], r);
+                i += LANES;
+            }
+            while i < dim {
+                or[i] = xr[i] * scale * w[i];
+                i += 1;
+            }
+        }
+    }
+}
+
+fn rms_norm_q8_0(key: &[Option<usize>]) -> TokenStream {
+    let pre = norm_prelude(key, "rms_norm_q8_0");
+    let scale = rms_scale();
+    quote! {
+        #pre
+        assert!(dim % 32 == 0, "rms_norm_q8_0: dim {dim} is not a multiple of 32");
+        assert_eq!(out.len() * 32, x.len(), "rms_norm_q8_0: output blocks");
+        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim / 32)) {
+            #scale
+            for (b, ob) in or.iter_mut().enumerate() {
+                let mut buf = [0.0f32; 32];
+                let mut i = 0;
+                while i < 32 {
+                    let r = f_mul(f_mul(f_load(&xr[b * 32 + i..]), sv), f_load(&w[b * 32 + i..]));
+                    f_store(&mut buf[i..], r);
+                    i += LANES;
+                }
+                q8_quant(&buf, ob);
+            }
+        }
+    }
+}
+
+fn layer_norm(key: &[Option<usize>]) -> TokenStream {
+    let pre = norm_prelude(key, "layer_norm");
+    quote! {
+        #pre
+        assert_eq!(b.len(), dim, "layer_norm: bias length");
+        assert_eq!(out.len(), x.len(), "layer_norm: output length");
+        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let mean = sum_f32(xr) / dim as f32;
+            let mv = f_splat(mean);
+            // Second pass: centred values into `or`, then their variance.
+            let mut i = 0;
+            while i + LANES <= dim {
+                let c = f_sub(f_load(&xr[i..]), mv);
+                f_store(&mut or[i..], c);
+                i += LANES;
+            }
+            while i < dim {
+                or[i] = xr[i] - mean;
+                i += 1;
+            }
+            let var = dot_f32(or, or) / dim as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            let iv = f_splat(inv);
+            let mut i = 0;
+            while i + LANES <= dim {
+                let r = f_fma(f_mul(f_load(&or[i..]), iv), f_load(&w[i..]), f_load(&b[i..]));
+                f_store(&mut or[i..], r);
+                i += LANES;
+            }
+            while i < dim {
+                or[i] = or[i] * inv * w[i] + b[i];
+                i += 1;
+            }
+        }
+    }
+}
+
+fn rope(key: &[Option<usize>]) -> TokenStream {
+    let hd = bind("hd", key[0], quote!(head_dim));
+    quote! {
+        #hd
+        assert_eq!(head_dim, hd, "rope: head_dim");
+        assert!(hd % 2 == 0 && n_heads > 0, "rope: head_dim {hd} must be even");
+        let half = hd / 2;
+        let row_len = n_heads * hd;
+        assert!(x.len() % row_len == 0, "rope: {} values are not rows of {row_len}", x.len());
+        let rows = x.len() / row_len;
+        assert!(cos.len() >= (pos0 + rows) * half && sin.len() >= (pos0 + rows) * half,
+            "rope: cos/sin tables shorter than position {}", pos0 + rows);
+        for (r, xr) in x.chunks_exact_mut(row_len).enumerate() {
+            let c = &cos[(pos0 + r) * half..][..half];
+            let s = &sin[(pos0 + r) * half..][..half];
+            for xh in xr.chunks_exact_mut(hd) {
+                if neox {
+                    let (x0, x1) = xh.split_at_mut(half);
+                    let mut i = 0;
+                    while i + LANES <= half {
+                        let (a, b) = (f_load(&x0[i..]), f_load(&x1[i..]));
+                        let (cv, sv) = (f_load(&c[i..]), f_load(&s[i..]));
+                        f_store(&mut x0[i..], f_sub(f_mul(a, cv), f_mul(b, sv)));
+                        f_store(&mut x1[i..], f_fma(a, sv, f_mul(b, cv)));
+                        i += LANES;
+                    }
+                    while i < half {
+                        let (a, b) = (x0[i], x1[i]);
+                        x0[i] = a * c[i] - b * s[i];
+                        x1[i] = a * s[i] + b * c[i];
+                        i += 1;
+                    }
+                } else {
+                    for (i, p) in xh.chunks_exact_mut(2).enumerate() {
+                        let (a, b) = (p[0], p[1]);
+                        p[0] = a * c[i] - b * s[i];
+                        p[1] = a * s[i] + b * c[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn attention(key: &[Option<usize>]) -> TokenStream {
+    let hd = bind("hd", key[0], quote!(shape.head_dim));
+    quote! {
+        #hd
+        assert_eq!(shape.head_dim, hd, "attention: head_dim");
+        let n = shape.n_tokens;
+        let (nh, nkv) = (shape.n_head, shape.n_head_kv);
+        assert!(nkv > 0 && nh % nkv == 0, "attention: {nh} heads over {nkv} KV heads");
+        let group = nh / nkv;
+        let (qs, kvs) = (nh * hd, nkv * hd);
+        assert!(rows.end <= n && rows.start <= rows.end, "attention: rows {rows:?} of {n}");
+        assert!(q.len() >= n * qs && k.len() >= n * kvs && v.len() >= n * kvs, "attention: q/k/v too short");
+        assert!(out.len() >= rows.len() * qs, "attention: output too short");
+        assert!(scratch.len() >= n, "attention: scratch holds fewer than {n} scores");
+        for (ri, i) in rows.enumerate() {
+            let (lo, hi) = match shape.mask {
+                Mask::Full => (0, n),
+                Mask::Window { radius } => (i.saturating_sub(radius), (i + radius + 1).min(n)),
+                Mask::Causal => (0, i + 1),
+                Mask::CausalWindow { window } => ((i + 1).saturating_sub(window.max(1)), i + 1),
+            };
+            for h in 0..nh {
+                let kh = h / group;
+                let qv = &q[i * qs + h * hd..][..hd];
+                let o = &mut out[ri * qs + h * hd..][..hd];
+                let sc = &mut scratch[lo..hi];
+                let mut mx = f32::NEG_INFINITY;
+                for (j, s) in (lo..hi).zip(sc.iter_mut()) {
+                    let d = dot_f32(qv, &k[j * kvs + kh * hd..][..hd]) * shape.scale;
+                    *s = d;
+                    mx = mx.max(d);
+                }
+                let sum = exp_sub_sum(sc, mx);
+                o.fill(0.0);
+                for (j, &p) in (lo..hi).zip(sc.iter()) {
+                    axpy(o, p, &v[j * kvs + kh * hd..][..hd]);
+                }
+                scale_f32(o, 1.0 / sum);
+            }
+        }
+    }
+}
+
+fn unary(op: TokenStream) -> TokenStream {
+    quote! {
+        let n = x.len();
+        let mut i = 0;
+        while i + LANES <= n {
+            let r = #op(f_load(&x[i..]));
+            f_store(&mut x[i..], r);
+            i += LANES;
+        }
+        if i < n {
+            let mut buf = [0.0f32; LANES];
+            buf[..n - i].copy_from_slice(&x[i..]);
+            let r = #op(f_load(&buf));
+            f_store(&mut buf, r);
+            x[i..].copy_from_slice(&buf[..n - i]);
+        }
+    }
+}
+
+fn geglu_q8_0(key: &[Option<usize>]) -> TokenStream {
+    let dim = bind("dim", key[0], quote!(gate.len().max(32)));
+    quote! {
+        #dim
+        assert!(dim % 32 == 0, "geglu_q8_0: dim {dim} is not a multiple of 32");
+        assert_eq!(gate.len(), up.len(), "geglu_q8_0: gate vs up");
+        assert!(gate.len() % dim == 0, "geglu_q8_0: {} values are not rows of {dim}", gate.len());
+        assert_eq!(out.len() * 32, gate.len(), "geglu_q8_0: output blocks");
+        for ((g, u), ob) in gate.chunks_exact(32).zip(up.chunks_exact(32)).zip(out.iter_mut()) {
+            let mut buf = [0.0f32; 32];
+            let mut i = 0;
+            while i < 32 {
+                let r = f_mul(gelu_tanh_v(f_load(&g[i..])), f_load(&u[i..]));
+                f_store(&mut buf[i..], r);
+                i += LANES;
+            }
+            q8_quant(&buf, ob);
+        }
+    }
+}
+
+fn gather_q8_0(key: &[Option<usize>]) -> TokenStream {
+    let d = bind("d", key[0], quote!(dim));
+    quote! {
+        #d
+        assert!(dim == d && d % 32 == 0, "gather_q8_0: dim {dim} is not a multiple of 32");
+        let nb = d / 32;
+        assert_eq!(out.len(), ids.len() * d, "gather_q8_0: output length");
+        let sv = f_splat(scale);
+        for (&id, or) in ids.iter().zip(out.chunks_exact_mut(d)) {
+            let row = &table[id as usize * nb..][..nb];
+            for (blk, ob) in row.iter().zip(or.chunks_exact_mut(32)) {
+                let dv = f_splat(f16_to_f32(blk.d.to_bits()));
+                let mut i = 0;
+                while i < 32 {
+                    let r = f_mul(f_mul(dv, f_from_i8(&blk.qs[i..])), sv);
+                    f_store(&mut ob[i..], r);
+                    i += LANES;
+                }
+            }
+        }
+    }
+}
+
+fn mean_pool(key: &[Option<usize>]) -> TokenStream {
+    let dim = bind("dim", key[0], quote!(out.len()));
+    quote! {
+        #dim
+        assert!(out.len() == dim && dim > 0, "mean_pool: output length vs dim {dim}");
+        assert!(x.len() % dim == 0, "mean_pool: {} values are not rows of {dim}", x.len());
+        let rows = x.len() / dim;
+        out.fill(0.0);
+        for xr in x.chunks_exact(dim) {
+            axpy(out, 1.0, xr);
+        }
+        if rows > 0 {
+            scale_f32(out, 1.0 / rows as f32);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! x86-64 AVX2 + FMA + F16C: 8 f32 lanes; the Q8_0 dot uses the sign trick
+//! (`|w|` unsigned × `sign(x, w)` signed through `vpmaddubsw`, then `vpmaddwd`
+//! with ones), which cannot saturate because Q8_0 quants lie in `[-127, 127]`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::Lowering;
+
+/// AVX2 + FMA + F16C.
+pub struct Avx2;
+
+impl Lowering for Avx2 {
+    fn module(&self) -> &'static str {
+        "avx2"
+    }
+    fn isa_variant(&self) -> &'static str {
+        "Avx2"
+    }
+    fn target_arch(&self) -> Option<&'static str> {
+        Some("x86_64")
+    }
+    fn features(&self) -> Option<&'static str> {
+        Some("avx2,fma,f16c")
+    }
+    fn detect(&self) -> TokenStream {
+        quote! {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+    }
+    fn prelude(&self) -> TokenStream {
+        quote! {
+            use core::arch::x86_64::*;
+            const LANES: usize = 8;
+            type F = __m256;
+            type A = __m256;
+            type I = __m256i;
+            /// `(|w|, w)`: the unsigned operand and the sign source.
+            type QW = (__m256i, __m256i);
+            type QX = __m256i;
+        }
+    }
+    fn op(&self, name: &str) -> Option<TokenStream> {
+        x86_256_op(name).or_else(|| {
+            Some(match name {
+                "q8_dot" => quote! {
+                    let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
+                    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+                },
+                "f_zero" => quote!(_mm256_setzero_ps()),
+                "f_splat" => quote!(_mm256_set1_ps(x)),
+                "f_load" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 8 values (asserted above).");
+                    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+                },
+                "f_store" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 8 values (asserted above).");
+                    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+                },
+                "f_from_i8" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 8 bytes (asserted above).");
+                    let v = unsafe { _mm_loadl_epi64(s.as_ptr().cast()) };
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+                },
+                "f_add" => quote!(_mm256_add_ps(a, b)),
+                "f_sub" => quote!(_mm256_sub_ps(a, b)),
+                "f_mul" => quote!(_mm256_mul_ps(a, b)),
+                "f_div" => quote!(_mm256_div_ps(a, b)),
+                "f_max" => quote!(_mm256_max_ps(a, b)),
+                "f_min" => quote!(_mm256_min_ps(a, b)),
+                "f_fma" => quote!(_mm256_fmadd_ps(a, b, c)),
+                "f_abs" => quote!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a)),
+                "f_copysign" => quote! {
+                    let m = _mm256_set1_ps(-0.0);
+                    _mm256_or_ps(_mm256_andnot_ps(m, mag), _mm256_and_ps(m, sign))
+                },
+                "f_round" => quote! {
+                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+                },
+                "f_pow2i" => quote! {
+                    let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+                },
+                "f_hsum" | "acc_hsum" => quote! {
+                    let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+                },
+                "f_hmax" => quote! {
+                    let s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
+                },
+                "acc_zero" => quote!(_mm256_setzero_ps()),
+                "acc_splat_f16" => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
+                "acc_mul" => quote!(_mm256_mul_ps(a, b)),
+                "acc_fma" => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
+                "q8_quant" => quote! {
+                    let v = [
+                        f_load(&x[0..]),
+                        f_load(&x[8..]),
+                        f_load(&x[16..]),
+                        f_load(&x[24..]),
+                    ];
+                    let m = f_max(f_max(f_abs(v[0]), f_abs(v[1])), f_max(f_abs(v[2]), f_abs(v[3])));
+                    let d = f_hmax(m) / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let dh = _mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm_set_ss(d));
+                    out.d = f16::from_bits(_mm_extract_epi16::<0>(dh) as u16);
+                    let idv = f_splat(id);
+                    let mut q = [_mm256_setzero_si256(); 4];
+                    for (qi, vi) in q.iter_mut().zip(v) {
+                        // Round half away from zero exactly: truncate, then step
+                        // away from zero when the dropped fraction is >= 0.5.
+                        let m = f_mul(vi, idv);
+                        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(m);
+                        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(f_abs(f_sub(m, t)), f_splat(0.5));
+                        let step = _mm256_and_ps(up, f_copysign(f_splat(1.0), m));
+                        *qi = _mm256_cvttps_epi32(f_add(t, step));
+                    }
+                    let a = _mm256_packs_epi32(q[0], q[1]);
+                    let b = _mm256_packs_epi32(q[2], q[3]);
+                    // The packs work per 128-bit lane: restore element order.
+                    let c = _mm256_permutevar8x32_epi32(
+                        _mm256_packs_epi16(a, b),
+                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                    );
+                    __SAFETY__!("`out.qs` is 32 bytes, one 256-bit store.");
+                    unsafe { _mm256_storeu_si256(out.qs.as_mut_ptr().cast(), c) }
+                },
+                _ => return None,
+            })
+        })
+    }
+}
+
+/// Ops shared by every lowering on 256-bit integer vectors (AVX2 and AVX-512 VL).
+pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
+    Some(match name {
+        "f16_to_f32" => quote!(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+            bits
+        ))))),
+        "q8_load_w" => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            (_mm256_sign_epi8(w, w), w)
+        },
+        "q8_load_x" => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+        },
+        _ => return None,
+    })
+}

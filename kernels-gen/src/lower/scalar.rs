@@ -1,0 +1,80 @@
+//! Plain Rust, one lane: the reference every other lowering is tested against.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::Lowering;
+
+/// Portable scalar code (`LANES = 1`, exact `f32::exp`/`tanh`).
+pub struct Scalar;
+
+impl Lowering for Scalar {
+    fn module(&self) -> &'static str {
+        "scalar"
+    }
+    fn isa_variant(&self) -> &'static str {
+        "Scalar"
+    }
+    fn target_arch(&self) -> Option<&'static str> {
+        None
+    }
+    fn features(&self) -> Option<&'static str> {
+        None
+    }
+    fn detect(&self) -> TokenStream {
+        quote!(true)
+    }
+    fn prelude(&self) -> TokenStream {
+        quote! {
+            const LANES: usize = 1;
+            type F = f32;
+            type A = f32;
+            type I = i32;
+            type QW = [i8; 32];
+            type QX = [i8; 32];
+        }
+    }
+    fn op(&self, name: &str) -> Option<TokenStream> {
+        Some(match name {
+            "f_zero" => quote!(0.0),
+            "f_splat" => quote!(x),
+            "f_load" => quote!(s[0]),
+            "f_store" => quote!(s[0] = v;),
+            "f_from_i8" => quote!(f32::from(s[0])),
+            "f_add" => quote!(a + b),
+            "f_sub" => quote!(a - b),
+            "f_mul" => quote!(a * b),
+            "f_div" => quote!(a / b),
+            "f_max" => quote!(a.max(b)),
+            "f_min" => quote!(a.min(b)),
+            "f_fma" => quote!(a * b + c),
+            "f_abs" => quote!(a.abs()),
+            "f_copysign" => quote!(mag.copysign(sign)),
+            "f_round" => quote!(a.round()),
+            "f_pow2i" => quote!(f32::from_bits(((n as i32 + 127) as u32) << 23)),
+            "f_hsum" | "f_hmax" | "acc_hsum" => quote!(a),
+            "f16_to_f32" | "acc_splat_f16" => quote!(f16::from_bits(bits).to_f32()),
+            "acc_zero" => quote!(0.0),
+            "acc_mul" => quote!(a * b),
+            "acc_fma" => quote!(acc + s * p as f32),
+            "q8_load_w" | "q8_load_x" => quote!(*qs),
+            "q8_dot" => quote! {
+                w.iter().zip(x.iter()).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum()
+            },
+            "q8_quant" => quote! {
+                let x = &x[..32];
+                let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.d = f16::from_f32(d);
+                for (q, v) in out.qs.iter_mut().zip(x) {
+                    // `f32::round` rounds half away from zero.
+                    *q = (v * id).round() as i8;
+                }
+            },
+            "f_exp" => quote!(x.exp()),
+            "f_tanh" => quote!(x.tanh()),
+            _ => return None,
+        })
+    }
+}

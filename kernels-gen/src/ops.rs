@@ -1,0 +1,357 @@
+//! The op table: every operation a kernel body may call, declared once.
+//!
+//! Kernel bodies (see [`crate::kernels`]) are written against these names and
+//! five abstract types that each ISA defines in its prelude:
+//!
+//! | type | meaning |
+//! |------|---------|
+//! | `F`  | a vector of `LANES` f32 |
+//! | `A`  | the f32 accumulator of one Q8_0 block dot (its own width) |
+//! | `I`  | the i32 result of one 32 × int8 block dot (width matches `A`) |
+//! | `QW` | one weight block's 32 int8, prepared for [`q8_dot`](OPS) |
+//! | `QX` | one activation block's 32 int8, prepared the same way |
+//!
+//! A *primitive* op has no default body: every [`Lowering`](crate::lower::Lowering)
+//! must supply one. A *composite* op has a default body written once in terms
+//! of other ops (a lowering may still override it, as scalar does with
+//! `f32::exp`). The generator emits every op as an `#[inline]` function in each
+//! ISA module, so kernels call them by name and never see an intrinsic.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+/// One operation: its Rust signature, what it means, and (for composites)
+/// its ISA-independent body.
+pub struct OpDef {
+    /// The Rust signature, e.g. `fn f_add(a: F, b: F) -> F`.
+    pub sig: &'static str,
+    /// What the op computes (emitted as its doc comment).
+    pub doc: &'static str,
+    /// Default body in terms of other ops; `None` for primitives.
+    pub composite: Option<fn() -> TokenStream>,
+}
+
+impl OpDef {
+    /// The op's name (the identifier in [`OpDef::sig`]).
+    pub fn name(&self) -> &'static str {
+        let rest = self.sig.trim_start_matches("fn ");
+        &rest[..rest.find('(').expect("op signature has a parameter list")]
+    }
+}
+
+const fn prim(sig: &'static str, doc: &'static str) -> OpDef {
+    OpDef {
+        sig,
+        doc,
+        composite: None,
+    }
+}
+
+const fn comp(sig: &'static str, doc: &'static str, body: fn() -> TokenStream) -> OpDef {
+    OpDef {
+        sig,
+        doc,
+        composite: Some(body),
+    }
+}
+
+/// Every op, primitives first, then composites in dependency order.
+pub const OPS: &[OpDef] = &[
+    // --- f32 vectors ---
+    prim("fn f_zero() -> F", "All lanes 0."),
+    prim("fn f_splat(x: f32) -> F", "All lanes `x`."),
+    prim(
+        "fn f_load(s: &[f32]) -> F",
+        "The first `LANES` values of `s` (panics if shorter).",
+    ),
+    prim(
+        "fn f_store(s: &mut [f32], v: F)",
+        "Stores `v` to the first `LANES` values of `s` (panics if shorter).",
+    ),
+    prim(
+        "fn f_from_i8(s: &[i8]) -> F",
+        "The first `LANES` int8 of `s` converted to f32 (panics if shorter).",
+    ),
+    prim("fn f_add(a: F, b: F) -> F", "`a + b`."),
+    prim("fn f_sub(a: F, b: F) -> F", "`a - b`."),
+    prim("fn f_mul(a: F, b: F) -> F", "`a * b`."),
+    prim("fn f_div(a: F, b: F) -> F", "`a / b`."),
+    prim("fn f_max(a: F, b: F) -> F", "Lane-wise maximum."),
+    prim("fn f_min(a: F, b: F) -> F", "Lane-wise minimum."),
+    prim(
+        "fn f_fma(a: F, b: F, c: F) -> F",
+        "`a * b + c` (fused where the ISA has it).",
+    ),
+    prim("fn f_abs(a: F) -> F", "`|a|`."),
+    prim(
+        "fn f_copysign(mag: F, sign: F) -> F",
+        "`|mag|` with the sign bit of `sign`.",
+    ),
+    prim(
+        "fn f_round(a: F) -> F",
+        "Nearest integer (any tie rule: only used where ties do not matter).",
+    ),
+    prim(
+        "fn f_pow2i(n: F) -> F",
+        "`2^n` for integral `n` in `[-126, 127]`.",
+    ),
+    prim("fn f_hsum(a: F) -> f32", "Sum of the lanes."),
+    prim("fn f_hmax(a: F) -> f32", "Maximum of the lanes."),
+    prim(
+        "fn f16_to_f32(bits: u16) -> f32",
+        "One IEEE half (as bits) to f32.",
+    ),
+    // --- Q8_0 block dot ---
+    prim("fn acc_zero() -> A", "A zero block-dot accumulator."),
+    prim(
+        "fn acc_splat_f16(bits: u16) -> A",
+        "A block scale (f16 bits) in every lane.",
+    ),
+    prim(
+        "fn acc_mul(a: A, b: A) -> A",
+        "`a * b` (combines two block scales).",
+    ),
+    prim(
+        "fn acc_fma(s: A, p: I, acc: A) -> A",
+        "`acc + s * f32(p)`: adds one scaled block dot.",
+    ),
+    prim(
+        "fn acc_hsum(a: A) -> f32",
+        "Sum of the accumulator's lanes.",
+    ),
+    prim(
+        "fn q8_load_w(qs: &[i8; 32]) -> QW",
+        "Loads a weight block's quants, prepared for `q8_dot`.",
+    ),
+    prim(
+        "fn q8_load_x(qs: &[i8; 32]) -> QX",
+        "Loads an activation block's quants, prepared for `q8_dot`.",
+    ),
+    prim(
+        "fn q8_dot(w: QW, x: QX) -> I",
+        "Exact int32 dot product of 32 int8 pairs, as partial sums in lanes.",
+    ),
+    prim(
+        "fn q8_quant(x: &[f32], out: &mut BlockQ8_0)",
+        "Quantizes the first 32 values of `x` bit-identically to \
+         `quantize_row_q8_0_reference`: `d = absmax/127` (f16), `q = round(x/d)` ties away from zero.",
+    ),
+    // --- composites: math on F ---
+    comp(
+        "fn f_exp(x: F) -> F",
+        "`e^x`, Cephes polynomial with range reduction (about 2 ulp); input clamped to `[-87, 88]`.",
+        exp_body,
+    ),
+    comp(
+        "fn f_tanh(x: F) -> F",
+        "`tanh x = 1 - 2 / (e^{2x} + 1)` (absolute error about 1e-7).",
+        || {
+            quote! {
+                let e = f_exp(f_add(x, x));
+                f_sub(f_splat(1.0), f_div(f_splat(2.0), f_add(e, f_splat(1.0))))
+            }
+        },
+    ),
+    comp(
+        "fn f_erf(x: F) -> F",
+        "`erf x`, Abramowitz & Stegun 7.1.26 (absolute error at most 1.5e-7).",
+        erf_body,
+    ),
+    comp(
+        "fn gelu_tanh_v(x: F) -> F",
+        "GELU, tanh approximation: `x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³)))`.",
+        || {
+            quote! {
+                let inner = f_mul(
+                    f_splat(0.797_884_6),
+                    f_fma(f_mul(f_splat(0.044_715), x), f_mul(x, x), x),
+                );
+                f_mul(f_mul(f_splat(0.5), x), f_add(f_splat(1.0), f_tanh(inner)))
+            }
+        },
+    ),
+    comp(
+        "fn gelu_erf_v(x: F) -> F",
+        "GELU, exact: `x/2 · (1 + erf(x/√2))`.",
+        || {
+            quote! {
+                let e = f_erf(f_mul(x, f_splat(core::f32::consts::FRAC_1_SQRT_2)));
+                f_mul(f_mul(f_splat(0.5), x), f_add(f_splat(1.0), e))
+            }
+        },
+    ),
+    // --- composites: slice helpers shared by kernels ---
+    comp(
+        "fn dot_f32(a: &[f32], b: &[f32]) -> f32",
+        "`Σ a[i]·b[i]` over the shorter length, four vector accumulators.",
+        || {
+            quote! {
+                let n = a.len().min(b.len());
+                let (mut s0, mut s1, mut s2, mut s3) = (f_zero(), f_zero(), f_zero(), f_zero());
+                let mut i = 0;
+                while i + 4 * LANES <= n {
+                    s0 = f_fma(f_load(&a[i..]), f_load(&b[i..]), s0);
+                    s1 = f_fma(f_load(&a[i + LANES..]), f_load(&b[i + LANES..]), s1);
+                    s2 = f_fma(f_load(&a[i + 2 * LANES..]), f_load(&b[i + 2 * LANES..]), s2);
+                    s3 = f_fma(f_load(&a[i + 3 * LANES..]), f_load(&b[i + 3 * LANES..]), s3);
+                    i += 4 * LANES;
+                }
+                while i + LANES <= n {
+                    s0 = f_fma(f_load(&a[i..]), f_load(&b[i..]), s0);
+                    i += LANES;
+                }
+                let mut s = f_hsum(f_add(f_add(s0, s1), f_add(s2, s3)));
+                while i < n {
+                    s += a[i] * b[i];
+                    i += 1;
+                }
+                s
+            }
+        },
+    ),
+    comp(
+        "fn sum_f32(a: &[f32]) -> f32",
+        "`Σ a[i]`, two vector accumulators.",
+        || {
+            quote! {
+                let n = a.len();
+                let (mut s0, mut s1) = (f_zero(), f_zero());
+                let mut i = 0;
+                while i + 2 * LANES <= n {
+                    s0 = f_add(f_load(&a[i..]), s0);
+                    s1 = f_add(f_load(&a[i + LANES..]), s1);
+                    i += 2 * LANES;
+                }
+                while i + LANES <= n {
+                    s0 = f_add(f_load(&a[i..]), s0);
+                    i += LANES;
+                }
+                let mut s = f_hsum(f_add(s0, s1));
+                while i < n {
+                    s += a[i];
+                    i += 1;
+                }
+                s
+            }
+        },
+    ),
+    comp(
+        "fn axpy(y: &mut [f32], a: f32, x: &[f32])",
+        "`y[i] += a·x[i]` over the shorter length.",
+        || {
+            quote! {
+                let n = y.len().min(x.len());
+                let av = f_splat(a);
+                let mut i = 0;
+                while i + LANES <= n {
+                    let r = f_fma(av, f_load(&x[i..]), f_load(&y[i..]));
+                    f_store(&mut y[i..], r);
+                    i += LANES;
+                }
+                while i < n {
+                    y[i] += a * x[i];
+                    i += 1;
+                }
+            }
+        },
+    ),
+    comp(
+        "fn scale_f32(y: &mut [f32], a: f32)",
+        "`y[i] *= a`.",
+        || {
+            quote! {
+                let n = y.len();
+                let av = f_splat(a);
+                let mut i = 0;
+                while i + LANES <= n {
+                    let r = f_mul(f_load(&y[i..]), av);
+                    f_store(&mut y[i..], r);
+                    i += LANES;
+                }
+                while i < n {
+                    y[i] *= a;
+                    i += 1;
+                }
+            }
+        },
+    ),
+    comp(
+        "fn exp_sub_sum(s: &mut [f32], mx: f32) -> f32",
+        "`s[i] = e^(s[i] - mx)`, returning `Σ s[i]` (softmax numerators).",
+        || {
+            quote! {
+                let n = s.len();
+                let mv = f_splat(mx);
+                let mut acc = f_zero();
+                let mut i = 0;
+                while i + LANES <= n {
+                    let e = f_exp(f_sub(f_load(&s[i..]), mv));
+                    f_store(&mut s[i..], e);
+                    acc = f_add(acc, e);
+                    i += LANES;
+                }
+                let mut sum = f_hsum(acc);
+                if i < n {
+                    let mut buf = [f32::NEG_INFINITY; LANES];
+                    buf[..n - i].copy_from_slice(&s[i..]);
+                    let e = f_exp(f_sub(f_load(&buf), mv));
+                    f_store(&mut buf, e);
+                    for (d, v) in s[i..].iter_mut().zip(buf) {
+                        *d = v;
+                        sum += v;
+                    }
+                }
+                sum
+            }
+        },
+    ),
+];
+
+fn exp_body() -> TokenStream {
+    quote! {
+        let x = f_min(f_max(x, f_splat(-87.0)), f_splat(88.0));
+        let n = f_round(f_mul(x, f_splat(core::f32::consts::LOG2_E)));
+        // x - n·ln2 in two steps (Cody-Waite) so r keeps full precision.
+        let r = f_fma(n, f_splat(-0.693_359_4), x);
+        let r = f_fma(n, f_splat(2.121_944_4e-4), r);
+        let mut p = f_splat(1.987_569_1e-4);
+        p = f_fma(p, r, f_splat(1.398_199_9e-3));
+        p = f_fma(p, r, f_splat(8.333_452e-3));
+        p = f_fma(p, r, f_splat(4.166_579_6e-2));
+        p = f_fma(p, r, f_splat(1.666_666_5e-1));
+        p = f_fma(p, r, f_splat(5.000_000_1e-1));
+        p = f_fma(p, f_mul(r, r), f_add(r, f_splat(1.0)));
+        f_mul(p, f_pow2i(n))
+    }
+}
+
+fn erf_body() -> TokenStream {
+    quote! {
+        let a = f_abs(x);
+        let t = f_div(f_splat(1.0), f_fma(f_splat(0.327_591_1), a, f_splat(1.0)));
+        let mut p = f_splat(1.061_405_4);
+        p = f_fma(p, t, f_splat(-1.453_152_1));
+        p = f_fma(p, t, f_splat(1.421_413_7));
+        p = f_fma(p, t, f_splat(-0.284_496_74));
+        p = f_fma(p, t, f_splat(0.254_829_6));
+        p = f_mul(p, t);
+        let y = f_sub(f_splat(1.0), f_mul(p, f_exp(f_sub(f_zero(), f_mul(a, a)))));
+        f_copysign(y, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_signatures_parse() {
+        let mut names: Vec<_> = OPS.iter().map(OpDef::name).collect();
+        for op in OPS {
+            syn::parse_str::<syn::Signature>(op.sig).expect(op.sig);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), OPS.len());
+    }
+}

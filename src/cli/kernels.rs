@@ -1,0 +1,64 @@
+//! `kiln kernels`: the compiled kernel variants, the ISA this CPU gets, and
+//! the generated source of one kernel.
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln::kernels::{SOURCES, best, compiled, for_isa, source, variants};
+use kiln::runtime::kernels::Isa;
+
+/// Arguments of `kiln kernels`.
+#[derive(Args)]
+pub struct KernelsArgs {
+    /// Print the generated source of this kernel (or op), e.g. `rms_norm_768`.
+    #[arg(long, value_name = "NAME")]
+    show: Option<String>,
+    /// The ISA whose source `--show` prints (default: the one this CPU gets).
+    #[arg(long, value_name = "ISA")]
+    isa: Option<String>,
+}
+
+fn parse_isa(name: &str) -> anyhow::Result<Isa> {
+    compiled()
+        .iter()
+        .copied()
+        .find(|i| i.name() == name)
+        .with_context(|| {
+            let names: Vec<_> = compiled().iter().map(|i| i.name()).collect();
+            format!("unknown ISA `{name}`; compiled: {}", names.join(", "))
+        })
+}
+
+/// Runs `kiln kernels`.
+pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
+    let isa = match &args.isa {
+        Some(name) => parse_isa(name)?,
+        None => best().isa(),
+    };
+    if let Some(name) = &args.show {
+        match source(isa, name) {
+            Some(text) => print!("{text}"),
+            None => {
+                let known = SOURCES.iter().filter(|s| s.0 == isa.name()).count();
+                bail!(
+                    "no generated function `{name}` for {} ({known} exist; `kiln kernels` lists the kernels)",
+                    isa.name()
+                );
+            }
+        }
+        return Ok(());
+    }
+    println!("this CPU uses: {}", best().isa().name());
+    for &isa in compiled() {
+        let status = if for_isa(isa).is_some() {
+            "supported"
+        } else {
+            "not supported by this CPU"
+        };
+        let vs = variants(isa);
+        println!("\n{} ({status}), {} variants:", isa.name(), vs.len());
+        for v in vs {
+            println!("  {v}");
+        }
+    }
+    Ok(())
+}

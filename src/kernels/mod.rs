@@ -1,0 +1,76 @@
+//! The kernels generated at build time, wired into the runtime's
+//! [`KernelSet`] interface.
+//!
+//! `build.rs` runs `kiln-kernels-gen` for the shape table of the supported
+//! models and writes one module per ISA into `OUT_DIR`; each module's kernel
+//! set can only be obtained through its `detect()`, which checks the CPU's
+//! features first. [`best`] does that once per process.
+
+use std::sync::OnceLock;
+
+use kiln_runtime::kernels::{Isa, KernelSet};
+
+#[allow(
+    dead_code,
+    unused_imports,
+    clippy::all,
+    clippy::pedantic,
+    reason = "generated code: every ISA module gets every op, used or not"
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+mod sources {
+    include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
+}
+
+pub use sources::SOURCES;
+
+/// ISAs in order of preference, best first.
+const PREFERENCE: &[Isa] = &[
+    Isa::Avx512Vnni,
+    Isa::Avx2,
+    Isa::NeonDotprod,
+    Isa::Neon,
+    Isa::Scalar,
+];
+
+/// The kernel set of `isa`, if it is compiled for this target and this CPU
+/// supports it (for tests and benches; models use [`best`]).
+pub fn for_isa(isa: Isa) -> Option<&'static dyn KernelSet> {
+    generated::for_isa(isa)
+}
+
+/// The best kernel set for this CPU, detected once per process.
+pub fn best() -> &'static dyn KernelSet {
+    static BEST: OnceLock<&'static dyn KernelSet> = OnceLock::new();
+    *BEST.get_or_init(|| {
+        PREFERENCE
+            .iter()
+            .find_map(|&isa| for_isa(isa))
+            .expect("the scalar kernel set is always available")
+    })
+}
+
+/// The ISAs compiled for this target, scalar first.
+pub fn compiled() -> &'static [Isa] {
+    generated::COMPILED
+}
+
+/// The kernel variants compiled for `isa` (empty if it is not compiled).
+pub fn variants(isa: Isa) -> &'static [&'static str] {
+    generated::VARIANTS
+        .iter()
+        .find(|(i, _)| *i == isa)
+        .map_or(&[], |(_, v)| v)
+}
+
+/// The formatted generated source of function `name` (a kernel variant or
+/// an op) for `isa`.
+pub fn source(isa: Isa, name: &str) -> Option<&'static str> {
+    SOURCES
+        .iter()
+        .find(|(i, n, _)| *i == isa.name() && *n == name)
+        .map(|(_, _, s)| *s)
+}
