@@ -132,9 +132,17 @@ struct PromptGolden {
 
 #[test]
 fn embeddinggemma_task_prompts_and_matryoshka_dims() {
-    let Some(path) = cached_model("embeddinggemma") else { return };
-    let text = std::fs::read_to_string(common::fixtures().join("goldens/embeddinggemma-300m.prompts.st.jsonl")).unwrap();
-    let goldens: Vec<PromptGolden> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let Some(path) = cached_model("embeddinggemma") else {
+        return;
+    };
+    let text = std::fs::read_to_string(
+        common::fixtures().join("goldens/embeddinggemma-300m.prompts.st.jsonl"),
+    )
+    .unwrap();
+    let goldens: Vec<PromptGolden> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let file = std::sync::Arc::new(kiln::runtime::gguf::GgufFile::open(&path).unwrap());
     let mut sims = Vec::new();
     for task in [None, Some("query"), Some("document")] {
@@ -144,8 +152,16 @@ fn embeddinggemma_task_prompts_and_matryoshka_dims() {
                 b = b.task(t);
             }
             let e = b.open_file(file.clone()).unwrap();
-            for g in goldens.iter().filter(|g| g.dim == dim && g.prompt_name.as_deref() == task) {
-                assert_eq!(e.tokenize(&g.text).unwrap(), g.token_ids, "{task:?} {:?}", g.text);
+            for g in goldens
+                .iter()
+                .filter(|g| g.dim == dim && g.prompt_name.as_deref() == task)
+            {
+                assert_eq!(
+                    e.tokenize(&g.text).unwrap(),
+                    g.token_ids,
+                    "{task:?} {:?}",
+                    g.text
+                );
                 let v = e.embed(&g.text).unwrap();
                 assert_eq!(v.len(), dim);
                 let s = cosine(&v, &g.embedding);
@@ -156,14 +172,19 @@ fn embeddinggemma_task_prompts_and_matryoshka_dims() {
     }
     assert_eq!(sims.len(), 8 * 3 * 4, "every golden compared");
     let mean = sims.iter().sum::<f64>() / sims.len() as f64;
-    eprintln!("prompts x dims: min {:.6}, mean {mean:.6}", sims.iter().cloned().fold(f64::MAX, f64::min));
+    eprintln!(
+        "prompts x dims: min {:.6}, mean {mean:.6}",
+        sims.iter().cloned().fold(f64::MAX, f64::min)
+    );
     assert!(mean >= 0.9995, "mean cosine {mean}");
 }
 
 /// F32 GGUFs separate the implementation from quantization: llama.cpp gets
 /// >= 0.999998 this way.
 fn f32_fidelity(name: &str, golden: &str) {
-    let Some(path) = cached_model(name) else { return };
+    let Some(path) = cached_model(name) else {
+        return;
+    };
     let e = open(&path);
     let r = compare(&e, &goldens(golden), false);
     assert!(r.min >= 0.99999, "min cosine {} on {:?}", r.min, r.worst);

@@ -15,7 +15,11 @@ fn minilm_with_cls_pooling() -> Arc<GgufFile> {
     let src = GgufFile::open(common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf")).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in src.metadata().iter() {
-        let v = if k == "bert.pooling_type" { Value::U32(Pooling::Cls.to_gguf()) } else { v.clone() };
+        let v = if k == "bert.pooling_type" {
+            Value::U32(Pooling::Cls.to_gguf())
+        } else {
+            v.clone()
+        };
         w.add_metadata(k, v).unwrap();
     }
     for t in src.tensors() {
@@ -62,8 +66,16 @@ fn cls_pooling_matches_references() {
 #[test]
 fn pooling_can_be_overridden_without_rewriting() {
     let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
-    let rewritten = Embedder::builder().open_file(minilm_with_cls_pooling()).unwrap();
-    let overridden = Embedder::builder().pooling(Pooling::Cls).open(path).unwrap();
+    let rewritten = Embedder::builder()
+        .open_file(minilm_with_cls_pooling())
+        .unwrap();
+    let overridden = Embedder::builder()
+        .pooling(Pooling::Cls)
+        .open(path)
+        .unwrap();
     let text = "The quick brown fox";
-    assert_eq!(rewritten.embed(text).unwrap(), overridden.embed(text).unwrap());
+    assert_eq!(
+        rewritten.embed(text).unwrap(),
+        overridden.embed(text).unwrap()
+    );
 }

@@ -306,7 +306,11 @@ fn q8_cols(mr: usize, nr: usize, exact: bool) -> TokenStream {
 }
 
 fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
-    let n = bind("n", key[0], quote!(out.cols()));
+    // The runtime splits a matmul across threads by blocks of output columns
+    // (multiples of `PANEL`), so even a variant specialized for a weight of
+    // `n` rows runs on any block of them: `n` stays the block's width, and
+    // only its divisibility by the panel is specialized.
+    let n = bind("n", None, quote!(out.cols()));
     let kb = bind(
         "kb",
         key[1].map(|k| k / 32),
@@ -326,6 +330,14 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
     let k_check = match key[1] {
         Some(k) => quote!(assert_eq!(k, #k, "matmul_q8_0: wrong k");),
         None => quote!(),
+    };
+    let k_check = if exact {
+        quote! {
+            #k_check
+            assert!(n % PANEL == 0, "matmul_q8_0: {n} columns is not a multiple of the panel");
+        }
+    } else {
+        k_check
     };
     quote! {
         const PANEL: usize = #PANEL;
@@ -364,7 +376,8 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
 }
 
 fn matmul_f32(key: &[Option<usize>]) -> TokenStream {
-    let n = bind("n", key[0], quote!(out.cols()));
+    // As for Q8_0: threads run it on column blocks, so `n` is the block's.
+    let n = bind("n", None, quote!(out.cols()));
     let k = bind("k", key[1], quote!(if m == 0 { 0 } else { x.len() / m }));
     quote! {
         let mut out = out;

@@ -171,9 +171,16 @@ pub struct AttnShape {
 /// `out` = rows of `x` quantized to Q8_0 (`x.len() == 32 · out.len()`).
 pub type QuantizeQ8_0Fn = fn(x: &[f32], out: &mut [BlockQ8_0]);
 
+/// Column blocks that threads split a matmul into start at multiples of
+/// this many columns, so a kernel specialized for a weight of `n` rows also
+/// runs on any block of it (`n` a multiple of 64 gives blocks that are too).
+pub const MATMUL_COL_ALIGN: usize = 64;
+
 /// `out[i][j] (+)= bias[j] + Σ_k x[i][k]·W[j][k]` with Q8_0 weights and
 /// activations; `m = out.rows()`, `n = out.cols()`, `k = 32 · x.len() / m`.
 /// With `accumulate` the result is added to `out` (fused residual add).
+/// `w`, `bias` and `out` may be a block of columns of the full layer (see
+/// [`MATMUL_COL_ALIGN`]).
 pub type MatmulQ8_0Fn =
     fn(w: &[BlockQ8_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
 

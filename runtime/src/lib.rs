@@ -7,6 +7,6 @@
 
 pub mod gguf;
 pub mod kernels;
-pub mod quant;
 pub mod model;
+pub mod quant;
 pub mod tokenizer;

@@ -78,11 +78,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let batch_tokens = texts.iter().map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len())).sum();
+    let batch_tokens = texts
+        .iter()
+        .map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len()))
+        .sum();
     let batch_s = (!texts.is_empty())
         .then(|| {
             let t = Instant::now();
-            embedder.embed_batch(&texts).map(|_| t.elapsed().as_secs_f64())
+            embedder
+                .embed_batch(&texts)
+                .map(|_| t.elapsed().as_secs_f64())
         })
         .transpose()?;
     let report = Report {
@@ -104,8 +109,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("model          {} ({} threads, {})", report.model, report.threads, report.isa);
-        println!("load           {:.1} ms (first embed {:.1} ms)", load_s * 1e3, first_embed_s * 1e3);
+        println!(
+            "model          {} ({} threads, {})",
+            report.model, report.threads, report.isa
+        );
+        println!(
+            "load           {:.1} ms (first embed {:.1} ms)",
+            load_s * 1e3,
+            first_embed_s * 1e3
+        );
         println!(
             "latency        min {:.2} ms, median {:.2} ms ({} tokens, {} runs)",
             report.latency_min_s * 1e3,

@@ -10,12 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln::runtime::gguf::{GgufFile, Value, ValueRef};
-use serde_json::Value as Json;
-use sha2::{Digest, Sha256};
 use kiln::kernels::{compiled, for_isa};
+use kiln::runtime::gguf::{GgufFile, Value, ValueRef};
 use kiln::runtime::kernels::{Isa, KernelSet};
 use kiln::runtime::quant::{BlockQ8_0, dequantize_row_q8_0, quantize_row_q8_0_reference};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
 
 /// The project root.
 pub fn root() -> PathBuf {
@@ -265,7 +265,10 @@ pub fn goldens(name: &str) -> Vec<Golden> {
 /// message when it is absent. With `KILN_REQUIRE_MODELS=1` (set by CI) an
 /// absent model fails the test instead of skipping it.
 pub fn cached_model(name: &str) -> Option<PathBuf> {
-    match kiln::hub::Cache::from_env().ok().and_then(|c| c.cached(name)) {
+    match kiln::hub::Cache::from_env()
+        .ok()
+        .and_then(|c| c.cached(name))
+    {
         Some(p) => Some(p),
         None => {
             if std::env::var("KILN_REQUIRE_MODELS").is_ok_and(|v| v == "1") {

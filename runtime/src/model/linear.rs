@@ -2,12 +2,14 @@
 //! threads by output columns.
 
 use super::weights::{Data, WeightData};
-use crate::kernels::{KernelSet, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn};
+use crate::kernels::{
+    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn,
+};
 use crate::quant::{BlockQ8_0, QK8_0};
 
 /// Output columns below which a matmul is not split further: keeps each
 /// thread's slice of the weight large enough to amortize the fork.
-const MIN_COLS_PER_THREAD: usize = 64;
+const MIN_COLS_PER_THREAD: usize = MATMUL_COL_ALIGN;
 
 enum Kernel {
     Q8_0(Data<BlockQ8_0>, MatmulQ8_0Fn, QuantizeQ8_0Fn),
@@ -91,9 +93,13 @@ impl Linear {
             return;
         }
         let left_parts = parts / 2;
-        // Proportional split, rounded to a multiple of 16 columns so kernels
-        // keep their full register tiles.
-        let mid = (cols * left_parts / parts) & !15;
+        // Proportional split at a multiple of the kernels' column alignment,
+        // so shape-specialized kernels run on each block.
+        let mid = (cols * left_parts / parts) / MATMUL_COL_ALIGN * MATMUL_COL_ALIGN;
+        if mid == 0 {
+            self.run(x, col0, out, accumulate);
+            return;
+        }
         let (a, b) = out.split_cols(mid);
         rayon::join(
             || self.forward_cols(x, col0, a, accumulate, left_parts),
