@@ -90,7 +90,19 @@ impl<'a> Cursor<'a> {
 
     /// A length-prefixed UTF-8 string, borrowed.
     fn str(&mut self, what: &'static str) -> Result<&'a str, GgufError> {
+        let at = self.pos;
         let n = self.u64(what)?;
+        if n > self.remaining() {
+            // Point at the length field: that is the value that is wrong.
+            return Err(self.error_at(
+                at,
+                FormatError::Truncated {
+                    what,
+                    needed: n,
+                    available: self.remaining(),
+                },
+            ));
+        }
         let start = self.pos;
         let s = self.take(n, what)?;
         std::str::from_utf8(s).map_err(|_| self.error_at(start, FormatError::BadUtf8 { what }))
@@ -155,12 +167,6 @@ pub(crate) fn parse(backing: &Arc<Backing>, path: &Path) -> Result<Parsed, GgufE
     let n_kv_at = r.pos;
     let n_kv = r.u64("metadata count")?;
     r.check_count(n_kv, MIN_KV_BYTES, "metadata entry", n_kv_at)?;
-    r.check_count(
-        n_tensors,
-        MIN_TENSOR_INFO_BYTES,
-        "tensor info",
-        n_tensors_at,
-    )?;
 
     // Metadata.
     let mut entries = Vec::with_capacity(n_kv as usize);
@@ -186,7 +192,14 @@ pub(crate) fn parse(backing: &Arc<Backing>, path: &Path) -> Result<Parsed, GgufE
         entries.push((key.to_owned(), value));
     }
 
-    // Tensor infos.
+    // Tensor infos. The count is checked against what is left after the
+    // metadata, the tightest bound the file gives.
+    r.check_count(
+        n_tensors,
+        MIN_TENSOR_INFO_BYTES,
+        "tensor info",
+        n_tensors_at,
+    )?;
     let mut tensors = Vec::with_capacity(n_tensors as usize);
     let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
     let mut info_offsets = Vec::with_capacity(n_tensors as usize);

@@ -242,14 +242,9 @@ impl Value {
         ))
     }
 
-    /// An array value of arrays (for writers); `None` if the items do not
-    /// all have the same element type... GGUF only records `array`.
-    pub fn nested_array(items: Vec<Array>) -> Value {
-        Value::Array(Array {
-            elem: ValueType::Array,
-            len: items.len() as u64,
-            data: ArrayData::Nested(items),
-        })
+    /// An array value of arrays (for writers).
+    pub fn array_of_arrays(items: Vec<Array>) -> Value {
+        Value::Array(Array::nested(items))
     }
 
     /// Short description for error messages: type and, for scalars, value.

@@ -220,7 +220,8 @@ impl<W: Write> TensorDataWriter<W> {
 
     /// Appends data to the current tensor, moving on to the next tensor
     /// (after padding) when one is complete. For streaming a tensor in
-    /// pieces, e.g. row by row.
+    /// pieces, e.g. row by row. Bytes past the last tensor are refused with
+    /// [`WriteError::TooMuchData`] (those that fit are written first).
     pub fn write_data(&mut self, mut bytes: &[u8]) -> Result<(), WriteError> {
         while !bytes.is_empty() {
             let Some(t) = self.tensors.get(self.next) else {
