@@ -451,3 +451,41 @@ fn checkpoint_missing_its_weights_fails_to_convert_and_leaves_nothing() {
     );
     assert_clean(&cache, &spec);
 }
+
+/// A pull that was killed leaves its staging directory and lock; the next
+/// pull clears them. A lock held by a live process stops a second pull.
+#[test]
+fn killed_pull_is_cleaned_up_and_live_lock_is_respected() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-stale", false);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = parts_spec("kiln-test-stale", leak(whole_sha()));
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir_all(tmp.join("kiln-test-stale")).unwrap();
+    std::fs::write(tmp.join("kiln-test-stale/m.gguf"), b"half a model").unwrap();
+
+    // pid 1 is always alive: another pull seems to be running.
+    std::fs::write(tmp.join("kiln-test-stale.lock"), "1").unwrap();
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(matches!(e, HubError::Busy { pid: 1, .. }), "{e}");
+    assert!(!cache.model_path(&spec).exists());
+
+    // A lock whose process is gone (pids are below 2^22 on Linux) is stale.
+    std::fs::write(tmp.join("kiln-test-stale.lock"), "4194999").unwrap();
+    let r = cache.pull_spec(&spec, &offline(mirror.path())).unwrap();
+    assert_eq!(std::fs::read(&r.path).unwrap(), [PART1, PART2].concat());
+    assert_clean_tmp(&tmp);
+}
+
+fn assert_clean_tmp(tmp: &Path) {
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}

@@ -8,6 +8,13 @@
 //! `gemma-embedding` (Gemma3TextModel, EmbeddingGemma, with its
 //! sentence-transformers Dense modules) and `gemma3` (Gemma3ForCausalLM).
 //!
+//! Descriptive `general.*` keys are not all written: kiln writes
+//! `general.architecture`, `type`, `name`, `sampling.*` (from
+//! generation_config.json), `quantization_version` and `file_type`; llama.cpp
+//! also derives `basename`, `size_label`, `license`, `tags`, `datasets`, ...
+//! from the model card. BERT's `tokenizer.ggml.pre` is always `jina-v2-en`
+//! (what llama.cpp's tokenizer hash gives for uncased WordPiece vocabularies).
+//!
 //! Conversion streams: tensors are read a few rows at a time, converted and
 //! written, so memory stays small whatever the model size. The output is
 //! written to `<out>.partial` and renamed at the end: an error or an
@@ -174,7 +181,8 @@ pub fn tensor_type(name: &str, dims: &[u64], out: OutType) -> GgmlType {
         _ if keep_f32 => GgmlType::F32,
         OutType::F32 => GgmlType::F32,
         OutType::F16 => GgmlType::F16,
-        // A row that is not whole Q8_0 blocks cannot be quantized.
+        // A row that is not whole Q8_0 blocks cannot be quantized: llama-quantize
+        // refuses such a model; kiln keeps the tensor in F16 instead.
         OutType::Q8_0 if !dims[0].is_multiple_of(QK8_0 as u64) => GgmlType::F16,
         OutType::Q8_0 => GgmlType::Q8_0,
     }

@@ -29,6 +29,20 @@ pub use wheel::urlsafe_b64;
 /// The environment variable that overrides the cache directory.
 pub const KILN_HOME: &str = "KILN_HOME";
 
+/// The model used when a command is given none.
+pub const DEFAULT_MODEL: &str = "embeddinggemma";
+
+/// Resolves a `--model` argument for the command line: an existing path as
+/// it is, else a short name in `$KILN_HOME`'s cache, pulled (with progress
+/// on stderr) on first use.
+pub fn resolve_model(model: &str) -> Result<PathBuf, HubError> {
+    let opts = PullOptions {
+        progress: true,
+        ..PullOptions::default()
+    };
+    Cache::from_env()?.resolve(model, &opts)
+}
+
 /// A model cache rooted at a directory.
 #[derive(Clone, Debug)]
 pub struct Cache {
