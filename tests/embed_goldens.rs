@@ -75,6 +75,17 @@ fn embeddinggemma_q8_0_matches_float32_reference() {
     assert!(r.mean >= 0.9995, "mean cosine {}", r.mean);
 }
 
+/// kiln and llama.cpp run the same GGUF but llama.cpp's GELU goes through an
+/// f16 lookup table (input and output rounded to f16) where kiln computes it
+/// in f32. Each is within 0.999 of the float32 reference on every input
+/// (kiln's worst 0.99923, llama.cpp's 0.99902), but in different directions:
+/// measured min 0.99896 between the two (the "Café, naïve, …" line). With
+/// llama.cpp's f16 GELU emulated in kiln the minimum rises to 0.99938, so the
+/// gap is that rounding; kiln keeps the exact GELU, which is closer to the
+/// model. This is a consistency check (llama.cpp differs from itself by ~1e-3
+/// across its own paths); the fidelity bars are the float32 tests above.
+const GEMMA_VS_LLAMACPP_MIN: f64 = 0.9985;
+
 #[test]
 fn embeddinggemma_q8_0_agrees_with_llamacpp() {
     let Some(path) = cached_model("embeddinggemma") else {
@@ -85,7 +96,13 @@ fn embeddinggemma_q8_0_agrees_with_llamacpp() {
         &goldens("embeddinggemma-300m.llamacpp.jsonl"),
         true,
     );
-    assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
+    assert!(
+        r.min >= GEMMA_VS_LLAMACPP_MIN,
+        "min cosine {} on {:?}",
+        r.min,
+        r.worst
+    );
+    assert!(r.mean >= 0.9995, "mean cosine {}", r.mean);
 }
 
 #[test]
@@ -198,4 +215,22 @@ fn embeddinggemma_f32_matches_float32_reference() {
 #[test]
 fn minilm_f32_matches_float32_reference() {
     f32_fidelity("minilm-f32", "all-MiniLM-L6-v2.st.jsonl");
+}
+
+#[test]
+fn batch_equals_one_by_one() {
+    let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
+    let e = Embedder::builder()
+        .threads(2)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let texts: Vec<String> = goldens("all-MiniLM-L6-v2.st.jsonl")
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    let batch = e.embed_batch(&texts).unwrap();
+    for (t, v) in texts.iter().zip(&batch) {
+        assert_eq!(&e.embed(t).unwrap(), v, "{t:?}");
+    }
 }

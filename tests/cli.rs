@@ -1,0 +1,195 @@
+//! The `kiln` binary as a user runs it: outputs, formats and bad input.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn minilm() -> String {
+    common::fixtures()
+        .join("all-MiniLM-L6-v2-Q8_0.gguf")
+        .display()
+        .to_string()
+}
+
+fn kiln(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        pipe.write_all(bytes).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn embed_jsonl_rows_in_input_order() {
+    let m = minilm();
+    let o = kiln(
+        &["embed", "-m", &m, "first text", "second text", "third"],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for (i, (row, text)) in rows
+        .iter()
+        .zip(["first text", "second text", "third"])
+        .enumerate()
+    {
+        assert_eq!(row["index"], i);
+        assert_eq!(row["text"], text);
+        assert_eq!(row["embedding"].as_array().unwrap().len(), 384);
+    }
+}
+
+#[test]
+fn embed_reads_stdin_and_writes_csv() {
+    let m = minilm();
+    let o = kiln(
+        &["embed", "-m", &m, "--format", "csv"],
+        Some(b"one\ntwo\r\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<_> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0].split(',').count(), 384);
+    let v: Vec<f32> = lines[1].split(',').map(|x| x.parse().unwrap()).collect();
+    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 1e-4,
+        "normalized by default, norm {norm}"
+    );
+}
+
+#[test]
+fn embed_matches_library_and_dim_option() {
+    let m = minilm();
+    let o = kiln(
+        &[
+            "embed",
+            "-m",
+            &m,
+            "--format",
+            "json",
+            "--dim",
+            "128",
+            "Hello world",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cli: Vec<f32> = doc[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let lib = kiln::Embedder::builder()
+        .dim(128)
+        .open(&m)
+        .unwrap()
+        .embed("Hello world")
+        .unwrap();
+    assert_eq!(cli.len(), 128);
+    assert!(common::cosine(&cli, &lib) > 0.999_999);
+}
+
+#[test]
+fn invalid_utf8_on_stdin_names_the_line() {
+    let m = minilm();
+    let o = kiln(&["embed", "-m", &m], Some(b"fine\nbad \xff byte\n"));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("stdin, line 2: not valid UTF-8"), "{e}");
+}
+
+#[test]
+fn too_long_input_is_an_error_unless_truncated() {
+    let m = minilm();
+    let long = "word ".repeat(600);
+    let o = kiln(&["embed", "-m", &m, &long], None);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("602 tokens, more than the model's context of 512"),
+        "{e}"
+    );
+    let o = kiln(&["embed", "-m", &m, "--truncate", &long], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn empty_text_embeds_the_special_tokens() {
+    // As sentence-transformers and llama.cpp do: "" is [CLS] [SEP].
+    let m = minilm();
+    let o = kiln(&["tokenize", "-m", &m, ""], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().trim(), "[101, 102]");
+    let o = kiln(&["embed", "-m", &m, ""], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_model_name_and_missing_file_are_clear() {
+    let o = kiln(&["embed", "-m", "no-such-model", "x"], None);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("no-such-model"), "{e}");
+}
+
+#[test]
+fn other_architecture_is_refused() {
+    use kiln::runtime::gguf::{GgufWriter, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llama.gguf");
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", Value::String("llama".into()))
+        .unwrap();
+    let bytes = w.begin(Vec::new()).unwrap().finish().unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let o = kiln(&["embed", "-m", path.to_str().unwrap(), "x"], None);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("unsupported architecture `llama`"), "{e}");
+}
+
+#[test]
+fn similarity_ranks_the_related_text_first() {
+    let m = minilm();
+    let o = kiln(
+        &[
+            "similarity",
+            "-m",
+            &m,
+            "What is the capital of France?",
+            "Paris is the capital of France.",
+            "Turtles are reptiles.",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let scores: Vec<f32> = out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 2);
+    assert!(scores[0] > 0.6 && scores[1] < 0.3, "{out}");
+}
