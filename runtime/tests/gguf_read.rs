@@ -66,10 +66,12 @@ fn metadata_keys_and_scalar_values_match_dump() {
     let f = minilm();
     let d = dump();
     let md = d["metadata"].as_object().unwrap();
-    // serde_json's map is sorted, so compare the key sets.
+    // serde_json's map may be sorted (unless `preserve_order` is on), so
+    // compare the key sets.
     let mut keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
     keys.sort_unstable();
-    let dump_keys: Vec<&str> = md.keys().map(String::as_str).collect();
+    let mut dump_keys: Vec<&str> = md.keys().map(String::as_str).collect();
+    dump_keys.sort_unstable();
     assert_eq!(keys, dump_keys);
     for (k, v) in f.metadata().iter() {
         let j = &md[k];
