@@ -163,3 +163,35 @@ fn typed_views_are_zero_copy() {
     }
     assert_eq!(f.dequantize("position_embd.weight").unwrap(), pos);
 }
+
+/// A small file written by another implementation (gguf-py 0.19.0's
+/// `GGUFWriter`), with an array of arrays and a Q4_K tensor.
+#[test]
+fn reads_a_file_written_by_gguf_py() {
+    let f = GgufFile::open(fixture("small-gguf-py.gguf")).unwrap();
+    let m = f.metadata();
+    assert_eq!(f.architecture().unwrap(), "test");
+    assert_eq!(m.get_u32("test.block_count").unwrap(), 2);
+    assert!(m.get_bool("test.flag").unwrap());
+    let tokens: Vec<&str> = m.get_str_array("tokenizer.ggml.tokens").unwrap().collect();
+    assert_eq!(tokens, ["<pad>", "a", "▁b", "é"]);
+    assert_eq!(
+        m.get_f32_array("tokenizer.ggml.scores").unwrap(),
+        [0.0, -1.0, -2.5, 1e-5]
+    );
+    assert_eq!(
+        m.get_i32_array("tokenizer.ggml.token_type").unwrap(),
+        [3, 1, 1, 1]
+    );
+    let nested = m.get_array("test.nested").unwrap().nested_items().unwrap();
+    let ints: Vec<Vec<i128>> = nested
+        .iter()
+        .map(|a| a.iter().map(|v| v.as_i128().unwrap()).collect())
+        .collect();
+    assert_eq!(ints, [vec![1, 2], vec![3]]);
+    assert_eq!(f.tensor("w").unwrap().dims, [4, 2]);
+    assert_eq!(f.tensor_f32("w").unwrap(), [0., 1., 2., 3., 4., 5., 6., 7.]);
+    assert_eq!(f.dequantize("q8").unwrap()[0], 2.0);
+    assert_eq!(f.tensor("q4k").unwrap().ty, GgmlType::Q4_K);
+    assert_eq!(f.dequantize("q4k").unwrap().len(), 256);
+}
