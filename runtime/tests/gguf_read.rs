@@ -195,3 +195,27 @@ fn reads_a_file_written_by_gguf_py() {
     assert_eq!(f.tensor("q4k").unwrap().ty, GgmlType::Q4_K);
     assert_eq!(f.dequantize("q4k").unwrap().len(), 256);
 }
+
+/// Bytes compiled into the binary (as the `#[model]` macro will embed
+/// weights). `include_bytes!` only guarantees 1-byte alignment, so typed
+/// views may refuse the data; dequantization copies when it must.
+#[test]
+fn from_static_bytes() {
+    static SMALL: &[u8] = include_bytes!("../../tests/fixtures/small-gguf-py.gguf");
+    let f = GgufFile::from_static(SMALL, "embedded:small").unwrap();
+    assert_eq!(f.path().to_str(), Some("embedded:small"));
+    assert_eq!(f.len(), SMALL.len() as u64);
+    assert_eq!(f.dequantize("w").unwrap(), [0., 1., 2., 3., 4., 5., 6., 7.]);
+    match f.tensor_f32("w") {
+        Ok(v) => assert_eq!(v[7], 7.0),
+        Err(GgufError::Misaligned { align: 4, .. }) => {}
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn gguf_file_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<GgufFile>();
+    assert_send_sync::<GgufError>();
+}
