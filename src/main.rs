@@ -21,6 +21,8 @@ enum Command {
     Similarity(cli::similarity::SimilarityArgs),
     /// Print the token ids of a text.
     Tokenize(cli::tokenize::TokenizeArgs),
+    /// Show a GGUF file: header, metadata, tensors and model facts.
+    Inspect(cli::inspect::Args),
     /// List the generated kernel variants and the ISA this CPU gets, or print
     /// one kernel's generated source (`--show NAME --isa avx2`).
     Kernels(cli::kernels::KernelsArgs),
@@ -39,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => cli::embed::run(a),
         Command::Similarity(a) => cli::similarity::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Inspect(a) => cli::inspect::run(&a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Kernels(a) => cli::kernels::run(&a),
         Command::Pull(a) => cli::pull::run(a),

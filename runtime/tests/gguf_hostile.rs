@@ -412,6 +412,47 @@ fn bad_utf8() {
         }
     );
 
+    // Strings of 128 bytes or more are validated apart from the runs of
+    // short ones (their length prefix is not ASCII): bad UTF-8 before, in
+    // and after a long string.
+    let long_ok = "é".repeat(100);
+    let mut long_bad = "x".repeat(200).into_bytes();
+    long_bad[150] = 0xff;
+    for (strs, ok) in [
+        (
+            vec![string(long_ok.as_bytes()), string(b"a"), string(b"b")],
+            true,
+        ),
+        (
+            vec![string(b"\xff"), string(long_ok.as_bytes()), string(b"b")],
+            false,
+        ),
+        (vec![string(b"a"), string(&long_bad), string(b"b")], false),
+        (
+            vec![string(b"a"), string(long_ok.as_bytes()), string(b"\xc3")],
+            false,
+        ),
+    ] {
+        let mut raw = Raw::valid();
+        raw.kvs[2] = (
+            b"test.tokens".to_vec(),
+            ARRAY,
+            array(STRING, 3, &strs.concat()),
+        );
+        if ok {
+            let f = open(raw.build()).unwrap();
+            let got: Vec<&str> = f.metadata().get_str_array("test.tokens").unwrap().collect();
+            assert_eq!(got, [long_ok.as_str(), "a", "b"]);
+        } else {
+            assert_eq!(
+                kind(raw.build()),
+                FormatError::BadUtf8 {
+                    what: "array string"
+                }
+            );
+        }
+    }
+
     let mut raw = Raw::valid();
     raw.tensors[0].name = b"\x80".to_vec();
     assert_eq!(

@@ -66,10 +66,12 @@ fn metadata_keys_and_scalar_values_match_dump() {
     let f = minilm();
     let d = dump();
     let md = d["metadata"].as_object().unwrap();
-    // serde_json's map is sorted, so compare the key sets.
+    // serde_json's map may be sorted (unless `preserve_order` is on), so
+    // compare the key sets.
     let mut keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k).collect();
     keys.sort_unstable();
-    let dump_keys: Vec<&str> = md.keys().map(String::as_str).collect();
+    let mut dump_keys: Vec<&str> = md.keys().map(String::as_str).collect();
+    dump_keys.sort_unstable();
     assert_eq!(keys, dump_keys);
     for (k, v) in f.metadata().iter() {
         let j = &md[k];
@@ -160,4 +162,60 @@ fn typed_views_are_zero_copy() {
         }
     }
     assert_eq!(f.dequantize("position_embd.weight").unwrap(), pos);
+}
+
+/// A small file written by another implementation (gguf-py 0.19.0's
+/// `GGUFWriter`), with an array of arrays and a Q4_K tensor.
+#[test]
+fn reads_a_file_written_by_gguf_py() {
+    let f = GgufFile::open(fixture("small-gguf-py.gguf")).unwrap();
+    let m = f.metadata();
+    assert_eq!(f.architecture().unwrap(), "test");
+    assert_eq!(m.get_u32("test.block_count").unwrap(), 2);
+    assert!(m.get_bool("test.flag").unwrap());
+    let tokens: Vec<&str> = m.get_str_array("tokenizer.ggml.tokens").unwrap().collect();
+    assert_eq!(tokens, ["<pad>", "a", "▁b", "é"]);
+    assert_eq!(
+        m.get_f32_array("tokenizer.ggml.scores").unwrap(),
+        [0.0, -1.0, -2.5, 1e-5]
+    );
+    assert_eq!(
+        m.get_i32_array("tokenizer.ggml.token_type").unwrap(),
+        [3, 1, 1, 1]
+    );
+    let nested = m.get_array("test.nested").unwrap().nested_items().unwrap();
+    let ints: Vec<Vec<i128>> = nested
+        .iter()
+        .map(|a| a.iter().map(|v| v.as_i128().unwrap()).collect())
+        .collect();
+    assert_eq!(ints, [vec![1, 2], vec![3]]);
+    assert_eq!(f.tensor("w").unwrap().dims, [4, 2]);
+    assert_eq!(f.tensor_f32("w").unwrap(), [0., 1., 2., 3., 4., 5., 6., 7.]);
+    assert_eq!(f.dequantize("q8").unwrap()[0], 2.0);
+    assert_eq!(f.tensor("q4k").unwrap().ty, GgmlType::Q4_K);
+    assert_eq!(f.dequantize("q4k").unwrap().len(), 256);
+}
+
+/// Bytes compiled into the binary (as the `#[model]` macro will embed
+/// weights). `include_bytes!` only guarantees 1-byte alignment, so typed
+/// views may refuse the data; dequantization copies when it must.
+#[test]
+fn from_static_bytes() {
+    static SMALL: &[u8] = include_bytes!("../../tests/fixtures/small-gguf-py.gguf");
+    let f = GgufFile::from_static(SMALL, "embedded:small").unwrap();
+    assert_eq!(f.path().to_str(), Some("embedded:small"));
+    assert_eq!(f.len(), SMALL.len() as u64);
+    assert_eq!(f.dequantize("w").unwrap(), [0., 1., 2., 3., 4., 5., 6., 7.]);
+    match f.tensor_f32("w") {
+        Ok(v) => assert_eq!(v[7], 7.0),
+        Err(GgufError::Misaligned { align: 4, .. }) => {}
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn gguf_file_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<GgufFile>();
+    assert_send_sync::<GgufError>();
 }

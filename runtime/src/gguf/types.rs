@@ -157,7 +157,7 @@ impl fmt::Display for GgmlType {
     /// Upper-case, as gguf-py's `GGMLQuantizationType` names types
     /// (`Q8_0`, `Q4_K`, `BF16`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name().to_ascii_uppercase())
+        f.pad(&self.name().to_ascii_uppercase())
     }
 }
 
