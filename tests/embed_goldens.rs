@@ -38,7 +38,7 @@ fn compare(embedder: &Embedder, golden: &[Golden], skip_token_mismatch: bool) ->
     }
     let mean = sims.iter().sum::<f64>() / sims.len() as f64;
     eprintln!(
-        "{} inputs: min {:.6} ({:?}), mean {:.6}",
+        "{} inputs: min {:.7} ({:?}), mean {:.7}",
         sims.len(),
         worst.0,
         worst.1,

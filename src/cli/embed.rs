@@ -165,7 +165,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     }
     let embedder = args.model.open()?;
     let start = Instant::now();
-    let vectors = embedder.embed_batch(&texts)?;
+    let vectors = embed_with_progress(&embedder, &texts)?;
     let elapsed = start.elapsed();
 
     let out: Box<dyn Write> = match &args.output {
@@ -197,6 +197,29 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Inputs above this many texts show a progress bar (on a terminal).
+const PROGRESS_MIN_TEXTS: usize = 256;
+
+/// Embeds `texts` in order; large inputs go in chunks behind a progress bar
+/// when stderr is a terminal.
+fn embed_with_progress(embedder: &Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    if texts.len() < PROGRESS_MIN_TEXTS || !std::io::stderr().is_terminal() {
+        return Ok(embedder.embed_batch(texts)?);
+    }
+    let bar = indicatif::ProgressBar::new(texts.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts {per_sec} eta {eta}")
+            .expect("static template is valid"),
+    );
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        out.extend(embedder.embed_batch(chunk)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// Writes vectors in one of the output formats.
