@@ -207,13 +207,15 @@ fn quantize_q8_0(key: &[Option<usize>]) -> TokenStream {
 
 /// Register tile sizes of the Q8_0 matmul: `MR` tokens × `NR` weight rows for
 /// many tokens, `1 × NR1` for one token, weight panels of `PANEL` rows.
-pub const MR: usize = 4;
+pub const MR: usize = 3;
 /// See [`MR`].
 pub const NR: usize = 2;
 /// See [`MR`].
 pub const NR1: usize = 4;
 /// See [`MR`].
 pub const PANEL: usize = 64;
+/// How far ahead (in weight rows) the one-token matmul prefetches.
+pub const PREFETCH_ROWS: usize = 8;
 
 /// One `mr × nr` register tile at token `i0`, weight row `j0`.
 fn q8_tile(mr: usize, nr: usize) -> TokenStream {
@@ -256,6 +258,12 @@ fn q8_tile(mr: usize, nr: usize) -> TokenStream {
             #(#per_j)*
         });
     }
+    // One token streams the weights from memory: prefetch the rows
+    // `PREFETCH_ROWS` ahead (a prefetch never faults, even past the end).
+    let prefetch = (0..nr).filter(|_| mr == 1).map(|j| {
+        let ahead = lit(PREFETCH_ROWS + j);
+        quote!(prefetch(w.as_ptr().wrapping_add((j0 + #ahead) * kb + b));)
+    });
     let loads_w = (0..nr).map(|j| {
         let (wr, qw, dw) = (id("wr", j), id("qw", j), id("dw", j));
         quote! {
@@ -276,6 +284,7 @@ fn q8_tile(mr: usize, nr: usize) -> TokenStream {
             #(#xrows)*
             #(#accs)*
             for b in 0..kb {
+                #(#prefetch)*
                 #(#loads_w)*
                 #(#loads_x)*
                 #(#fmas)*

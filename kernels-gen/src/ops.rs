@@ -119,6 +119,10 @@ pub const OPS: &[OpDef] = &[
         "fn acc_hsum(a: A) -> f32",
         "Sum of the accumulator's lanes.",
     ),
+    prim(
+        "fn prefetch(p: *const BlockQ8_0)",
+        "Hints that the block at `p` will be read soon (never dereferences; may be a no-op).",
+    ),
     prim("fn i_zero() -> I", "Zero block-dot lanes."),
     prim(
         "fn i_add(a: I, b: I) -> I",

@@ -146,6 +146,7 @@ pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
             bits
         ))))),
         "i_zero" => quote!(_mm256_setzero_si256()),
+        "prefetch" => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
         "i_add" => quote!(_mm256_add_epi32(a, b)),
         "i_hsum" => quote! {
             let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));

@@ -92,6 +92,8 @@ impl Lowering for Neon {
             },
             "f_add" => quote!(vaddq_f32(a, b)),
             "i_zero" => quote!(vdupq_n_s32(0)),
+            // `_prefetch` is unstable on aarch64; rely on the hardware prefetcher.
+            "prefetch" => quote!(let _ = p;),
             "i_add" => quote!(vaddq_s32(a, b)),
             "i_hsum" => quote!(vaddvq_s32(a)),
             "f_sub" => quote!(vsubq_f32(a, b)),

@@ -56,6 +56,7 @@ impl Lowering for Scalar {
             "f16_to_f32" | "acc_splat_f16" => quote!(f16::from_bits(bits).to_f32()),
             "acc_zero" => quote!(0.0),
             "i_zero" => quote!(0),
+            "prefetch" => quote!(let _ = p;),
             "i_add" => quote!(a.wrapping_add(b)),
             "i_hsum" => quote!(a),
             "acc_mul" => quote!(a * b),
