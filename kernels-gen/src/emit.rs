@@ -50,7 +50,7 @@ fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
                         op.name()
                     )
                 });
-            let doc = op.doc;
+            let doc = format!(" {}", op.doc);
             let tokens = quote! {
                 #[doc = #doc]
                 #[inline]
@@ -126,7 +126,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             } else {
                 String::new()
             };
-            let doc = format!("{}{spec}", f.doc);
+            let doc = format!(" {}{spec}", f.doc);
             let kernel_fn = quote! {
                 #[doc = #doc]
                 #attr
@@ -179,6 +179,30 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             fn #getter(&self, #(#key_ids: usize),*) -> #fn_type { #body }
         });
     }
+    // The int8 peak probe for benches: not a KernelSet kernel.
+    let probe_body = crate::kernels::int8_dot_probe();
+    let probe_fn = quote! {
+        /// Times nothing itself: 8 chains of `q8_dot`, `iters` rounds (see `kiln_kernels_gen::kernels::int8_dot_probe`).
+        #attr
+        fn int8_dot_probe(xs: &[[i8; 32]; 8], iters: usize) -> i32 { #probe_body }
+    };
+    named.push(("int8_dot_probe".to_string(), probe_fn.clone()));
+    items.push(probe_fn);
+    let probe_entry = if l.features().is_some() {
+        let why = format!(
+            "only handed out by `int8_dot_probe_fn` after `detect` confirmed `{}`.",
+            l.features().expect("checked")
+        );
+        items.push(quote! {
+            fn int8_dot_probe_entry(xs: &[[i8; 32]; 8], iters: usize) -> i32 {
+                __SAFETY__!(#why);
+                unsafe { int8_dot_probe(xs, iters) }
+            }
+        });
+        format_ident!("int8_dot_probe_entry")
+    } else {
+        format_ident!("int8_dot_probe")
+    };
     let isa = format_ident!("{}", l.isa_variant());
     let detect = l.detect();
     let cfg = match l.target_arch() {
@@ -186,7 +210,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         None => quote!(),
     };
     let module_doc = format!(
-        "Kernels lowered for `{}` ({}).",
+        " Kernels lowered for `{}` ({}).",
         l.module(),
         l.features().unwrap_or("portable Rust")
     );
@@ -208,6 +232,10 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             pub fn detect() -> Option<&'static dyn KernelSet> {
                 if #detect { Some(&KERNELS) } else { None }
             }
+            /// The int8 dot peak probe, if the running CPU supports this ISA.
+            pub fn int8_dot_probe_fn() -> Option<fn(&[[i8; 32]; 8], usize) -> i32> {
+                detect().map(|_| #probe_entry as fn(&[[i8; 32]; 8], usize) -> i32)
+            }
             /// Every kernel variant compiled for this ISA.
             pub const VARIANTS: &[&str] = &[#(#variants),*];
             impl KernelSet for Kernels {
@@ -219,7 +247,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let sources = named
         .into_iter()
         .map(|(name, t)| Source {
-            isa: l.module().to_string(),
+            isa: l.module().replace('_', "-"),
             name,
             text: format_tokens(t),
         })

@@ -207,50 +207,63 @@ fn quantize_q8_0(key: &[Option<usize>]) -> TokenStream {
 
 /// Register tile sizes of the Q8_0 matmul: `MR` tokens × `NR` weight rows for
 /// many tokens, `1 × NR1` for one token, weight panels of `PANEL` rows.
-pub const MR: usize = 4;
+pub const MR: usize = 3;
 /// See [`MR`].
 pub const NR: usize = 2;
 /// See [`MR`].
 pub const NR1: usize = 4;
 /// See [`MR`].
 pub const PANEL: usize = 64;
+/// How far ahead (in weight rows) the one-token matmul prefetches.
+pub const PREFETCH_ROWS: usize = 8;
 
 /// One `mr × nr` register tile at token `i0`, weight row `j0`.
 fn q8_tile(mr: usize, nr: usize) -> TokenStream {
+    let lit = Literal::usize_unsuffixed;
     let id = |p: &str, a: usize| format_ident!("{p}{a}");
     let id2 = |p: &str, a: usize, b: usize| format_ident!("{p}{a}_{b}");
     let wrows = (0..nr).map(|j| {
         let wr = id("wr", j);
-        quote!(let #wr = &w[(j0 + #j) * kb..][..kb];)
+        let jl = lit(j);
+        quote!(let #wr = &w[(j0 + #jl) * kb..][..kb];)
     });
     let xrows = (0..mr).map(|i| {
         let xr = id("xr", i);
-        quote!(let #xr = &x[(i0 + #i) * kb..][..kb];)
+        let il = lit(i);
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
     });
     let mut accs = Vec::new();
     let mut fmas = Vec::new();
     let mut stores = Vec::new();
     for i in 0..mr {
         let row = id("row", i);
+        let il = lit(i);
         let mut per_j = Vec::new();
         for j in 0..nr {
             let acc = id2("acc", i, j);
+            let jl = lit(j);
             let (qw, dw, qx, dx) = (id("qw", j), id("dw", j), id("qx", i), id("dx", i));
             accs.push(quote!(let mut #acc = acc_zero();));
             fmas.push(quote!(#acc = acc_fma(acc_mul(#dw, #dx), q8_dot(#qw, #qx), #acc);));
             per_j.push(quote! {
                 let mut s = acc_hsum(#acc);
                 if let Some(bias) = bias {
-                    s += bias[j0 + #j];
+                    s += bias[j0 + #jl];
                 }
-                #row[j0 + #j] = if accumulate { #row[j0 + #j] + s } else { s };
+                #row[j0 + #jl] = if accumulate { #row[j0 + #jl] + s } else { s };
             });
         }
         stores.push(quote! {
-            let #row = out.row(i0 + #i);
+            let #row = out.row(i0 + #il);
             #(#per_j)*
         });
     }
+    // One token streams the weights from memory: prefetch the rows
+    // `PREFETCH_ROWS` ahead (a prefetch never faults, even past the end).
+    let prefetch = (0..nr).filter(|_| mr == 1).map(|j| {
+        let ahead = lit(PREFETCH_ROWS + j);
+        quote!(prefetch(w.as_ptr().wrapping_add((j0 + #ahead) * kb + b));)
+    });
     let loads_w = (0..nr).map(|j| {
         let (wr, qw, dw) = (id("wr", j), id("qw", j), id("dw", j));
         quote! {
@@ -271,6 +284,7 @@ fn q8_tile(mr: usize, nr: usize) -> TokenStream {
             #(#xrows)*
             #(#accs)*
             for b in 0..kb {
+                #(#prefetch)*
                 #(#loads_w)*
                 #(#loads_x)*
                 #(#fmas)*
@@ -284,6 +298,7 @@ fn q8_tile(mr: usize, nr: usize) -> TokenStream {
 /// `exact` says the range is a multiple of `nr`.
 fn q8_cols(mr: usize, nr: usize, exact: bool) -> TokenStream {
     let main = q8_tile(mr, nr);
+    let nr = Literal::usize_unsuffixed(nr);
     let tail = if exact {
         quote!()
     } else {
@@ -328,7 +343,10 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
     let many = q8_cols(MR, NR, exact && PANEL.is_multiple_of(NR));
     let rest = q8_cols(1, NR, exact && PANEL.is_multiple_of(NR));
     let k_check = match key[1] {
-        Some(k) => quote!(assert_eq!(k, #k, "matmul_q8_0: wrong k");),
+        Some(k) => {
+            let k = Literal::usize_unsuffixed(k);
+            quote!(assert_eq!(k, #k, "matmul_q8_0: wrong k");)
+        }
         None => quote!(),
     };
     let k_check = if exact {
@@ -339,8 +357,12 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
     } else {
         k_check
     };
+    let (panel, mr) = (
+        Literal::usize_unsuffixed(PANEL),
+        Literal::usize_unsuffixed(MR),
+    );
     quote! {
-        const PANEL: usize = #PANEL;
+        const PANEL: usize = #panel;
         let mut out = out;
         let m = out.rows();
         #n
@@ -361,9 +383,9 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
                 #vec
             } else {
                 let mut i0 = 0;
-                while i0 + #MR <= m {
+                while i0 + #mr <= m {
                     #many
-                    i0 += #MR;
+                    i0 += #mr;
                 }
                 while i0 < m {
                     #rest
@@ -407,10 +429,12 @@ fn matmul_f32(key: &[Option<usize>]) -> TokenStream {
 /// Checks shared by the row-wise norms.
 fn norm_prelude(key: &[Option<usize>], name: &str) -> TokenStream {
     let dim = bind("dim", key[0], quote!(w.len()));
+    let len_msg = format!("{name}: weight length vs dim {{dim}}");
+    let rows_msg = format!("{name}: {{}} values are not rows of {{dim}}");
     quote! {
         #dim
-        assert!(dim > 0 && w.len() == dim, "{}: weight length vs dim {dim}", #name);
-        assert!(x.len() % dim == 0, "{}: {} values are not rows of {dim}", #name, x.len());
+        assert!(dim > 0 && w.len() == dim, #len_msg);
+        assert!(x.len() % dim == 0, #rows_msg, x.len());
     }
 }
 
@@ -668,5 +692,34 @@ fn mean_pool(key: &[Option<usize>]) -> TokenStream {
         if rows > 0 {
             scale_f32(out, 1.0 / rows as f32);
         }
+    }
+}
+
+/// The body of `int8_dot_probe(xs: &[[i8; 32]; 8], iters: usize) -> i32`:
+/// 8 independent chains of `q8_dot` (the exact instruction sequence the
+/// Q8_0 matmul uses for one block pair), `iters` times. Benches time it to
+/// measure this ISA's int8 multiply-add peak: `64 · 8 · iters` int ops.
+pub fn int8_dot_probe() -> TokenStream {
+    let chains = 8usize;
+    let accs: Vec<_> = (0..chains).map(|c| format_ident!("a{c}")).collect();
+    let steps = (0..chains).map(|c| {
+        let a = &accs[c];
+        let (wi, xi) = (
+            Literal::usize_unsuffixed(c % 4),
+            Literal::usize_unsuffixed(c),
+        );
+        quote!(#a = i_add(#a, q8_dot(qw[#wi], q8_load_x(&xs[#xi])));)
+    });
+    quote! {
+        let qw = [q8_load_w(&xs[0]), q8_load_w(&xs[1]), q8_load_w(&xs[2]), q8_load_w(&xs[3])];
+        #(let mut #accs = i_zero();)*
+        for _ in 0..iters {
+            // Opaque each round, so the dots cannot be hoisted out of the loop.
+            let xs = core::hint::black_box(xs);
+            #(#steps)*
+        }
+        let mut s = i_zero();
+        #(s = i_add(s, #accs);)*
+        i_hsum(s)
     }
 }

@@ -38,6 +38,7 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> Genera
     let mut kernels = String::from(HEADER);
     let mut all_sources = Vec::new();
     let mut arms = Vec::new();
+    let mut probe_arms = Vec::new();
     for l in isas {
         let (tokens, sources) = emit::isa_module(l.as_ref(), table);
         kernels += &emit::format_tokens(tokens);
@@ -49,6 +50,9 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> Genera
             None => quote::quote!(),
         };
         arms.push(quote::quote!(#cfg kiln_runtime::kernels::Isa::#isa => #module::detect(),));
+        probe_arms.push(
+            quote::quote!(#cfg kiln_runtime::kernels::Isa::#isa => #module::int8_dot_probe_fn(),),
+        );
     }
     let compiled: Vec<_> = isas
         .iter()
@@ -71,6 +75,14 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> Genera
         pub fn for_isa(isa: kiln_runtime::kernels::Isa) -> Option<&'static dyn kiln_runtime::kernels::KernelSet> {
             match isa {
                 #(#arms)*
+                #[allow(unreachable_patterns, reason = "which ISAs exist depends on the target")]
+                _ => None,
+            }
+        }
+        /// The int8 dot peak probe of `isa`, if compiled and supported.
+        pub fn int8_dot_probe(isa: kiln_runtime::kernels::Isa) -> Option<fn(&[[i8; 32]; 8], usize) -> i32> {
+            match isa {
+                #(#probe_arms)*
                 #[allow(unreachable_patterns, reason = "which ISAs exist depends on the target")]
                 _ => None,
             }

@@ -120,6 +120,19 @@ pub const OPS: &[OpDef] = &[
         "Sum of the accumulator's lanes.",
     ),
     prim(
+        "fn prefetch(p: *const BlockQ8_0)",
+        "Hints that the block at `p` will be read soon (never dereferences; may be a no-op).",
+    ),
+    prim("fn i_zero() -> I", "Zero block-dot lanes."),
+    prim(
+        "fn i_add(a: I, b: I) -> I",
+        "Lane-wise int32 `a + b` (wrapping).",
+    ),
+    prim(
+        "fn i_hsum(a: I) -> i32",
+        "Sum of the int32 lanes (wrapping).",
+    ),
+    prim(
         "fn q8_load_w(qs: &[i8; 32]) -> QW",
         "Loads a weight block's quants, prepared for `q8_dot`.",
     ),

@@ -42,6 +42,16 @@ pub fn for_isa(isa: Isa) -> Option<&'static dyn KernelSet> {
     generated::for_isa(isa)
 }
 
+/// `probe(blocks, iters)`: see [`int8_dot_probe`].
+pub type Int8DotProbeFn = fn(&[[i8; 32]; 8], usize) -> i32;
+
+/// A function that runs `iters` rounds of 8 independent Q8_0 block dots
+/// (`64 · 8 · iters` int8 ops) with `isa`'s instruction sequence, for
+/// benches that measure this machine's int8 peak; `None` if not supported.
+pub fn int8_dot_probe(isa: Isa) -> Option<Int8DotProbeFn> {
+    generated::int8_dot_probe(isa)
+}
+
 /// The best kernel set for this CPU, detected once per process.
 pub fn best() -> &'static dyn KernelSet {
     static BEST: OnceLock<&'static dyn KernelSet> = OnceLock::new();

@@ -10,6 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use kiln::kernels::{compiled, for_isa};
 use kiln::runtime::gguf::{GgufFile, Value, ValueRef};
 use kiln::runtime::kernels::{Isa, KernelSet};
@@ -293,15 +296,24 @@ pub fn scalar() -> &'static dyn KernelSet {
 /// Every compiled ISA this CPU supports, scalar included; prints the ones
 /// that are compiled but skipped because the CPU lacks them.
 pub fn sets(test: &str) -> Vec<&'static dyn KernelSet> {
+    // Property bodies call this once per case: report once per test.
+    static REPORTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = REPORTED
+        .lock()
+        .map(|mut r| r.insert(test.to_string()))
+        .unwrap_or(true);
     let mut out = Vec::new();
     for &isa in compiled() {
         match for_isa(isa) {
             Some(s) => out.push(s),
-            None => eprintln!("{test}: SKIPPED {} (this CPU lacks it)", isa.name()),
+            None if first => eprintln!("{test}: SKIPPED {} (this CPU lacks it)", isa.name()),
+            None => {}
         }
     }
     let names: Vec<_> = out.iter().map(|s| s.isa().name()).collect();
-    eprintln!("{test}: testing {}", names.join(", "));
+    if first {
+        eprintln!("{test}: testing {}", names.join(", "));
+    }
     out
 }
 

@@ -145,6 +145,14 @@ pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
         "f16_to_f32" => quote!(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
             bits
         ))))),
+        "i_zero" => quote!(_mm256_setzero_si256()),
+        "prefetch" => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
+        "i_add" => quote!(_mm256_add_epi32(a, b)),
+        "i_hsum" => quote! {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+        },
         "q8_load_w" => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };

@@ -8,9 +8,13 @@
 use proc_macro2::TokenStream;
 
 mod avx2;
+mod avx512;
+mod neon;
 mod scalar;
 
 pub use avx2::Avx2;
+pub use avx512::Avx512Vnni;
+pub use neon::Neon;
 pub use scalar::Scalar;
 
 /// How one instruction set lowers the ops of [`crate::ops::OPS`].
@@ -41,5 +45,11 @@ pub fn for_target_arch(target_arch: &str) -> Vec<Box<dyn Lowering>> {
 
 /// Every lowering, scalar first.
 pub fn all() -> Vec<Box<dyn Lowering>> {
-    vec![Box::new(Scalar), Box::new(Avx2)]
+    vec![
+        Box::new(Scalar),
+        Box::new(Avx2),
+        Box::new(Avx512Vnni),
+        Box::new(Neon { dotprod: false }),
+        Box::new(Neon { dotprod: true }),
+    ]
 }

@@ -1,0 +1,345 @@
+//! Kernel benches at EmbeddingGemma-300M shapes, and this machine's limits.
+//!
+//! First measures single-thread DRAM read bandwidth and the int8 dot peak of
+//! the ISA in use, then prints the bars of issue 4 as fractions of them:
+//! - Q8_0 matvec with weights streamed from DRAM (working set ≫ L3) vs read
+//!   bandwidth (bar: ≥ 80%);
+//! - Q8_0 matmul on 64+ tokens with weights in cache vs int8 peak (bar: ≥ 60%);
+//! - specialized vs generic variants of the same kernel.
+//!
+//! Then runs criterion groups named `op/isa/shape`. `KILN_BENCH_ALL_ISAS=1`
+//! benches every ISA the CPU supports instead of only the best one.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use kiln::kernels::{best, compiled, for_isa, int8_dot_probe};
+use kiln::runtime::kernels::{AttnShape, KernelSet, Mask, MatMut};
+use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference};
+
+/// Deterministic pseudo-random values in `[-1, 1)`.
+fn rand_vec(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn q8(x: &[f32]) -> Vec<BlockQ8_0> {
+    let mut b = vec![BlockQ8_0::default(); x.len() / 32];
+    quantize_row_q8_0_reference(x, &mut b);
+    b
+}
+
+/// Minimum time of `f` over `reps` runs after one warm-up.
+fn min_time(reps: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .expect("reps > 0")
+}
+
+/// Single-thread read bandwidth in GB/s: sums a 256 MiB buffer.
+fn read_bandwidth() -> f64 {
+    let buf = vec![1u64; 32 << 20];
+    let t = min_time(5, || {
+        black_box(buf.chunks_exact(4).fold([0u64; 4], |a, c| {
+            [
+                a[0].wrapping_add(c[0]),
+                a[1].wrapping_add(c[1]),
+                a[2].wrapping_add(c[2]),
+                a[3].wrapping_add(c[3]),
+            ]
+        }));
+    });
+    (buf.len() * 8) as f64 / t.as_secs_f64() / 1e9
+}
+
+/// int8 multiply-add peak (GOPS, 2 ops per multiply-add) of `set`'s ISA with
+/// the instruction sequence its Q8_0 block dot uses.
+fn int8_peak(set: &dyn KernelSet) -> f64 {
+    let probe = int8_dot_probe(set.isa()).expect("supported ISA has a probe");
+    let v = rand_vec(256, 7);
+    let mut xs = [[0i8; 32]; 8];
+    for (i, x) in xs.iter_mut().flatten().enumerate() {
+        *x = (v[i] * 127.0) as i8;
+    }
+    let iters = 1 << 21;
+    let t = min_time(5, || {
+        black_box(probe(black_box(&xs), iters));
+    });
+    (64 * 8 * iters) as f64 / t.as_secs_f64() / 1e9
+}
+
+/// Weights of `n` rows of `k` in as many copies as make `total` bytes, so
+/// that rotating through them streams every call from DRAM.
+fn weight_copies(n: usize, k: usize, total: usize) -> Vec<Vec<BlockQ8_0>> {
+    let one = q8(&rand_vec(n * k, 1));
+    let bytes = one.len() * 34;
+    (0..total.div_ceil(bytes)).map(|_| one.clone()).collect()
+}
+
+/// The generic variant of a kernel: a key no shape table lists.
+const NOT_IN_TABLE: usize = 0;
+
+fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
+    let isa = set.isa().name();
+    println!("== bars ({isa}) ==");
+    // Q8_0 matvec streamed from DRAM.
+    for (n, k) in [(768usize, 768usize), (1152, 768), (768, 1152), (3072, 768)] {
+        let copies = weight_copies(n, k, 320 << 20);
+        let x = q8(&rand_vec(k, 2));
+        let mut out = vec![0.0f32; n];
+        let f = set.matmul_q8_0(n, k);
+        let mut i = 0;
+        let rounds = copies.len() * 2;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            f(&copies[i], &x, None, MatMut::new(&mut out, 1, n, n), false);
+            i = (i + 1) % copies.len();
+        }
+        let per = t.elapsed().as_secs_f64() / rounds as f64;
+        let gbs = (n * k / 32 * 34) as f64 / per / 1e9;
+        println!(
+            "matvec q8_0 n{n} k{k} from DRAM: {:.1} us, {gbs:.1} GB/s = {:.0}% of read bandwidth (bar 80%)",
+            per * 1e6,
+            100.0 * gbs / bw
+        );
+    }
+    // Q8_0 matmul, many tokens, weights in cache.
+    for (n, k, m) in [
+        (256usize, 768usize, 64usize),
+        (768, 768, 64),
+        (1152, 768, 128),
+    ] {
+        let w = q8(&rand_vec(n * k, 3));
+        let x = q8(&rand_vec(m * k, 4));
+        let mut out = vec![0.0f32; m * n];
+        for (label, f) in [
+            ("specialized", set.matmul_q8_0(n, k)),
+            ("generic", set.matmul_q8_0(NOT_IN_TABLE, NOT_IN_TABLE)),
+        ] {
+            let t = min_time(10, || {
+                f(&w, &x, None, MatMut::new(&mut out, m, n, n), false)
+            });
+            let gops = (2 * m * n * k) as f64 / t.as_secs_f64() / 1e9;
+            println!(
+                "matmul q8_0 n{n} k{k} m{m} in cache ({label}): {:.0} us, {gops:.1} GOPS = {:.0}% of int8 peak (bar 60%)",
+                t.as_secs_f64() * 1e6,
+                100.0 * gops / peak
+            );
+        }
+    }
+    // Specialized vs generic, in cache.
+    let (n, k) = (768usize, 768usize);
+    let w = q8(&rand_vec(n * k, 5));
+    let x1 = q8(&rand_vec(k, 6));
+    let mut out = vec![0.0f32; n];
+    let spec = min_time(200, || {
+        set.matmul_q8_0(n, k)(&w, &x1, None, MatMut::new(&mut out, 1, n, n), false)
+    });
+    let gen_t = min_time(200, || {
+        set.matmul_q8_0(NOT_IN_TABLE, NOT_IN_TABLE)(
+            &w,
+            &x1,
+            None,
+            MatMut::new(&mut out, 1, n, n),
+            false,
+        )
+    });
+    report("matvec q8_0 n768 k768 (in cache)", spec, gen_t);
+    let xs = rand_vec(768 * 16, 7);
+    let wn = rand_vec(768, 8);
+    let mut o = vec![0.0; xs.len()];
+    let spec = min_time(500, || set.rms_norm(768)(&xs, &wn, 1e-6, &mut o));
+    let gen_t = min_time(500, || set.rms_norm(NOT_IN_TABLE)(&xs, &wn, 1e-6, &mut o));
+    report("rms_norm 768 x16 rows", spec, gen_t);
+    let (q, kk, v, shape) = attn_inputs(128);
+    let mut ao = vec![0.0; q.len()];
+    let mut scratch = vec![0.0; 128];
+    let spec = min_time(20, || {
+        set.attention(256)(&q, &kk, &v, &shape, 0..128, &mut ao, &mut scratch)
+    });
+    let gen_t = min_time(20, || {
+        set.attention(NOT_IN_TABLE)(&q, &kk, &v, &shape, 0..128, &mut ao, &mut scratch)
+    });
+    report("attention hd256 3/1 heads 128 tokens", spec, gen_t);
+}
+
+fn report(what: &str, spec: Duration, generic: Duration) {
+    println!(
+        "specialized vs generic, {what}: {:.2} us vs {:.2} us ({:+.1}%)",
+        spec.as_secs_f64() * 1e6,
+        generic.as_secs_f64() * 1e6,
+        100.0 * (generic.as_secs_f64() / spec.as_secs_f64() - 1.0)
+    );
+}
+
+/// EmbeddingGemma attention inputs: 3 query heads, 1 KV head of 256.
+fn attn_inputs(n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, AttnShape) {
+    let shape = AttnShape {
+        n_tokens: n,
+        n_head: 3,
+        n_head_kv: 1,
+        head_dim: 256,
+        scale: 1.0 / 16.0,
+        mask: Mask::Window { radius: 256 },
+    };
+    (
+        rand_vec(n * 768, 11),
+        rand_vec(n * 256, 12),
+        rand_vec(n * 256, 13),
+        shape,
+    )
+}
+
+fn bench_set(c: &mut Criterion, set: &'static dyn KernelSet) {
+    let isa = set.isa().name();
+    // Q8_0 matmul: one token (weights in cache here; DRAM in `bars`) and 64.
+    let mut g = c.benchmark_group(format!("matmul_q8_0/{isa}"));
+    for (n, k) in [
+        (768usize, 768usize),
+        (256, 768),
+        (1152, 768),
+        (768, 1152),
+        (3072, 768),
+        (768, 3072),
+    ] {
+        let w = q8(&rand_vec(n * k, 1));
+        for m in [1usize, 64] {
+            let x = q8(&rand_vec(m * k, 2));
+            let mut out = vec![0.0f32; m * n];
+            let f = set.matmul_q8_0(n, k);
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(format!("n{n}_k{k}_m{m}"), |b| {
+                b.iter(|| f(&w, &x, None, MatMut::new(&mut out, m, n, n), false))
+            });
+        }
+    }
+    g.finish();
+
+    let x = rand_vec(768 * 64, 3);
+    let w = rand_vec(768, 4);
+    let mut g = c.benchmark_group(format!("quantize_q8_0/{isa}"));
+    let mut blocks = vec![BlockQ8_0::default(); x.len() / 32];
+    g.throughput(Throughput::Bytes((x.len() * 4) as u64));
+    g.bench_function("k768_m64", |b| {
+        b.iter(|| set.quantize_q8_0(768)(&x, &mut blocks))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("norm/{isa}"));
+    let mut o = vec![0.0f32; x.len()];
+    g.throughput(Throughput::Bytes((x.len() * 4) as u64));
+    g.bench_function("rms_norm_768_m64", |b| {
+        b.iter(|| set.rms_norm(768)(&x, &w, 1e-6, &mut o))
+    });
+    g.bench_function("rms_norm_q8_0_768_m64", |b| {
+        b.iter(|| set.rms_norm_q8_0(768)(&x, &w, 1e-6, &mut blocks))
+    });
+    g.bench_function("layer_norm_768_m64", |b| {
+        b.iter(|| set.layer_norm(768)(&x, &w, &w, 1e-12, &mut o))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("rope/{isa}"));
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..64 * 128)
+        .map(|i| ((i as f32).cos(), (i as f32).sin()))
+        .unzip();
+    let mut q = rand_vec(64 * 768, 5);
+    g.throughput(Throughput::Bytes((q.len() * 4) as u64));
+    g.bench_function("hd256_h3_m64", |b| {
+        b.iter(|| set.rope(256)(&mut q, 3, 256, 0, &cos, &sin, true))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("attention/{isa}"));
+    for n in [16usize, 128] {
+        let (q, k, v, shape) = attn_inputs(n);
+        let mut out = vec![0.0; q.len()];
+        let mut scratch = vec![0.0; n];
+        g.throughput(Throughput::Elements((4 * n * n * 3 * 256) as u64));
+        g.bench_function(format!("hd256_h3kv1_n{n}"), |b| {
+            b.iter(|| set.attention(256)(&q, &k, &v, &shape, 0..n, &mut out, &mut scratch))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("ffn/{isa}"));
+    let gate = rand_vec(1152 * 16, 6);
+    let up = rand_vec(1152 * 16, 7);
+    let mut gb = vec![BlockQ8_0::default(); gate.len() / 32];
+    g.throughput(Throughput::Elements(gate.len() as u64));
+    g.bench_function("geglu_q8_0_1152_m16", |b| {
+        b.iter(|| set.geglu_q8_0(1152)(&gate, &up, &mut gb))
+    });
+    let mut t = gate.clone();
+    g.bench_function("gelu_tanh_1152_m16", |b| {
+        b.iter(|| {
+            t.copy_from_slice(&gate);
+            set.gelu_tanh()(&mut t)
+        })
+    });
+    g.bench_function("gelu_erf_1152_m16", |b| {
+        b.iter(|| {
+            t.copy_from_slice(&gate);
+            set.gelu_erf()(&mut t)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("misc/{isa}"));
+    let table = q8(&rand_vec(768 * 1024, 8));
+    let ids: Vec<u32> = (0..64).map(|i| (i * 37) % 1024).collect();
+    let mut emb = vec![0.0; 64 * 768];
+    g.throughput(Throughput::Elements(emb.len() as u64));
+    g.bench_function("gather_q8_0_768_m64", |b| {
+        b.iter(|| set.gather_q8_0(768)(&table, 768, &ids, 27.7, &mut emb))
+    });
+    let mut pooled = vec![0.0; 768];
+    g.bench_function("mean_pool_768_m64", |b| {
+        b.iter(|| set.mean_pool(768)(&x, &mut pooled))
+    });
+    g.bench_function("l2_normalize_768", |b| {
+        b.iter(|| set.l2_normalize()(&mut pooled))
+    });
+    g.finish();
+}
+
+fn main() {
+    let all = std::env::var_os("KILN_BENCH_ALL_ISAS").is_some();
+    let sets: Vec<&'static dyn KernelSet> = if all {
+        compiled().iter().filter_map(|&i| for_isa(i)).collect()
+    } else {
+        vec![best()]
+    };
+    let bw = read_bandwidth();
+    println!("== machine limits (single thread) ==");
+    println!("DRAM read bandwidth: {bw:.1} GB/s");
+    for &set in &sets {
+        let peak = int8_peak(set);
+        println!(
+            "int8 dot peak ({}, the Q8_0 block-dot instruction sequence): {peak:.1} GOPS",
+            set.isa().name()
+        );
+        bars(set, bw, peak);
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10)
+        .configure_from_args();
+    for &set in &sets {
+        bench_set(&mut c, set);
+    }
+    c.final_summary();
+}

@@ -1,0 +1,136 @@
+//! x86-64 AVX-512 F/BW/VL + VNNI: 16 f32 lanes for element-wise and
+//! reduction ops; the Q8_0 block dot stays 256 bits wide (one block is 32
+//! bytes) and uses `vpdpbusd` (`|w|` unsigned × `sign(x, w)` signed, summed
+//! straight into int32 lanes: one instruction instead of maddubs + madd).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::Lowering;
+use super::avx2::x86_256_op;
+
+/// AVX-512 F/BW/VL + VNNI (with AVX2, FMA, F16C, which every such CPU has).
+pub struct Avx512Vnni;
+
+impl Lowering for Avx512Vnni {
+    fn module(&self) -> &'static str {
+        "avx512vnni"
+    }
+    fn isa_variant(&self) -> &'static str {
+        "Avx512Vnni"
+    }
+    fn target_arch(&self) -> Option<&'static str> {
+        Some("x86_64")
+    }
+    fn features(&self) -> Option<&'static str> {
+        Some("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+    }
+    fn detect(&self) -> TokenStream {
+        quote! {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        }
+    }
+    fn prelude(&self) -> TokenStream {
+        quote! {
+            use core::arch::x86_64::*;
+            const LANES: usize = 16;
+            type F = __m512;
+            type A = __m256;
+            type I = __m256i;
+            /// `(|w|, w)`: the unsigned operand and the sign source.
+            type QW = (__m256i, __m256i);
+            type QX = __m256i;
+        }
+    }
+    fn op(&self, name: &str) -> Option<TokenStream> {
+        x86_256_op(name).or_else(|| {
+            Some(match name {
+                "q8_dot" => quote! {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.0, _mm256_sign_epi8(x, w.1))
+                },
+                "f_zero" => quote!(_mm512_setzero_ps()),
+                "f_splat" => quote!(_mm512_set1_ps(x)),
+                "f_load" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 16 values (asserted above).");
+                    unsafe { _mm512_loadu_ps(s.as_ptr()) }
+                },
+                "f_store" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 16 values (asserted above).");
+                    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
+                },
+                "f_from_i8" => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 16 bytes (asserted above).");
+                    let v = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
+                    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
+                },
+                "f_add" => quote!(_mm512_add_ps(a, b)),
+                "f_sub" => quote!(_mm512_sub_ps(a, b)),
+                "f_mul" => quote!(_mm512_mul_ps(a, b)),
+                "f_div" => quote!(_mm512_div_ps(a, b)),
+                "f_max" => quote!(_mm512_max_ps(a, b)),
+                "f_min" => quote!(_mm512_min_ps(a, b)),
+                "f_fma" => quote!(_mm512_fmadd_ps(a, b, c)),
+                "f_abs" => quote! {
+                    _mm512_castsi512_ps(_mm512_and_si512(
+                        _mm512_castps_si512(a),
+                        _mm512_set1_epi32(0x7fff_ffff),
+                    ))
+                },
+                "f_copysign" => quote! {
+                    let m = _mm512_set1_epi32(i32::MIN);
+                    _mm512_castsi512_ps(_mm512_or_si512(
+                        _mm512_andnot_si512(m, _mm512_castps_si512(mag)),
+                        _mm512_and_si512(m, _mm512_castps_si512(sign)),
+                    ))
+                },
+                "f_round" => quote! {
+                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
+                },
+                "f_pow2i" => quote! {
+                    let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
+                },
+                "f_hsum" => quote!(_mm512_reduce_add_ps(a)),
+                "f_hmax" => quote!(_mm512_reduce_max_ps(a)),
+                "acc_hsum" => quote! {
+                    let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+                },
+                "acc_zero" => quote!(_mm256_setzero_ps()),
+                "acc_splat_f16" => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
+                "acc_mul" => quote!(_mm256_mul_ps(a, b)),
+                "acc_fma" => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
+                "q8_quant" => quote! {
+                    let v = [f_load(&x[0..]), f_load(&x[16..])];
+                    let d = f_hmax(f_max(f_abs(v[0]), f_abs(v[1]))) / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let dh = _mm_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm_set_ss(d));
+                    out.d = f16::from_bits(_mm_extract_epi16::<0>(dh) as u16);
+                    let idv = f_splat(id);
+                    for (half, vi) in v.into_iter().enumerate() {
+                        // Round half away from zero exactly: truncate, then step
+                        // away from zero where the dropped fraction is >= 0.5.
+                        let m = f_mul(vi, idv);
+                        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(m);
+                        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(f_abs(f_sub(m, t)), f_splat(0.5));
+                        let r = _mm512_mask_add_ps(t, up, t, f_copysign(f_splat(1.0), m));
+                        let q = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(r));
+                        __SAFETY__!("`half` is 0 or 1: a 16-byte store inside the 32-byte `out.qs`.");
+                        unsafe { _mm_storeu_si128(out.qs.as_mut_ptr().add(16 * half).cast(), q) }
+                    }
+                },
+                _ => return None,
+            })
+        })
+    }
+}

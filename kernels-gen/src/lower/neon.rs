@@ -1,0 +1,143 @@
+//! aarch64 Advanced SIMD: 4 f32 lanes. The Q8_0 block dot is `smull`,
+//! `smlal2` and pairwise adds, or with the dot-product extension two `sdot`s
+//! (written with `asm!`: `vdotq_s32` is not stable in Rust 1.95). Quantization rounds
+//! with `fcvtas`, which is exactly "nearest, ties away from zero".
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::Lowering;
+
+/// NEON, optionally with `dotprod`.
+pub struct Neon {
+    /// Use `sdot` for the Q8_0 block dot.
+    pub dotprod: bool,
+}
+
+impl Lowering for Neon {
+    fn module(&self) -> &'static str {
+        if self.dotprod { "neon_dotprod" } else { "neon" }
+    }
+    fn isa_variant(&self) -> &'static str {
+        if self.dotprod { "NeonDotprod" } else { "Neon" }
+    }
+    fn target_arch(&self) -> Option<&'static str> {
+        Some("aarch64")
+    }
+    fn features(&self) -> Option<&'static str> {
+        Some(if self.dotprod { "neon,dotprod" } else { "neon" })
+    }
+    fn detect(&self) -> TokenStream {
+        if self.dotprod {
+            quote! {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+        } else {
+            quote!(std::arch::is_aarch64_feature_detected!("neon"))
+        }
+    }
+    fn prelude(&self) -> TokenStream {
+        quote! {
+            use core::arch::aarch64::*;
+            const LANES: usize = 4;
+            type F = float32x4_t;
+            type A = float32x4_t;
+            type I = int32x4_t;
+            type QW = (int8x16_t, int8x16_t);
+            type QX = (int8x16_t, int8x16_t);
+        }
+    }
+    fn op(&self, name: &str) -> Option<TokenStream> {
+        Some(match name {
+            "q8_dot" if self.dotprod => quote! {
+                let mut acc = vdupq_n_s32(0);
+                __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
+                unsafe {
+                    core::arch::asm!(
+                        "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+                        "sdot {acc:v}.4s, {c:v}.16b, {d:v}.16b",
+                        acc = inout(vreg) acc,
+                        a = in(vreg) w.0,
+                        b = in(vreg) x.0,
+                        c = in(vreg) w.1,
+                        d = in(vreg) x.1,
+                        options(pure, nomem, nostack),
+                    );
+                }
+                acc
+            },
+            "q8_dot" => quote! {
+                // |127·127·2| fits the int16 pair sums.
+                let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)), w.0, x.0);
+                let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)), w.1, x.1);
+                vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1))
+            },
+            "f_zero" | "acc_zero" => quote!(vdupq_n_f32(0.0)),
+            "f_splat" => quote!(vdupq_n_f32(x)),
+            "f_load" => quote! {
+                assert!(s.len() >= LANES);
+                __SAFETY__!("`s` holds at least 4 values (asserted above).");
+                unsafe { vld1q_f32(s.as_ptr()) }
+            },
+            "f_store" => quote! {
+                assert!(s.len() >= LANES);
+                __SAFETY__!("`s` holds at least 4 values (asserted above).");
+                unsafe { vst1q_f32(s.as_mut_ptr(), v) }
+            },
+            "f_from_i8" => quote! {
+                let a = [f32::from(s[0]), f32::from(s[1]), f32::from(s[2]), f32::from(s[3])];
+                __SAFETY__!("`a` is 4 values.");
+                unsafe { vld1q_f32(a.as_ptr()) }
+            },
+            "f_add" => quote!(vaddq_f32(a, b)),
+            "i_zero" => quote!(vdupq_n_s32(0)),
+            // `_prefetch` is unstable on aarch64; rely on the hardware prefetcher.
+            "prefetch" => quote!(let _ = p;),
+            "i_add" => quote!(vaddq_s32(a, b)),
+            "i_hsum" => quote!(vaddvq_s32(a)),
+            "f_sub" => quote!(vsubq_f32(a, b)),
+            "f_mul" | "acc_mul" => quote!(vmulq_f32(a, b)),
+            "f_div" => quote!(vdivq_f32(a, b)),
+            "f_max" => quote!(vmaxq_f32(a, b)),
+            "f_min" => quote!(vminq_f32(a, b)),
+            "f_fma" => quote!(vfmaq_f32(c, a, b)),
+            "f_abs" => quote!(vabsq_f32(a)),
+            "f_copysign" => quote!(vbslq_f32(vdupq_n_u32(0x8000_0000), sign, mag)),
+            "f_round" => quote!(vrndnq_f32(a)),
+            "f_pow2i" => quote! {
+                let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+                vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
+            },
+            "f_hsum" | "acc_hsum" => quote!(vaddvq_f32(a)),
+            "f_hmax" => quote!(vmaxvq_f32(a)),
+            "f16_to_f32" => quote!(f16::from_bits(bits).to_f32()),
+            "acc_splat_f16" => quote!(vdupq_n_f32(f16::from_bits(bits).to_f32())),
+            "acc_fma" => quote!(vfmaq_f32(acc, s, vcvtq_f32_s32(p))),
+            "q8_load_w" | "q8_load_x" => quote! {
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
+                unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
+            },
+            "q8_quant" => quote! {
+                let x = &x[..32];
+                let mut m = f_zero();
+                for c in x.chunks_exact(4) {
+                    m = f_max(m, f_abs(f_load(c)));
+                }
+                let d = f_hmax(m) / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.d = f16::from_f32(d);
+                let idv = f_splat(id);
+                for (c, o) in x.chunks_exact(8).zip(out.qs.chunks_exact_mut(8)) {
+                    // fcvtas: nearest, ties away from zero (as `f32::round`).
+                    let a = vcvtaq_s32_f32(f_mul(f_load(c), idv));
+                    let b = vcvtaq_s32_f32(f_mul(f_load(&c[4..]), idv));
+                    let q = vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)));
+                    __SAFETY__!("`o` is 8 bytes, one 64-bit store.");
+                    unsafe { vst1_s8(o.as_mut_ptr(), q) }
+                }
+            },
+            _ => return None,
+        })
+    }
+}

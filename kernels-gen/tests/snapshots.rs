@@ -1,0 +1,52 @@
+//! Snapshots of generated source: a change to the DSL, a kernel or a lowering
+//! shows up here for review (`cargo insta review`); CI runs with
+//! `INSTA_UPDATE=no` so an unaccepted change fails.
+
+use kiln_kernels_gen::{ShapeTable, source_of};
+
+fn table() -> ShapeTable {
+    let mut t = ShapeTable::new();
+    t.add("matmul_q8_0", &[256, 768])
+        .add("rms_norm", &[768])
+        .add("attention", &[256]);
+    t
+}
+
+fn snap(isa: &str, name: &str) {
+    let src = source_of(&table(), isa, name)
+        .unwrap_or_else(|| panic!("no generated function {name} for {isa}"));
+    insta::assert_snapshot!(format!("{isa}__{name}"), src);
+}
+
+#[test]
+fn q8_0_matmul() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q8_0_n256_k768");
+        snap(isa, "q8_dot");
+        snap(isa, "q8_quant");
+    }
+}
+
+#[test]
+fn rms_norm() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "rms_norm_768");
+        snap(isa, "rms_norm_generic");
+    }
+}
+
+#[test]
+fn attention() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "attention_256");
+        snap(isa, "exp_sub_sum");
+    }
+}
+
+#[test]
+fn every_lowering_defines_every_primitive() {
+    // Generating a module panics on a missing primitive body.
+    for l in kiln_kernels_gen::lower::all() {
+        let _ = kiln_kernels_gen::emit::isa_module(l.as_ref(), &table());
+    }
+}
