@@ -142,13 +142,7 @@ impl Bert {
                 out_norm: norm(&p("layer_output_norm"))?,
             });
         }
-        let n_vocab = file
-            .tensor("token_embd.weight")
-            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?
-            .dims
-            .get(1)
-            .copied()
-            .unwrap_or(0) as usize;
+        let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", hidden, n_vocab)?;
         let position_embd = t.f32("position_embd.weight", &[h, context as u64])?;
         let n_types = file
@@ -207,22 +201,8 @@ impl EncoderModel for Bert {
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
+        super::check_ids(ids, self.context, self.n_vocab)?;
         let n = ids.len();
-        if n == 0 {
-            return Err(ModelError::Empty);
-        }
-        if n > self.context {
-            return Err(ModelError::TooLong {
-                n_tokens: n,
-                max: self.context,
-            });
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_vocab) {
-            return Err(ModelError::Config(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.n_vocab
-            )));
-        }
         let (d, kn, th) = (self.hidden, &self.kernels, threads.max(1));
         let hd = d / self.n_head;
         let wide = self.ffn.max(d);
@@ -320,11 +300,7 @@ impl EncoderModel for Bert {
             );
         }
 
-        match self.pooling {
-            Pooling::Mean => (kn.mean_pool)(x, &mut out[..d]),
-            Pooling::Cls => out[..d].copy_from_slice(&x[..d]),
-            Pooling::Last => out[..d].copy_from_slice(&x[(n - 1) * d..n * d]),
-        }
+        super::pool(self.pooling, kn.mean_pool, &x[..n * d], &mut out[..d]);
         Ok(())
     }
 }

@@ -201,13 +201,7 @@ impl GemmaEmbedding {
             )));
         }
 
-        let n_vocab = file
-            .tensor("token_embd.weight")
-            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?
-            .dims
-            .get(1)
-            .copied()
-            .unwrap_or(0) as usize;
+        let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", hidden, n_vocab)?;
         let output_norm = t.f32("output_norm.weight", &[h])?;
         let k = kernels;
@@ -285,22 +279,8 @@ impl EncoderModel for GemmaEmbedding {
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
+        super::check_ids(ids, self.context, self.n_vocab)?;
         let n = ids.len();
-        if n == 0 {
-            return Err(ModelError::Empty);
-        }
-        if n > self.context {
-            return Err(ModelError::TooLong {
-                n_tokens: n,
-                max: self.context,
-            });
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.n_vocab) {
-            return Err(ModelError::Config(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                self.n_vocab
-            )));
-        }
         let (d, hd, kn) = (self.hidden, self.head_dim, &self.kernels);
         let q_dim = self.n_head * hd;
         let kv_dim = self.n_head_kv * hd;
@@ -408,11 +388,7 @@ impl EncoderModel for GemmaEmbedding {
 
         (kn.rms_norm_hidden)(x, self.output_norm.get(), self.eps, &mut t[..n * d]);
         let pooled = sized(&mut ws.pooled, d);
-        match self.pooling {
-            Pooling::Mean => (kn.mean_pool)(&t[..n * d], pooled),
-            Pooling::Cls => pooled.copy_from_slice(&t[..d]),
-            Pooling::Last => pooled.copy_from_slice(&t[(n - 1) * d..n * d]),
-        }
+        super::pool(self.pooling, kn.mean_pool, &t[..n * d], pooled);
 
         let mut cur = sized(&mut ws.pooled, max_dense.max(d));
         let mut next = sized(&mut ws.pooled_b, max_dense.max(d));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::gguf::{GgufError, GgufFile};
-use crate::kernels::KernelSet;
+use crate::kernels::{self, KernelSet};
 
 pub use exec::Workspace;
 
@@ -110,6 +110,51 @@ pub enum ModelError {
     /// No tokens at all.
     #[error("input has no tokens")]
     Empty,
+    /// A token id the vocabulary does not have.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    BadToken {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        n_vocab: usize,
+    },
+}
+
+/// Checks token ids before a forward pass: not empty, within the context,
+/// inside the vocabulary (ids may come from a caller, not our tokenizer).
+pub(crate) fn check_ids(ids: &[u32], context: usize, n_vocab: usize) -> Result<(), ModelError> {
+    if ids.is_empty() {
+        return Err(ModelError::Empty);
+    }
+    if ids.len() > context {
+        return Err(ModelError::TooLong {
+            n_tokens: ids.len(),
+            max: context,
+        });
+    }
+    match ids.iter().find(|&&id| id as usize >= n_vocab) {
+        Some(&id) => Err(ModelError::BadToken { id, n_vocab }),
+        None => Ok(()),
+    }
+}
+
+/// Pools the rows of `x` (`[n][dim]`, `dim = out.len()`) into `out`.
+pub(crate) fn pool(pooling: Pooling, mean: kernels::MeanPoolFn, x: &[f32], out: &mut [f32]) {
+    let d = out.len();
+    let n = x.len() / d;
+    match pooling {
+        Pooling::Mean => mean(x, out),
+        Pooling::Cls => out.copy_from_slice(&x[..d]),
+        Pooling::Last => out.copy_from_slice(&x[(n - 1) * d..n * d]),
+    }
+}
+
+/// Rows of the token-embedding table: its vocabulary size.
+pub(crate) fn vocab_rows(file: &GgufFile) -> Result<usize, ModelError> {
+    let info = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+    Ok(info.dims.get(1).copied().unwrap_or(0) as usize)
 }
 
 /// A text-embedding model, opened and planned.
