@@ -6,6 +6,8 @@ pub mod embed;
 pub mod kernels;
 pub mod list;
 pub mod pull;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod similarity;
 pub mod tokenize;
 
