@@ -1,6 +1,7 @@
 //! `kiln serve`: the HTTP embedding server (OpenAI `/v1/embeddings` and
 //! text-embeddings-inference `/embed`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -63,6 +64,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let sub = tracing_subscriber::fmt()
         .with_max_level(args.log_level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => sub.init(),
