@@ -346,17 +346,17 @@ impl Embedder {
         self.batch(
             inputs,
             |ids, out, w, threads| {
-            let ids = ids.as_ref();
-            if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-                return Err(Error::BadToken { id, vocab });
-            }
-            w.ids.clear();
-            w.ids.extend_from_slice(ids);
-            if w.ids.is_empty() {
-                return Err(Error::Empty);
-            }
-            self.run_ids(out, w, &r, threads)
-        },
+                let ids = ids.as_ref();
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(Error::BadToken { id, vocab });
+                }
+                w.ids.clear();
+                w.ids.extend_from_slice(ids);
+                if w.ids.is_empty() {
+                    return Err(Error::Empty);
+                }
+                self.run_ids(out, w, &r, threads)
+            },
             r.dim,
         )
     }
@@ -414,13 +414,14 @@ impl Embedder {
             r.dim = dim;
         }
         if let Some(task) = &call.task {
-            r.prompt = Some(prompts::lookup(&self.arch, task).ok_or_else(|| {
-                Error::UnknownTask {
-                    task: task.clone(),
-                    arch: self.arch.clone(),
-                    known: prompts::names(&self.arch).join(", "),
-                }
-            })?);
+            r.prompt =
+                Some(
+                    prompts::lookup(&self.arch, task).ok_or_else(|| Error::UnknownTask {
+                        task: task.clone(),
+                        arch: self.arch.clone(),
+                        known: prompts::names(&self.arch).join(", "),
+                    })?,
+                );
         }
         if let Some(p) = &call.prompt {
             r.prompt = Some(p.as_str());

@@ -89,9 +89,7 @@ fn agent() -> ureq::Agent {
 
 /// POSTs a raw body; returns status and body text.
 fn post_raw(url: &str, body: &str, key: Option<&str>) -> (u16, String) {
-    let mut req = agent()
-        .post(url)
-        .header("content-type", "application/json");
+    let mut req = agent().post(url).header("content-type", "application/json");
     if let Some(k) = key {
         req = req.header("authorization", &format!("Bearer {k}"));
     }
@@ -128,7 +126,9 @@ fn floats(v: &Value) -> Vec<f32> {
 /// An OpenAI error body with this status.
 fn assert_openai_error(status: u16, body: &Value, want: u16, needle: &str) {
     assert_eq!(status, want, "{body}");
-    let msg = body["error"]["message"].as_str().unwrap_or_else(|| panic!("{body}"));
+    let msg = body["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
     assert!(body["error"]["type"].is_string(), "{body}");
     assert!(
         msg.contains(needle),
@@ -346,7 +346,10 @@ fn tei_embed_options_equal_library() {
         &json!({"inputs": "x", "prompt_name": "query"}),
     );
     assert_tei_error(status, &body, 422, "unknown task `query`");
-    let (status, body) = post(&s.url("/embed"), &json!({"inputs": "x", "dimensions": 1000}));
+    let (status, body) = post(
+        &s.url("/embed"),
+        &json!({"inputs": "x", "dimensions": 1000}),
+    );
     assert_tei_error(status, &body, 422, "dimensions 1000");
 }
 
@@ -412,9 +415,19 @@ fn malformed_wrong_types_and_empty_inputs() {
     let tei = s.url("/embed");
 
     let (status, text) = post_raw(&oa, "{\"input\": ", None);
-    assert_openai_error(status, &serde_json::from_str(&text).unwrap(), 400, "invalid JSON");
+    assert_openai_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        400,
+        "invalid JSON",
+    );
     let (status, text) = post_raw(&tei, "not json", None);
-    assert_tei_error(status, &serde_json::from_str(&text).unwrap(), 400, "invalid JSON");
+    assert_tei_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        400,
+        "invalid JSON",
+    );
 
     for (body, needle) in [
         (json!({"input": 5}), "must be a string"),
@@ -425,8 +438,14 @@ fn malformed_wrong_types_and_empty_inputs() {
         (json!({"model": "m"}), "missing `input`"),
         (json!({"input": "a", "dimensions": 0}), "dimensions 0"),
         (json!({"input": "a", "dimensions": -3}), "invalid request"),
-        (json!({"input": "a", "encoding_format": "int4"}), "encoding_format"),
-        (json!({"input": "a", "quantization_range": [1, -1]}), "quantization_range"),
+        (
+            json!({"input": "a", "encoding_format": "int4"}),
+            "encoding_format",
+        ),
+        (
+            json!({"input": "a", "quantization_range": [1, -1]}),
+            "quantization_range",
+        ),
         (json!({"input": [[1, 999999]]}), "not in the vocabulary"),
         (json!({"input": "a", "normalize": "yes"}), "invalid request"),
     ] {
@@ -455,7 +474,12 @@ fn malformed_wrong_types_and_empty_inputs() {
 
     // Unknown routes and methods.
     let (status, text) = get(&s.url("/v1/nope"), None);
-    assert_openai_error(status, &serde_json::from_str(&text).unwrap(), 404, "no route");
+    assert_openai_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        404,
+        "no route",
+    );
     assert_eq!(get(&s.url("/embed"), None).0, 405);
 }
 
@@ -500,15 +524,21 @@ fn api_key_guards_every_route_but_health() {
     assert_openai_error(status, &v, 401, "invalid API key");
     assert_eq!(v["error"]["code"], "invalid_api_key");
     let (status, text) = post_raw(&s.url("/embed"), "{\"inputs\":\"hi\"}", None);
-    assert_tei_error(status, &serde_json::from_str(&text).unwrap(), 401, "missing API key");
+    assert_tei_error(
+        status,
+        &serde_json::from_str(&text).unwrap(),
+        401,
+        "missing API key",
+    );
     let (status, _) = post_raw(&s.url("/v1/embeddings"), &body, Some("s3cret"));
     assert_eq!(status, 200);
 }
 
-/// A request that keeps the worker busy for a while: many inputs of ~500 tokens.
+/// A request that keeps the worker busy for a while: `n` inputs of ~90 tokens.
+const HEAVY: &str = "lorem ipsum dolor sit amet ";
+
 fn heavy_request(n: usize) -> Value {
-    let text = "lorem ipsum dolor sit amet ".repeat(100);
-    json!({"inputs": vec![text; n], "truncate": true})
+    json!({"inputs": vec![HEAVY.repeat(10); n]})
 }
 
 #[test]
@@ -517,7 +547,7 @@ fn overload_gives_429_and_loses_no_accepted_request() {
     let want = s
         .embedder
         .embed_batch_with(
-            &["lorem ipsum dolor sit amet ".repeat(100)],
+            &[HEAVY.repeat(10)],
             &CallOptions {
                 truncate: Some(true),
                 ..CallOptions::default()
@@ -536,7 +566,10 @@ fn overload_gives_429_and_loses_no_accepted_request() {
     let ok = results.iter().filter(|(st, _)| *st == 200).count();
     let busy = results.iter().filter(|(st, _)| *st == 429).count();
     assert_eq!(ok + busy, results.len(), "only 200 and 429: {results:?}");
-    assert!(busy > 0, "a one-slot queue under 12 concurrent requests must refuse some");
+    assert!(
+        busy > 0,
+        "a one-slot queue under 12 concurrent requests must refuse some"
+    );
     assert!(ok > 0);
     for (st, body) in &results {
         if *st == 200 {
@@ -554,7 +587,10 @@ fn overload_gives_429_and_loses_no_accepted_request() {
         metrics.contains(&format!("kiln_rejected_total {busy}\n")),
         "{metrics}"
     );
-    assert!(metrics.contains(&format!("kiln_inputs_total {}\n", ok * 4)), "{metrics}");
+    assert!(
+        metrics.contains(&format!("kiln_inputs_total {}\n", ok * 4)),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -564,7 +600,7 @@ fn disconnected_client_cancels_its_queued_work() {
     // Occupy the worker, then queue a request whose client gives up.
     let busy = {
         let url = url.clone();
-        std::thread::spawn(move || post(&url, &heavy_request(48)))
+        std::thread::spawn(move || post(&url, &heavy_request(16)))
     };
     std::thread::sleep(Duration::from_millis(200));
     let quitter = agent()
@@ -579,7 +615,7 @@ fn disconnected_client_cancels_its_queued_work() {
     // The worker skipped the abandoned job.
     let (_, metrics) = get(&s.url("/metrics"), None);
     assert!(metrics.contains("kiln_cancelled_total 1\n"), "{metrics}");
-    assert!(metrics.contains("kiln_inputs_total 48\n"), "{metrics}");
+    assert!(metrics.contains("kiln_inputs_total 16\n"), "{metrics}");
 }
 
 #[test]
@@ -588,13 +624,13 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let url = s.url("/embed");
     let inflight = {
         let url = url.clone();
-        std::thread::spawn(move || post(&url, &heavy_request(24)))
+        std::thread::spawn(move || post(&url, &heavy_request(16)))
     };
     std::thread::sleep(Duration::from_millis(200));
     s.stop();
     let (status, body) = inflight.join().unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body.as_array().unwrap().len(), 24);
+    assert_eq!(body.as_array().unwrap().len(), 16);
     assert!(
         agent().get(&s.url("/health")).call().is_err(),
         "the listener is closed after shutdown"

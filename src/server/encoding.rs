@@ -79,7 +79,11 @@ pub fn encode(v: Vec<f32>, encoding: Encoding, range: (f32, f32)) -> Encoded {
         Encoding::Int8 | Encoding::Uint8 => {
             let (lo, hi) = range;
             let step = (hi - lo) / 255.0;
-            let offset = if encoding == Encoding::Int8 { 128.0 } else { 0.0 };
+            let offset = if encoding == Encoding::Int8 {
+                128.0
+            } else {
+                0.0
+            };
             Encoded::Int(
                 v.iter()
                     .map(|&x| {

@@ -51,7 +51,11 @@ impl Histogram {
             cumulative += c;
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let braces = |s: &str| {
             if s.is_empty() {
                 String::new()
@@ -129,8 +133,10 @@ impl Metrics {
         for w in queue_wait {
             qw.observe(*w);
         }
-        self.tokens_total.fetch_add(tokens as u64, Ordering::Relaxed);
-        self.inputs_total.fetch_add(inputs as u64, Ordering::Relaxed);
+        self.tokens_total
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        self.inputs_total
+            .fetch_add(inputs as u64, Ordering::Relaxed);
         if seconds > 0.0 {
             self.last_tokens_per_second
                 .store((tokens as f64 / seconds).to_bits(), Ordering::Relaxed);
@@ -158,7 +164,10 @@ impl Metrics {
             );
         }
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         gauge(
             &mut out,
@@ -244,8 +253,14 @@ mod tests {
         m.batch(3, 100, &[0.002, 0.2], 0.01);
         m.batch(1, 10, &[], 0.5);
         let text = m.render();
-        assert!(text.contains("kiln_batch_inputs_bucket{le=\"1\"} 1\n"), "{text}");
-        assert!(text.contains("kiln_batch_inputs_bucket{le=\"4\"} 2\n"), "{text}");
+        assert!(
+            text.contains("kiln_batch_inputs_bucket{le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_batch_inputs_bucket{le=\"4\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("kiln_batch_inputs_count 2\n"), "{text}");
         assert!(text.contains("kiln_tokens_total 110\n"), "{text}");
         assert!(text.contains("kiln_queue_wait_seconds_count 2\n"), "{text}");

@@ -179,10 +179,8 @@ async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Respo
         .map(str::trim);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => next.run(req).await,
-        Some(_) => {
-            ApiError::new(Flavor::of_path(path), Kind::Unauthorized, "invalid API key")
-                .into_response()
-        }
+        Some(_) => ApiError::new(Flavor::of_path(path), Kind::Unauthorized, "invalid API key")
+            .into_response(),
         None => ApiError::new(
             Flavor::of_path(path),
             Kind::Unauthorized,

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -58,8 +58,7 @@ enum Inputs {
     Tokens(Vec<Vec<u32>>),
 }
 
-const INPUT_SHAPE: &str =
-    "must be a string, an array of strings, an array of token ids, or an array of arrays of token ids";
+const INPUT_SHAPE: &str = "must be a string, an array of strings, an array of token ids, or an array of arrays of token ids";
 
 /// Reads `input` (OpenAI) or `inputs` (TEI) from its JSON value.
 fn parse_inputs(flavor: Flavor, field: &'static str, v: Option<Value>) -> Result<Inputs, ApiError> {
@@ -469,9 +468,9 @@ pub(super) async fn tokenize(
     let tok = s.embedder.tokenizer();
     let mut out = Vec::with_capacity(texts.len());
     for (i, t) in texts.iter().enumerate() {
-        let ids = tok.encode(&format!("{prompt}{t}"), &opts).map_err(|e| {
-            ApiError::new(f, Kind::Validation, format!("input {i}: {e}"))
-        })?;
+        let ids = tok
+            .encode(&format!("{prompt}{t}"), &opts)
+            .map_err(|e| ApiError::new(f, Kind::Validation, format!("input {i}: {e}")))?;
         out.push(
             ids.iter()
                 .map(|&id| {
@@ -517,8 +516,12 @@ pub(super) async fn health(State(s): Shared) -> Response {
     if s.batcher.is_alive() {
         (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
     } else {
-        ApiError::new(Flavor::Tei, Kind::Unavailable, "the batching worker is not running")
-            .into_response()
+        ApiError::new(
+            Flavor::Tei,
+            Kind::Unavailable,
+            "the batching worker is not running",
+        )
+        .into_response()
     }
 }
 
