@@ -15,8 +15,9 @@
 //! (a bound for every component of a unit vector), or the range a request
 //! gives in the kiln extension field `quantization_range: [lo, hi]`. With
 //! that range as `ranges`, the values equal `quantize_embeddings`':
-//! `uint8 = trunc((x - lo) / ((hi - lo) / 255))`, `int8 = trunc(… - 128)`;
-//! values outside the range are clamped (numpy would wrap).
+//! `uint8 = trunc((x - lo) / ((hi - lo) / 255))`, `int8 = trunc(… - 128)`,
+//! computed in f32 as numpy does for float32 embeddings and ranges; values
+//! outside the range are clamped (numpy would wrap).
 
 use base64::Engine;
 use serde::Serialize;
@@ -140,15 +141,17 @@ mod tests {
 
     #[test]
     fn scalar_quantization_matches_sentence_transformers() {
-        // numpy: ((x - lo) / ((hi - lo) / 255)).astype(uint8), and - 128 for int8.
+        // numpy on float32 embeddings and float32 ranges:
+        // ((x - lo) / ((hi - lo) / 255)).astype(uint8), and - 128 for int8.
+        // In float32, 2 / (2 / 255) is 254.99998, so x = hi truncates to 254.
         let v = vec![-1.0, 0.0, 0.5, 1.0, 3.0];
         assert_eq!(
             encode(v.clone(), Encoding::Uint8, (-1.0, 1.0)),
-            Encoded::Int(vec![0, 127, 191, 255, 255])
+            Encoded::Int(vec![0, 127, 191, 254, 255])
         );
         assert_eq!(
             encode(v, Encoding::Int8, (-1.0, 1.0)),
-            Encoded::Int(vec![-128, 0, 63, 127, 127])
+            Encoded::Int(vec![-128, 0, 63, 126, 127])
         );
     }
 }
