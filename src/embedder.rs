@@ -54,6 +54,46 @@ impl Default for EmbedOptions {
     }
 }
 
+/// Which end of an over-long input truncation cuts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TruncateDirection {
+    /// Keep the beginning, cut the end (the end token stays).
+    #[default]
+    Right,
+    /// Keep the end, cut the beginning (the start token stays).
+    Left,
+}
+
+/// Per-call overrides of an [`Embedder`]'s options: `None` keeps the
+/// embedder's. Used by [`Embedder::embed_batch_with`] and friends.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// Matryoshka output width for this call.
+    pub dim: Option<usize>,
+    /// A named task prompt (see [`prompts`]); `prompt` wins if both are set.
+    pub task: Option<String>,
+    /// A custom prompt for this call.
+    pub prompt: Option<String>,
+    /// L2-normalize or not.
+    pub normalize: Option<bool>,
+    /// Cut over-long inputs instead of failing.
+    pub truncate: Option<bool>,
+    /// Which end truncation cuts.
+    pub truncate_direction: TruncateDirection,
+    /// A length limit below the model's context (e.g. a server's cap).
+    pub max_tokens: Option<usize>,
+}
+
+/// Options of one call, merged and checked.
+struct Resolved<'a> {
+    dim: usize,
+    prompt: Option<&'a str>,
+    normalize: bool,
+    truncate: bool,
+    direction: TruncateDirection,
+    max: usize,
+}
+
 /// Builds an [`Embedder`] with options.
 #[derive(Clone, Debug, Default)]
 pub struct EmbedderBuilder {
@@ -236,7 +276,18 @@ impl Embedder {
     /// the model (prompt included, before truncation).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
         let mut w = self.worker();
-        self.tokenize_into(text, &mut w)?;
+        self.tokenize_into(text, self.options.prompt.as_deref(), &mut w)?;
+        Ok(w.ids.clone())
+    }
+
+    /// Token ids of `text` as [`embed_batch_with`](Self::embed_batch_with)
+    /// feeds them to the model with `call`: prompt included, truncated (or
+    /// rejected) at the length limit.
+    pub fn tokenize_with(&self, text: &str, call: &CallOptions) -> Result<Vec<u32>, Error> {
+        let r = self.resolve(call)?;
+        let mut w = self.worker();
+        self.tokenize_into(text, r.prompt, &mut w)?;
+        self.limit(&mut w.ids, &r)?;
         Ok(w.ids.clone())
     }
 
@@ -251,77 +302,215 @@ impl Embedder {
     /// warm (after a first call with an input at least as long).
     pub fn embed_into(&self, text: &str, out: &mut [f32]) -> Result<(), Error> {
         let threads = self.options.threads;
+        let r = self.defaults();
         let mut w = self.worker();
         if threads > 1 {
             self.pool
-                .install(|| self.embed_with(text, out, &mut w, threads))
+                .install(|| self.embed_text(text, out, &mut w, &r, threads))
         } else {
-            self.embed_with(text, out, &mut w, 1)
+            self.embed_text(text, out, &mut w, &r, 1)
         }
     }
 
     /// Embeds many texts, in parallel across texts; rows in input order.
     pub fn embed_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
+        self.embed_batch_with(texts, &CallOptions::default())
+    }
+
+    /// Embeds many texts with per-call options (`None` fields keep the
+    /// embedder's): what a server needs when each request asks for its own
+    /// width, prompt, normalization or truncation.
+    pub fn embed_batch_with<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        call: &CallOptions,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let r = self.resolve(call)?;
+        self.batch(
+            texts,
+            |text, out, w, threads| self.embed_text(text.as_ref(), out, w, &r, threads),
+            r.dim,
+        )
+    }
+
+    /// Embeds already-tokenized inputs, fed to the model exactly as given
+    /// (no prompt, no special tokens added). Every id must be in the
+    /// vocabulary; over-long inputs follow `call`'s truncation.
+    pub fn embed_tokens_batch<T: AsRef<[u32]> + Sync>(
+        &self,
+        inputs: &[T],
+        call: &CallOptions,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let r = self.resolve(call)?;
+        let vocab = self.tokenizer.vocab_size();
+        self.batch(
+            inputs,
+            |ids, out, w, threads| {
+                let ids = ids.as_ref();
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(Error::BadToken { id, vocab });
+                }
+                w.ids.clear();
+                w.ids.extend_from_slice(ids);
+                if w.ids.is_empty() {
+                    return Err(Error::Empty);
+                }
+                self.run_ids(out, w, &r, threads)
+            },
+            r.dim,
+        )
+    }
+
+    /// Runs `f` over `items` on the pool, one output row each: across
+    /// items, or (one item) with all threads inside it.
+    fn batch<I: Sync>(
+        &self,
+        items: &[I],
+        f: impl Fn(&I, &mut [f32], &mut Worker, usize) -> Result<(), Error> + Sync,
+        dim: usize,
+    ) -> Result<Vec<Vec<f32>>, Error> {
         use rayon::prelude::*;
-        let dim = self.dim();
+        if let [item] = items {
+            let mut out = vec![0.0; dim];
+            let mut w = self.worker();
+            let threads = self.options.threads;
+            self.pool.install(|| f(item, &mut out, &mut w, threads))?;
+            return Ok(vec![out]);
+        }
         self.pool.install(|| {
-            texts
+            items
                 .par_iter()
                 .map_init(
                     || self.worker(),
-                    |w, text| {
+                    |w, item| {
                         let mut out = vec![0.0; dim];
-                        self.embed_with(text.as_ref(), &mut out, w, 1).map(|()| out)
+                        f(item, &mut out, w, 1).map(|()| out)
                     },
                 )
                 .collect()
         })
     }
 
-    fn embed_with(
+    /// The embedder's own options, resolved (never allocates).
+    fn defaults(&self) -> Resolved<'_> {
+        Resolved {
+            dim: self.dim(),
+            prompt: self.options.prompt.as_deref(),
+            normalize: self.options.normalize,
+            truncate: self.options.truncate,
+            direction: TruncateDirection::Right,
+            max: self.model.context_length(),
+        }
+    }
+
+    /// Merges per-call options over the embedder's, checking them.
+    fn resolve<'a>(&'a self, call: &'a CallOptions) -> Result<Resolved<'a>, Error> {
+        let mut r = self.defaults();
+        if let Some(dim) = call.dim {
+            let model_dim = self.model.dim();
+            if dim == 0 || dim > model_dim {
+                return Err(Error::BadDim { dim, model_dim });
+            }
+            r.dim = dim;
+        }
+        if let Some(task) = &call.task {
+            r.prompt =
+                Some(
+                    prompts::lookup(&self.arch, task).ok_or_else(|| Error::UnknownTask {
+                        task: task.clone(),
+                        arch: self.arch.clone(),
+                        known: prompts::names(&self.arch).join(", "),
+                    })?,
+                );
+        }
+        if let Some(p) = &call.prompt {
+            r.prompt = Some(p.as_str());
+        }
+        if let Some(n) = call.normalize {
+            r.normalize = n;
+        }
+        if let Some(t) = call.truncate {
+            r.truncate = t;
+        }
+        r.direction = call.truncate_direction;
+        if let Some(max) = call.max_tokens {
+            r.max = r.max.min(max.max(1));
+        }
+        Ok(r)
+    }
+
+    fn embed_text(
         &self,
         text: &str,
         out: &mut [f32],
         w: &mut Worker,
+        r: &Resolved<'_>,
         threads: usize,
     ) -> Result<(), Error> {
-        let dim = self.dim();
-        if out.len() != dim {
+        if out.len() != r.dim {
             return Err(Error::OutputLength {
                 len: out.len(),
-                dim,
+                dim: r.dim,
             });
         }
-        self.tokenize_into(text, w)?;
-        let max = self.model.context_length();
-        if w.ids.len() > max {
-            if !self.options.truncate {
-                return Err(Error::TooLong {
-                    n_tokens: w.ids.len(),
-                    max,
-                });
-            }
-            self.tokenizer.truncate(&mut w.ids, max);
-        }
+        self.tokenize_into(text, r.prompt, w)?;
+        self.run_ids(out, w, r, threads)
+    }
+
+    /// Embeds `w.ids` (after the length limit) into `out`.
+    fn run_ids(
+        &self,
+        out: &mut [f32],
+        w: &mut Worker,
+        r: &Resolved<'_>,
+        threads: usize,
+    ) -> Result<(), Error> {
+        self.limit(&mut w.ids, r)?;
         let full_dim = self.model.dim();
         if w.full.len() < full_dim {
             w.full.resize(full_dim, 0.0);
         }
         self.model
             .embed_tokens(&w.ids, &mut w.ws, &mut w.full[..full_dim], threads)?;
-        out.copy_from_slice(&w.full[..dim]);
-        if self.options.normalize {
+        out.copy_from_slice(&w.full[..r.dim]);
+        if r.normalize {
             l2_normalize(out);
         }
         Ok(())
     }
 
-    fn tokenize_into(&self, text: &str, w: &mut Worker) -> Result<(), Error> {
+    /// Applies the length limit: cuts (from the chosen end, keeping the
+    /// start and end special tokens) or fails.
+    fn limit(&self, ids: &mut Vec<u32>, r: &Resolved<'_>) -> Result<(), Error> {
+        if ids.len() <= r.max {
+            return Ok(());
+        }
+        if !r.truncate {
+            return Err(Error::TooLong {
+                n_tokens: ids.len(),
+                max: r.max,
+            });
+        }
+        match r.direction {
+            TruncateDirection::Right => self.tokenizer.truncate(ids, r.max),
+            TruncateDirection::Left => {
+                let keep_start = usize::from(
+                    self.tokenizer.start_token().is_some()
+                        && ids.first() == self.tokenizer.start_token().as_ref(),
+                );
+                let cut = ids.len() - r.max;
+                ids.drain(keep_start..keep_start + cut);
+            }
+        }
+        Ok(())
+    }
+
+    fn tokenize_into(&self, text: &str, prompt: Option<&str>, w: &mut Worker) -> Result<(), Error> {
         let opts = EncodeOptions {
             add_special: true,
             parse_special: self.options.parse_special,
         };
-        let input = match &self.options.prompt {
+        let input = match prompt {
             Some(prompt) => {
                 w.text.clear();
                 w.text.push_str(prompt);

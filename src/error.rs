@@ -17,6 +17,14 @@ pub enum Error {
     /// The input tokenizes to nothing.
     #[error("the input is empty")]
     Empty,
+    /// A token id outside the model's vocabulary.
+    #[error("token id {id} is not in the vocabulary of {vocab} tokens")]
+    BadToken {
+        /// The id given.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
     /// The input is longer than the model's context and truncation is off.
     #[error(
         "the input has {n_tokens} tokens, more than the model's context of {max} (enable truncation to cut it)"

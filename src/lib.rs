@@ -11,8 +11,12 @@ mod error;
 pub mod hub;
 pub mod kernels;
 pub mod prompts;
+#[cfg(feature = "server")]
+pub mod server;
 
-pub use embedder::{EmbedOptions, Embedder, EmbedderBuilder, cosine, l2_normalize};
+pub use embedder::{
+    CallOptions, EmbedOptions, Embedder, EmbedderBuilder, TruncateDirection, cosine, l2_normalize,
+};
 pub use error::Error;
 pub use kiln_runtime as runtime;
 pub use kiln_runtime::model::Pooling;

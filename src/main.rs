@@ -34,6 +34,9 @@ enum Command {
     Convert(cli::convert::Args),
     /// List cached models (and models found under a directory).
     List(cli::list::Args),
+    /// Serve embeddings over HTTP (OpenAI /v1/embeddings and TEI /embed).
+    #[cfg(feature = "server")]
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pull(a) => cli::pull::run(a),
         Command::Convert(a) => cli::convert::run(a),
         Command::List(a) => cli::list::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => cli::serve::run(a),
     }
 }

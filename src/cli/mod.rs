@@ -7,6 +7,8 @@ pub mod inspect;
 pub mod kernels;
 pub mod list;
 pub mod pull;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod similarity;
 pub mod tokenize;
 

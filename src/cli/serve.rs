@@ -1,0 +1,152 @@
+//! `kiln serve`: the HTTP embedding server (OpenAI `/v1/embeddings` and
+//! text-embeddings-inference `/embed`).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kiln::Embedder;
+use kiln::server::{Config, Server};
+
+/// Log line formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `kiln serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// A GGUF file or a short model name (embeddinggemma, minilm).
+    #[arg(short, long, default_value = super::DEFAULT_MODEL)]
+    pub model: String,
+    /// The model's name in responses and /v1/models (default: --model).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Compute threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Tokens per computed batch, and the most one request may carry.
+    #[arg(long, default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+    /// Requests that may wait in the queue; more get 429 at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Tokens per input (default and maximum: the model's context).
+    #[arg(long)]
+    pub max_input_tokens: Option<usize>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "KILN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: tracing::Level,
+}
+
+/// Runs `kiln serve` until SIGTERM or ctrl-c.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => sub.init(),
+        LogFormat::Json => sub.json().init(),
+    }
+    let path = super::resolve_model(&args.model)?;
+    let mut b = Embedder::builder();
+    if let Some(t) = args.threads {
+        b = b.threads(t);
+    }
+    let embedder = Arc::new(
+        b.open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let mut config = Config::new(args.model_id.unwrap_or(args.model), &embedder);
+    config.max_batch_tokens = args.max_batch_tokens;
+    config.max_concurrent_requests = args.max_concurrent_requests;
+    config.max_body_bytes = args.max_body_bytes;
+    config.api_key = args.api_key.filter(|k| !k.is_empty());
+    if let Some(n) = args.max_input_tokens {
+        config.max_input_tokens = n;
+    }
+    tracing::info!(
+        model = %path.display(),
+        arch = embedder.arch(),
+        dim = embedder.dim(),
+        threads = embedder.options().threads,
+        isa = kiln::kernels::best().isa().name(),
+        "model loaded"
+    );
+    let server = Server::new(embedder, config).context("cannot start the batching worker")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|()| anyhow::anyhow!("cannot resolve {}:{}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
+        server.serve(listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal: finishing requests in flight");
+}

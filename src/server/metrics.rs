@@ -1,0 +1,280 @@
+//! Prometheus metrics, written by hand in the text exposition format (the
+//! server needs a handful of counters and histograms, not a metrics crate).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Upper bounds of the latency buckets, in seconds.
+const SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Upper bounds of the batch-size buckets (inputs per batch).
+const INPUTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// Upper bounds of the batch-token buckets.
+const TOKENS: &[f64] = &[
+    16.0, 64.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+];
+
+/// A cumulative histogram over fixed buckets.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("{{{s}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+    }
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    queue_wait: Mutex<Histogram>,
+    inference: Mutex<Histogram>,
+    batch_inputs: Mutex<Histogram>,
+    batch_tokens: Mutex<Histogram>,
+    /// Jobs waiting in the queue.
+    pub queue_depth: AtomicUsize,
+    tokens_total: AtomicU64,
+    inputs_total: AtomicU64,
+    /// Jobs dropped before computing because their client went away.
+    pub cancelled_total: AtomicU64,
+    /// Jobs turned away with 429 because the queue was full.
+    pub rejected_total: AtomicU64,
+    /// Tokens/s of the last batch, as f64 bits.
+    last_tokens_per_second: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Mutex::default(),
+            latency: Mutex::default(),
+            queue_wait: Mutex::new(Histogram::new(SECONDS)),
+            inference: Mutex::new(Histogram::new(SECONDS)),
+            batch_inputs: Mutex::new(Histogram::new(INPUTS)),
+            batch_tokens: Mutex::new(Histogram::new(TOKENS)),
+            queue_depth: AtomicUsize::new(0),
+            tokens_total: AtomicU64::new(0),
+            inputs_total: AtomicU64::new(0),
+            cancelled_total: AtomicU64::new(0),
+            rejected_total: AtomicU64::new(0),
+            last_tokens_per_second: AtomicU64::new(0),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Metrics {
+    /// Counts one finished request and its latency.
+    pub fn request(&self, route: &str, status: u16, seconds: f64) {
+        *lock(&self.requests)
+            .entry((route.to_owned(), status))
+            .or_default() += 1;
+        lock(&self.latency)
+            .entry(route.to_owned())
+            .or_insert_with(|| Histogram::new(SECONDS))
+            .observe(seconds);
+    }
+
+    /// Records one computed batch.
+    pub fn batch(&self, inputs: usize, tokens: usize, queue_wait: &[f64], seconds: f64) {
+        lock(&self.batch_inputs).observe(inputs as f64);
+        lock(&self.batch_tokens).observe(tokens as f64);
+        lock(&self.inference).observe(seconds);
+        let mut qw = lock(&self.queue_wait);
+        for w in queue_wait {
+            qw.observe(*w);
+        }
+        self.tokens_total
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+        self.inputs_total
+            .fetch_add(inputs as u64, Ordering::Relaxed);
+        if seconds > 0.0 {
+            self.last_tokens_per_second
+                .store((tokens as f64 / seconds).to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP kiln_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE kiln_requests_total counter\n");
+        for ((route, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "kiln_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP kiln_request_duration_seconds Time from request to response.\n");
+        out.push_str("# TYPE kiln_request_duration_seconds histogram\n");
+        for (route, h) in lock(&self.latency).iter() {
+            h.write(
+                &mut out,
+                "kiln_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "kiln_queue_depth",
+            "Requests waiting for the batching worker.",
+            "gauge",
+            self.queue_depth.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "kiln_tokens_total",
+            "Tokens embedded.",
+            "counter",
+            self.tokens_total.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "kiln_inputs_total",
+            "Inputs (texts or token arrays) embedded.",
+            "counter",
+            self.inputs_total.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "kiln_tokens_per_second",
+            "Throughput of the last batch.",
+            "gauge",
+            f64::from_bits(self.last_tokens_per_second.load(Ordering::Relaxed)).to_string(),
+        );
+        gauge(
+            &mut out,
+            "kiln_cancelled_total",
+            "Queued requests dropped because the client went away.",
+            "counter",
+            self.cancelled_total.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "kiln_rejected_total",
+            "Requests refused with 429 because the queue was full.",
+            "counter",
+            self.rejected_total.load(Ordering::Relaxed).to_string(),
+        );
+        let hist = |out: &mut String, name: &str, help: &str, h: &Mutex<Histogram>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            lock(h).write(out, name, "");
+        };
+        hist(
+            &mut out,
+            "kiln_batch_inputs",
+            "Inputs per computed batch.",
+            &self.batch_inputs,
+        );
+        hist(
+            &mut out,
+            "kiln_batch_tokens",
+            "Tokens per computed batch.",
+            &self.batch_tokens,
+        );
+        hist(
+            &mut out,
+            "kiln_queue_wait_seconds",
+            "Time a request waited in the queue.",
+            &self.queue_wait,
+        );
+        hist(
+            &mut out,
+            "kiln_inference_seconds",
+            "Time to compute one batch.",
+            &self.inference,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.batch(3, 100, &[0.002, 0.2], 0.01);
+        m.batch(1, 10, &[], 0.5);
+        let text = m.render();
+        assert!(
+            text.contains("kiln_batch_inputs_bucket{le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_batch_inputs_bucket{le=\"4\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("kiln_batch_inputs_count 2\n"), "{text}");
+        assert!(text.contains("kiln_tokens_total 110\n"), "{text}");
+        assert!(text.contains("kiln_queue_wait_seconds_count 2\n"), "{text}");
+    }
+
+    #[test]
+    fn requests_by_route_and_status() {
+        let m = Metrics::default();
+        m.request("/embed", 200, 0.003);
+        m.request("/embed", 200, 0.003);
+        m.request("/embed", 429, 0.0001);
+        let text = m.render();
+        assert!(text.contains("kiln_requests_total{route=\"/embed\",status=\"200\"} 2\n"));
+        assert!(text.contains("kiln_requests_total{route=\"/embed\",status=\"429\"} 1\n"));
+        assert!(text.contains("kiln_request_duration_seconds_count{route=\"/embed\"} 3\n"));
+    }
+}

@@ -1,0 +1,552 @@
+//! The route handlers: request parsing and validation, queuing, responses.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::AppState;
+use super::batcher::{Job, SubmitError};
+use super::encoding::{self, Encoded, Encoding};
+use super::error::{ApiError, Flavor, Kind, from_kiln};
+use crate::runtime::tokenizer::{EncodeOptions, TokenType};
+use crate::{CallOptions, TruncateDirection};
+
+type Shared = State<Arc<AppState>>;
+
+/// Parses a JSON body, with errors that say what is wrong.
+fn parse<T: DeserializeOwned>(
+    flavor: Flavor,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                flavor,
+                Kind::TooLarge,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::new(flavor, Kind::Syntax, format!("cannot read the body: {rej}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => {
+                ApiError::new(flavor, Kind::Validation, format!("invalid request: {e}"))
+            }
+            _ => ApiError::new(flavor, Kind::Syntax, format!("invalid JSON: {e}")),
+        }
+    })
+}
+
+/// The inputs of an embedding request.
+#[derive(Debug)]
+enum Inputs {
+    Texts(Vec<String>),
+    Tokens(Vec<Vec<u32>>),
+}
+
+const INPUT_SHAPE: &str = "must be a string, an array of strings, an array of token ids, or an array of arrays of token ids";
+
+/// Reads `input` (OpenAI) or `inputs` (TEI) from its JSON value.
+fn parse_inputs(flavor: Flavor, field: &'static str, v: Option<Value>) -> Result<Inputs, ApiError> {
+    let bad = |msg: String| ApiError::new(flavor, Kind::Validation, msg).param(field);
+    let empty = |msg: String| ApiError::new(flavor, Kind::Empty, msg).param(field);
+    let ids = |a: &[Value], what: &str| -> Result<Vec<u32>, ApiError> {
+        a.iter()
+            .map(|x| {
+                x.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad(format!("`{field}`{what}: {x} is not a token id")))
+            })
+            .collect()
+    };
+    let inputs = match v {
+        None | Some(Value::Null) => return Err(bad(format!("missing `{field}`"))),
+        Some(Value::String(s)) => Inputs::Texts(vec![s]),
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(empty(format!("`{field}` is an empty array")));
+        }
+        Some(Value::Array(a)) => match &a[0] {
+            Value::String(_) => Inputs::Texts(
+                a.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        Value::String(s) => Ok(s),
+                        other => Err(bad(format!(
+                            "`{field}[{i}]` is {other}, not a string (do not mix strings with other values)"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Number(_) => Inputs::Tokens(vec![ids(&a, "")?]),
+            Value::Array(_) => Inputs::Tokens(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        Value::Array(inner) if inner.is_empty() => {
+                            Err(empty(format!("`{field}[{i}]` is an empty array")))
+                        }
+                        Value::Array(inner) => ids(inner, &format!("[{i}]")),
+                        other => Err(bad(format!("`{field}[{i}]` is {other}: `{field}` {INPUT_SHAPE}"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(bad(format!("`{field}` {INPUT_SHAPE}"))),
+        },
+        Some(other) => return Err(bad(format!("`{field}` is {other}: it {INPUT_SHAPE}"))),
+    };
+    if let Inputs::Texts(t) = &inputs
+        && let Some(i) = t.iter().position(String::is_empty)
+    {
+        return Err(empty(format!("`{field}[{i}]` is an empty string")));
+    }
+    Ok(inputs)
+}
+
+/// Options shared by both embedding routes.
+struct Embedding {
+    flavor: Flavor,
+    inputs: Inputs,
+    dim: Option<usize>,
+    normalize: bool,
+    truncate: bool,
+    direction: TruncateDirection,
+    prompt_name: Option<String>,
+    encoding: Encoding,
+    range: (f32, f32),
+}
+
+/// Vectors for a request, and its token count.
+struct Embedded {
+    vectors: Vec<Encoded>,
+    tokens: usize,
+}
+
+fn parse_encoding(flavor: Flavor, s: Option<&str>) -> Result<Encoding, ApiError> {
+    match s {
+        None => Ok(Encoding::Float),
+        Some(s) => Encoding::parse(s).ok_or_else(|| {
+            ApiError::new(
+                flavor,
+                Kind::Validation,
+                format!(
+                    "unknown encoding_format `{s}` (float, base64, int8, uint8, binary, ubinary)"
+                ),
+            )
+            .param("encoding_format")
+        }),
+    }
+}
+
+fn parse_range(flavor: Flavor, r: Option<(f32, f32)>) -> Result<(f32, f32), ApiError> {
+    match r {
+        None => Ok(encoding::DEFAULT_RANGE),
+        Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => Ok((lo, hi)),
+        Some((lo, hi)) => Err(ApiError::new(
+            flavor,
+            Kind::Validation,
+            format!("quantization_range [{lo}, {hi}] must be two finite numbers, low < high"),
+        )
+        .param("quantization_range")),
+    }
+}
+
+/// Tokenizes, checks limits, queues, waits, encodes.
+async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
+    let flavor = req.flavor;
+    let model_dim = s.embedder.dim();
+    let dim = match req.dim {
+        None => model_dim,
+        Some(d) if (1..=model_dim).contains(&d) => d,
+        Some(d) => {
+            return Err(ApiError::new(
+                flavor,
+                Kind::Validation,
+                format!("dimensions {d} is not between 1 and the model's {model_dim}"),
+            )
+            .param("dimensions"));
+        }
+    };
+    let max = s.config.max_input_tokens;
+    let call = CallOptions {
+        task: req.prompt_name.clone(),
+        truncate: Some(req.truncate),
+        truncate_direction: req.direction,
+        max_tokens: Some(max),
+        ..CallOptions::default()
+    };
+    let too_long = |i: usize, n: usize| {
+        ApiError::new(
+            flavor,
+            Kind::TooLarge,
+            format!(
+                "input {i} has {n} tokens, more than the limit of {max} (set `truncate` to cut it)"
+            ),
+        )
+    };
+    let ids: Vec<Vec<u32>> = match req.inputs {
+        Inputs::Texts(texts) => texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                s.embedder.tokenize_with(t, &call).map_err(|e| match e {
+                    crate::Error::TooLong { n_tokens, .. } => too_long(i, n_tokens),
+                    e => {
+                        let mut a = from_kiln(flavor, &e);
+                        a.message = format!("input {i}: {}", a.message);
+                        a
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Inputs::Tokens(lists) => {
+            if req.prompt_name.is_some() {
+                return Err(ApiError::new(
+                    flavor,
+                    Kind::Validation,
+                    "prompt_name applies to text inputs, not token ids",
+                )
+                .param("prompt_name"));
+            }
+            let vocab = s.embedder.tokenizer().vocab_size();
+            lists
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut l)| {
+                    if let Some(id) = l.iter().find(|&&id| id as usize >= vocab) {
+                        return Err(ApiError::new(
+                            flavor,
+                            Kind::Validation,
+                            format!("input {i}: token id {id} is not in the vocabulary of {vocab} tokens"),
+                        ));
+                    }
+                    if l.len() > max {
+                        if !req.truncate {
+                            return Err(too_long(i, l.len()));
+                        }
+                        match req.direction {
+                            TruncateDirection::Right => l.truncate(max),
+                            TruncateDirection::Left => {
+                                l.drain(..l.len() - max);
+                            }
+                        }
+                    }
+                    Ok(l)
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let tokens: usize = ids.iter().map(Vec::len).sum();
+    if tokens > s.config.max_batch_tokens {
+        return Err(ApiError::new(
+            flavor,
+            Kind::TooLarge,
+            format!(
+                "the request has {tokens} tokens in all, more than the limit of {} per request; split it",
+                s.config.max_batch_tokens
+            ),
+        ));
+    }
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        inputs: ids,
+        dim,
+        normalize: req.normalize,
+        reply: tx,
+        queued: Instant::now(),
+    };
+    match s.batcher.try_submit(job) {
+        Ok(()) => {}
+        Err(SubmitError::Full) => {
+            s.metrics
+                .rejected_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ApiError::new(
+                flavor,
+                Kind::Overloaded,
+                format!(
+                    "the server is at capacity ({} queued requests); retry later",
+                    s.config.max_concurrent_requests
+                ),
+            ));
+        }
+        Err(SubmitError::Closed) => {
+            return Err(ApiError::new(
+                flavor,
+                Kind::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+    }
+    // If this future is dropped (client gone), `rx` drops with it and the
+    // worker skips the job.
+    let vectors = match rx.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(msg)) => return Err(ApiError::new(flavor, Kind::Backend, msg)),
+        Err(_) => {
+            return Err(ApiError::new(
+                flavor,
+                Kind::Backend,
+                "the batching worker dropped the request",
+            ));
+        }
+    };
+    Ok(Embedded {
+        vectors: vectors
+            .into_iter()
+            .map(|v| encoding::encode(v, req.encoding, req.range))
+            .collect(),
+        tokens,
+    })
+}
+
+/// `POST /v1/embeddings` (OpenAI), with kiln extensions `prompt_name`,
+/// `normalize`, `truncate`, `truncation_direction`, `quantization_range`
+/// and the quantized `encoding_format`s.
+#[derive(Deserialize)]
+struct OpenAiRequest {
+    input: Option<Value>,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<usize>,
+    #[serde(rename = "user")]
+    _user: Option<String>,
+    prompt_name: Option<String>,
+    normalize: Option<bool>,
+    truncate: Option<bool>,
+    truncation_direction: Option<String>,
+    quantization_range: Option<(f32, f32)>,
+}
+
+fn parse_direction(flavor: Flavor, s: Option<&str>) -> Result<TruncateDirection, ApiError> {
+    match s {
+        None => Ok(TruncateDirection::Right),
+        Some(d) if d.eq_ignore_ascii_case("right") => Ok(TruncateDirection::Right),
+        Some(d) if d.eq_ignore_ascii_case("left") => Ok(TruncateDirection::Left),
+        Some(d) => Err(ApiError::new(
+            flavor,
+            Kind::Validation,
+            format!("truncation_direction `{d}` is neither Left nor Right"),
+        )
+        .param("truncation_direction")),
+    }
+}
+
+pub(super) async fn openai_embeddings(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::OpenAi;
+    let r: OpenAiRequest = parse(f, body, s.config.max_body_bytes)?;
+    let req = Embedding {
+        flavor: f,
+        inputs: parse_inputs(f, "input", r.input)?,
+        dim: r.dimensions,
+        normalize: r.normalize.unwrap_or(true),
+        truncate: r.truncate.unwrap_or(false),
+        direction: parse_direction(f, r.truncation_direction.as_deref())?,
+        prompt_name: r.prompt_name,
+        encoding: parse_encoding(f, r.encoding_format.as_deref())?,
+        range: parse_range(f, r.quantization_range)?,
+    };
+    if let Some(m) = &r.model
+        && *m != s.config.model_id
+    {
+        tracing::debug!(asked = %m, serving = %s.config.model_id, "request names another model");
+    }
+    let out = embed(&s, req).await?;
+    let data: Vec<Value> = out
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": s.config.model_id,
+        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
+    }))
+    .into_response())
+}
+
+/// `POST /embed` (text-embeddings-inference), with kiln extensions
+/// `encoding_format` and `quantization_range`.
+#[derive(Deserialize)]
+struct TeiEmbedRequest {
+    inputs: Option<Value>,
+    normalize: Option<bool>,
+    truncate: Option<bool>,
+    truncation_direction: Option<String>,
+    prompt_name: Option<String>,
+    dimensions: Option<usize>,
+    encoding_format: Option<String>,
+    quantization_range: Option<(f32, f32)>,
+}
+
+pub(super) async fn tei_embed(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
+    let req = Embedding {
+        flavor: f,
+        inputs: parse_inputs(f, "inputs", r.inputs)?,
+        dim: r.dimensions,
+        normalize: r.normalize.unwrap_or(true),
+        truncate: r.truncate.unwrap_or(false),
+        direction: parse_direction(f, r.truncation_direction.as_deref())?,
+        prompt_name: r.prompt_name,
+        encoding: parse_encoding(f, r.encoding_format.as_deref())?,
+        range: parse_range(f, r.quantization_range)?,
+    };
+    let out = embed(&s, req).await?;
+    let mut resp = Json(out.vectors).into_response();
+    resp.headers_mut().insert(
+        "x-prompt-tokens",
+        axum::http::HeaderValue::from(out.tokens as u64),
+    );
+    Ok(resp)
+}
+
+/// `POST /tokenize` (text-embeddings-inference). Tokens carry no character
+/// offsets (`start`/`stop` are null): kiln's tokenizers do not track them.
+#[derive(Deserialize)]
+struct TokenizeRequest {
+    inputs: Option<Value>,
+    add_special_tokens: Option<bool>,
+    prompt_name: Option<String>,
+}
+
+pub(super) async fn tokenize(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let r: TokenizeRequest = parse(f, body, s.config.max_body_bytes)?;
+    let Inputs::Texts(texts) = parse_inputs(f, "inputs", r.inputs)? else {
+        return Err(ApiError::new(
+            f,
+            Kind::Validation,
+            "`inputs` must be a string or an array of strings",
+        ));
+    };
+    let prompt = match &r.prompt_name {
+        None => s.embedder.options().prompt.clone().unwrap_or_default(),
+        Some(name) => crate::prompts::lookup(s.embedder.arch(), name)
+            .ok_or_else(|| {
+                ApiError::new(
+                    f,
+                    Kind::Validation,
+                    format!(
+                        "unknown prompt_name `{name}` for {} (known: {})",
+                        s.embedder.arch(),
+                        crate::prompts::names(s.embedder.arch()).join(", ")
+                    ),
+                )
+            })?
+            .to_owned(),
+    };
+    let opts = EncodeOptions {
+        add_special: r.add_special_tokens.unwrap_or(true),
+        parse_special: s.embedder.options().parse_special,
+    };
+    let tok = s.embedder.tokenizer();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        let ids = tok
+            .encode(&format!("{prompt}{t}"), &opts)
+            .map_err(|e| ApiError::new(f, Kind::Validation, format!("input {i}: {e}")))?;
+        out.push(
+            ids.iter()
+                .map(|&id| {
+                    json!({
+                        "id": id,
+                        "text": tok.token_to_piece(id).unwrap_or_default(),
+                        "special": matches!(tok.token_type(id), Some(TokenType::Control)),
+                        "start": null,
+                        "stop": null,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(Json(out).into_response())
+}
+
+/// `GET /info`: the model and the server's limits (TEI's fields, plus kiln's).
+pub(super) async fn info(State(s): Shared) -> Json<Value> {
+    let e = &s.embedder;
+    Json(json!({
+        "model_id": s.config.model_id,
+        "model_sha": null,
+        "model_dtype": "q8_0",
+        "model_type": {"embedding": {"pooling": e.pooling().name()}},
+        "max_concurrent_requests": s.config.max_concurrent_requests,
+        "max_input_length": s.config.max_input_tokens,
+        "max_batch_tokens": s.config.max_batch_tokens,
+        "max_batch_requests": null,
+        "max_client_batch_size": null,
+        "tokenization_workers": null,
+        "version": env!("CARGO_PKG_VERSION"),
+        "arch": e.arch(),
+        "dim": e.dim(),
+        "prompts": crate::prompts::names(e.arch()),
+        "isa": crate::kernels::best().isa().name(),
+        "threads": e.options().threads,
+    }))
+}
+
+/// `GET /health`: 200 while the batching worker runs.
+pub(super) async fn health(State(s): Shared) -> Response {
+    if s.batcher.is_alive() {
+        (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::new(
+            Flavor::Tei,
+            Kind::Unavailable,
+            "the batching worker is not running",
+        )
+        .into_response()
+    }
+}
+
+/// `GET /v1/models` (OpenAI): the one model served.
+pub(super) async fn models(State(s): Shared) -> Json<Value> {
+    Json(json!({
+        "object": "list",
+        "data": [{"id": s.config.model_id, "object": "model", "created": 0, "owned_by": "kiln"}],
+    }))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub(super) async fn metrics(State(s): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        Flavor::of_path(uri.path()),
+        Kind::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
