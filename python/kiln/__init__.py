@@ -78,7 +78,9 @@ class Embedder:
 
     @property
     def max_seq_length(self) -> int:
-        """The model's context in tokens, special tokens and prompt included."""
+        """The model's context in tokens, special tokens and prompt included
+        (longer texts are cut to it). This is the model's full context: 512
+        for all-MiniLM-L6-v2, where sentence-transformers cuts at 256."""
         return self._model.max_tokens
 
     @property
