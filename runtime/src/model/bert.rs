@@ -190,10 +190,6 @@ impl EncoderModel for Bert {
         self.pooling
     }
 
-    fn workspace(&self) -> Workspace {
-        Workspace::default()
-    }
-
     fn embed_tokens(
         &self,
         ids: &[u32],

@@ -268,10 +268,6 @@ impl EncoderModel for GemmaEmbedding {
         self.pooling
     }
 
-    fn workspace(&self) -> Workspace {
-        Workspace::default()
-    }
-
     fn embed_tokens(
         &self,
         ids: &[u32],

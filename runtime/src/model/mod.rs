@@ -167,7 +167,9 @@ pub trait EncoderModel: Send + Sync {
     fn pooling(&self) -> Pooling;
     /// Creates scratch memory for one worker; it grows to the longest input
     /// seen and is then reused without allocating.
-    fn workspace(&self) -> Workspace;
+    fn workspace(&self) -> Workspace {
+        Workspace::default()
+    }
     /// Embeds one tokenized text into `out` (`dim()` values), not
     /// normalized, splitting each step across `threads` workers of the
     /// current rayon pool (1: all on the caller's thread).
