@@ -1,6 +1,6 @@
 //! Model architectures: configuration read from GGUF metadata, weights
 //! viewed in place, and the forward pass of each architecture over the
-//! kernels of one [`KernelSet`](crate::kernels::KernelSet).
+//! kernels of one [`KernelSet`].
 //!
 //! Opening a model resolves, once, every kernel it will call (specialized to
 //! the model's shapes where the build-time table has them), checks every
