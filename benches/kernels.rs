@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use kiln::kernels::{best, compiled, for_isa, int8_dot_probe};
-use kiln::runtime::kernels::{AttnShape, KernelSet, Mask, MatMut};
-use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference};
+use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, KernelSet, Mask, MatMut};
+use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference, repack_q8_0x8};
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
 fn rand_vec(len: usize, seed: u32) -> Vec<f32> {
@@ -97,23 +97,31 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
     // Q8_0 matvec streamed from DRAM.
     for (n, k) in [(768usize, 768usize), (1152, 768), (768, 1152), (3072, 768)] {
         let copies = weight_copies(n, k, 320 << 20);
+        let packed: Vec<_> = copies.iter().map(|w| repack_q8_0x8(w, n, k)).collect();
         let x = q8(&rand_vec(k, 2));
         let mut out = vec![0.0f32; n];
-        let f = set.matmul_q8_0(n, k);
-        let mut i = 0;
         let rounds = copies.len() * 2;
-        let t = Instant::now();
-        for _ in 0..rounds {
-            f(&copies[i], &x, None, MatMut::new(&mut out, 1, n, n), false);
-            i = (i + 1) % copies.len();
+        for layout in ["rows", "x8"] {
+            let (f, f8) = (set.matmul_q8_0(n, k), set.matmul_q8_0x8(n, k));
+            let mut i = 0;
+            let t = Instant::now();
+            for _ in 0..rounds {
+                let o = MatMut::new(&mut out, 1, n, n);
+                if layout == "rows" {
+                    f(&copies[i], &x, None, o, false);
+                } else {
+                    f8(&packed[i], &x, None, o, false);
+                }
+                i = (i + 1) % copies.len();
+            }
+            let per = t.elapsed().as_secs_f64() / rounds as f64;
+            let gbs = (n * k / 32 * 34) as f64 / per / 1e9;
+            println!(
+                "matvec q8_0 ({layout}) n{n} k{k} from DRAM: {:.1} us, {gbs:.1} GB/s = {:.0}% of read bandwidth (bar 80%)",
+                per * 1e6,
+                100.0 * gbs / bw
+            );
         }
-        let per = t.elapsed().as_secs_f64() / rounds as f64;
-        let gbs = (n * k / 32 * 34) as f64 / per / 1e9;
-        println!(
-            "matvec q8_0 n{n} k{k} from DRAM: {:.1} us, {gbs:.1} GB/s = {:.0}% of read bandwidth (bar 80%)",
-            per * 1e6,
-            100.0 * gbs / bw
-        );
     }
     // Q8_0 matmul, many tokens, weights in cache.
     for (n, k, m) in [
@@ -122,14 +130,30 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
         (1152, 768, 128),
     ] {
         let w = q8(&rand_vec(n * k, 3));
+        let w8 = repack_q8_0x8(&w, n, k);
         let x = q8(&rand_vec(m * k, 4));
         let mut out = vec![0.0f32; m * n];
-        for (label, f) in [
-            ("specialized", set.matmul_q8_0(n, k)),
-            ("generic", set.matmul_q8_0(NOT_IN_TABLE, NOT_IN_TABLE)),
+        for (label, f, f8) in [
+            ("rows, specialized", Some(set.matmul_q8_0(n, k)), None),
+            (
+                "rows, generic",
+                Some(set.matmul_q8_0(NOT_IN_TABLE, NOT_IN_TABLE)),
+                None,
+            ),
+            ("x8, specialized", None, Some(set.matmul_q8_0x8(n, k))),
+            (
+                "x8, generic",
+                None,
+                Some(set.matmul_q8_0x8(NOT_IN_TABLE, NOT_IN_TABLE)),
+            ),
         ] {
             let t = min_time(10, || {
-                f(&w, &x, None, MatMut::new(&mut out, m, n, n), false)
+                let o = MatMut::new(&mut out, m, n, n);
+                match (f, f8) {
+                    (Some(f), _) => f(&w, &x, None, o, false),
+                    (_, Some(f8)) => f8(&w8, &x, None, o, false),
+                    _ => unreachable!(),
+                }
             });
             let gops = (2 * m * n * k) as f64 / t.as_secs_f64() / 1e9;
             println!(
@@ -165,7 +189,7 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
     report("rms_norm 768 x16 rows", spec, gen_t);
     let (q, kk, v, shape) = attn_inputs(128);
     let mut ao = vec![0.0; q.len()];
-    let mut scratch = vec![0.0; 128];
+    let mut scratch = vec![0.0; ATTN_TILE_ROWS * 128];
     let spec = min_time(20, || {
         set.attention(256)(&q, &kk, &v, &shape, 0..128, &mut ao, &mut scratch)
     });
@@ -266,7 +290,7 @@ fn bench_set(c: &mut Criterion, set: &'static dyn KernelSet) {
     for n in [16usize, 128] {
         let (q, k, v, shape) = attn_inputs(n);
         let mut out = vec![0.0; q.len()];
-        let mut scratch = vec![0.0; n];
+        let mut scratch = vec![0.0; ATTN_TILE_ROWS * n];
         g.throughput(Throughput::Elements((4 * n * n * 3 * 256) as u64));
         g.bench_function(format!("hd256_h3kv1_n{n}"), |b| {
             b.iter(|| set.attention(256)(&q, &k, &v, &shape, 0..n, &mut out, &mut scratch))

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{assert_close, deq, q8, scalar, sets};
-use kiln::runtime::kernels::{AttnShape, Mask, MatMut};
-use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference};
+use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, Mask, MatMut};
+use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference, repack_q8_0x8};
 use proptest::prelude::*;
 
 /// f32 kernels that only reorder sums (norms, matmul_f32, rope, pooling):
@@ -114,9 +114,18 @@ fn check_q8_matmul(
     let x = q8(&xv[..m * k]);
     let (want, mag) = q8_matmul_ref(&w, &x, m, n);
     let init: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-    for set in sets("matmul_q8_0") {
+    let packed = repack_q8_0x8(&w, n, k);
+    for (set, layout) in sets("matmul_q8_0")
+        .into_iter()
+        .flat_map(|s| [(s, "rows"), (s, "x8")])
+    {
         let mut out = init.clone();
-        set.matmul_q8_0(n, k)(&w, &x, bias, MatMut::new(&mut out, m, n, n), accumulate);
+        let view = MatMut::new(&mut out, m, n, n);
+        if layout == "rows" {
+            set.matmul_q8_0(n, k)(&w, &x, bias, view, accumulate);
+        } else {
+            set.matmul_q8_0x8(n, k)(&packed, &x, bias, view, accumulate);
+        }
         for i in 0..m * n {
             let mut e = want[i];
             if let Some(b) = bias {
@@ -128,7 +137,7 @@ fn check_q8_matmul(
             let tol = Q8_SUM_TOL * (mag[i] + e.abs() + 1.0);
             prop_assert!(
                 (out[i] - e).abs() <= tol,
-                "{} m={m} n={n} k={k} [{i}]: {} vs {e}",
+                "{} {layout} m={m} n={n} k={k} [{i}]: {} vs {e}",
                 set.isa().name(),
                 out[i]
             );
@@ -194,6 +203,13 @@ fn matmul_q8_0_writes_column_blocks() {
         set.matmul_q8_0(96, k)(&w[..96 * kb], &x, None, l, false);
         set.matmul_q8_0(n - 96, k)(&w[96 * kb..], &x, None, r, false);
         assert_close("split", set.isa(), &split, &whole, 1e-6);
+        // The same for 8-row groups: a block of 96 columns is 12 groups.
+        let packed = repack_q8_0x8(&w, n, k);
+        let mut split = vec![0.0; m * n];
+        let (l, r) = MatMut::new(&mut split, m, n, n).split_cols(96);
+        set.matmul_q8_0x8(96, k)(&packed[..12 * kb], &x, None, l, false);
+        set.matmul_q8_0x8(n - 96, k)(&packed[12 * kb..], &x, None, r, false);
+        assert_close("split x8", set.isa(), &split, &whole, 1e-5);
     }
 }
 
@@ -343,10 +359,13 @@ fn attention_matches_reference() {
         let lo = n / 3;
         let want = attention_ref(q, k, v, &shape, lo..n);
         for set in sets("attention") {
-            let mut out = vec![0.0; (n - lo) * nh * hd];
-            let mut scratch = vec![0.0; n];
-            set.attention(hd)(q, k, v, &shape, lo..n, &mut out, &mut scratch);
-            assert_close("attention", set.isa(), &out, &want, EXP_TOL);
+            // One score row (query by query) and a tile's worth (tiled).
+            for scratch_len in [n, ATTN_TILE_ROWS * n] {
+                let mut out = vec![0.0; (n - lo) * nh * hd];
+                let mut scratch = vec![0.0; scratch_len];
+                set.attention(hd)(q, k, v, &shape, lo..n, &mut out, &mut scratch);
+                assert_close("attention", set.isa(), &out, &want, EXP_TOL);
+            }
         }
     });
 }
@@ -366,13 +385,15 @@ fn attention_513_tokens_specialized() {
         scale: 1.0 / 16.0,
         mask: Mask::Window { radius: 256 },
     };
-    let rows = 250..260;
+    let rows = 250..261;
     let want = attention_ref(&q, &k, &v, &shape, rows.clone());
     for set in sets("attention 513") {
-        let mut out = vec![0.0; rows.len() * 3 * hd];
-        let mut scratch = vec![0.0; n];
-        set.attention(hd)(&q, &k, &v, &shape, rows.clone(), &mut out, &mut scratch);
-        assert_close("attention513", set.isa(), &out, &want, EXP_TOL);
+        for scratch_len in [n, ATTN_TILE_ROWS * n] {
+            let mut out = vec![0.0; rows.len() * 3 * hd];
+            let mut scratch = vec![0.0; scratch_len];
+            set.attention(hd)(&q, &k, &v, &shape, rows.clone(), &mut out, &mut scratch);
+            assert_close("attention513", set.isa(), &out, &want, EXP_TOL);
+        }
     }
 }
 

@@ -220,7 +220,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         pub mod #module {
             use half::f16;
             use kiln_runtime::kernels::*;
-            use kiln_runtime::quant::BlockQ8_0;
+            use kiln_runtime::quant::{BlockQ8_0, BlockQ8_0x8};
             #prelude
             #(#items)*
             /// This ISA's kernel set; only [`detect`] hands it out.

@@ -82,6 +82,17 @@ pub const FAMILIES: &[Family] = &[
         body: matmul_q8_0,
     },
     Family {
+        getter: "matmul_q8_0x8",
+        fn_type: "MatmulQ8_0x8Fn",
+        key: &["n", "k"],
+        params: "w: &[BlockQ8_0x8], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
+        doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·(wq·xq)` over weights repacked in groups of 8 rows: \
+              each int8 step yields the 8 rows' partial dots in one vector, each block one scaled \
+              fma per 8 rows. Walked in panels of `X8_PANEL` groups (kept in L2), register tiles of \
+              `X8_MR` tokens × 8 rows.",
+        body: matmul_q8_0x8,
+    },
+    Family {
         getter: "matmul_f32",
         fn_type: "MatmulF32Fn",
         key: &["n", "k"],
@@ -397,6 +408,134 @@ fn matmul_q8_0(key: &[Option<usize>]) -> TokenStream {
     }
 }
 
+/// Tokens per register tile of the 8-row-group matmul.
+pub const X8_MR: usize = 4;
+/// Row groups per panel of the 8-row-group matmul (64 rows, as `PANEL`).
+pub const X8_PANEL: usize = 8;
+/// How far ahead (in group blocks) the one-token 8-row-group matmul prefetches.
+pub const X8_PREFETCH: usize = 4;
+
+/// One tile: `mr` tokens from `i0` × the 8 rows of group `g`.
+fn q8x8_tile(mr: usize) -> TokenStream {
+    let lit = Literal::usize_unsuffixed;
+    let id = |p: &str, a: usize| format_ident!("{p}{a}");
+    let xrows = (0..mr).map(|i| {
+        let (xr, il) = (id("xr", i), lit(i));
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
+    });
+    let accs = (0..mr).map(|i| {
+        let acc = id("acc", i);
+        quote!(let mut #acc = r8_zero();)
+    });
+    let iaccs = (0..mr).map(|i| {
+        let ia = id("ia", i);
+        quote!(let mut #ia = ri_zero();)
+    });
+    // The 8 column quads of a block, unrolled; each weight quad is loaded
+    // once and used by every token of the tile.
+    let dots = (0..mr).map(|i| {
+        let (ia, xr) = (id("ia", i), id("xr", i));
+        quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
+    });
+    let quads = quote! {
+        for q in 0..8 {
+            let wq = q8r_load_w(&blk.qs[q]);
+            #(#dots)*
+        }
+    };
+    let scales = (0..mr).map(|i| {
+        let (acc, ia, xr) = (id("acc", i), id("ia", i), id("xr", i));
+        quote!(#acc = r8_fma_block(dw, f16_to_f32(#xr[b].d.to_bits()), #ia, #acc);)
+    });
+    let prefetch = (mr == 1).then(|| {
+        let ahead = lit(X8_PREFETCH);
+        quote!(prefetch8(wg.as_ptr().wrapping_add(b + #ahead));)
+    });
+    let stores = (0..mr).map(|i| {
+        let (acc, il) = (id("acc", i), lit(i));
+        quote!(r8_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
+    });
+    quote! {
+        {
+            let wg = &w[g * kb..][..kb];
+            #(#xrows)*
+            #(#accs)*
+            for b in 0..kb {
+                #prefetch
+                let blk = &wg[b];
+                let dw = r8_scales(&blk.d);
+                #(#iaccs)*
+                #quads
+                #(#scales)*
+            }
+            #(#stores)*
+        }
+    }
+}
+
+fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
+    // As for `matmul_q8_0`: the column count comes from `out` (threads split
+    // by blocks of `MATMUL_COL_ALIGN` columns); only `k` is specialized.
+    let kb = bind(
+        "kb",
+        key[1].map(|k| k / 32),
+        quote!(if m == 0 { 0 } else { x.len() / m }),
+    );
+    let k_check = match key[1] {
+        Some(k) => {
+            let k = Literal::usize_unsuffixed(k);
+            quote!(assert_eq!(k, #k, "matmul_q8_0x8: wrong k");)
+        }
+        None => quote!(),
+    };
+    let many = q8x8_tile(X8_MR);
+    let one = q8x8_tile(1);
+    let (panel, mr) = (
+        Literal::usize_unsuffixed(X8_PANEL),
+        Literal::usize_unsuffixed(X8_MR),
+    );
+    quote! {
+        let mut out = out;
+        let m = out.rows();
+        let n = out.cols();
+        #kb
+        let k = kb * 32;
+        #k_check
+        let groups = n.div_ceil(8);
+        assert_eq!(x.len(), m * kb, "matmul_q8_0x8: activations are not {m} rows of {k}");
+        assert_eq!(w.len(), groups * kb, "matmul_q8_0x8: weight is not {groups} groups of 8 rows of {k}");
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), n, "matmul_q8_0x8: bias length");
+        }
+        if m == 1 {
+            // One token streams the weights: straight through, prefetching.
+            let i0 = 0;
+            for g in 0..groups {
+                #one
+            }
+            return;
+        }
+        let mut gp = 0;
+        while gp < groups {
+            let ge = (gp + #panel).min(groups);
+            let mut i0 = 0;
+            while i0 + #mr <= m {
+                for g in gp..ge {
+                    #many
+                }
+                i0 += #mr;
+            }
+            while i0 < m {
+                for g in gp..ge {
+                    #one
+                }
+                i0 += 1;
+            }
+            gp = ge;
+        }
+    }
+}
+
 fn matmul_f32(key: &[Option<usize>]) -> TokenStream {
     // As for Q8_0: threads run it on column blocks, so `n` is the block's.
     let n = bind("n", None, quote!(out.cols()));
@@ -576,6 +715,7 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
     let hd = bind("hd", key[0], quote!(shape.head_dim));
     quote! {
         #hd
+        const TR: usize = ATTN_TILE_ROWS;
         assert_eq!(shape.head_dim, hd, "attention: head_dim");
         let n = shape.n_tokens;
         let (nh, nkv) = (shape.n_head, shape.n_head_kv);
@@ -586,31 +726,109 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
         assert!(q.len() >= n * qs && k.len() >= n * kvs && v.len() >= n * kvs, "attention: q/k/v too short");
         assert!(out.len() >= rows.len() * qs, "attention: output too short");
         assert!(scratch.len() >= n, "attention: scratch holds fewer than {n} scores");
-        for (ri, i) in rows.enumerate() {
-            let (lo, hi) = match shape.mask {
-                Mask::Full => (0, n),
-                Mask::Window { radius } => (i.saturating_sub(radius), (i + radius + 1).min(n)),
-                Mask::Causal => (0, i + 1),
-                Mask::CausalWindow { window } => ((i + 1).saturating_sub(window.max(1)), i + 1),
-            };
+        // The keys query `i` sees; both ends never decrease with `i`, so a
+        // tile of consecutive queries sees the union `[lo(first), hi(last))`.
+        let span = |i: usize| match shape.mask {
+            Mask::Full => (0, n),
+            Mask::Window { radius } => (i.saturating_sub(radius), (i + radius + 1).min(n)),
+            Mask::Causal => (0, i + 1),
+            Mask::CausalWindow { window } => ((i + 1).saturating_sub(window.max(1)), i + 1),
+        };
+        // Tiles of `TR` queries × one head: each key and value row is read
+        // once per tile instead of once per query; scores live in `scratch`
+        // as `TR` rows of the tile's key span.
+        if scratch.len() < TR * n || hd % LANES != 0 {
+            // One query at a time (small scratch, or a head width the
+            // vector tiles do not divide).
+            for (ri, i) in rows.enumerate() {
+                let (lo, hi) = span(i);
+                for h in 0..nh {
+                    let kh = h / group;
+                    let qv = &q[i * qs + h * hd..][..hd];
+                    let o = &mut out[ri * qs + h * hd..][..hd];
+                    let sc = &mut scratch[lo..hi];
+                    let mut mx = f32::NEG_INFINITY;
+                    for (j, s) in (lo..hi).zip(sc.iter_mut()) {
+                        let d = dot_f32(qv, &k[j * kvs + kh * hd..][..hd]) * shape.scale;
+                        *s = d;
+                        mx = mx.max(d);
+                    }
+                    let sum = exp_sub_sum(sc, mx);
+                    o.fill(0.0);
+                    for (j, &p) in (lo..hi).zip(sc.iter()) {
+                        axpy(o, p, &v[j * kvs + kh * hd..][..hd]);
+                    }
+                    scale_f32(o, 1.0 / sum);
+                }
+            }
+            return;
+        }
+        let mut i0 = rows.start;
+        while i0 < rows.end {
+            let tr = (rows.end - i0).min(TR);
+            let (lo, _) = span(i0);
+            let (_, hi) = span(i0 + tr - 1);
+            let w = hi - lo;
             for h in 0..nh {
                 let kh = h / group;
-                let qv = &q[i * qs + h * hd..][..hd];
-                let o = &mut out[ri * qs + h * hd..][..hd];
-                let sc = &mut scratch[lo..hi];
-                let mut mx = f32::NEG_INFINITY;
-                for (j, s) in (lo..hi).zip(sc.iter_mut()) {
-                    let d = dot_f32(qv, &k[j * kvs + kh * hd..][..hd]) * shape.scale;
-                    *s = d;
-                    mx = mx.max(d);
+                let qrow = |r: usize| &q[(i0 + r) * qs + h * hd..][..hd];
+                let krow = |j: usize| &k[j * kvs + kh * hd..][..hd];
+                let sc = &mut scratch[..tr * w];
+                // Scores: 4 queries × 2 keys per register tile. A short
+                // tile repeats its first query and an odd key count its last
+                // key, so every score comes from the same `dot_4x2` sums
+                // whatever the tiling (threads split rows differently).
+                let qt = [qrow(0), qrow(1.min(tr - 1)), qrow(2.min(tr - 1)), qrow(3.min(tr - 1))];
+                let mut j = lo;
+                while j < hi {
+                    let j1 = (j + 1).min(hi - 1);
+                    let d = dot_4x2(qt, krow(j), krow(j1));
+                    for r in 0..tr {
+                        sc[r * w + j - lo] = d[2 * r] * shape.scale;
+                        sc[r * w + j1 - lo] = d[2 * r + 1] * shape.scale;
+                    }
+                    j += 2;
                 }
-                let sum = exp_sub_sum(sc, mx);
-                o.fill(0.0);
-                for (j, &p) in (lo..hi).zip(sc.iter()) {
-                    axpy(o, p, &v[j * kvs + kh * hd..][..hd]);
+                // Softmax of each query over its own span; keys of the
+                // tile's span that it must not see get weight 0.
+                let mut inv = [0.0f32; TR];
+                for r in 0..tr {
+                    let (a, b) = span(i0 + r);
+                    let row = &mut sc[r * w..][..w];
+                    let own = &mut row[a - lo..b - lo];
+                    let mx = own.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                    inv[r] = 1.0 / exp_sub_sum(own, mx);
+                    row[..a - lo].fill(0.0);
+                    row[b - lo..].fill(0.0);
                 }
-                scale_f32(o, 1.0 / sum);
+                // Weighted sum of values: `tr` queries × 2 vectors of
+                // columns per register tile, over every key of the span.
+                let mut c = 0;
+                while c < hd {
+                    let cw = (hd - c).min(2 * LANES);
+                    let mut acc = [[f_zero(); 2]; TR];
+                    for j in 0..w {
+                        let vr = &v[(lo + j) * kvs + kh * hd + c..][..cw];
+                        let v0 = f_load(vr);
+                        let v1 = if cw > LANES { f_load(&vr[LANES..]) } else { f_zero() };
+                        for r in 0..tr {
+                            let p = f_splat(sc[r * w + j]);
+                            acc[r][0] = f_fma(p, v0, acc[r][0]);
+                            acc[r][1] = f_fma(p, v1, acc[r][1]);
+                        }
+                    }
+                    for r in 0..tr {
+                        let o = &mut out[(i0 - rows.start + r) * qs + h * hd + c..][..cw];
+                        let s = f_splat(inv[r]);
+                        f_store(o, f_mul(acc[r][0], s));
+                        if cw > LANES {
+                            f_store(&mut o[LANES..], f_mul(acc[r][1], s));
+                        }
+                    }
+                    c += cw;
+                }
             }
+            i0 += tr;
         }
     }
 }

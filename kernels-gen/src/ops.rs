@@ -10,6 +10,10 @@
 //! | `I`  | the i32 result of one 32 × int8 block dot (width matches `A`) |
 //! | `QW` | one weight block's 32 int8, prepared for [`q8_dot`](OPS) |
 //! | `QX` | one activation block's 32 int8, prepared the same way |
+//! | `R8` | 8 f32, one per weight row of an 8-row group (`BlockQ8_0x8`) |
+//! | `RI` | 8 int32 dot products, one per row of the group |
+//! | `RW` | 4 columns of the 8 rows (32 int8), prepared for [`q8r_dot_acc`](OPS) |
+//! | `RX` | 4 activation int8, prepared (broadcast) for the same |
 //!
 //! A *primitive* op has no default body: every [`Lowering`](crate::lower::Lowering)
 //! must supply one. A *composite* op has a default body written once in terms
@@ -149,6 +153,42 @@ pub const OPS: &[OpDef] = &[
         "Quantizes the first 32 values of `x` bit-identically to \
          `quantize_row_q8_0_reference`: `d = absmax/127` (f16), `q = round(x/d)` ties away from zero.",
     ),
+    // --- Q8_0 over 8-row groups (BlockQ8_0x8) ---
+    prim("fn r8_zero() -> R8", "8 zeros."),
+    prim(
+        "fn r8_scales(d: &[f16; 8]) -> R8",
+        "The 8 row scales of a group, as f32.",
+    ),
+    prim(
+        "fn r8_load(s: &[f32]) -> R8",
+        "The first 8 values of `s` (panics if shorter).",
+    ),
+    prim(
+        "fn r8_store(s: &mut [f32], v: R8)",
+        "Stores `v` to the first 8 values of `s` (panics if shorter).",
+    ),
+    prim("fn r8_add(a: R8, b: R8) -> R8", "`a + b`."),
+    prim(
+        "fn r8_fma_block(dw: R8, dx: f32, p: RI, acc: R8) -> R8",
+        "`acc + (dw·dx)·f32(p)`: adds one block's 8 scaled dots.",
+    ),
+    prim("fn ri_zero() -> RI", "8 zero int32."),
+    prim(
+        "fn q8r_load_w(qs: &[i8; 32]) -> RW",
+        "Loads 4 columns of a group's 8 rows (`qs[4r + e]`), prepared for `q8r_dot_acc`.",
+    ),
+    prim(
+        "fn q8r_load_x(qs: &[i8; 32], quad: usize) -> RX",
+        "Activation values `4·quad .. 4·quad + 4` of a block, prepared for `q8r_dot_acc`.",
+    ),
+    prim(
+        "fn q8r_dot_acc(acc: RI, w: RW, x: RX) -> RI",
+        "`acc[r] + Σ_e w[4r + e]·x[e]` for the 8 rows `r`, exact in int32.",
+    ),
+    prim(
+        "fn prefetch8(p: *const BlockQ8_0x8)",
+        "Hints that the group block at `p` will be read soon (never dereferences; may be a no-op).",
+    ),
     // --- composites: math on F ---
     comp(
         "fn f_exp(x: F) -> F",
@@ -223,6 +263,39 @@ pub const OPS: &[OpDef] = &[
         },
     ),
     comp(
+        "fn dot_4x2(q: [&[f32]; 4], k0: &[f32], k1: &[f32]) -> [f32; 8]",
+        "`[q0·k0, q0·k1, q1·k0, …, q3·k1]` over `k0.len()` values: each key vector \
+         load serves 4 queries (8 accumulators).",
+        || {
+            quote! {
+                let n = k0.len();
+                assert!(k1.len() >= n && q.iter().all(|r| r.len() >= n), "dot_4x2: short rows");
+                let mut a = [f_zero(); 8];
+                let mut i = 0;
+                while i + LANES <= n {
+                    let (c0, c1) = (f_load(&k0[i..]), f_load(&k1[i..]));
+                    for r in 0..4 {
+                        let qv = f_load(&q[r][i..]);
+                        a[2 * r] = f_fma(qv, c0, a[2 * r]);
+                        a[2 * r + 1] = f_fma(qv, c1, a[2 * r + 1]);
+                    }
+                    i += LANES;
+                }
+                let mut out = [0.0f32; 8];
+                for r in 0..4 {
+                    let (mut s0, mut s1) = (f_hsum(a[2 * r]), f_hsum(a[2 * r + 1]));
+                    for t in i..n {
+                        s0 += q[r][t] * k0[t];
+                        s1 += q[r][t] * k1[t];
+                    }
+                    out[2 * r] = s0;
+                    out[2 * r + 1] = s1;
+                }
+                out
+            }
+        },
+    ),
+    comp(
         "fn sum_f32(a: &[f32]) -> f32",
         "`Σ a[i]`, two vector accumulators.",
         || {
@@ -284,6 +357,33 @@ pub const OPS: &[OpDef] = &[
                 while i < n {
                     y[i] *= a;
                     i += 1;
+                }
+            }
+        },
+    ),
+    comp(
+        "fn r8_store_row(row: &mut [f32], j0: usize, v: R8, bias: Option<&[f32]>, accumulate: bool)",
+        "Stores 8 results as columns `j0..j0 + 8` of `row` (those that exist), \
+         plus `bias[j]`, plus the old value when `accumulate`.",
+        || {
+            quote! {
+                let n = row.len();
+                if j0 + 8 <= n {
+                    let mut v = v;
+                    if let Some(bias) = bias {
+                        v = r8_add(v, r8_load(&bias[j0..]));
+                    }
+                    if accumulate {
+                        v = r8_add(v, r8_load(&row[j0..]));
+                    }
+                    r8_store(&mut row[j0..], v);
+                } else {
+                    let mut t = [0.0f32; 8];
+                    r8_store(&mut t, v);
+                    for (c, &s) in t.iter().enumerate().take(n.saturating_sub(j0)) {
+                        let s = s + bias.map_or(0.0, |b| b[j0 + c]);
+                        row[j0 + c] = if accumulate { row[j0 + c] + s } else { s };
+                    }
                 }
             }
         },

@@ -56,6 +56,7 @@ impl ShapeTable {
     pub fn add_model(&mut self, m: &ModelShapes) -> &mut Self {
         for &(n, k) in &m.matmuls {
             self.add("matmul_q8_0", &[n, k]);
+            self.add("matmul_q8_0x8", &[n, k]);
             self.add("quantize_q8_0", &[k]);
         }
         if m.rms_norm {

@@ -7,6 +7,7 @@ use kiln_kernels_gen::{ShapeTable, source_of};
 fn table() -> ShapeTable {
     let mut t = ShapeTable::new();
     t.add("matmul_q8_0", &[256, 768])
+        .add("matmul_q8_0x8", &[256, 768])
         .add("rms_norm", &[768])
         .add("attention", &[256]);
     t
@@ -28,6 +29,17 @@ fn q8_0_matmul() {
 }
 
 #[test]
+fn q8_0x8_matmul() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q8_0x8_n256_k768");
+        snap(isa, "q8r_dot_acc");
+        snap(isa, "r8_fma_block");
+    }
+    snap("avx512vnni", "q8r_dot_acc");
+    snap("neon_dotprod", "q8r_dot_acc");
+}
+
+#[test]
 fn rms_norm() {
     for isa in ["scalar", "avx2"] {
         snap(isa, "rms_norm_768");
@@ -40,6 +52,7 @@ fn attention() {
     for isa in ["scalar", "avx2"] {
         snap(isa, "attention_256");
         snap(isa, "exp_sub_sum");
+        snap(isa, "dot_4x2");
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::marker::PhantomData;
 
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ8_0, BlockQ8_0x8};
 
 /// An instruction set that kernels are generated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,11 +86,13 @@ impl<'a> MatMut<'a> {
     }
 
     /// Number of rows.
+    #[inline]
     pub fn rows(&self) -> usize {
         self.rows
     }
 
     /// Number of columns.
+    #[inline]
     pub fn cols(&self) -> usize {
         self.cols
     }
@@ -99,6 +101,7 @@ impl<'a> MatMut<'a> {
     ///
     /// # Panics
     /// If `i >= rows`.
+    #[inline]
     pub fn row(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.rows, "MatMut: row {i} of {}", self.rows);
         // SAFETY: `new` checked that row `i < rows` lies inside the borrowed
@@ -184,6 +187,14 @@ pub const MATMUL_COL_ALIGN: usize = 64;
 pub type MatmulQ8_0Fn =
     fn(w: &[BlockQ8_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
 
+/// The same over weights repacked into groups of 8 rows
+/// ([`repack_q8_0x8`](crate::quant::repack_q8_0x8)): `w` holds the
+/// `ceil(n / 8)` groups covering `out`'s columns, `k / 32` blocks each.
+/// Faster than [`MatmulQ8_0Fn`] for many tokens (no horizontal sums, one
+/// scale multiply per 8 weight rows).
+pub type MatmulQ8_0x8Fn =
+    fn(w: &[BlockQ8_0x8], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
 /// The same with f32 weights and f32 activations.
 pub type MatmulF32Fn =
     fn(w: &[f32], x: &[f32], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
@@ -215,10 +226,15 @@ pub type RopeFn = fn(
     neox: bool,
 );
 
+/// Queries per attention tile (see [`AttentionFn`]).
+pub const ATTN_TILE_ROWS: usize = 4;
+
 /// Attention for query rows `rows` of one sequence: `q` is
 /// `[n_tokens][n_head·head_dim]`, `k`/`v` are `[n_tokens][n_head_kv·head_dim]`,
 /// `out` receives `[rows.len()][n_head·head_dim]`; `scratch` holds at least
-/// `n_tokens` f32 (one score row).
+/// `n_tokens` f32 (one score row), and with [`ATTN_TILE_ROWS`]` · n_tokens`
+/// the kernel runs tiles of that many queries (faster: each key and value row
+/// is read once per tile).
 pub type AttentionFn = fn(
     q: &[f32],
     k: &[f32],
@@ -257,6 +273,8 @@ pub trait KernelSet: Send + Sync {
     fn quantize_q8_0(&self, k: usize) -> QuantizeQ8_0Fn;
     /// Q8_0 matmul for a weight of `n` rows of `k`.
     fn matmul_q8_0(&self, n: usize, k: usize) -> MatmulQ8_0Fn;
+    /// Q8_0 matmul over 8-row-interleaved weights of `n` rows of `k`.
+    fn matmul_q8_0x8(&self, n: usize, k: usize) -> MatmulQ8_0x8Fn;
     /// f32 matmul for a weight of `n` rows of `k`.
     fn matmul_f32(&self, n: usize, k: usize) -> MatmulF32Fn;
     /// RMSNorm over `dim` values.

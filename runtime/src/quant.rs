@@ -54,6 +54,68 @@ pub fn dequantize_row_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// Rows interleaved in one [`BlockQ8_0x8`].
+pub const Q8_0X8_ROWS: usize = 8;
+
+/// One Q8_0 block of 8 consecutive weight rows, interleaved so that a
+/// 32-byte load holds the same 4 columns of all 8 rows: `qs[q][4r + e]` is
+/// row `r`'s value `4q + e` of this block, `d[r]` its scale. A matmul over
+/// this layout produces 8 output columns per vector with no horizontal sums
+/// and one scale multiply per 8 rows (see `kernels::MatmulQ8_0x8Fn`). Same
+/// 34 bytes per row as [`BlockQ8_0`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ8_0x8 {
+    /// Scales of the 8 rows.
+    pub d: [f16; Q8_0X8_ROWS],
+    /// Quants, by groups of 4 columns.
+    pub qs: [[i8; 32]; Q8_0X8_ROWS],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0x8>() == 8 * 34);
+
+/// Repacks `n` rows of `k` Q8_0 values (row-major blocks, as GGUF stores
+/// them) into groups of 8 rows: group `g`, block `b` lands at
+/// `out[g · k/32 + b]`. A last group with fewer than 8 rows is padded with
+/// zero rows (scale 0), whose outputs kernels never store.
+pub fn repack_q8_0x8(w: &[BlockQ8_0], n: usize, k: usize) -> Vec<BlockQ8_0x8> {
+    let mut out = vec![BlockQ8_0x8::default(); n.div_ceil(Q8_0X8_ROWS) * (k / QK8_0)];
+    repack_q8_0x8_into(w, n, k, &mut out);
+    out
+}
+
+/// [`repack_q8_0x8`] into `out` (`ceil(n/8) · k/32` blocks, zeroed: padding
+/// rows are left as they are), split across the current rayon pool.
+pub fn repack_q8_0x8_into(w: &[BlockQ8_0], n: usize, k: usize, out: &mut [BlockQ8_0x8]) {
+    use rayon::prelude::*;
+    assert!(
+        k.is_multiple_of(QK8_0),
+        "row length {k} is not a multiple of 32"
+    );
+    let kb = k / QK8_0;
+    assert_eq!(w.len(), n * kb, "weight is not {n} rows of {k}");
+    assert_eq!(
+        out.len(),
+        n.div_ceil(Q8_0X8_ROWS) * kb,
+        "output is not {n} rows of {k} in groups"
+    );
+    if kb == 0 {
+        return;
+    }
+    out.par_chunks_exact_mut(kb)
+        .enumerate()
+        .for_each(|(g, dst)| {
+            for r in 0..Q8_0X8_ROWS.min(n - g * Q8_0X8_ROWS) {
+                let row = &w[(g * Q8_0X8_ROWS + r) * kb..][..kb];
+                for (blk, src) in dst.iter_mut().zip(row) {
+                    blk.d[r] = src.d;
+                    for (q, quad) in blk.qs.iter_mut().zip(src.qs.as_chunks::<4>().0) {
+                        q[4 * r..4 * r + 4].copy_from_slice(quad);
+                    }
+                }
+            }
+        });
+}
+
 /// Elements per Q4_0 block.
 pub const QK4_0: usize = 32;
 /// Elements per Q5_0 block.
@@ -319,6 +381,33 @@ pub fn dequantize_row_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repack_q8_0x8_places_every_value() {
+        // 11 rows (one full group, one padded) of 64 values.
+        let (n, k) = (11, 64);
+        let w: Vec<BlockQ8_0> = (0..n * 2)
+            .map(|i| BlockQ8_0 {
+                d: f16::from_f32(i as f32 + 1.0),
+                qs: std::array::from_fn(|e| (i * 7 + e) as i8),
+            })
+            .collect();
+        let p = repack_q8_0x8(&w, n, k);
+        assert_eq!(p.len(), 2 * 2);
+        for row in 0..16 {
+            for b in 0..2 {
+                let blk = &p[(row / 8) * 2 + b];
+                let r = row % 8;
+                for e in 0..32 {
+                    let got = blk.qs[e / 4][4 * r + e % 4];
+                    let want = if row < n { w[row * 2 + b].qs[e] } else { 0 };
+                    assert_eq!(got, want, "row {row} block {b} value {e}");
+                }
+                let d = if row < n { w[row * 2 + b].d } else { f16::ZERO };
+                assert_eq!(blk.d[r], d);
+            }
+        }
+    }
 
     #[test]
     fn q8_0_ties_round_away_from_zero() {

@@ -40,6 +40,11 @@ impl Lowering for Avx2 {
             /// `(|w|, w)`: the unsigned operand and the sign source.
             type QW = (__m256i, __m256i);
             type QX = __m256i;
+            type R8 = __m256;
+            type RI = __m256i;
+            /// `(|w|, w)`, as for `QW`.
+            type RW = (__m256i, __m256i);
+            type RX = __m256i;
         }
     }
     fn op(&self, name: &str) -> Option<TokenStream> {
@@ -48,6 +53,10 @@ impl Lowering for Avx2 {
                 "q8_dot" => quote! {
                     let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
                     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+                },
+                "q8r_dot_acc" => quote! {
+                    let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
+                    _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
                 },
                 "f_zero" => quote!(_mm256_setzero_ps()),
                 "f_splat" => quote!(_mm256_set1_ps(x)),
@@ -158,6 +167,37 @@ pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
             let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
             (_mm256_sign_epi8(w, w), w)
         },
+        "r8_zero" => quote!(_mm256_setzero_ps()),
+        "r8_scales" => quote! {
+            __SAFETY__!("`d` is 8 halves: one 128-bit load.");
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) })
+        },
+        "r8_load" => quote! {
+            assert!(s.len() >= 8);
+            __SAFETY__!("`s` holds at least 8 values (asserted above).");
+            unsafe { _mm256_loadu_ps(s.as_ptr()) }
+        },
+        "r8_store" => quote! {
+            assert!(s.len() >= 8);
+            __SAFETY__!("`s` holds at least 8 values (asserted above).");
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        },
+        "r8_add" => quote!(_mm256_add_ps(a, b)),
+        "r8_fma_block" => quote! {
+            _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(p), acc)
+        },
+        "ri_zero" => quote!(_mm256_setzero_si256()),
+        "q8r_load_w" => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            (_mm256_sign_epi8(w, w), w)
+        },
+        "q8r_load_x" => quote! {
+            assert!(quad < 8);
+            __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
+            _mm256_set1_epi32(unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() })
+        },
+        "prefetch8" => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
         "q8_load_x" => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }

@@ -46,6 +46,11 @@ impl Lowering for Avx512Vnni {
             /// `(|w|, w)`: the unsigned operand and the sign source.
             type QW = (__m256i, __m256i);
             type QX = __m256i;
+            type R8 = __m256;
+            type RI = __m256i;
+            /// `(|w|, w)`, as for `QW`.
+            type RW = (__m256i, __m256i);
+            type RX = __m256i;
         }
     }
     fn op(&self, name: &str) -> Option<TokenStream> {
@@ -54,6 +59,7 @@ impl Lowering for Avx512Vnni {
                 "q8_dot" => quote! {
                     _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.0, _mm256_sign_epi8(x, w.1))
                 },
+                "q8r_dot_acc" => quote!(_mm256_dpbusd_epi32(acc, w.0, _mm256_sign_epi8(x, w.1))),
                 "f_zero" => quote!(_mm512_setzero_ps()),
                 "f_splat" => quote!(_mm512_set1_ps(x)),
                 "f_load" => quote! {

@@ -46,6 +46,12 @@ impl Lowering for Neon {
             type I = int32x4_t;
             type QW = (int8x16_t, int8x16_t);
             type QX = (int8x16_t, int8x16_t);
+            /// Rows 0–3 and 4–7.
+            type R8 = (float32x4_t, float32x4_t);
+            type RI = (int32x4_t, int32x4_t);
+            type RW = (int8x16_t, int8x16_t);
+            /// The 4 values repeated in every 32-bit lane.
+            type RX = int8x16_t;
         }
     }
     fn op(&self, name: &str) -> Option<TokenStream> {
@@ -73,6 +79,71 @@ impl Lowering for Neon {
                 let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)), w.1, x.1);
                 vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1))
             },
+            "q8r_dot_acc" if self.dotprod => quote! {
+                let (mut a0, mut a1) = acc;
+                __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
+                unsafe {
+                    core::arch::asm!(
+                        "sdot {a0:v}.4s, {w0:v}.16b, {x:v}.16b",
+                        "sdot {a1:v}.4s, {w1:v}.16b, {x:v}.16b",
+                        a0 = inout(vreg) a0,
+                        a1 = inout(vreg) a1,
+                        w0 = in(vreg) w.0,
+                        w1 = in(vreg) w.1,
+                        x = in(vreg) x,
+                        options(pure, nomem, nostack),
+                    );
+                }
+                (a0, a1)
+            },
+            "q8r_dot_acc" => quote! {
+                // Per row: 4 int16 products summed pairwise into int32.
+                let half = |w: int8x16_t| {
+                    let lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x)));
+                    let hi = vpaddlq_s16(vmull_high_s8(w, x));
+                    vpaddq_s32(lo, hi)
+                };
+                (vaddq_s32(acc.0, half(w.0)), vaddq_s32(acc.1, half(w.1)))
+            },
+            "r8_zero" => quote!((vdupq_n_f32(0.0), vdupq_n_f32(0.0))),
+            "r8_scales" => quote! {
+                let f: [f32; 8] = d.map(f16::to_f32);
+                __SAFETY__!("`f` is 8 values: two 4-value loads.");
+                unsafe { (vld1q_f32(f.as_ptr()), vld1q_f32(f.as_ptr().add(4))) }
+            },
+            "r8_load" => quote! {
+                assert!(s.len() >= 8);
+                __SAFETY__!("`s` holds at least 8 values (asserted above).");
+                unsafe { (vld1q_f32(s.as_ptr()), vld1q_f32(s.as_ptr().add(4))) }
+            },
+            "r8_store" => quote! {
+                assert!(s.len() >= 8);
+                __SAFETY__!("`s` holds at least 8 values (asserted above).");
+                unsafe {
+                    vst1q_f32(s.as_mut_ptr(), v.0);
+                    vst1q_f32(s.as_mut_ptr().add(4), v.1);
+                }
+            },
+            "r8_add" => quote!((vaddq_f32(a.0, b.0), vaddq_f32(a.1, b.1))),
+            "r8_fma_block" => quote! {
+                let s = vdupq_n_f32(dx);
+                (
+                    vfmaq_f32(acc.0, vmulq_f32(dw.0, s), vcvtq_f32_s32(p.0)),
+                    vfmaq_f32(acc.1, vmulq_f32(dw.1, s), vcvtq_f32_s32(p.1)),
+                )
+            },
+            "ri_zero" => quote!((vdupq_n_s32(0), vdupq_n_s32(0))),
+            "q8r_load_w" => quote! {
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
+                unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
+            },
+            "q8r_load_x" => quote! {
+                assert!(quad < 8);
+                __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
+                let v = unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() };
+                vreinterpretq_s8_s32(vdupq_n_s32(v))
+            },
+            "prefetch8" => quote!(let _ = p;),
             "f_zero" | "acc_zero" => quote!(vdupq_n_f32(0.0)),
             "f_splat" => quote!(vdupq_n_f32(x)),
             "f_load" => quote! {

@@ -32,6 +32,10 @@ impl Lowering for Scalar {
             type I = i32;
             type QW = [i8; 32];
             type QX = [i8; 32];
+            type R8 = [f32; 8];
+            type RI = [i32; 8];
+            type RW = [i8; 32];
+            type RX = [i8; 4];
         }
     }
     fn op(&self, name: &str) -> Option<TokenStream> {
@@ -76,6 +80,27 @@ impl Lowering for Scalar {
                     *q = (v * id).round() as i8;
                 }
             },
+            "r8_zero" => quote!([0.0; 8]),
+            "r8_scales" => quote!(d.map(f16::to_f32)),
+            "r8_load" => quote!(core::array::from_fn(|r| s[r])),
+            "r8_store" => quote!(s[..8].copy_from_slice(&v);),
+            "r8_add" => quote!(core::array::from_fn(|r| a[r] + b[r])),
+            "r8_fma_block" => quote!(core::array::from_fn(|r| acc[r] + dw[r] * dx * p[r] as f32)),
+            "ri_zero" => quote!([0; 8]),
+            "q8r_load_w" => quote!(*qs),
+            "q8r_load_x" => quote!([
+                qs[4 * quad],
+                qs[4 * quad + 1],
+                qs[4 * quad + 2],
+                qs[4 * quad + 3]
+            ]),
+            "q8r_dot_acc" => quote! {
+                core::array::from_fn(|r| {
+                    let d: i32 = (0..4).map(|e| i32::from(w[4 * r + e]) * i32::from(x[e])).sum();
+                    acc[r].wrapping_add(d)
+                })
+            },
+            "prefetch8" => quote!(let _ = p;),
             "f_exp" => quote!(x.exp()),
             "f_tanh" => quote!(x.tanh()),
             _ => return None,

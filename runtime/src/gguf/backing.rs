@@ -8,7 +8,7 @@ use std::ops::Deref;
 use half::{bf16, f16};
 use memmap2::Mmap;
 
-use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0};
+use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_0x8};
 
 /// Where a file's bytes live.
 #[derive(Debug)]
@@ -31,6 +31,30 @@ impl Backing {
         // files must not be modified while open.
         let map = unsafe { Mmap::map(file)? };
         Ok(Backing::Mmap(map))
+    }
+}
+
+impl Backing {
+    /// Drops the whole pages inside `range` (byte offsets) from this
+    /// process's resident set; a later read faults them back in from the
+    /// page cache with the same contents. Only maps are affected.
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let Backing::Mmap(map) = self else { return };
+        let start = range.start.next_multiple_of(PAGE);
+        let end = range.end.min(map.len()) / PAGE * PAGE;
+        if start >= end {
+            return;
+        }
+        // SAFETY: `MADV_DONTNEED` on a read-only, file-backed shared map
+        // only discards this process's page-table entries: every later
+        // access reads the same file bytes again, so the `&[u8]` views into
+        // the map (which never see writes) stay valid and unchanged. The
+        // range is page-aligned and inside the map (checked above). Failure
+        // only means the pages stay resident, so the result is ignored.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
     }
 }
 
@@ -74,6 +98,57 @@ unsafe impl Plain for BlockQ4K {}
 unsafe impl Plain for BlockQ5K {}
 // SAFETY: as above.
 unsafe impl Plain for BlockQ6K {}
+// SAFETY: as above (`[f16; 8]` then `[[i8; 32]; 8]`: 272 bytes, no gap).
+unsafe impl Plain for BlockQ8_0x8 {}
+
+/// Zero-initialized values in an anonymous memory map: for weights copied
+/// at open (repacked), where a `Vec` would memset every byte and then fault
+/// in every 4 KiB page. The kernel hands out zero pages lazily, and huge
+/// pages where the system allows (`MADV_HUGEPAGE`): fewer faults at open,
+/// fewer TLB misses in the kernels.
+pub(crate) struct AnonVec<T: Plain> {
+    map: memmap2::MmapMut,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Plain> AnonVec<T> {
+    /// `len` zeroed values (all-zero bytes are a valid `T`: `Plain`).
+    pub(crate) fn zeroed(len: usize) -> std::io::Result<Self> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| std::io::Error::other("allocation size overflows"))?;
+        // Populated up front: one call instead of a page fault per 4 KiB.
+        let map = memmap2::MmapOptions::new()
+            .len(bytes.max(1))
+            .populate()
+            .map_anon()?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(AnonVec {
+            map,
+            len,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// The values.
+    pub(crate) fn as_slice(&self) -> &[T] {
+        let bytes = &self.map[..self.len * std::mem::size_of::<T>()];
+        cast_slice(bytes).expect("a map is page-aligned and sized for `len` values")
+    }
+
+    /// The values, mutable.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        let size = std::mem::size_of::<T>();
+        let bytes = &mut self.map[..self.len * size];
+        assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: the map is page-aligned (so aligned for T, asserted), the
+        // length covers exactly `len` values inside it, any bit pattern is a
+        // valid T (`Plain`), and the slice mutably borrows the map.
+        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), self.len) }
+    }
+}
 
 /// Views `bytes` as `&[T]` without copying; `None` if `bytes` is not aligned
 /// for `T` or not a whole number of `T`.

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
+pub(crate) use backing::{AnonVec, Plain};
 pub use error::{FormatError, GgufError, WriteError};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
 pub use types::{GgmlType, QK_K};
@@ -323,6 +324,18 @@ impl GgufFile {
     /// Whether the file is empty (never true for a parsed file).
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// Tells the OS this process is done with tensor `name`'s bytes for
+    /// now: they leave the resident set (a later read faults them back in
+    /// from the page cache). For weights that were copied at open, e.g.
+    /// repacked into a kernel's layout. No effect on static or owned bytes,
+    /// or for an unknown name.
+    pub fn release_tensor(&self, name: &str) {
+        if let Some(t) = self.tensor(name) {
+            let start = (self.data_offset() + t.offset) as usize;
+            self.bytes.release(start..start + t.n_bytes as usize);
+        }
     }
 
     /// The whole file's bytes.

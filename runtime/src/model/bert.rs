@@ -120,13 +120,7 @@ impl Bert {
         };
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
             let bias = t.f32(&format!("{name}.bias"), &[n as u64])?;
-            Ok(Linear::new(
-                t.matrix(&format!("{name}.weight"), k, n)?,
-                Some(bias),
-                k,
-                n,
-                kernels,
-            ))
+            t.linear(&format!("{name}.weight"), k, n, Some(bias), kernels)
         };
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..n_layer {

@@ -148,7 +148,7 @@ impl GemmaEmbedding {
         let q_dim = n_head * head_dim;
         let kv_dim = n_head_kv * head_dim;
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
-            Ok(Linear::new(t.matrix(name, k, n)?, None, k, n, kernels))
+            t.linear(name, k, n, None, kernels)
         };
         let h = hidden as u64;
         let mut layers = Vec::with_capacity(n_layer);

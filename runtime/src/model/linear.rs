@@ -2,17 +2,25 @@
 //! threads by output columns.
 
 use super::weights::{Data, WeightData};
+use crate::gguf::AnonVec;
 use crate::kernels::{
-    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn,
+    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0x8Fn, QuantizeQ8_0Fn,
 };
-use crate::quant::{BlockQ8_0, QK8_0};
+use crate::quant::{BlockQ8_0, Q8_0X8_ROWS, QK8_0, repack_q8_0x8, repack_q8_0x8_into};
 
 /// Output columns below which a matmul is not split further: keeps each
 /// thread's slice of the weight large enough to amortize the fork.
 const MIN_COLS_PER_THREAD: usize = MATMUL_COL_ALIGN;
 
 enum Kernel {
-    Q8_0(Data<BlockQ8_0>, MatmulQ8_0Fn, QuantizeQ8_0Fn),
+    /// Q8_0 weights repacked at open into groups of 8 rows: the layout the
+    /// matmul streams best (a copy of the weight, made once; see
+    /// `BlockQ8_0x8`).
+    Q8_0x8(
+        Data<crate::quant::BlockQ8_0x8>,
+        MatmulQ8_0x8Fn,
+        QuantizeQ8_0Fn,
+    ),
     F32(Data<f32>, MatmulF32Fn),
 }
 
@@ -45,22 +53,44 @@ impl Linear {
     ) -> Self {
         let kernel = match weight {
             WeightData::Q8_0(w) => {
-                Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k))
+                let len = n.div_ceil(Q8_0X8_ROWS) * (k / QK8_0);
+                let packed = match AnonVec::zeroed(len) {
+                    Ok(mut a) => {
+                        repack_q8_0x8_into(w.get(), n, k, a.as_mut_slice());
+                        Data::Anon(a)
+                    }
+                    // No map available: the heap does the same job.
+                    Err(_) => Data::Owned(repack_q8_0x8(w.get(), n, k)),
+                };
+                Kernel::Q8_0x8(
+                    packed,
+                    kernels.matmul_q8_0x8(n, k),
+                    kernels.quantize_q8_0(k),
+                )
             }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
         };
         Linear { kernel, bias, k, n }
     }
 
+    /// Whether the weight was copied at open (so the file's bytes of it are
+    /// no longer read).
+    pub(crate) fn owns_weight(&self) -> bool {
+        match &self.kernel {
+            Kernel::Q8_0x8(w, ..) => !matches!(w, Data::Mapped { .. }),
+            Kernel::F32(w, _) => !matches!(w, Data::Mapped { .. }),
+        }
+    }
+
     /// Whether this layer reads its input quantized to Q8_0.
     pub(crate) fn wants_q8(&self) -> bool {
-        matches!(self.kernel, Kernel::Q8_0(..))
+        matches!(self.kernel, Kernel::Q8_0x8(..))
     }
 
     /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
     /// the weight is Q8_0; layers that share an input call it once.
     pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
-        if let Kernel::Q8_0(_, _, quantize) = &self.kernel {
+        if let Kernel::Q8_0x8(_, _, quantize) = &self.kernel {
             quantize(x, &mut out[..x.len() / QK8_0]);
         }
     }
@@ -111,10 +141,12 @@ impl Linear {
         let cols = col0..col0 + out.cols();
         let bias = self.bias.as_ref().map(|b| &b.get()[cols.clone()]);
         match &self.kernel {
-            Kernel::Q8_0(w, f, _) => {
+            Kernel::Q8_0x8(w, f, _) => {
+                // Column blocks start at multiples of 64, so at group bounds.
                 let kb = self.k / QK8_0;
+                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
                 f(
-                    &w.get()[cols.start * kb..cols.end * kb],
+                    &w.get()[groups.start * kb..groups.end * kb],
                     x.q8,
                     bias,
                     out,

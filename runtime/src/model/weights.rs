@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::ModelError;
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
 use crate::quant::BlockQ8_0;
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
@@ -11,19 +11,24 @@ use crate::quant::BlockQ8_0;
 ///
 /// Mapped views carry no lifetime: the model that holds them also holds the
 /// `Arc<GgufFile>` they point into, and never hands a view out past itself.
-pub(crate) enum Data<T: 'static> {
-    Mapped { ptr: *const T, len: usize },
+pub(crate) enum Data<T: Plain> {
+    Mapped {
+        ptr: *const T,
+        len: usize,
+    },
     Owned(Vec<T>),
+    /// Copied at open into an anonymous map (large repacked weights).
+    Anon(AnonVec<T>),
 }
 
 // SAFETY: a mapped `Data` is a shared view of immutable file bytes (the map is
 // read-only and lives as long as the model that owns both); sharing or sending
 // it is like sharing a `&[T]`.
-unsafe impl<T: Sync> Send for Data<T> {}
+unsafe impl<T: Plain + Sync> Send for Data<T> {}
 // SAFETY: as above: only shared reads of immutable memory.
-unsafe impl<T: Sync> Sync for Data<T> {}
+unsafe impl<T: Plain + Sync> Sync for Data<T> {}
 
-impl<T> Data<T> {
+impl<T: Plain> Data<T> {
     fn mapped(slice: &[T]) -> Self {
         Data::Mapped {
             ptr: slice.as_ptr(),
@@ -38,6 +43,7 @@ impl<T> Data<T> {
             // the map outlives `self` (see the type's doc).
             Data::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
             Data::Owned(v) => v,
+            Data::Anon(v) => v.as_slice(),
         }
     }
 }
@@ -108,6 +114,24 @@ impl<'f> Tensors<'f> {
                 supported: "Q8_0, F32, F16, BF16",
             }),
         }
+    }
+
+    /// A linear layer over matrix `name` (`n` rows of `k`). When its kernel
+    /// works on a copy (Q8_0 repacked into 8-row groups), the file's pages
+    /// of the original leave the resident set.
+    pub(crate) fn linear(
+        &self,
+        name: &str,
+        k: usize,
+        n: usize,
+        bias: Option<Data<f32>>,
+        kernels: &dyn crate::kernels::KernelSet,
+    ) -> Result<super::linear::Linear, ModelError> {
+        let l = super::linear::Linear::new(self.matrix(name, k, n)?, bias, k, n, kernels);
+        if l.owns_weight() {
+            self.file.release_tensor(name);
+        }
+        Ok(l)
     }
 
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
