@@ -25,6 +25,11 @@ pub struct BenchArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Also measure this machine's limits (read bandwidth with the bench's
+    /// threads, int8 dot peak of one core), for the floors of
+    /// `scripts/bench-vs-llamacpp`.
+    #[arg(long)]
+    pub limits: bool,
 }
 
 #[derive(Serialize)]
@@ -43,6 +48,75 @@ struct Report {
     texts_per_s: Option<f64>,
     tokens_per_s: Option<f64>,
     peak_rss_bytes: Option<u64>,
+    /// Bytes of weights one forward pass reads (every tensor but the
+    /// token-embedding table, of which only the input's rows are read).
+    weight_bytes: u64,
+    /// Multiply-adds per token in the weight matrices.
+    macs_per_token: u64,
+    /// Read bandwidth with `threads` threads, GB/s (`--limits`).
+    read_bandwidth_gbs: Option<f64>,
+    /// int8 multiply-add peak of one core with the Q8_0 dot sequence of
+    /// this ISA, GOPS (`--limits`).
+    int8_peak_gops_per_thread: Option<f64>,
+}
+
+/// Bytes read and multiply-adds per token of one forward pass, from the
+/// GGUF's tensor table.
+fn model_work(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    let file = kiln::runtime::gguf::GgufFile::open(path)?;
+    let (mut bytes, mut macs) = (0u64, 0u64);
+    for t in file.tensors() {
+        if t.name == "token_embd.weight" {
+            continue;
+        }
+        bytes += t.n_bytes;
+        if t.dims.len() == 2 && !t.name.contains("position") && !t.name.contains("token_types") {
+            macs += t.n_elements();
+        }
+    }
+    Ok((bytes, macs))
+}
+
+/// Read bandwidth (GB/s) of `threads` threads each summing its own 256 MiB.
+fn read_bandwidth(threads: usize) -> f64 {
+    let bufs: Vec<Vec<u64>> = (0..threads).map(|_| vec![1u64; 32 << 20]).collect();
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for b in &bufs {
+                s.spawn(move || {
+                    std::hint::black_box(b.chunks_exact(4).fold([0u64; 4], |a, c| {
+                        [
+                            a[0].wrapping_add(c[0]),
+                            a[1].wrapping_add(c[1]),
+                            a[2].wrapping_add(c[2]),
+                            a[3].wrapping_add(c[3]),
+                        ]
+                    }))
+                });
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (threads * (32 << 20) * 8) as f64 / best / 1e9
+}
+
+/// int8 peak of one core (GOPS) with the ISA's Q8_0 block-dot sequence.
+fn int8_peak() -> Option<f64> {
+    let probe = kiln::kernels::int8_dot_probe(kiln::kernels::best().isa())?;
+    let mut xs = [[0i8; 32]; 8];
+    for (i, x) in xs.iter_mut().flatten().enumerate() {
+        *x = ((i * 37 % 255) as i32 - 127) as i8;
+    }
+    let iters = 1 << 21;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::hint::black_box(probe(std::hint::black_box(&xs), iters));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Some((64 * 8 * iters) as f64 / best / 1e9)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -55,6 +129,7 @@ fn peak_rss() -> Option<u64> {
 
 /// Runs `kiln bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (weight_bytes, macs_per_token) = model_work(&super::resolve_model(&args.model.model)?)?;
     let t0 = Instant::now();
     let embedder = args.model.open()?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -105,6 +180,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         texts_per_s: batch_s.map(|s| texts.len() as f64 / s),
         tokens_per_s: batch_s.map(|s| batch_tokens as f64 / s),
         peak_rss_bytes: peak_rss(),
+        weight_bytes,
+        macs_per_token,
+        read_bandwidth_gbs: args
+            .limits
+            .then(|| read_bandwidth(embedder.options().threads.max(1))),
+        int8_peak_gops_per_thread: if args.limits { int8_peak() } else { None },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -137,6 +218,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if let Some(rss) = report.peak_rss_bytes {
             println!("peak RSS       {:.1} MiB", rss as f64 / (1024.0 * 1024.0));
+        }
+        if let (Some(bw), Some(peak)) =
+            (report.read_bandwidth_gbs, report.int8_peak_gops_per_thread)
+        {
+            let floor = weight_bytes as f64 / (bw * 1e9);
+            println!(
+                "limits         read {bw:.1} GB/s ({} threads): weights {:.0} MB, memory floor {:.2} ms per forward; int8 peak {peak:.0} GOPS per thread",
+                report.threads,
+                weight_bytes as f64 / 1e6,
+                floor * 1e3
+            );
         }
     }
     Ok(())
