@@ -12,6 +12,11 @@ use crate::quant::{BlockQ8_0, Q8_0X8_ROWS, QK8_0, repack_q8_0x8, repack_q8_0x8_i
 /// thread's slice of the weight large enough to amortize the fork.
 const MIN_COLS_PER_THREAD: usize = MATMUL_COL_ALIGN;
 
+/// Multiply-adds below which a matmul stays on one thread: a fork and join
+/// costs a few microseconds, as much as ~1M int8 multiply-adds (small models
+/// on short texts ran slower on 2 threads than on 1 without this).
+pub(crate) const MIN_MACS_PER_THREAD: usize = 1 << 20;
+
 enum Kernel {
     /// Q8_0 weights repacked at open into groups of 8 rows: the layout the
     /// matmul streams best (a copy of the weight, made once; see
@@ -106,7 +111,8 @@ impl Linear {
         threads: usize,
     ) {
         let out = MatMut::new(&mut out[..m * self.n], m, self.n, self.n);
-        self.forward_cols(x, 0, out, accumulate, threads.max(1));
+        let parts = threads.clamp(1, (m * self.n * self.k / MIN_MACS_PER_THREAD).max(1));
+        self.forward_cols(x, 0, out, accumulate, parts);
     }
 
     fn forward_cols(
