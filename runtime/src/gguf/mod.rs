@@ -17,6 +17,7 @@ compile_error!("kiln's GGUF reader views little-endian tensor data in place");
 mod backing;
 mod dequant;
 mod error;
+mod layout;
 mod reader;
 mod types;
 mod value;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 pub use error::{FormatError, GgufError, WriteError};
+pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
 pub use types::{GgmlType, QK_K};
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
