@@ -3,8 +3,12 @@
 //! process so both see the same machine load. Run in release:
 //!
 //! ```text
-//! cargo run --release --example embedded_latency [-- ITERATIONS]
+//! cargo run --release --example embedded_latency [-- ITERATIONS [runtime]]
 //! ```
+//!
+//! It first times the cold path, from the start of `main` to the first
+//! vector, of the embedded model (or, with `runtime`, of the runtime API
+//! opening the file), then the warm latency of both.
 
 use std::time::{Duration, Instant};
 
@@ -35,8 +39,30 @@ fn main() -> Result<(), kiln::Error> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let text = "The quick brown fox jumps over the lazy dog near the river bank.";
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    if std::env::args().nth(2).as_deref() == Some("runtime") {
+        let t = Instant::now();
+        let e = kiln::Embedder::builder().threads(1).open(PATH)?;
+        let opened = ms(t);
+        e.embed(text)?;
+        println!(
+            "runtime API: open {opened:.2} ms, first vector {:.2} ms after main",
+            ms(t)
+        );
+    } else {
+        let t = Instant::now();
+        let file = MiniLm1::gguf()?;
+        let layout = ms(t);
+        drop(file);
+        let e = MiniLm1::embedder()?;
+        let opened = ms(t);
+        e.embed(text)?;
+        println!(
+            "#[kiln::model]: header {layout:.3} ms, open {opened:.2} ms, first vector {:.2} ms after main",
+            ms(t)
+        );
+    }
     let runtime = kiln::Embedder::builder().threads(1).open(PATH)?;
-    let embedded = MiniLm1::embedder()?;
     // Warm both (scratch memory, caches).
     for _ in 0..10 {
         runtime.embed(text)?;
@@ -53,7 +79,6 @@ fn main() -> Result<(), kiln::Error> {
         em.push(t.elapsed());
         assert_eq!(v.as_slice(), out.as_slice(), "same model, same vectors");
     }
-    let _ = embedded;
     println!(
         "isa {:?}, 1 thread, {iters} iterations, one short text",
         kiln::kernels::best().isa()

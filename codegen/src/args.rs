@@ -7,7 +7,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, Lit, LitInt, LitStr, MetaNameValue, Token};
 
 /// Options every `#[model]` accepts, for the error on an unknown one.
-const KNOWN: &str = "arch, path, dim, task, normalize, threads, kernels";
+const KNOWN: &str = "arch, path, path_env, dim, task, normalize, threads, kernels";
 
 /// The parsed attribute.
 pub(crate) struct Args {
@@ -15,6 +15,9 @@ pub(crate) struct Args {
     pub arch: LitStr,
     /// `path = "models/x.gguf"`.
     pub path: LitStr,
+    /// `path_env = "VAR"`: an environment variable that, when set at
+    /// compile time, replaces `path`.
+    pub path_env: Option<LitStr>,
     /// `dim = 256`: Matryoshka width of `embed`'s array.
     pub dim: Option<LitInt>,
     /// `task = "query"`: a named task prompt of the architecture.
@@ -57,8 +60,8 @@ fn int_lit(nv: &MetaNameValue) -> syn::Result<LitInt> {
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let items = Punctuated::<MetaNameValue, Token![,]>::parse_terminated(input)?;
-        let (mut arch, mut path, mut dim, mut task, mut normalize, mut threads) =
-            (None, None, None, None, None, None);
+        let (mut arch, mut path, mut path_env, mut dim, mut task) = (None, None, None, None, None);
+        let (mut normalize, mut threads) = (None, None);
         let mut generic_kernels = false;
         for nv in &items {
             let Some(name) = nv.path.get_ident() else {
@@ -70,6 +73,7 @@ impl Parse for Args {
             let seen = match name.to_string().as_str() {
                 "arch" => arch.replace(str_lit(nv)?).is_some(),
                 "path" => path.replace(str_lit(nv)?).is_some(),
+                "path_env" => path_env.replace(str_lit(nv)?).is_some(),
                 "dim" => dim.replace(int_lit(nv)?).is_some(),
                 "task" => task.replace(str_lit(nv)?).is_some(),
                 "threads" => threads.replace(int_lit(nv)?).is_some(),
@@ -111,6 +115,7 @@ impl Parse for Args {
         Ok(Args {
             arch: arch.ok_or_else(|| missing("arch"))?,
             path: path.ok_or_else(|| missing("path"))?,
+            path_env,
             dim,
             task,
             normalize,

@@ -66,10 +66,19 @@ fn gguf_arch(arch: &LitStr) -> syn::Result<&'static str> {
     }
 }
 
-/// Where `path` points: absolute as given, else under `KILN_MODEL_DIR` or
+/// The path the model is read from: `path_env`'s variable when it is set,
+/// else `path`, as written (for messages).
+pub(crate) fn chosen_path(args: &Args) -> String {
+    args.path_env
+        .as_ref()
+        .and_then(|var| std::env::var(var.value()).ok())
+        .unwrap_or_else(|| args.path.value())
+}
+
+/// Where `p` points: absolute as given, else under `KILN_MODEL_DIR` or
 /// the crate's manifest directory.
-fn resolve(path: &LitStr) -> syn::Result<PathBuf> {
-    let p = PathBuf::from(path.value());
+fn resolve(path: &LitStr, p: &str) -> syn::Result<PathBuf> {
+    let p = PathBuf::from(p);
     if p.is_absolute() {
         return Ok(p);
     }
@@ -79,8 +88,7 @@ fn resolve(path: &LitStr) -> syn::Result<PathBuf> {
     Ok(Path::new(&base).join(p))
 }
 
-fn open_error(path: &LitStr, e: GgufError) -> syn::Error {
-    let p = path.value();
+fn open_error(path: &LitStr, p: &str, e: GgufError) -> syn::Error {
     match e {
         GgufError::Io { source, .. } => err(
             path,
@@ -100,11 +108,13 @@ fn open_error(path: &LitStr, e: GgufError) -> syn::Error {
 /// Reads and checks the model file named by `args`.
 pub(crate) fn inspect(args: &Args) -> syn::Result<Model> {
     let want_arch = gguf_arch(&args.arch)?;
-    let path = resolve(&args.path)?;
-    let p = args.path.value();
-    let file = Arc::new(GgufFile::open(&path).map_err(|e| open_error(&args.path, e))?);
+    let p = chosen_path(args);
+    let path = resolve(&args.path, &p)?;
+    let file = Arc::new(GgufFile::open(&path).map_err(|e| open_error(&args.path, &p, e))?);
 
-    let found = file.architecture().map_err(|e| open_error(&args.path, e))?;
+    let found = file
+        .architecture()
+        .map_err(|e| open_error(&args.path, &p, e))?;
     if found != want_arch {
         return Err(err(
             &args.arch,
