@@ -163,9 +163,10 @@ fn scalar_tokens(v: &StaticValue) -> TokenStream {
 /// with `.incbin`; a `const` that takes `include_bytes!(..).len()` makes
 /// rustc record the file as a dependency, so cargo rebuilds when it changes.
 /// Elsewhere the file is `include_bytes!` into a 64-byte aligned static.
-/// Measured on EmbeddingGemma (333 MB), release profile with line tables:
-/// `.incbin` 7.2 s and 1.7 GB peak rustc RSS, the aligned static 43.6 s and
-/// 5.5 GB (LLVM handles the constant slowly when debug info is on).
+/// Measured on EmbeddingGemma (333 MB), release profile with line tables,
+/// rustc on the example crate: `.incbin` 13.7 s and 1.8 GB peak RSS, the
+/// aligned static 51 s and 5.5 GB (LLVM is slow on the huge constant when
+/// debug info is on; without debug info both take ~5 s).
 fn bytes_tokens(item: &ItemStruct, abs: &str, len: u64) -> (TokenStream, TokenStream) {
     let mut h = DefaultHasher::new();
     abs.hash(&mut h);
