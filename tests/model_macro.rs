@@ -160,3 +160,18 @@ fn example_runs() {
     assert!(lines[1].starts_with("1.0000"), "{stdout}");
     assert!(!lines[2].starts_with("1.0000"), "{stdout}");
 }
+
+/// Two models of the same name and file in one crate get distinct symbols.
+mod same_name {
+    #[kiln::model(arch = "bert", path = "tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf")]
+    pub struct MiniLm;
+}
+
+#[test]
+fn same_struct_name_in_two_modules() {
+    assert_eq!(same_name::MiniLm::gguf_bytes(), MiniLm::gguf_bytes());
+    assert_ne!(
+        same_name::MiniLm::gguf_bytes().as_ptr(),
+        MiniLm::gguf_bytes().as_ptr()
+    );
+}

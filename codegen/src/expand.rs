@@ -2,6 +2,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_runtime::gguf::{OwnedValue, StaticValue, describe};
 use kiln_runtime::prompts;
@@ -168,7 +169,12 @@ fn scalar_tokens(v: &StaticValue) -> TokenStream {
 /// aligned static 51 s and 5.5 GB (LLVM is slow on the huge constant when
 /// debug info is on; without debug info both take ~5 s).
 fn bytes_tokens(item: &ItemStruct, abs: &str, len: u64) -> (TokenStream, TokenStream) {
+    // Expansions in one crate get distinct symbols even for the same struct
+    // name and file in two modules: rustc expands a crate's macros in one
+    // process, in a fixed order, so the count is stable across builds.
+    static EXPANSION: AtomicUsize = AtomicUsize::new(0);
     let mut h = DefaultHasher::new();
+    EXPANSION.fetch_add(1, Ordering::Relaxed).hash(&mut h);
     abs.hash(&mut h);
     len.hash(&mut h);
     std::env::var("CARGO_CRATE_NAME").ok().hash(&mut h);
