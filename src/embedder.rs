@@ -312,6 +312,26 @@ impl Embedder {
         }
     }
 
+    /// Embeds one text into `out` with per-call options (`None` fields keep
+    /// the embedder's); `out` must have the call's width. Does not allocate
+    /// once warm.
+    pub fn embed_into_with(
+        &self,
+        text: &str,
+        call: &CallOptions,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let threads = self.options.threads;
+        let r = self.resolve(call)?;
+        let mut w = self.worker();
+        if threads > 1 {
+            self.pool
+                .install(|| self.embed_text(text, out, &mut w, &r, threads))
+        } else {
+            self.embed_text(text, out, &mut w, &r, 1)
+        }
+    }
+
     /// Embeds many texts, in parallel across texts; rows in input order.
     pub fn embed_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
         self.embed_batch_with(texts, &CallOptions::default())

@@ -1,9 +1,10 @@
 //! kiln: CPU inference for text-embedding and small text-generation models.
 //!
 //! The facade crate: the public library API ([`Embedder`]), the model cache
-//! and converter ([`hub`], [`convert`]), the `kiln` command line tool, and
-//! the wiring of the kernels generated at build time into the runtime
-//! ([`kernels`]).
+//! and converter ([`hub`], [`convert`]), the `kiln` command line tool, the
+//! wiring of the kernels generated at build time into the runtime
+//! ([`kernels`]), and [`macro@model`], which compiles one GGUF model into a
+//! binary.
 
 pub mod convert;
 mod embedder;
@@ -18,5 +19,18 @@ pub use embedder::{
     CallOptions, EmbedOptions, Embedder, EmbedderBuilder, TruncateDirection, cosine, l2_normalize,
 };
 pub use error::Error;
+pub use kiln_codegen::model;
 pub use kiln_runtime as runtime;
 pub use kiln_runtime::model::Pooling;
+
+/// What `#[kiln::model]` expansions use; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use std::sync::{Arc, OnceLock};
+
+    /// A model file's bytes with the alignment the kernels' typed views
+    /// need (a multiple of every GGUF alignment the macro accepts), so that
+    /// `include_bytes!` is not an unaligned `[u8]`.
+    #[repr(C, align(64))]
+    pub struct Aligned<const N: usize>(pub [u8; N]);
+}

@@ -80,3 +80,116 @@ impl ShapeTable {
         self
     }
 }
+
+/// The shapes of the supported models (facts read from the GGUF dumps in
+/// `tests/fixtures/*.dump.json`): the table the `kiln` build script
+/// generates kernels for, and the one `#[kiln::model]` checks a model's
+/// shapes against.
+pub fn builtin() -> ShapeTable {
+    let mut t = ShapeTable::new();
+    // EmbeddingGemma-300M (gemma-embedding): hidden 768, 3 heads / 1 KV head
+    // of 256, FFN 1152 (GeGLU), dense 768→3072→768, window 512.
+    t.add_model(&ModelShapes {
+        hidden: 768,
+        head_dim: 256,
+        ffn: 1152,
+        matmuls: vec![
+            (768, 768),  // attn_q
+            (256, 768),  // attn_k, attn_v
+            (768, 768),  // attn_output (3 heads × 256 = 768)
+            (1152, 768), // ffn_gate, ffn_up
+            (768, 1152), // ffn_down
+            (3072, 768), // dense_2
+            (768, 3072), // dense_3
+        ],
+        rms_norm: true,
+        geglu: true,
+        rope: true,
+        head_norm: true,
+    });
+    // all-MiniLM-L6-v2 (bert): hidden 384, 12 heads of 32, FFN 1536 (GELU).
+    t.add_model(&ModelShapes {
+        hidden: 384,
+        head_dim: 32,
+        ffn: 1536,
+        matmuls: vec![(384, 384), (1536, 384), (384, 1536)],
+        rms_norm: false,
+        geglu: false,
+        rope: false,
+        head_norm: false,
+    });
+    // gemma-3-270m (gemma3): hidden 640, 4 heads / 1 KV head of 256, FFN 2048.
+    t.add_model(&ModelShapes {
+        hidden: 640,
+        head_dim: 256,
+        ffn: 2048,
+        matmuls: vec![
+            (1024, 640), // attn_q
+            (256, 640),  // attn_k, attn_v
+            (640, 1024), // attn_output
+            (2048, 640), // ffn_gate, ffn_up
+            (640, 2048), // ffn_down
+        ],
+        rms_norm: true,
+        geglu: true,
+        rope: true,
+        head_norm: true,
+    });
+    // gemma-3-270m as shipped (Q4_K_M): weights by type, from the dump's
+    // tensor table (ggml shape [k, n] = n rows of k):
+    // Q5_0 attn_q [640, 1024], attn_k/attn_v [640, 256], ffn_gate/up [640, 2048];
+    // Q4_K attn_output [1024, 640] and half the ffn_down [2048, 640];
+    // Q6_K the other ffn_down; Q8_0 some attn_v and token_embd [640, 262144]
+    // (the tied output projection).
+    for (n, k) in [(1024, 640), (256, 640), (2048, 640)] {
+        t.add("matmul_q5_0", &[n, k]);
+    }
+    for (n, k) in [(640, 1024), (640, 2048)] {
+        t.add("matmul_q4_k", &[n, k]);
+        t.add("quantize_q8_k", &[k]);
+    }
+    t.add("matmul_q6_k", &[640, 2048]);
+    t.add("matmul_q8_0", &[262_144, 640]);
+    t
+}
+
+impl ShapeTable {
+    /// The `getter(key)` entries of `needed` that this table lacks, e.g.
+    /// `matmul_q8_0(384, 1536)`.
+    pub fn missing(&self, needed: &ShapeTable) -> Vec<String> {
+        let mut out = Vec::new();
+        for (getter, keys) in &needed.keys {
+            for key in keys {
+                if !self.keys(getter).contains(key) {
+                    let args: Vec<String> = key.iter().map(usize::to_string).collect();
+                    out.push(format!("{getter}({})", args.join(", ")));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_covers_each_of_its_models_and_reports_gaps() {
+        let table = builtin();
+        let mut minilm = ShapeTable::new();
+        minilm.add_model(&ModelShapes {
+            hidden: 384,
+            head_dim: 32,
+            ffn: 1536,
+            matmuls: vec![(384, 384), (1536, 384), (384, 1536)],
+            rms_norm: false,
+            geglu: false,
+            rope: false,
+            head_norm: false,
+        });
+        assert!(table.missing(&minilm).is_empty());
+        minilm.add("matmul_q8_0", &[384, 999]);
+        assert_eq!(table.missing(&minilm), ["matmul_q8_0(384, 999)"]);
+    }
+}

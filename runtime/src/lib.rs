@@ -8,5 +8,6 @@
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod prompts;
 pub mod quant;
 pub mod tokenizer;

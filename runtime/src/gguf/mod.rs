@@ -17,6 +17,7 @@ compile_error!("kiln's GGUF reader views little-endian tensor data in place");
 mod backing;
 mod dequant;
 mod error;
+mod layout;
 mod reader;
 mod types;
 mod value;
@@ -31,6 +32,7 @@ use half::{bf16, f16};
 
 pub(crate) use backing::{AnonVec, Plain};
 pub use error::{FormatError, GgufError, WriteError};
+pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
 pub use types::{GgmlType, QK_K};
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};

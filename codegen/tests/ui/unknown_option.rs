@@ -1,0 +1,6 @@
+#[kiln_codegen::model(arch = "bert", path = "../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf", colour = "red")]
+pub struct Model;
+
+fn main() {
+    let _ = Model;
+}
