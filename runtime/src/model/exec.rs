@@ -56,7 +56,9 @@ pub(crate) fn attention(
     let width = shape.n_head * shape.head_dim;
     // Below ~1M multiply-adds (short texts) a fork costs more than it saves.
     let work = n * n * shape.n_head * shape.head_dim * 2;
-    let parts = threads.clamp(1, (work / super::linear::MIN_MACS_PER_THREAD).max(1)).min(n);
+    let parts = threads
+        .clamp(1, (work / super::linear::MIN_MACS_PER_THREAD).max(1))
+        .min(n);
     let per = ATTN_TILE_ROWS * n;
     let scores = sized(scores, parts * per);
     split_rows(
