@@ -52,6 +52,14 @@ impl Linear {
         Linear { kernel, bias, k, n }
     }
 
+    /// Bytes of weight held in memory rather than mapped from the file.
+    pub(crate) fn owned_bytes(&self) -> usize {
+        match &self.kernel {
+            Kernel::Q8_0(w, ..) => w.owned_bytes(),
+            Kernel::F32(w, _) => w.owned_bytes(),
+        }
+    }
+
     /// Whether this layer reads its input quantized to Q8_0.
     pub(crate) fn wants_q8(&self) -> bool {
         matches!(self.kernel, Kernel::Q8_0(..))

@@ -31,6 +31,14 @@ impl<T> Data<T> {
         }
     }
 
+    /// Bytes owned (converted at open); 0 for a view of the file.
+    pub(crate) fn owned_bytes(&self) -> usize {
+        match self {
+            Data::Mapped { .. } => 0,
+            Data::Owned(v) => std::mem::size_of_val(v.as_slice()),
+        }
+    }
+
     /// The values.
     pub(crate) fn get(&self) -> &[T] {
         match self {
@@ -99,13 +107,20 @@ impl<'f> Tensors<'f> {
         match info.ty {
             GgmlType::Q8_0 => Ok(WeightData::Q8_0(Data::mapped(self.file.tensor_q8_0(name)?))),
             GgmlType::F32 => Ok(WeightData::F32(Data::mapped(self.file.tensor_f32(name)?))),
-            GgmlType::F16 | GgmlType::BF16 => {
-                Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?)))
-            }
+            // F16/BF16, and the quantized types without a kernel yet: f32
+            // at open through the reference dequantizers (correct, but 4-8x
+            // the file's memory and f32 matmul speed).
+            GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K => Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?))),
             other => Err(ModelError::TensorType {
                 name: name.to_owned(),
                 ty: format!("{other:?}"),
-                supported: "Q8_0, F32, F16, BF16",
+                supported: "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16",
             }),
         }
     }
