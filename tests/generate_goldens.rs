@@ -1,6 +1,16 @@
 //! End-to-end: Gemma-3-270M greedy decoding against llama.cpp on the same
 //! GGUF (tests/fixtures/goldens/gemma-3-270m.greedy.llamacpp.jsonl: prompt
 //! ids, 32 greedy tokens, top-10 logits of the first step).
+//!
+//! Tolerance: kiln and llama.cpp compute the same quantized matmuls (Q8_0 /
+//! Q8_K rounding of activations included), but llama.cpp also rounds the
+//! GELU input and output to f16 (its lookup table) and, with flash
+//! attention, queries and the KV cache to f16. On this model such rounding
+//! choices are not small: changing only kiln's activation rounding (f32 vs
+//! Q8_0/Q8_K) moved these top-10 logits by up to 0.43, and emulating
+//! llama.cpp's f16 GELU table moved them by up to 0.5 more. The measured
+//! largest difference to llama.cpp is 0.64 (of logits near 20); the bound
+//! is [`LOGIT_TOL`].
 
 mod common;
 
@@ -10,6 +20,10 @@ use common::{cached_model, fixtures};
 use kiln::runtime::gguf::GgufFile;
 use kiln::runtime::model::{DecoderOptions, KvType, open_decoder};
 use kiln::runtime::tokenizer::{EncodeOptions, Tokenizer};
+
+/// Largest accepted |kiln − llama.cpp| of a first-step logit (see the
+/// module doc for where it comes from).
+const LOGIT_TOL: f32 = 0.75;
 
 #[derive(serde::Deserialize)]
 struct Golden {
@@ -57,6 +71,8 @@ fn gemma3_greedy_matches_llamacpp() {
         parse_special: true,
     };
     let mut logits = vec![0.0; model.n_vocab()];
+    let mut worst = 0.0f32;
+    let mut full_matches = 0;
     for g in goldens() {
         let ids = tok.encode(&g.prompt, &opts).unwrap();
         assert_eq!(ids, g.prompt_ids, "prompt ids of {:?}", g.prompt);
@@ -64,35 +80,71 @@ fn gemma3_greedy_matches_llamacpp() {
         model
             .forward(&ids, &mut state, Some(&mut logits), 2)
             .unwrap();
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.select_nth_unstable_by(10, |a, b| {
-            logits[*b as usize].total_cmp(&logits[*a as usize])
-        });
-        order.truncate(10);
-        order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
-        let mut max_diff = 0.0f32;
-        for &(id, l) in &g.top10_first {
-            max_diff = max_diff.max((logits[id as usize] - l).abs());
-        }
-        eprintln!(
-            "{:?}: top10 ours {:?}",
-            g.prompt,
-            order
-                .iter()
-                .map(|&i| (i, logits[i as usize]))
-                .collect::<Vec<_>>()
+
+        // First step: every llama.cpp top-10 logit within the tolerance,
+        // the same best token, and the same order wherever llama.cpp's two
+        // logits are further apart than the two errors can bridge.
+        let ours: Vec<f32> = g
+            .top10_first
+            .iter()
+            .map(|&(id, _)| logits[id as usize])
+            .collect();
+        let max_diff = g
+            .top10_first
+            .iter()
+            .zip(&ours)
+            .map(|(&(_, l), o)| (o - l).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{:?}: first-step top-10 max |diff| {max_diff:.4}", g.prompt);
+        worst = worst.max(max_diff);
+        assert!(max_diff <= LOGIT_TOL, "{:?}: {max_diff}", g.prompt);
+        assert_eq!(
+            argmax(&logits),
+            g.top10_first[0].0,
+            "{:?}: best token",
+            g.prompt
         );
-        eprintln!("   max |diff| {max_diff}");
-        let mut out = Vec::new();
+        for i in 0..10 {
+            for j in i + 1..10 {
+                if g.top10_first[i].1 - g.top10_first[j].1 > 2.0 * LOGIT_TOL {
+                    assert!(ours[i] > ours[j], "{:?}: order of {i} and {j}", g.prompt);
+                }
+            }
+        }
+
+        // Greedy: equal, or diverging only where our two candidates (our
+        // choice and llama.cpp's) are within twice the tolerance.
         let mut next = argmax(&logits);
-        for _ in 0..g.greedy_ids.len() {
-            out.push(next);
+        for (step, &want) in g.greedy_ids.iter().enumerate() {
+            if next != want {
+                let margin = logits[next as usize] - logits[want as usize];
+                eprintln!(
+                    "   diverges at step {step}: kiln {next} vs llama.cpp {want}, \
+                     kiln's logits {:.3} vs {:.3} (margin {margin:.3})",
+                    logits[next as usize], logits[want as usize]
+                );
+                assert!(
+                    margin <= 2.0 * LOGIT_TOL,
+                    "{:?}: step {step} margin {margin}",
+                    g.prompt
+                );
+                break;
+            }
+            if step + 1 == g.greedy_ids.len() {
+                full_matches += 1;
+                break;
+            }
             model
                 .forward(&[next], &mut state, Some(&mut logits), 2)
                 .unwrap();
             next = argmax(&logits);
         }
-        eprintln!("   greedy equal: {}", out == g.greedy_ids);
-        eprintln!("   ours {:?}\n   want {:?}", out, g.greedy_ids);
     }
+    eprintln!(
+        "worst first-step difference {worst:.4}; {full_matches}/6 prompts equal for 32 tokens"
+    );
+    assert!(
+        full_matches >= 3,
+        "only {full_matches} of 6 greedy runs equal"
+    );
 }

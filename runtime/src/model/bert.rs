@@ -214,7 +214,7 @@ impl EncoderModel for Bert {
         // Embeddings: token rows + position rows + token type 0, then LayerNorm.
         match &self.token_embd {
             WeightData::Q8_0(table) => (kn.gather)(table.get(), d, ids, 1.0, t),
-            WeightData::F32(table) => {
+            WeightData::F32(table) | WeightData::Dequantized(table, _) => {
                 let table = table.get();
                 for (row, &id) in t.chunks_exact_mut(d).zip(ids) {
                     row.copy_from_slice(&table[id as usize * d..][..d]);

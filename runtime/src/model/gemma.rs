@@ -217,7 +217,7 @@ pub(crate) fn embed_rows(
     let scale = (hidden as f32).sqrt();
     match table {
         WeightData::Q8_0(table) => gather(table.get(), hidden, ids, scale, x),
-        WeightData::F32(table) => {
+        WeightData::F32(table) | WeightData::Dequantized(table, _) => {
             let table = table.get();
             for (row, &id) in x.chunks_exact_mut(hidden).zip(ids) {
                 let src = &table[id as usize * hidden..][..hidden];

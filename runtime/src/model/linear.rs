@@ -1,11 +1,11 @@
 //! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
 //! threads by output columns.
 
-use super::weights::{Data, WeightData};
+use super::weights::{ActRound, Data, WeightData};
 use crate::kernels::{
     KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn,
 };
-use crate::quant::{BlockQ8_0, QK8_0};
+use crate::quant::{BlockQ8_0, QK_K, QK8_0, dequantize_row_q8_0};
 
 /// Output columns below which a matmul is not split further: keeps each
 /// thread's slice of the weight large enough to amortize the fork.
@@ -14,6 +14,8 @@ const MIN_COLS_PER_THREAD: usize = MATMUL_COL_ALIGN;
 enum Kernel {
     Q8_0(Data<BlockQ8_0>, MatmulQ8_0Fn, QuantizeQ8_0Fn),
     F32(Data<f32>, MatmulF32Fn),
+    /// Dequantized weights; the input is rounded as `ActRound` says first.
+    Rounded(Data<f32>, MatmulF32Fn, ActRound, QuantizeQ8_0Fn),
 }
 
 /// One weight matrix of `n` rows of `k`, its optional bias, and the kernel
@@ -48,6 +50,9 @@ impl Linear {
                 Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k))
             }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
+            WeightData::Dequantized(w, act) => {
+                Kernel::Rounded(w, kernels.matmul_f32(n, k), act, kernels.quantize_q8_0(k))
+            }
         };
         Linear { kernel, bias, k, n }
     }
@@ -56,20 +61,26 @@ impl Linear {
     pub(crate) fn owned_bytes(&self) -> usize {
         match &self.kernel {
             Kernel::Q8_0(w, ..) => w.owned_bytes(),
-            Kernel::F32(w, _) => w.owned_bytes(),
+            Kernel::F32(w, _) | Kernel::Rounded(w, ..) => w.owned_bytes(),
         }
     }
 
     /// Whether this layer reads its input quantized to Q8_0.
     pub(crate) fn wants_q8(&self) -> bool {
-        matches!(self.kernel, Kernel::Q8_0(..))
+        matches!(
+            self.kernel,
+            Kernel::Q8_0(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
+        )
     }
 
     /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
     /// the weight is Q8_0; layers that share an input call it once.
     pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
-        if let Kernel::Q8_0(_, _, quantize) = &self.kernel {
-            quantize(x, &mut out[..x.len() / QK8_0]);
+        match &self.kernel {
+            Kernel::Q8_0(_, _, quantize) | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
+                quantize(x, &mut out[..x.len() / QK8_0]);
+            }
+            _ => {}
         }
     }
 
@@ -139,6 +150,49 @@ impl Linear {
                     accumulate,
                 )
             }
+            Kernel::Rounded(w, f, act, _) => {
+                let k = self.k;
+                let rows = out.rows();
+                let mut xr = vec![0.0f32; rows * k];
+                match act {
+                    ActRound::Q8_0 => dequantize_row_q8_0(&x.q8[..rows * k / QK8_0], &mut xr),
+                    ActRound::Q8K => round_q8_k(&x.f32[..rows * k], &mut xr),
+                }
+                f(
+                    &w.get()[cols.start * k..cols.end * k],
+                    &xr,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+        }
+    }
+}
+
+/// `x` quantized to Q8_K and back (llama.cpp's `quantize_row_q8_K_ref`:
+/// per 256 values, `iscale = -127 / v` where `v` is the value of largest
+/// magnitude, `q = min(127, round(iscale · x))`, `y = q / iscale`).
+fn round_q8_k(x: &[f32], out: &mut [f32]) {
+    for (xs, ys) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(QK_K)) {
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            ys.fill(0.0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let d = 1.0 / iscale;
+        for (y, &v) in ys.iter_mut().zip(xs) {
+            // llama.cpp's nearest_int rounds half to even.
+            let q = (iscale * v).round_ties_even().min(127.0);
+            *y = q * d;
         }
     }
 }

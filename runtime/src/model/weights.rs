@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::ModelError;
 use crate::gguf::{GgmlType, GgufFile};
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ8_0, QK_K};
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
 /// type had to be converted at open.
@@ -54,6 +54,21 @@ impl<T> Data<T> {
 pub(crate) enum WeightData {
     Q8_0(Data<BlockQ8_0>),
     F32(Data<f32>),
+    /// A quantized type without a kernel, dequantized to f32 at open; the
+    /// matmul rounds its input as that type's kernel would quantize it, so
+    /// results equal the quantized kernel's up to summation order.
+    Dequantized(Data<f32>, ActRound),
+}
+
+/// How a quantized kernel quantizes its activations (llama.cpp's
+/// `vec_dot_type`), emulated by the f32 fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActRound {
+    /// Q8_0: blocks of 32, `d = absmax / 127` stored as f16 (Q4_0, Q5_0).
+    Q8_0,
+    /// Q8_K: blocks of 256, `d = max / -127` over the signed extreme, f32
+    /// (the K-quants).
+    Q8K,
 }
 
 /// Looks tensors up by name and checks their shapes.
@@ -107,16 +122,19 @@ impl<'f> Tensors<'f> {
         match info.ty {
             GgmlType::Q8_0 => Ok(WeightData::Q8_0(Data::mapped(self.file.tensor_q8_0(name)?))),
             GgmlType::F32 => Ok(WeightData::F32(Data::mapped(self.file.tensor_f32(name)?))),
-            // F16/BF16, and the quantized types without a kernel yet: f32
-            // at open through the reference dequantizers (correct, but 4-8x
-            // the file's memory and f32 matmul speed).
-            GgmlType::F16
-            | GgmlType::BF16
-            | GgmlType::Q4_0
-            | GgmlType::Q5_0
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K => Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?))),
+            GgmlType::F16 | GgmlType::BF16 => {
+                Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?)))
+            }
+            // The quantized types without a kernel yet: f32 at open through
+            // the reference dequantizers (correct, but 4-8x the file's
+            // memory and f32 matmul speed).
+            GgmlType::Q4_0 | GgmlType::Q5_0 => Ok(WeightData::Dequantized(
+                Data::Owned(self.file.dequantize(name)?),
+                ActRound::Q8_0,
+            )),
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if k.is_multiple_of(QK_K) => Ok(
+                WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8K),
+            ),
             other => Err(ModelError::TensorType {
                 name: name.to_owned(),
                 ty: format!("{other:?}"),
