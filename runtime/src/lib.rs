@@ -9,4 +9,5 @@ pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod sampling;
 pub mod tokenizer;
