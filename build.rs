@@ -61,6 +61,21 @@ fn shape_table() -> ShapeTable {
         rope: true,
         head_norm: true,
     });
+    // gemma-3-270m as shipped (Q4_K_M): weights by type, from the dump's
+    // tensor table (ggml shape [k, n] = n rows of k):
+    // Q5_0 attn_q [640, 1024], attn_k/attn_v [640, 256], ffn_gate/up [640, 2048];
+    // Q4_K attn_output [1024, 640] and half the ffn_down [2048, 640];
+    // Q6_K the other ffn_down; Q8_0 some attn_v and token_embd [640, 262144]
+    // (the tied output projection).
+    for (n, k) in [(1024, 640), (256, 640), (2048, 640)] {
+        t.add("matmul_q5_0", &[n, k]);
+    }
+    for (n, k) in [(640, 1024), (640, 2048)] {
+        t.add("matmul_q4_k", &[n, k]);
+        t.add("quantize_q8_k", &[k]);
+    }
+    t.add("matmul_q6_k", &[640, 2048]);
+    t.add("matmul_q8_0", &[262_144, 640]);
     t
 }
 

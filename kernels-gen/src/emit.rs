@@ -38,10 +38,12 @@ fn feature_attr(l: &dyn Lowering) -> TokenStream {
 fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
     let attr = feature_attr(l);
     OPS.iter()
+        .chain(crate::kquant::OPS)
         .map(|op| {
             let sig: syn::Signature = parse(op.sig);
             let body = l
                 .op(op.name())
+                .or_else(|| l.kquant_op(op.name()))
                 .or_else(|| op.composite.map(|c| c()))
                 .unwrap_or_else(|| {
                     panic!(
@@ -98,6 +100,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let module = format_ident!("{}", l.module());
     let attr = feature_attr(l);
     let prelude = l.prelude();
+    let kquant_prelude = l.kquant_prelude();
     let mut items = Vec::new();
     let mut named = Vec::new();
     for (name, t) in ops(l) {
@@ -106,7 +109,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     }
     let mut getters = Vec::new();
     let mut variants = Vec::new();
-    for f in FAMILIES {
+    for f in FAMILIES.iter().chain(crate::kquant::FAMILIES) {
         let params: TokenStream = parse(f.params);
         let args = arg_names(f.params);
         let mut arms = Vec::new();
@@ -220,8 +223,9 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         pub mod #module {
             use half::f16;
             use kiln_runtime::kernels::*;
-            use kiln_runtime::quant::BlockQ8_0;
+            use kiln_runtime::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K};
             #prelude
+            #kquant_prelude
             #(#items)*
             /// This ISA's kernel set; only [`detect`] hands it out.
             pub struct Kernels {

@@ -7,13 +7,15 @@
 //!
 //! Reading order for a newcomer:
 //! 1. [`ops`]: the op table (names, signatures, meaning; composites' bodies);
-//! 2. [`kernels`]: each kernel family as a body builder over those ops;
+//! 2. [`kernels`]: each kernel family as a body builder over those ops
+//!    ([`kquant`]: the Q4_K, Q6_K and Q5_0 matmuls and the ops they add);
 //! 3. [`lower`]: one lowering table per ISA (the only place intrinsics appear);
 //! 4. [`emit`]: how a module per ISA is assembled and formatted;
 //! 5. [`shapes`]: which sizes get specialized variants.
 
 pub mod emit;
 pub mod kernels;
+pub mod kquant;
 pub mod lower;
 pub mod ops;
 pub mod shapes;

@@ -16,7 +16,7 @@
 
 use std::marker::PhantomData;
 
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K};
 
 /// An instruction set that kernels are generated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,6 +184,26 @@ pub const MATMUL_COL_ALIGN: usize = 64;
 pub type MatmulQ8_0Fn =
     fn(w: &[BlockQ8_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
 
+/// `out` = rows of `x` quantized to Q8_K (`x.len() == 256 · out.len()`),
+/// bit-identical to [`quantize_row_q8_k_reference`](crate::quant::quantize_row_q8_k_reference):
+/// the activations of the K-quant matmuls.
+pub type QuantizeQ8KFn = fn(x: &[f32], out: &mut [BlockQ8K]);
+
+/// As [`MatmulQ8_0Fn`] with Q4_K weights and Q8_K activations
+/// (`k = 256 · x.len() / m`).
+pub type MatmulQ4KFn =
+    fn(w: &[BlockQ4K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
+/// As [`MatmulQ8_0Fn`] with Q6_K weights and Q8_K activations
+/// (`k = 256 · x.len() / m`).
+pub type MatmulQ6KFn =
+    fn(w: &[BlockQ6K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
+/// As [`MatmulQ8_0Fn`] with Q5_0 weights and Q8_0 activations (llama.cpp's
+/// pairing; `k = 32 · x.len() / m`).
+pub type MatmulQ5_0Fn =
+    fn(w: &[BlockQ5_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
 /// The same with f32 weights and f32 activations.
 pub type MatmulF32Fn =
     fn(w: &[f32], x: &[f32], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
@@ -257,6 +277,14 @@ pub trait KernelSet: Send + Sync {
     fn quantize_q8_0(&self, k: usize) -> QuantizeQ8_0Fn;
     /// Q8_0 matmul for a weight of `n` rows of `k`.
     fn matmul_q8_0(&self, n: usize, k: usize) -> MatmulQ8_0Fn;
+    /// Quantize rows of `k` values to Q8_K.
+    fn quantize_q8_k(&self, k: usize) -> QuantizeQ8KFn;
+    /// Q4_K matmul for a weight of `n` rows of `k`.
+    fn matmul_q4_k(&self, n: usize, k: usize) -> MatmulQ4KFn;
+    /// Q6_K matmul for a weight of `n` rows of `k`.
+    fn matmul_q6_k(&self, n: usize, k: usize) -> MatmulQ6KFn;
+    /// Q5_0 matmul for a weight of `n` rows of `k`.
+    fn matmul_q5_0(&self, n: usize, k: usize) -> MatmulQ5_0Fn;
     /// f32 matmul for a weight of `n` rows of `k`.
     fn matmul_f32(&self, n: usize, k: usize) -> MatmulF32Fn;
     /// RMSNorm over `dim` values.

@@ -316,9 +316,147 @@ pub fn dequantize_row_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
     }
 }
 
+/// Q8_K: the activation format that K-quant weights are multiplied with:
+/// 256 int8 values, an f32 scale, and the sums of each 16 values (so the
+/// Q4_K mins and the Q6_K offset of 32 cost one small dot per block).
+/// Layout as ggml's `block_q8_K`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8K {
+    /// Scale: `x[i] ≈ d * qs[i]` (negative when the largest-magnitude value is positive).
+    pub d: f32,
+    /// Quantized values in `[-127, 127]`.
+    pub qs: [i8; QK_K],
+    /// `bsums[j] = Σ qs[16j .. 16j + 16]`.
+    pub bsums: [i16; QK_K / 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+impl Default for BlockQ8K {
+    fn default() -> Self {
+        BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        }
+    }
+}
+
+/// Quantizes `x` (a multiple of 256 values) into Q8_K blocks exactly as
+/// ggml's `quantize_row_q8_K_ref` does: `max` is the first value of largest
+/// magnitude, `iscale = -127 / max` (f32), `q = min(127, nearest(iscale·x))`
+/// rounding ties to even (ggml's `nearest_int` magic-number trick, exact for
+/// these magnitudes), `d = 1 / iscale`. An all-zero block gets `d = 0` and
+/// zero quants and sums (ggml leaves its sums unwritten there).
+///
+/// Older ggml used `-128 / max`; it changed to `-127` for IQ2_XXS, and the
+/// generated `quantize_q8_k` kernels are tested bit-for-bit against this.
+pub fn quantize_row_q8_k_reference(x: &[f32], out: &mut [BlockQ8K]) {
+    assert_eq!(x.len(), out.len() * QK_K, "length must be 256 x blocks");
+    for (block, xs) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *block = BlockQ8K::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in block.qs.iter_mut().zip(xs) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (s, qs) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| i16::from(q)).sum();
+        }
+        block.d = 1.0 / iscale;
+    }
+}
+
+/// Dequantizes Q8_K blocks: `y = d * q`.
+pub fn dequantize_row_q8_k(blocks: &[BlockQ8K], out: &mut [f32]) {
+    check_len(blocks.len(), QK_K, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
+        for (y, &q) in ys.iter_mut().zip(&b.qs) {
+            *y = b.d * f32::from(q);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ggml's `nearest_int`: add 1.5·2^23 and read the low mantissa bits.
+    fn ggml_nearest_int(f: f32) -> i32 {
+        let v = f + 12_582_912.0;
+        (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+    }
+
+    #[test]
+    fn q8_k_rounds_ties_to_even_like_ggml() {
+        // max = -127 gives iscale = 1 exactly, so x keeps its .5 ties.
+        let mut x = [0.0f32; QK_K];
+        x[0] = -127.0;
+        let ties = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.5, 4.5];
+        x[1..=ties.len()].copy_from_slice(&ties);
+        let mut b = [BlockQ8K::default()];
+        quantize_row_q8_k_reference(&x, &mut b);
+        assert_eq!(b[0].d, 1.0);
+        assert_eq!(&b[0].qs[..11], &[-127, 0, 2, 2, 0, -2, -2, 126, -126, 4, 4]);
+        for (&v, &q) in x.iter().zip(&b[0].qs) {
+            assert_eq!(i32::from(q), ggml_nearest_int(v));
+        }
+        let s: i16 = b[0].qs[..16].iter().map(|&q| i16::from(q)).sum();
+        assert_eq!(b[0].bsums[0], s);
+    }
+
+    #[test]
+    fn q8_k_sign_of_first_largest_value() {
+        // +3 comes before -3: iscale = -127/3, so +3 -> -127 and -3 -> 127.
+        let mut x = [0.0f32; QK_K];
+        x[5] = 3.0;
+        x[9] = -3.0;
+        x[10] = 1.0;
+        let mut b = [BlockQ8K::default()];
+        quantize_row_q8_k_reference(&x, &mut b);
+        assert_eq!((b[0].qs[5], b[0].qs[9]), (-127, 127));
+        assert_eq!(b[0].d, 1.0 / (-127.0f32 / 3.0));
+        assert_eq!(i32::from(b[0].qs[10]), ggml_nearest_int(-127.0 / 3.0));
+        x[5] = -3.0;
+        x[9] = 3.0;
+        quantize_row_q8_k_reference(&x, &mut b);
+        // The first largest value always maps to -127; the sign moves to d.
+        assert_eq!((b[0].qs[5], b[0].qs[9]), (-127, 127));
+        assert_eq!(b[0].d, 1.0 / (127.0f32 / 3.0));
+    }
+
+    #[test]
+    fn q8_k_zero_block_and_sums() {
+        let mut x = vec![0.0f32; 2 * QK_K];
+        for (i, v) in x[QK_K..].iter_mut().enumerate() {
+            *v = (i as f32 - 100.0) * 0.37;
+        }
+        let mut b = [BlockQ8K::default(); 2];
+        b[0].bsums[3] = 7;
+        quantize_row_q8_k_reference(&x, &mut b);
+        assert_eq!(b[0], BlockQ8K::default());
+        for (j, s) in b[1].bsums.iter().enumerate() {
+            let want: i16 = b[1].qs[16 * j..16 * j + 16]
+                .iter()
+                .map(|&q| i16::from(q))
+                .sum();
+            assert_eq!(*s, want);
+        }
+        let mut y = vec![0.0; 2 * QK_K];
+        dequantize_row_q8_k(&b, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= 0.5 * 155.0 * 0.37 / 127.0 + 1e-6);
+        }
+    }
 
     #[test]
     fn q8_0_ties_round_away_from_zero() {

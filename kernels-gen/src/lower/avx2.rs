@@ -137,6 +137,137 @@ impl Lowering for Avx2 {
             })
         })
     }
+    fn kquant_prelude(&self) -> TokenStream {
+        x86_256_kquant_prelude()
+    }
+    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
+        x86_256_kquant_op(name)
+    }
+}
+
+/// `KW`: 32 bytes; `KS`: 16 int16 scales (8 per 128-bit half).
+pub(super) fn x86_256_kquant_prelude() -> TokenStream {
+    quote! {
+        type KW = __m256i;
+        type KS = __m256i;
+    }
+}
+
+/// The K-quant / Q5_0 ops on 256-bit vectors (AVX2 and AVX-512 VL): the
+/// chunk dot is `vpmaddubsw` (unsigned weights ≤ 63 × int8: pair sums ≤
+/// 16002, no saturation) then `vpmaddwd` with the int16 scales.
+pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
+    Some(match name {
+        "acc_splat" => quote!(_mm256_set1_ps(x)),
+        "ks_pair" => quote!(_mm256_set_m128i(
+            _mm_set1_epi16(hi as i16),
+            _mm_set1_epi16(lo as i16)
+        )),
+        "ku_dot" => quote!(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), s)),
+        "i16_dot" => quote! {
+            __SAFETY__!("`a` and `b` are 32 bytes each, one 256-bit load each.");
+            let (a, b) = unsafe {
+                (_mm256_loadu_si256(a.as_ptr().cast()), _mm256_loadu_si256(b.as_ptr().cast()))
+            };
+            _mm256_madd_epi16(a, b)
+        },
+        "q4k_w" => quote! {
+            assert!(c < 8);
+            __SAFETY__!("`c < 8` (asserted), so bytes `32(c/2)..32(c/2)+32` lie inside the 128 of `qs`.");
+            let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * (c / 2)).cast()) };
+            let v = if c % 2 == 1 { _mm256_srli_epi16::<4>(v) } else { v };
+            _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
+        },
+        "q6k_w" => quote! {
+            assert!(c < 8);
+            let (h, j) = (c / 4, c % 4);
+            __SAFETY__!("`c < 8` (asserted): `64h + 32(j%2) + 32 <= 128` bytes of `ql`, `32h + 32 <= 64` of `qh`.");
+            let (l, hb) = unsafe {
+                (
+                    _mm256_loadu_si256(ql.as_ptr().add(64 * h + 32 * (j % 2)).cast()),
+                    _mm256_loadu_si256(qh.as_ptr().add(32 * h).cast()),
+                )
+            };
+            let l = if j >= 2 { _mm256_srli_epi16::<4>(l) } else { l };
+            let l = _mm256_and_si256(l, _mm256_set1_epi8(0x0f));
+            let hb = match j {
+                0 => hb,
+                1 => _mm256_srli_epi16::<2>(hb),
+                2 => _mm256_srli_epi16::<4>(hb),
+                _ => _mm256_srli_epi16::<6>(hb),
+            };
+            let hb = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3)));
+            _mm256_or_si256(l, hb)
+        },
+        "q5_0_w" => quote! {
+            __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
+            let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+            let nib = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16::<4>(q), q),
+                _mm256_set1_epi8(0x0f),
+            );
+            // Byte i gets byte i/8 of qh and tests its bit i%8.
+            let qh = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
+            let spread = _mm256_shuffle_epi8(
+                qh,
+                _mm256_setr_epi8(
+                    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                    2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+                ),
+            );
+            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+            let q5 = _mm256_or_si256(nib, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+            let w = _mm256_sub_epi8(q5, _mm256_set1_epi8(16));
+            (_mm256_sign_epi8(w, w), w)
+        },
+        "q8k_quant" => quote! {
+            let x = &x[..256];
+            let absmask = _mm256_set1_ps(-0.0);
+            let mut m = _mm256_setzero_ps();
+            for c in x.chunks_exact(8) {
+                __SAFETY__!("`c` is 8 values.");
+                let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+                m = _mm256_max_ps(m, _mm256_andnot_ps(absmask, v));
+            }
+            let s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+            let amax = _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+            if amax == 0.0 {
+                out.d = 0.0;
+                out.qs = [0; 256];
+                return;
+            }
+            // The reference keeps the first value of largest magnitude.
+            let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+            let iscale = -127.0 / max;
+            let iv = _mm256_set1_ps(iscale);
+            let top = _mm256_set1_epi32(127);
+            for (c, o) in x.chunks_exact(32).zip(out.qs.chunks_exact_mut(32)) {
+                let mut q = [_mm256_setzero_si256(); 4];
+                for (t, qi) in q.iter_mut().enumerate() {
+                    __SAFETY__!("`c` is 32 values: `8t + 8 <= 32`.");
+                    let v = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * t)) };
+                    // Nearest, ties to even (ggml's nearest_int), then min 127.
+                    let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                        _mm256_mul_ps(v, iv),
+                    );
+                    *qi = _mm256_min_epi32(_mm256_cvtps_epi32(r), top);
+                }
+                let a = _mm256_packs_epi32(q[0], q[1]);
+                let b = _mm256_packs_epi32(q[2], q[3]);
+                // The packs work per 128-bit lane: restore element order.
+                let p = _mm256_permutevar8x32_epi32(
+                    _mm256_packs_epi16(a, b),
+                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                );
+                __SAFETY__!("`o` is 32 bytes, one 256-bit store.");
+                unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), p) }
+            }
+            out.d = 1.0 / iscale;
+        },
+        _ => return None,
+    })
 }
 
 /// Ops shared by every lowering on 256-bit integer vectors (AVX2 and AVX-512 VL).

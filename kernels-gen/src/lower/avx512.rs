@@ -7,7 +7,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::Lowering;
-use super::avx2::x86_256_op;
+use super::avx2::{x86_256_kquant_op, x86_256_kquant_prelude, x86_256_op};
 
 /// AVX-512 F/BW/VL + VNNI (with AVX2, FMA, F16C, which every such CPU has).
 pub struct Avx512Vnni;
@@ -132,5 +132,13 @@ impl Lowering for Avx512Vnni {
                 _ => return None,
             })
         })
+    }
+    fn kquant_prelude(&self) -> TokenStream {
+        x86_256_kquant_prelude()
+    }
+    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
+        // The chunk dot could be `vpdpbusd` then a 32-bit multiply by the
+        // scales; `vpmaddubsw + vpmaddwd` is as many uops and shared with AVX2.
+        x86_256_kquant_op(name)
     }
 }

@@ -33,6 +33,10 @@ pub trait Lowering {
     fn prelude(&self) -> TokenStream;
     /// The body of op `name`; `None` takes the op's composite default.
     fn op(&self, name: &str) -> Option<TokenStream>;
+    /// The types `KW` and `KS` of [`crate::kquant::OPS`].
+    fn kquant_prelude(&self) -> TokenStream;
+    /// The body of op `name` of [`crate::kquant::OPS`] (asked after [`Lowering::op`]).
+    fn kquant_op(&self, name: &str) -> Option<TokenStream>;
 }
 
 /// Every lowering that can compile for `target_arch` (as in `CARGO_CFG_TARGET_ARCH`).

@@ -140,4 +140,135 @@ impl Lowering for Neon {
             _ => return None,
         })
     }
+    fn kquant_prelude(&self) -> TokenStream {
+        quote! {
+            /// Two 16-byte halves; values <= 63 so they read as int8 too.
+            type KW = (int8x16_t, int8x16_t);
+            type KS = (int32x4_t, int32x4_t);
+        }
+    }
+    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
+        Some(match name {
+            "ku_dot" if self.dotprod => quote! {
+                let (mut a, mut b) = (vdupq_n_s32(0), vdupq_n_s32(0));
+                __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
+                unsafe {
+                    core::arch::asm!(
+                        "sdot {a:v}.4s, {w0:v}.16b, {x0:v}.16b",
+                        "sdot {b:v}.4s, {w1:v}.16b, {x1:v}.16b",
+                        a = inout(vreg) a,
+                        b = inout(vreg) b,
+                        w0 = in(vreg) w.0,
+                        x0 = in(vreg) x.0,
+                        w1 = in(vreg) w.1,
+                        x1 = in(vreg) x.1,
+                        options(pure, nomem, nostack),
+                    );
+                }
+                vmlaq_s32(vmulq_s32(a, s.0), b, s.1)
+            },
+            "ku_dot" => quote! {
+                // 63·127·2 fits the int16 pair sums.
+                let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)), w.0, x.0);
+                let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)), w.1, x.1);
+                vmlaq_s32(vmulq_s32(vpaddlq_s16(p0), s.0), vpaddlq_s16(p1), s.1)
+            },
+            "acc_splat" => quote!(vdupq_n_f32(x)),
+            "ks_pair" => quote!((vdupq_n_s32(lo), vdupq_n_s32(hi))),
+            "i16_dot" => quote! {
+                __SAFETY__!("`a` and `b` are 16 int16 each: two 8-lane loads each.");
+                let (a0, a1, b0, b1) = unsafe {
+                    (
+                        vld1q_s16(a.as_ptr()),
+                        vld1q_s16(a.as_ptr().add(8)),
+                        vld1q_s16(b.as_ptr()),
+                        vld1q_s16(b.as_ptr().add(8)),
+                    )
+                };
+                let r = vmlal_high_s16(vmull_s16(vget_low_s16(a0), vget_low_s16(b0)), a0, b0);
+                vmlal_high_s16(vmlal_s16(r, vget_low_s16(a1), vget_low_s16(b1)), a1, b1)
+            },
+            "q4k_w" => quote! {
+                assert!(c < 8);
+                __SAFETY__!("`c < 8` (asserted): bytes `32(c/2)..32(c/2)+32` lie inside the 128 of `qs`.");
+                let (v0, v1) = unsafe {
+                    let p = qs.as_ptr().add(32 * (c / 2));
+                    (vld1q_u8(p), vld1q_u8(p.add(16)))
+                };
+                let f = |v: uint8x16_t| {
+                    let v = if c % 2 == 1 { vshrq_n_u8::<4>(v) } else { vandq_u8(v, vdupq_n_u8(0x0f)) };
+                    vreinterpretq_s8_u8(v)
+                };
+                (f(v0), f(v1))
+            },
+            "q6k_w" => quote! {
+                assert!(c < 8);
+                let (h, j) = (c / 4, c % 4);
+                __SAFETY__!("`c < 8` (asserted): `64h + 32(j%2) + 32 <= 128` bytes of `ql`, `32h + 32 <= 64` of `qh`.");
+                let (l0, l1, h0, h1) = unsafe {
+                    let pl = ql.as_ptr().add(64 * h + 32 * (j % 2));
+                    let ph = qh.as_ptr().add(32 * h);
+                    (vld1q_u8(pl), vld1q_u8(pl.add(16)), vld1q_u8(ph), vld1q_u8(ph.add(16)))
+                };
+                let shift = vdupq_n_s8(-2 * j as i8);
+                let f = |l: uint8x16_t, hb: uint8x16_t| {
+                    let l = if j >= 2 { vshrq_n_u8::<4>(l) } else { vandq_u8(l, vdupq_n_u8(0x0f)) };
+                    let hb = vandq_u8(vshlq_u8(hb, shift), vdupq_n_u8(3));
+                    vreinterpretq_s8_u8(vorrq_u8(l, vshlq_n_u8::<4>(hb)))
+                };
+                (f(l0, h0), f(l1, h1))
+            },
+            "q5_0_w" => quote! {
+                __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
+                let q = unsafe { vld1q_u8(b.qs.as_ptr()) };
+                let qh = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(b.qh)));
+                const IDX: [u8; 32] = [
+                    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                    2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+                ];
+                const BIT: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+                __SAFETY__!("`IDX` is 32 bytes and `BIT` 16: 128-bit loads inside them.");
+                let (i0, i1, bit) = unsafe {
+                    (vld1q_u8(IDX.as_ptr()), vld1q_u8(IDX.as_ptr().add(16)), vld1q_u8(BIT.as_ptr()))
+                };
+                let f = |nib: uint8x16_t, idx: uint8x16_t| {
+                    let set = vtstq_u8(vqtbl1q_u8(qh, idx), bit);
+                    let q5 = vorrq_u8(nib, vandq_u8(set, vdupq_n_u8(0x10)));
+                    vreinterpretq_s8_u8(vsubq_u8(q5, vdupq_n_u8(16)))
+                };
+                (f(vandq_u8(q, vdupq_n_u8(0x0f)), i0), f(vshrq_n_u8::<4>(q), i1))
+            },
+            "q8k_quant" => quote! {
+                let x = &x[..256];
+                let mut m = vdupq_n_f32(0.0);
+                for c in x.chunks_exact(4) {
+                    __SAFETY__!("`c` is 4 values.");
+                    m = vmaxq_f32(m, vabsq_f32(unsafe { vld1q_f32(c.as_ptr()) }));
+                }
+                let amax = vmaxvq_f32(m);
+                if amax == 0.0 {
+                    out.d = 0.0;
+                    out.qs = [0; 256];
+                    return;
+                }
+                // The reference keeps the first value of largest magnitude.
+                let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+                let iscale = -127.0 / max;
+                let iv = vdupq_n_f32(iscale);
+                let top = vdupq_n_s32(127);
+                for (c, o) in x.chunks_exact(8).zip(out.qs.chunks_exact_mut(8)) {
+                    __SAFETY__!("`c` is 8 values: two 4-lane loads.");
+                    let (v0, v1) = unsafe { (vld1q_f32(c.as_ptr()), vld1q_f32(c.as_ptr().add(4))) };
+                    // fcvtns: nearest, ties to even (ggml's nearest_int).
+                    let a = vminq_s32(vcvtnq_s32_f32(vmulq_f32(v0, iv)), top);
+                    let b = vminq_s32(vcvtnq_s32_f32(vmulq_f32(v1, iv)), top);
+                    let q = vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)));
+                    __SAFETY__!("`o` is 8 bytes, one 64-bit store.");
+                    unsafe { vst1_s8(o.as_mut_ptr(), q) }
+                }
+                out.d = 1.0 / iscale;
+            },
+            _ => return None,
+        })
+    }
 }

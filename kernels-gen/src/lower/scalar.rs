@@ -81,4 +81,69 @@ impl Lowering for Scalar {
             _ => return None,
         })
     }
+    fn kquant_prelude(&self) -> TokenStream {
+        quote! {
+            type KW = [u8; 32];
+            type KS = (i32, i32);
+        }
+    }
+    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
+        Some(match name {
+            "acc_splat" => quote!(x),
+            "ks_pair" => quote!((lo, hi)),
+            "ku_dot" => quote! {
+                let (mut a, mut b) = (0i32, 0i32);
+                for i in 0..16 {
+                    a += i32::from(w[i]) * i32::from(x[i]);
+                    b += i32::from(w[16 + i]) * i32::from(x[16 + i]);
+                }
+                a * s.0 + b * s.1
+            },
+            "i16_dot" => quote! {
+                a.iter().zip(b).map(|(&p, &q)| i32::from(p) * i32::from(q)).sum()
+            },
+            "q4k_w" => quote! {
+                let q = &qs[32 * (c / 2)..][..32];
+                core::array::from_fn(|i| if c % 2 == 0 { q[i] & 0x0f } else { q[i] >> 4 })
+            },
+            "q6k_w" => quote! {
+                let (h, j) = (c / 4, c % 4);
+                let l = &ql[64 * h + 32 * (j % 2)..][..32];
+                let hb = &qh[32 * h..][..32];
+                core::array::from_fn(|i| {
+                    let lo = if j < 2 { l[i] & 0x0f } else { l[i] >> 4 };
+                    lo | (((hb[i] >> (2 * j)) & 3) << 4)
+                })
+            },
+            "q5_0_w" => quote! {
+                let qh = u32::from_le_bytes(b.qh);
+                core::array::from_fn(|i| {
+                    let nib = if i < 16 { b.qs[i] & 0x0f } else { b.qs[i - 16] >> 4 };
+                    let hi = ((qh >> i) & 1) as u8;
+                    (nib | (hi << 4)) as i8 - 16
+                })
+            },
+            "q8k_quant" => quote! {
+                let x = &x[..256];
+                let (mut amax, mut max) = (0.0f32, 0.0f32);
+                for &v in x {
+                    if v.abs() > amax {
+                        amax = v.abs();
+                        max = v;
+                    }
+                }
+                if amax == 0.0 {
+                    out.d = 0.0;
+                    out.qs = [0; 256];
+                    return;
+                }
+                let iscale = -127.0 / max;
+                for (q, &v) in out.qs.iter_mut().zip(x) {
+                    *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+                }
+                out.d = 1.0 / iscale;
+            },
+            _ => return None,
+        })
+    }
 }

@@ -35,7 +35,7 @@ pub use types::{GgmlType, QK_K};
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, TensorDataWriter};
 
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0};
 use backing::Backing;
 
 /// The four bytes every GGUF file starts with.
@@ -411,6 +411,21 @@ impl GgufFile {
     /// `r * ne0/32 .. (r+1) * ne0/32`).
     pub fn tensor_q8_0(&self, name: &str) -> Result<&[BlockQ8_0], GgufError> {
         self.view(name, GgmlType::Q8_0, "Q8_0")
+    }
+
+    /// A Q5_0 tensor's blocks, in place (rows of `ne0/32` blocks).
+    pub fn tensor_q5_0(&self, name: &str) -> Result<&[BlockQ5_0], GgufError> {
+        self.view(name, GgmlType::Q5_0, "Q5_0")
+    }
+
+    /// A Q4_K tensor's blocks, in place (rows of `ne0/256` blocks).
+    pub fn tensor_q4_k(&self, name: &str) -> Result<&[BlockQ4K], GgufError> {
+        self.view(name, GgmlType::Q4_K, "Q4_K")
+    }
+
+    /// A Q6_K tensor's blocks, in place (rows of `ne0/256` blocks).
+    pub fn tensor_q6_k(&self, name: &str) -> Result<&[BlockQ6K], GgufError> {
+        self.view(name, GgmlType::Q6_K, "Q6_K")
     }
 
     /// Tensor `name` converted to f32 (row-major in ggml order), for the
