@@ -2,15 +2,20 @@
 //! GGUF (tests/fixtures/goldens/gemma-3-270m.greedy.llamacpp.jsonl: prompt
 //! ids, 32 greedy tokens, top-10 logits of the first step).
 //!
-//! Tolerance: kiln and llama.cpp compute the same quantized matmuls (Q8_0 /
-//! Q8_K rounding of activations included), but llama.cpp also rounds the
-//! GELU input and output to f16 (its lookup table) and, with flash
-//! attention, queries and the KV cache to f16. On this model such rounding
-//! choices are not small: changing only kiln's activation rounding (f32 vs
-//! Q8_0/Q8_K) moved these top-10 logits by up to 0.43, and emulating
-//! llama.cpp's f16 GELU table moved them by up to 0.5 more. The measured
-//! largest difference to llama.cpp is 0.64 (of logits near 20); the bound
-//! is [`LOGIT_TOL`].
+//! Tolerance: kiln and llama.cpp run the same quantized matmuls (Q5_0 with
+//! Q8_0 activations, Q4_K/Q6_K with Q8_K activations, the tied Q8_0 output
+//! with Q8_0 activations), but llama.cpp also rounds the GELU input and
+//! output to f16 (its lookup table) and, with flash attention, queries and
+//! the KV cache to f16, and it sums in another order. On this model such
+//! rounding choices are not small: measured on these prompts, changing only
+//! kiln's activation rounding (f32 vs Q8_0/Q8_K) moved the first-step
+//! top-10 logits by up to 0.43, emulating llama.cpp's f16 GELU table by up
+//! to 0.5, and replacing kiln's f32-fallback matmuls by the int8 kernels
+//! (same rounding, another summation order) by up to 0.3. The largest
+//! difference to llama.cpp measured is 0.76 (logits near 16-24); the bound
+//! is [`LOGIT_TOL`]. Divergences: "The capital of France is" at step 11
+//! (kiln's margin 0.17) and "Translate to German…" at step 3 (0.28); the
+//! other four prompts are equal for all 32 tokens.
 
 mod common;
 
@@ -23,7 +28,7 @@ use kiln::runtime::tokenizer::{EncodeOptions, Tokenizer};
 
 /// Largest accepted |kiln − llama.cpp| of a first-step logit (see the
 /// module doc for where it comes from).
-const LOGIT_TOL: f32 = 0.75;
+const LOGIT_TOL: f32 = 1.0;
 
 #[derive(serde::Deserialize)]
 struct Golden {

@@ -26,7 +26,7 @@ use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
 use crate::kernels::{GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn};
-use crate::quant::{BlockQ8_0, QK8_0};
+use crate::quant::{BlockQ8_0, BlockQ8K, QK_K, QK8_0};
 
 /// Every `SWA_PATTERN`-th layer (the last of each group) attends globally
 /// (llama.cpp's `set_swa_pattern(6)` for Gemma 3).
@@ -217,6 +217,9 @@ pub(crate) fn embed_rows(
     let scale = (hidden as f32).sqrt();
     match table {
         WeightData::Q8_0(table) => gather(table.get(), hidden, ids, scale, x),
+        WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
+            unreachable!("Tensors::table converts these to f32")
+        }
         WeightData::F32(table) | WeightData::Dequantized(table, _) => {
             let table = table.get();
             for (row, &id) in x.chunks_exact_mut(hidden).zip(ids) {
@@ -229,11 +232,14 @@ pub(crate) fn embed_rows(
     }
 }
 
-/// Quantizes `x` once for every layer in `layers` that reads Q8_0 input
-/// (layers sharing an input may have different weight types).
-pub(crate) fn prepare(layers: &[&Linear], x: &[f32], xq: &mut [BlockQ8_0]) {
+/// Quantizes `x` once to Q8_0 and once to Q8_K if any layer in `layers`
+/// reads that (layers sharing an input may have different weight types).
+pub(crate) fn prepare(layers: &[&Linear], x: &[f32], xq: &mut [BlockQ8_0], xqk: &mut [BlockQ8K]) {
     if let Some(l) = layers.iter().find(|l| l.wants_q8()) {
         l.prepare(x, xq);
+    }
+    if let Some(l) = layers.iter().find(|l| l.wants_q8k()) {
+        l.prepare_k(x, xqk);
     }
 }
 
@@ -253,6 +259,7 @@ pub(crate) struct BlockBufs<'a> {
     pub(crate) ff_b: &'a mut [f32],
     /// Quantized matmul inputs.
     pub(crate) xq: &'a mut [BlockQ8_0],
+    pub(crate) xqk: &'a mut [BlockQ8K],
 }
 
 impl GemmaLayer {
@@ -275,8 +282,13 @@ impl GemmaLayer {
         let t = &mut b.t[..n * d];
         (kn.rms_norm_hidden)(&x[..n * d], self.attn_norm.get(), cfg.eps, t);
         let xq = &mut b.xq[..n * d / QK8_0];
-        prepare(&[&self.q, &self.k, &self.v], t, xq);
-        let input = Input { f32: t, q8: xq };
+        let xqk = &mut b.xqk[..n * d / QK_K];
+        prepare(&[&self.q, &self.k, &self.v], t, xq, xqk);
+        let input = Input {
+            f32: t,
+            q8: xq,
+            q8k: xqk,
+        };
         self.q.forward(input, n, b.att, false, threads);
         self.k.forward(input, n, b.ff_a, false, threads);
         self.v.forward(input, n, b.v, false, threads);
@@ -302,9 +314,14 @@ impl GemmaLayer {
         let d = cfg.hidden;
         let att = &b.att[..n * cfg.q_dim()];
         let xq = &mut b.xq[..att.len() / QK8_0];
-        self.o.prepare(att, xq);
-        self.o
-            .forward(Input { f32: att, q8: xq }, n, b.ff_a, false, threads);
+        let xqk = &mut b.xqk[..att.len() / QK_K];
+        prepare(&[&self.o], att, xq, xqk);
+        let input = Input {
+            f32: att,
+            q8: xq,
+            q8k: xqk,
+        };
+        self.o.forward(input, n, b.ff_a, false, threads);
         let t = &mut b.t[..n * d];
         (kn.rms_norm_hidden)(&b.ff_a[..n * d], self.post_attn_norm.get(), cfg.eps, t);
         add_in_place(&mut x[..n * d], t);
@@ -325,8 +342,13 @@ impl GemmaLayer {
         let t = &mut b.t[..n * d];
         (kn.rms_norm_hidden)(&x[..n * d], self.ffn_norm.get(), cfg.eps, t);
         let xq = &mut b.xq[..n * d / QK8_0];
-        prepare(&[&self.gate, &self.up], t, xq);
-        let input = Input { f32: t, q8: xq };
+        let xqk = &mut b.xqk[..n * d / QK_K];
+        prepare(&[&self.gate, &self.up], t, xq, xqk);
+        let input = Input {
+            f32: t,
+            q8: xq,
+            q8k: xqk,
+        };
         let nf = n * cfg.ffn;
         self.gate.forward(input, n, b.ff_a, false, threads);
         self.up.forward(input, n, b.ff_b, false, threads);
@@ -338,11 +360,13 @@ impl GemmaLayer {
             for (a, u) in b.ff_a[..nf].iter_mut().zip(&b.ff_b[..nf]) {
                 *a *= u;
             }
+            self.down.prepare_k(&b.ff_a[..nf], &mut b.xqk[..nf / QK_K]);
         }
         self.down.forward(
             Input {
                 f32: &b.ff_a[..nf],
                 q8: xq_f,
+                q8k: &b.xqk[..nf / QK_K],
             },
             n,
             b.ff_b,

@@ -26,7 +26,7 @@ use super::weights::{Data, Tensors, WeightData};
 use super::{DecoderModel, DecoderOptions, DecoderState, ModelError};
 use crate::gguf::GgufFile;
 use crate::kernels::KernelSet;
-use crate::quant::QK8_0;
+use crate::quant::{QK_K, QK8_0};
 
 const ARCH: &str = "gemma3";
 
@@ -84,7 +84,7 @@ impl Gemma3 {
         let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", cfg.hidden, n_vocab)?;
         let output = Linear::new(
-            t.table("token_embd.weight", cfg.hidden, n_vocab)?,
+            t.matrix("token_embd.weight", cfg.hidden, n_vocab)?,
             None,
             cfg.hidden,
             n_vocab,
@@ -144,6 +144,7 @@ impl Gemma3 {
             ff_a: sized(&mut ws.ff_a, n * wide),
             ff_b: sized(&mut ws.ff_b, n * wide),
             xq: sized(&mut ws.xq, n * wide / QK8_0),
+            xqk: sized(&mut ws.xqk, n * wide / QK_K),
         };
         super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
@@ -210,6 +211,7 @@ impl DecoderModel for Gemma3 {
             ws: Workspace::default(),
             norm: Vec::new(),
             xq: Vec::new(),
+            xqk: Vec::new(),
         }
     }
 
@@ -248,11 +250,13 @@ impl DecoderModel for Gemma3 {
             let normed = sized(&mut state.norm, d);
             (self.kernels.rms_norm_hidden)(row, self.output_norm.get(), self.cfg.eps, normed);
             let xq = sized(&mut state.xq, d / QK8_0);
-            self.output.prepare(normed, xq);
+            let xqk = sized(&mut state.xqk, d / QK_K);
+            super::gemma::prepare(&[&self.output], normed, xq, xqk);
             self.output.forward(
                 Input {
                     f32: normed,
                     q8: xq,
+                    q8k: xqk,
                 },
                 1,
                 &mut logits[..self.n_vocab],

@@ -30,7 +30,7 @@ use super::weights::{Data, Tensors, WeightData};
 use super::{EncoderModel, ModelError, ModelOptions, Pooling};
 use crate::gguf::GgufFile;
 use crate::kernels::{AttentionFn, AttnShape, KernelSet, Mask, MeanPoolFn};
-use crate::quant::QK8_0;
+use crate::quant::{QK_K, QK8_0};
 
 const ARCH: &str = "gemma-embedding";
 
@@ -78,7 +78,7 @@ impl GemmaEmbedding {
         let hidden = cfg.hidden;
         let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
-            Ok(Linear::new(t.matrix(name, k, n)?, None, k, n, kernels))
+            Ok(Linear::new(t.matrix_q8(name, k, n)?, None, k, n, kernels))
         };
 
         // The dense projections after pooling (sentence-transformers' 2_Dense
@@ -170,6 +170,7 @@ impl EncoderModel for GemmaEmbedding {
             ff_a: sized(&mut ws.ff_a, n * wide),
             ff_b: sized(&mut ws.ff_b, n * wide),
             xq: sized(&mut ws.xq, (n * wide).max(max_dense) / QK8_0),
+            xqk: sized(&mut ws.xqk, n * wide / QK_K),
         };
 
         super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
@@ -220,6 +221,7 @@ impl EncoderModel for GemmaEmbedding {
                 Input {
                     f32: &cur[..lin.k],
                     q8: xq_d,
+                    q8k: &[],
                 },
                 1,
                 &mut next[..lin.n],

@@ -3,9 +3,12 @@
 
 use super::weights::{ActRound, Data, WeightData};
 use crate::kernels::{
-    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0Fn, QuantizeQ8_0Fn,
+    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ5_0Fn, MatmulQ6KFn,
+    MatmulQ8_0Fn, QuantizeQ8_0Fn, QuantizeQ8KFn,
 };
-use crate::quant::{BlockQ8_0, QK_K, QK8_0, dequantize_row_q8_0};
+use crate::quant::{
+    BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, QK_K, QK8_0, dequantize_row_q8_0,
+};
 
 /// Output columns below which a matmul is not split further: keeps each
 /// thread's slice of the weight large enough to amortize the fork.
@@ -14,6 +17,9 @@ const MIN_COLS_PER_THREAD: usize = MATMUL_COL_ALIGN;
 enum Kernel {
     Q8_0(Data<BlockQ8_0>, MatmulQ8_0Fn, QuantizeQ8_0Fn),
     F32(Data<f32>, MatmulF32Fn),
+    Q4K(Data<BlockQ4K>, MatmulQ4KFn, QuantizeQ8KFn),
+    Q6K(Data<BlockQ6K>, MatmulQ6KFn, QuantizeQ8KFn),
+    Q5_0(Data<BlockQ5_0>, MatmulQ5_0Fn, QuantizeQ8_0Fn),
     /// Dequantized weights; the input is rounded as `ActRound` says first.
     Rounded(Data<f32>, MatmulF32Fn, ActRound, QuantizeQ8_0Fn),
 }
@@ -29,12 +35,13 @@ pub(crate) struct Linear {
     pub(crate) n: usize,
 }
 
-/// The input of a linear layer: f32 rows, and their Q8_0 quantization when a
-/// Q8_0 weight reads them.
+/// The input of a linear layer: f32 rows, and their Q8_0 (Q8_0 and Q5_0
+/// weights) or Q8_K (K-quant weights) quantization when the weight reads it.
 #[derive(Clone, Copy)]
 pub(crate) struct Input<'a> {
     pub(crate) f32: &'a [f32],
     pub(crate) q8: &'a [BlockQ8_0],
+    pub(crate) q8k: &'a [BlockQ8K],
 }
 
 impl Linear {
@@ -50,6 +57,15 @@ impl Linear {
                 Kernel::Q8_0(w, kernels.matmul_q8_0(n, k), kernels.quantize_q8_0(k))
             }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
+            WeightData::Q4K(w) => {
+                Kernel::Q4K(w, kernels.matmul_q4_k(n, k), kernels.quantize_q8_k(k))
+            }
+            WeightData::Q6K(w) => {
+                Kernel::Q6K(w, kernels.matmul_q6_k(n, k), kernels.quantize_q8_k(k))
+            }
+            WeightData::Q5_0(w) => {
+                Kernel::Q5_0(w, kernels.matmul_q5_0(n, k), kernels.quantize_q8_0(k))
+            }
             WeightData::Dequantized(w, act) => {
                 Kernel::Rounded(w, kernels.matmul_f32(n, k), act, kernels.quantize_q8_0(k))
             }
@@ -62,6 +78,9 @@ impl Linear {
         match &self.kernel {
             Kernel::Q8_0(w, ..) => w.owned_bytes(),
             Kernel::F32(w, _) | Kernel::Rounded(w, ..) => w.owned_bytes(),
+            Kernel::Q4K(w, ..) => w.owned_bytes(),
+            Kernel::Q6K(w, ..) => w.owned_bytes(),
+            Kernel::Q5_0(w, ..) => w.owned_bytes(),
         }
     }
 
@@ -69,15 +88,30 @@ impl Linear {
     pub(crate) fn wants_q8(&self) -> bool {
         matches!(
             self.kernel,
-            Kernel::Q8_0(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
+            Kernel::Q8_0(..) | Kernel::Q5_0(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
         )
+    }
+
+    /// Whether this layer reads its input quantized to Q8_K.
+    pub(crate) fn wants_q8k(&self) -> bool {
+        matches!(self.kernel, Kernel::Q4K(..) | Kernel::Q6K(..))
+    }
+
+    /// Quantizes this layer's input rows into Q8_K blocks when a K-quant
+    /// weight reads them.
+    pub(crate) fn prepare_k(&self, x: &[f32], out: &mut [BlockQ8K]) {
+        if let Kernel::Q4K(_, _, q) | Kernel::Q6K(_, _, q) = &self.kernel {
+            q(x, &mut out[..x.len() / QK_K]);
+        }
     }
 
     /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
     /// the weight is Q8_0; layers that share an input call it once.
     pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
         match &self.kernel {
-            Kernel::Q8_0(_, _, quantize) | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
+            Kernel::Q8_0(_, _, quantize)
+            | Kernel::Q5_0(_, _, quantize)
+            | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
                 quantize(x, &mut out[..x.len() / QK8_0]);
             }
             _ => {}
@@ -135,6 +169,36 @@ impl Linear {
                 f(
                     &w.get()[cols.start * kb..cols.end * kb],
                     x.q8,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q5_0(w, f, _) => {
+                let kb = self.k / QK8_0;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q4K(w, f, _) => {
+                let kb = self.k / QK_K;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8k,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q6K(w, f, _) => {
+                let kb = self.k / QK_K;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8k,
                     bias,
                     out,
                     accumulate,

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{self, KernelSet};
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ8_0, BlockQ8K};
 
 pub use exec::Workspace;
 pub use gemma3::DEFAULT_CONTEXT;
@@ -229,6 +229,7 @@ pub struct DecoderState {
     pub(crate) ws: Workspace,
     pub(crate) norm: Vec<f32>,
     pub(crate) xq: Vec<BlockQ8_0>,
+    pub(crate) xqk: Vec<BlockQ8K>,
 }
 
 impl DecoderState {

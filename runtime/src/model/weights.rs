@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::ModelError;
 use crate::gguf::{GgmlType, GgufFile};
-use crate::quant::{BlockQ8_0, QK_K};
+use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
 /// type had to be converted at open.
@@ -54,6 +54,9 @@ impl<T> Data<T> {
 pub(crate) enum WeightData {
     Q8_0(Data<BlockQ8_0>),
     F32(Data<f32>),
+    Q4K(Data<BlockQ4K>),
+    Q6K(Data<BlockQ6K>),
+    Q5_0(Data<BlockQ5_0>),
     /// A quantized type without a kernel, dequantized to f32 at open; the
     /// matmul rounds its input as that type's kernel would quantize it, so
     /// results equal the quantized kernel's up to summation order.
@@ -125,10 +128,17 @@ impl<'f> Tensors<'f> {
             GgmlType::F16 | GgmlType::BF16 => {
                 Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?)))
             }
-            // The quantized types without a kernel yet: f32 at open through
-            // the reference dequantizers (correct, but 4-8x the file's
-            // memory and f32 matmul speed).
-            GgmlType::Q4_0 | GgmlType::Q5_0 => Ok(WeightData::Dequantized(
+            GgmlType::Q5_0 => Ok(WeightData::Q5_0(Data::mapped(self.file.tensor_q5_0(name)?))),
+            GgmlType::Q4_K if k.is_multiple_of(QK_K) => {
+                Ok(WeightData::Q4K(Data::mapped(self.file.tensor_q4_k(name)?)))
+            }
+            GgmlType::Q6_K if k.is_multiple_of(QK_K) => {
+                Ok(WeightData::Q6K(Data::mapped(self.file.tensor_q6_k(name)?)))
+            }
+            // The quantized types without a kernel yet (Q4_0, Q5_K): f32 at
+            // open through the reference dequantizers (correct, but 4-8x
+            // the file's memory and f32 matmul speed).
+            GgmlType::Q4_0 => Ok(WeightData::Dequantized(
                 Data::Owned(self.file.dequantize(name)?),
                 ActRound::Q8_0,
             )),
@@ -143,14 +153,34 @@ impl<'f> Tensors<'f> {
         }
     }
 
+    /// As [`matrix`](Self::matrix), for plans that feed only f32 and Q8_0
+    /// inputs: weights whose kernel reads Q8_K activations are dequantized.
+    pub(crate) fn matrix_q8(
+        &self,
+        name: &str,
+        k: usize,
+        n: usize,
+    ) -> Result<WeightData, ModelError> {
+        Ok(match self.matrix(name, k, n)? {
+            WeightData::Q4K(_) | WeightData::Q6K(_) => {
+                WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8K)
+            }
+            other => other,
+        })
+    }
+
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
-    /// file's type when the gather kernel reads it directly.
+    /// file's type when the gather kernel reads it directly (Q8_0, F32),
+    /// else converted to f32.
     pub(crate) fn table(
         &self,
         name: &str,
         dim: usize,
         n_rows: usize,
     ) -> Result<WeightData, ModelError> {
-        self.matrix(name, dim, n_rows)
+        Ok(match self.matrix(name, dim, n_rows)? {
+            w @ (WeightData::Q8_0(_) | WeightData::F32(_) | WeightData::Dequantized(..)) => w,
+            _ => WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8_0),
+        })
     }
 }
