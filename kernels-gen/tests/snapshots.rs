@@ -8,7 +8,8 @@ fn table() -> ShapeTable {
     let mut t = ShapeTable::new();
     t.add("matmul_q8_0", &[256, 768])
         .add("rms_norm", &[768])
-        .add("attention", &[256]);
+        .add("attention", &[256])
+        .add("matmul_q4_k", &[640, 2048]);
     t
 }
 
@@ -24,6 +25,17 @@ fn q8_0_matmul() {
         snap(isa, "matmul_q8_0_n256_k768");
         snap(isa, "q8_dot");
         snap(isa, "q8_quant");
+    }
+}
+
+#[test]
+fn q4_k_matmul() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q4_k_n640_k2048");
+        snap(isa, "ku_dot");
+        snap(isa, "q4k_w");
+        snap(isa, "q4k_scales");
+        snap(isa, "q8k_quant");
     }
 }
 
