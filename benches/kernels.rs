@@ -7,6 +7,10 @@
 //! - Q8_0 matmul on 64+ tokens with weights in cache vs int8 peak (bar: ≥ 60%);
 //! - specialized vs generic variants of the same kernel.
 //!
+//! - the Q4_K, Q6_K and Q5_0 matmuls at gemma-3-270m shapes: one token with
+//!   weights from DRAM (vs read bandwidth) and 64 tokens in cache (vs the
+//!   Q8_0 int8 peak, which uses a different instruction mix: indicative).
+//!
 //! Then runs criterion groups named `op/isa/shape`. `KILN_BENCH_ALL_ISAS=1`
 //! benches every ISA the CPU supports instead of only the best one.
 
@@ -16,7 +20,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use kiln::kernels::{best, compiled, for_isa, int8_dot_probe};
 use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, KernelSet, Mask, MatMut};
-use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference, repack_q8_0x8};
+use kiln::runtime::quant::{
+    BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, quantize_row_q8_0_reference,
+    quantize_row_q8_k_reference, repack_q8_0x8,
+};
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
 fn rand_vec(len: usize, seed: u32) -> Vec<f32> {
@@ -199,6 +206,186 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
     report("attention hd256 3/1 heads 128 tokens", spec, gen_t);
 }
 
+fn q8k(x: &[f32]) -> Vec<BlockQ8K> {
+    let mut b = vec![BlockQ8K::default(); x.len() / 256];
+    quantize_row_q8_k_reference(x, &mut b);
+    b
+}
+
+/// Random bytes for weight blocks (any bit pattern is a valid block) with
+/// scales of a realistic size.
+fn rand_bytes(len: usize, seed: u32) -> Vec<u8> {
+    rand_vec(len, seed)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.9) as u8)
+        .collect()
+}
+
+fn rand_q4k(blocks: usize, seed: u32) -> Vec<BlockQ4K> {
+    let b = rand_bytes(blocks * 140, seed);
+    b.chunks_exact(140)
+        .map(|c| BlockQ4K {
+            d: half::f16::from_f32(0.01),
+            dmin: half::f16::from_f32(0.005),
+            scales: c[..12].try_into().expect("12"),
+            qs: c[12..].try_into().expect("128"),
+        })
+        .collect()
+}
+
+fn rand_q6k(blocks: usize, seed: u32) -> Vec<BlockQ6K> {
+    let b = rand_bytes(blocks * 208, seed);
+    b.chunks_exact(208)
+        .map(|c| BlockQ6K {
+            ql: c[..128].try_into().expect("128"),
+            qh: c[128..192].try_into().expect("64"),
+            scales: std::array::from_fn(|i| c[192 + i] as i8),
+            d: half::f16::from_f32(0.001),
+        })
+        .collect()
+}
+
+fn rand_q5_0(blocks: usize, seed: u32) -> Vec<BlockQ5_0> {
+    let b = rand_bytes(blocks * 20, seed);
+    b.chunks_exact(20)
+        .map(|c| BlockQ5_0 {
+            d: half::f16::from_f32(0.01),
+            qh: c[..4].try_into().expect("4"),
+            qs: c[4..].try_into().expect("16"),
+        })
+        .collect()
+}
+
+/// The gemma-3-270m weights by format: `(format, n, k)`.
+const KQUANT_SHAPES: &[(&str, usize, usize)] = &[
+    ("q4_k", 640, 2048),
+    ("q4_k", 640, 1024),
+    ("q6_k", 640, 2048),
+    ("q5_0", 2048, 640),
+    ("q5_0", 1024, 640),
+    ("q5_0", 256, 640),
+];
+
+/// Weights (in copies, to stream them from DRAM) and activations of one shape.
+struct KquantCase {
+    w4: Vec<Vec<BlockQ4K>>,
+    w6: Vec<Vec<BlockQ6K>>,
+    w5: Vec<Vec<BlockQ5_0>>,
+    xk: Vec<BlockQ8K>,
+    x8: Vec<BlockQ8_0>,
+}
+
+impl KquantCase {
+    /// Enough copies of an `n × k` weight of `fmt` to fill `total_bytes`, and `m` tokens.
+    fn new(fmt: &str, n: usize, k: usize, m: usize, total_bytes: usize) -> Self {
+        let bytes = kquant_bytes(fmt, n, k);
+        let copies = total_bytes.div_ceil(bytes).max(1);
+        let mut c = KquantCase {
+            w4: Vec::new(),
+            w6: Vec::new(),
+            w5: Vec::new(),
+            xk: Vec::new(),
+            x8: Vec::new(),
+        };
+        let x = rand_vec(m * k, 2);
+        match fmt {
+            "q4_k" => {
+                let w = rand_q4k(n * k / 256, 1);
+                c.w4 = vec![w; copies];
+                c.xk = q8k(&x);
+            }
+            "q6_k" => {
+                let w = rand_q6k(n * k / 256, 1);
+                c.w6 = vec![w; copies];
+                c.xk = q8k(&x);
+            }
+            _ => {
+                let w = rand_q5_0(n * k / 32, 1);
+                c.w5 = vec![w; copies];
+                c.x8 = q8(&x);
+            }
+        }
+        c
+    }
+    fn copies(&self) -> usize {
+        self.w4.len().max(self.w6.len()).max(self.w5.len())
+    }
+    fn run(&self, set: &dyn KernelSet, fmt: &str, n: usize, k: usize, i: usize, out: MatMut<'_>) {
+        match fmt {
+            "q4_k" => set.matmul_q4_k(n, k)(&self.w4[i], &self.xk, None, out, false),
+            "q6_k" => set.matmul_q6_k(n, k)(&self.w6[i], &self.xk, None, out, false),
+            _ => set.matmul_q5_0(n, k)(&self.w5[i], &self.x8, None, out, false),
+        }
+    }
+}
+
+/// Weight bytes of an `n × k` matrix of `fmt`.
+fn kquant_bytes(fmt: &str, n: usize, k: usize) -> usize {
+    match fmt {
+        "q4_k" => n * k / 256 * 144,
+        "q6_k" => n * k / 256 * 210,
+        _ => n * k / 32 * 22,
+    }
+}
+
+/// The K-quant and Q5_0 matmuls at gemma-3-270m shapes.
+fn kquant_bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
+    let isa = set.isa().name();
+    println!("== gemma-3-270m K-quant / Q5_0 matmuls ({isa}) ==");
+    for &(fmt, n, k) in KQUANT_SHAPES {
+        let bytes = kquant_bytes(fmt, n, k);
+        // One token, weights streamed from DRAM.
+        let c = KquantCase::new(fmt, n, k, 1, 320 << 20);
+        let mut out = vec![0.0f32; n];
+        let rounds = c.copies() * 2;
+        let t = Instant::now();
+        for r in 0..rounds {
+            c.run(
+                set,
+                fmt,
+                n,
+                k,
+                r % c.copies(),
+                MatMut::new(&mut out, 1, n, n),
+            );
+        }
+        let per = t.elapsed().as_secs_f64() / rounds as f64;
+        let gbs = bytes as f64 / per / 1e9;
+        // One token, weights in cache.
+        let t1 = min_time(100, || {
+            c.run(set, fmt, n, k, 0, MatMut::new(&mut out, 1, n, n))
+        });
+        let gbs1 = bytes as f64 / t1.as_secs_f64() / 1e9;
+        println!(
+            "matvec {fmt} n{n} k{k}: from DRAM {:.1} us, {gbs:.1} GB/s = {:.0}% of read bandwidth; in cache {:.1} us, {gbs1:.1} GB/s",
+            per * 1e6,
+            100.0 * gbs / bw,
+            t1.as_secs_f64() * 1e6,
+        );
+        // 64 tokens, weights in cache.
+        let m = 64;
+        let c = KquantCase::new(fmt, n, k, m, 0);
+        let mut out = vec![0.0f32; m * n];
+        let t = min_time(10, || {
+            c.run(set, fmt, n, k, 0, MatMut::new(&mut out, m, n, n))
+        });
+        let gops = (2 * m * n * k) as f64 / t.as_secs_f64() / 1e9;
+        println!(
+            "matmul {fmt} n{n} k{k} m{m} in cache: {:.0} us, {gops:.1} GOPS = {:.0}% of the Q8_0 int8 peak",
+            t.as_secs_f64() * 1e6,
+            100.0 * gops / peak
+        );
+    }
+    let x = rand_vec(2048 * 64, 3);
+    let mut xb = vec![BlockQ8K::default(); x.len() / 256];
+    let t = min_time(50, || set.quantize_q8_k(2048)(&x, &mut xb));
+    println!(
+        "quantize_q8_k k2048 m64: {:.1} us, {:.1} GB/s of f32 input",
+        t.as_secs_f64() * 1e6,
+        (x.len() * 4) as f64 / t.as_secs_f64() / 1e9
+    );
+}
+
 fn report(what: &str, spec: Duration, generic: Duration) {
     println!(
         "specialized vs generic, {what}: {:.2} us vs {:.2} us ({:+.1}%)",
@@ -246,6 +433,19 @@ fn bench_set(c: &mut Criterion, set: &'static dyn KernelSet) {
             g.throughput(Throughput::Elements((2 * m * n * k) as u64));
             g.bench_function(format!("n{n}_k{k}_m{m}"), |b| {
                 b.iter(|| f(&w, &x, None, MatMut::new(&mut out, m, n, n), false))
+            });
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("matmul_kquant/{isa}"));
+    for &(fmt, n, k) in KQUANT_SHAPES {
+        for m in [1usize, 64] {
+            let kc = KquantCase::new(fmt, n, k, m, 0);
+            let mut out = vec![0.0f32; m * n];
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            g.bench_function(format!("{fmt}_n{n}_k{k}_m{m}"), |b| {
+                b.iter(|| kc.run(set, fmt, n, k, 0, MatMut::new(&mut out, m, n, n)))
             });
         }
     }
@@ -356,6 +556,7 @@ fn main() {
             set.isa().name()
         );
         bars(set, bw, peak);
+        kquant_bars(set, bw, peak);
     }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))

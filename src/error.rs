@@ -64,4 +64,20 @@ pub enum Error {
     /// The thread pool could not start.
     #[error("cannot start the thread pool: {0}")]
     Threads(String),
+    /// The prompt does not fit in the generation context.
+    #[error(
+        "the prompt has {n_tokens} tokens, more than the context of {context} (raise the context, e.g. --ctx, or shorten the prompt)"
+    )]
+    PromptTooLong {
+        /// Tokens in the prompt (with special tokens).
+        n_tokens: usize,
+        /// The context in use.
+        context: usize,
+    },
+    /// The chat template failed to render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A chat message's role is not one the template knows.
+    #[error("unknown chat role `{0}` (expected system, user or assistant)")]
+    BadRole(String),
 }

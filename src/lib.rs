@@ -1,14 +1,16 @@
 //! kiln: CPU inference for text-embedding and small text-generation models.
 //!
-//! The facade crate: the public library API ([`Embedder`]), the model cache
-//! and converter ([`hub`], [`convert`]), the `kiln` command line tool, the
-//! wiring of the kernels generated at build time into the runtime
-//! ([`kernels`]), and [`macro@model`], which compiles one GGUF model into a
-//! binary.
+//! The facade crate: the public library API ([`Embedder`], [`Generator`]),
+//! the model cache and converter ([`hub`], [`convert`]), the `kiln` command
+//! line tool, the wiring of the kernels generated at build time into the
+//! runtime ([`kernels`]), and [`macro@model`], which compiles one GGUF model
+//! into a binary.
 
+mod chat;
 pub mod convert;
 mod embedder;
 mod error;
+mod generate;
 pub mod hub;
 pub mod kernels;
 pub mod prompts;
@@ -19,9 +21,15 @@ pub use embedder::{
     CallOptions, EmbedOptions, Embedder, EmbedderBuilder, TruncateDirection, cosine, l2_normalize,
 };
 pub use error::Error;
+pub use generate::{
+    ChatMessage, ClassScore, Classification, FinishReason, GenerateOptions, Generation, Generator,
+    GeneratorBuilder, Metrics, ModelInfo, Token,
+};
 pub use kiln_codegen::model;
 pub use kiln_runtime as runtime;
+pub use kiln_runtime::model::KvType;
 pub use kiln_runtime::model::Pooling;
+pub use kiln_runtime::sampling::SamplingOptions;
 
 /// What `#[kiln::model]` expansions use; not a public API.
 #[doc(hidden)]

@@ -17,6 +17,11 @@ struct Cli {
 enum Command {
     /// Embed texts (arguments, --input FILE, or stdin lines).
     Embed(cli::embed::EmbedArgs),
+    /// Generate text from a prompt with a decoder model (streams to stdout).
+    Generate(cli::generate::GenerateArgs),
+    /// Chat with a decoder model (interactive on a terminal, one message per
+    /// stdin line otherwise).
+    Chat(cli::generate::ChatArgs),
     /// Cosine similarity of the first text to each of the others.
     Similarity(cli::similarity::SimilarityArgs),
     /// Print the token ids of a text.
@@ -42,6 +47,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Embed(a) => cli::embed::run(a),
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Chat(a) => cli::generate::run_chat(a),
         Command::Similarity(a) => cli::similarity::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
         Command::Inspect(a) => cli::inspect::run(&a),

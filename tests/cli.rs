@@ -193,3 +193,81 @@ fn similarity_ranks_the_related_text_first() {
     assert_eq!(scores.len(), 2);
     assert!(scores[0] > 0.6 && scores[1] < 0.3, "{out}");
 }
+
+#[test]
+fn generate_streams_greedy_text_and_stats() {
+    let Some(path) = common::cached_model("gemma3-270m") else {
+        return;
+    };
+    let m = path.display().to_string();
+    let o = kiln(
+        &[
+            "generate",
+            "-m",
+            &m,
+            "--ctx",
+            "128",
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+            "--stats",
+            "The three primary colors are",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // llama.cpp's greedy continuation (the golden), then a newline.
+    assert!(stderr(&o).contains("tok/s"), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        " red, blue, and yellow.\n\n\n"
+    );
+    // --stop cuts exactly; a prompt over the context is a clear error.
+    let o = kiln(
+        &[
+            "generate",
+            "-m",
+            &m,
+            "-n",
+            "8",
+            "--temperature",
+            "0",
+            "--stop",
+            "blue",
+            "The three primary colors are",
+        ],
+        None,
+    );
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), " red, \n");
+    let long = "word ".repeat(200);
+    let o = kiln(&["generate", "-m", &m, "--ctx", "64", &long], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("context of 64"), "{}", stderr(&o));
+}
+
+#[test]
+fn chat_reads_one_message_per_line() {
+    let Some(path) = common::cached_model("gemma3-270m") else {
+        return;
+    };
+    let m = path.display().to_string();
+    let o = kiln(
+        &[
+            "chat",
+            "-m",
+            &m,
+            "--ctx",
+            "256",
+            "-n",
+            "4",
+            "--temperature",
+            "0",
+        ],
+        Some(b"Hello\n\nName a color.\n"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Two answers (the empty line is skipped), one per line.
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.matches('\n').count() >= 2, "{out:?}");
+}

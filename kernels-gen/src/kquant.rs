@@ -192,6 +192,8 @@ pub const NR: usize = 2;
 pub const NR1: usize = 2;
 /// See [`MR`].
 pub const PANEL: usize = 64;
+/// How far ahead (in weight rows) the one-token matmul prefetches.
+pub const PREFETCH_ROWS: usize = 8;
 
 /// How one weight format plugs into [`kq_matmul`]. Each hook returns tokens
 /// for weight row `j` / token `i` of the tile; the block of row `j` is bound
@@ -203,6 +205,8 @@ pub struct Format {
     pub qk: usize,
     /// 32-value chunks per block.
     pub chunks: usize,
+    /// Bytes per weight block (for prefetching).
+    pub bytes: usize,
     /// Statements computing per-weight-block values (scales) for row `j`.
     pub w_prep: fn(j: usize) -> TokenStream,
     /// Statements computing per-activation-block values for token `i`.
@@ -234,6 +238,7 @@ pub const Q4K: Format = Format {
     name: "matmul_q4_k",
     qk: 256,
     chunks: 8,
+    bytes: 144,
     w_prep: |j| {
         let (wb, sc, mn, dw, dm) = (
             id("wb", j),
@@ -282,6 +287,7 @@ pub const Q6K: Format = Format {
     name: "matmul_q6_k",
     qk: 256,
     chunks: 8,
+    bytes: 210,
     w_prep: |j| {
         let (wb, mn, dw) = (id("wb", j), id("mn", j), id("dw", j));
         quote! {
@@ -332,6 +338,7 @@ pub const Q5_0: Format = Format {
     name: "matmul_q5_0",
     qk: 32,
     chunks: 1,
+    bytes: 22,
     w_prep: |j| {
         let (wb, dw) = (id("wb", j), id("dw", j));
         quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
@@ -398,6 +405,25 @@ fn kq_tile(f: &Format, mr: usize, nr: usize) -> TokenStream {
         let prep = (f.w_prep)(j);
         quote!(let #wb = &#wr[b]; #prep)
     });
+    // One token streams the weights from memory: prefetch every cache line
+    // of the same block `PREFETCH_ROWS` rows ahead (never faults, even past
+    // the end of the weight).
+    let lines = f.bytes.div_ceil(64);
+    let prefetch = (0..nr).filter(|_| mr == 1).flat_map(|j| {
+        let ahead = lit(PREFETCH_ROWS + j);
+        (0..lines).map(move |t| {
+            let off = lit(64 * t);
+            quote! {
+                prefetch(
+                    w.as_ptr()
+                        .wrapping_add((j0 + #ahead) * kb + b)
+                        .cast::<u8>()
+                        .wrapping_add(#off)
+                        .cast(),
+                );
+            }
+        })
+    });
     let xprep = (0..mr).map(|i| {
         let (xr, xb) = (id("xr", i), id("xb", i));
         let prep = (f.x_prep)(i);
@@ -430,6 +456,7 @@ fn kq_tile(f: &Format, mr: usize, nr: usize) -> TokenStream {
             #(#xrows)*
             #(#accs)*
             for b in 0..kb {
+                #(#prefetch)*
                 #(#wprep)*
                 #(#xprep)*
                 #(#sums)*

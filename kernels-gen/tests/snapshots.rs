@@ -9,7 +9,8 @@ fn table() -> ShapeTable {
     t.add("matmul_q8_0", &[256, 768])
         .add("matmul_q8_0x8", &[256, 768])
         .add("rms_norm", &[768])
-        .add("attention", &[256]);
+        .add("attention", &[256])
+        .add("matmul_q4_k", &[640, 2048]);
     t
 }
 
@@ -37,6 +38,17 @@ fn q8_0x8_matmul() {
     }
     snap("avx512vnni", "q8r_dot_acc");
     snap("neon_dotprod", "q8r_dot_acc");
+}
+
+#[test]
+fn q4_k_matmul() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q4_k_n640_k2048");
+        snap(isa, "ku_dot");
+        snap(isa, "q4k_w");
+        snap(isa, "q4k_scales");
+        snap(isa, "q8k_quant");
+    }
 }
 
 #[test]

@@ -10,4 +10,5 @@ pub mod kernels;
 pub mod model;
 pub mod prompts;
 pub mod quant;
+pub mod sampling;
 pub mod tokenizer;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod embed;
+pub mod generate;
 pub mod inspect;
 pub mod kernels;
 pub mod list;

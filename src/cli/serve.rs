@@ -1,5 +1,6 @@
-//! `kiln serve`: the HTTP embedding server (OpenAI `/v1/embeddings` and
-//! text-embeddings-inference `/embed`).
+//! `kiln serve`: the HTTP server. An embedding model gets OpenAI's
+//! `/v1/embeddings` and text-embeddings-inference's `/embed`; a decoder
+//! (gemma3) gets `/v1/completions` and `/v1/chat/completions`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -55,6 +56,12 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Decoders: context in tokens per generation.
+    #[arg(long, default_value_t = kiln::runtime::model::DEFAULT_CONTEXT)]
+    pub ctx: usize,
+    /// Decoders: generations that run at once (others wait).
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent_generations: usize,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
@@ -71,6 +78,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => sub.json().init(),
     }
     let path = super::resolve_model(&args.model)?;
+    let arch = kiln::runtime::gguf::GgufFile::open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .architecture()?
+        .to_owned();
+    if arch == "gemma3" {
+        return run_generation(args, &path);
+    }
     let mut b = Embedder::builder();
     if let Some(t) = args.threads {
         b = b.threads(t);
@@ -116,6 +130,42 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
         server.serve(listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves a decoder model.
+fn run_generation(args: ServeArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut b = kiln::Generator::builder().context(args.ctx);
+    if let Some(t) = args.threads {
+        b = b.threads(t);
+    }
+    let generator = Arc::new(
+        b.open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let mut config = kiln::server::generation::GenConfig::new(args.model_id.unwrap_or(args.model));
+    config.max_concurrent = args.max_concurrent_generations.max(1);
+    config.max_body_bytes = args.max_body_bytes;
+    config.api_key = args.api_key.filter(|k| !k.is_empty());
+    let info = generator.info();
+    tracing::info!(model = %path.display(), arch = info.arch, context = info.context, isa = info.isa, "model loaded");
+    let router = kiln::server::generation::router(generator, config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");

@@ -157,7 +157,8 @@ pub fn from_kiln(flavor: Flavor, e: &crate::Error) -> ApiError {
     use crate::Error as E;
     let kind = match e {
         E::Empty => Kind::Empty,
-        E::TooLong { .. } => Kind::TooLarge,
+        E::TooLong { .. } | E::PromptTooLong { .. } => Kind::TooLarge,
+        E::Template(_) | E::BadRole(_) => Kind::Validation,
         E::BadDim { .. } | E::UnknownTask { .. } | E::BadToken { .. } | E::Tokenizer(_) => {
             Kind::Validation
         }

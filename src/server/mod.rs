@@ -9,6 +9,7 @@
 pub mod batcher;
 pub mod encoding;
 pub mod error;
+pub mod generation;
 pub mod metrics;
 mod routes;
 

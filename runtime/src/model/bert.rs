@@ -120,7 +120,8 @@ impl Bert {
         };
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
             let bias = t.f32(&format!("{name}.bias"), &[n as u64])?;
-            t.linear(&format!("{name}.weight"), k, n, Some(bias), kernels)
+            let w = format!("{name}.weight");
+            Ok(t.linear(&w, t.matrix_q8(&w, k, n)?, (k, n), Some(bias), kernels))
         };
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..n_layer {
@@ -208,7 +209,10 @@ impl EncoderModel for Bert {
         // Embeddings: token rows + position rows + token type 0, then LayerNorm.
         match &self.token_embd {
             WeightData::Q8_0(table) => (kn.gather)(table.get(), d, ids, 1.0, t),
-            WeightData::F32(table) => {
+            WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
+                unreachable!("Tensors::table converts these to f32")
+            }
+            WeightData::F32(table) | WeightData::Dequantized(table, _) => {
                 let table = table.get();
                 for (row, &id) in t.chunks_exact_mut(d).zip(ids) {
                     row.copy_from_slice(&table[id as usize * d..][..d]);
@@ -241,7 +245,11 @@ impl EncoderModel for Bert {
         for layer in &self.layers {
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.q.prepare(x, xq_h);
-            let input = Input { f32: x, q8: xq_h };
+            let input = Input {
+                f32: x,
+                q8: xq_h,
+                q8k: &[],
+            };
             layer.q.forward(input, n, q, false, th);
             layer.k.forward(input, n, k, false, th);
             layer.v.forward(input, n, v, false, th);
@@ -250,9 +258,17 @@ impl EncoderModel for Bert {
             layer.o.prepare(att, xq_h);
             // Residual: the projection accumulates onto a copy of the input.
             t.copy_from_slice(x);
-            layer
-                .o
-                .forward(Input { f32: att, q8: xq_h }, n, t, true, th);
+            layer.o.forward(
+                Input {
+                    f32: att,
+                    q8: xq_h,
+                    q8k: &[],
+                },
+                n,
+                t,
+                true,
+                th,
+            );
             (kn.layer_norm)(
                 t,
                 layer.attn_norm.w.get(),
@@ -264,9 +280,17 @@ impl EncoderModel for Bert {
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.up.prepare(x, xq_h);
             let nf = n * self.ffn;
-            layer
-                .up
-                .forward(Input { f32: x, q8: xq_h }, n, ff, false, th);
+            layer.up.forward(
+                Input {
+                    f32: x,
+                    q8: xq_h,
+                    q8k: &[],
+                },
+                n,
+                ff,
+                false,
+                th,
+            );
             (kn.gelu)(&mut ff[..nf]);
             let xq_f = &mut xq[..nf / QK8_0];
             layer.down.prepare(&ff[..nf], xq_f);
@@ -275,6 +299,7 @@ impl EncoderModel for Bert {
                 Input {
                     f32: &ff[..nf],
                     q8: xq_f,
+                    q8k: &[],
                 },
                 n,
                 t,

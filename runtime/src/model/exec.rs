@@ -1,7 +1,7 @@
 //! Scratch memory of one worker and the thread splitting of row-wise steps.
 
 use crate::kernels::{ATTN_TILE_ROWS, AttentionFn, AttnShape};
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ8_0, BlockQ8K};
 
 /// Scratch buffers of one worker. They grow to the longest input seen and are
 /// reused afterwards, so a warm forward pass does not allocate.
@@ -21,6 +21,7 @@ pub struct Workspace {
     pub(crate) ff_b: Vec<f32>,
     /// Quantized matmul input.
     pub(crate) xq: Vec<BlockQ8_0>,
+    pub(crate) xqk: Vec<BlockQ8K>,
     /// Attention score rows, one per thread.
     pub(crate) scores: Vec<f32>,
     /// Pooled vectors and the projections after pooling.

@@ -1,12 +1,16 @@
 //! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
 //! threads by output columns.
 
-use super::weights::{Data, WeightData};
-use crate::gguf::AnonVec;
+use super::weights::{ActRound, Data, WeightData};
 use crate::kernels::{
-    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ8_0x8Fn, QuantizeQ8_0Fn,
+    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ5_0Fn, MatmulQ6KFn,
+    MatmulQ8_0x8Fn, QuantizeQ8_0Fn, QuantizeQ8KFn,
 };
-use crate::quant::{BlockQ8_0, Q8_0X8_ROWS, QK8_0, repack_q8_0x8, repack_q8_0x8_into};
+use crate::gguf::AnonVec;
+use crate::quant::{
+    BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8K, Q8_0X8_ROWS, QK_K, QK8_0,
+    dequantize_row_q8_0, repack_q8_0x8, repack_q8_0x8_into,
+};
 
 /// Output columns below which a matmul is not split further: keeps each
 /// thread's slice of the weight large enough to amortize the fork.
@@ -21,12 +25,13 @@ enum Kernel {
     /// Q8_0 weights repacked at open into groups of 8 rows: the layout the
     /// matmul streams best (a copy of the weight, made once; see
     /// `BlockQ8_0x8`).
-    Q8_0x8(
-        Data<crate::quant::BlockQ8_0x8>,
-        MatmulQ8_0x8Fn,
-        QuantizeQ8_0Fn,
-    ),
+    Q8_0x8(Data<BlockQ8_0x8>, MatmulQ8_0x8Fn, QuantizeQ8_0Fn),
     F32(Data<f32>, MatmulF32Fn),
+    Q4K(Data<BlockQ4K>, MatmulQ4KFn, QuantizeQ8KFn),
+    Q6K(Data<BlockQ6K>, MatmulQ6KFn, QuantizeQ8KFn),
+    Q5_0(Data<BlockQ5_0>, MatmulQ5_0Fn, QuantizeQ8_0Fn),
+    /// Dequantized weights; the input is rounded as `ActRound` says first.
+    Rounded(Data<f32>, MatmulF32Fn, ActRound, QuantizeQ8_0Fn),
 }
 
 /// One weight matrix of `n` rows of `k`, its optional bias, and the kernel
@@ -40,12 +45,13 @@ pub(crate) struct Linear {
     pub(crate) n: usize,
 }
 
-/// The input of a linear layer: f32 rows, and their Q8_0 quantization when a
-/// Q8_0 weight reads them.
+/// The input of a linear layer: f32 rows, and their Q8_0 (Q8_0 and Q5_0
+/// weights) or Q8_K (K-quant weights) quantization when the weight reads it.
 #[derive(Clone, Copy)]
 pub(crate) struct Input<'a> {
     pub(crate) f32: &'a [f32],
     pub(crate) q8: &'a [BlockQ8_0],
+    pub(crate) q8k: &'a [BlockQ8K],
 }
 
 impl Linear {
@@ -67,36 +73,67 @@ impl Linear {
                     // No map available: the heap does the same job.
                     Err(_) => Data::Owned(repack_q8_0x8(w.get(), n, k)),
                 };
-                Kernel::Q8_0x8(
-                    packed,
-                    kernels.matmul_q8_0x8(n, k),
-                    kernels.quantize_q8_0(k),
-                )
+                Kernel::Q8_0x8(packed, kernels.matmul_q8_0x8(n, k), kernels.quantize_q8_0(k))
             }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
+            WeightData::Q4K(w) => {
+                Kernel::Q4K(w, kernels.matmul_q4_k(n, k), kernels.quantize_q8_k(k))
+            }
+            WeightData::Q6K(w) => {
+                Kernel::Q6K(w, kernels.matmul_q6_k(n, k), kernels.quantize_q8_k(k))
+            }
+            WeightData::Q5_0(w) => {
+                Kernel::Q5_0(w, kernels.matmul_q5_0(n, k), kernels.quantize_q8_0(k))
+            }
+            WeightData::Dequantized(w, act) => {
+                Kernel::Rounded(w, kernels.matmul_f32(n, k), act, kernels.quantize_q8_0(k))
+            }
         };
         Linear { kernel, bias, k, n }
     }
 
-    /// Whether the weight was copied at open (so the file's bytes of it are
-    /// no longer read).
-    pub(crate) fn owns_weight(&self) -> bool {
+    /// Bytes of weight held in memory rather than mapped from the file.
+    pub(crate) fn owned_bytes(&self) -> usize {
         match &self.kernel {
-            Kernel::Q8_0x8(w, ..) => !matches!(w, Data::Mapped { .. }),
-            Kernel::F32(w, _) => !matches!(w, Data::Mapped { .. }),
+            Kernel::Q8_0x8(w, ..) => w.owned_bytes(),
+            Kernel::F32(w, _) | Kernel::Rounded(w, ..) => w.owned_bytes(),
+            Kernel::Q4K(w, ..) => w.owned_bytes(),
+            Kernel::Q6K(w, ..) => w.owned_bytes(),
+            Kernel::Q5_0(w, ..) => w.owned_bytes(),
         }
     }
 
     /// Whether this layer reads its input quantized to Q8_0.
     pub(crate) fn wants_q8(&self) -> bool {
-        matches!(self.kernel, Kernel::Q8_0x8(..))
+        matches!(
+            self.kernel,
+            Kernel::Q8_0x8(..) | Kernel::Q5_0(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
+        )
+    }
+
+    /// Whether this layer reads its input quantized to Q8_K.
+    pub(crate) fn wants_q8k(&self) -> bool {
+        matches!(self.kernel, Kernel::Q4K(..) | Kernel::Q6K(..))
+    }
+
+    /// Quantizes this layer's input rows into Q8_K blocks when a K-quant
+    /// weight reads them.
+    pub(crate) fn prepare_k(&self, x: &[f32], out: &mut [BlockQ8K]) {
+        if let Kernel::Q4K(_, _, q) | Kernel::Q6K(_, _, q) = &self.kernel {
+            q(x, &mut out[..x.len() / QK_K]);
+        }
     }
 
     /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
     /// the weight is Q8_0; layers that share an input call it once.
     pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
-        if let Kernel::Q8_0x8(_, _, quantize) = &self.kernel {
-            quantize(x, &mut out[..x.len() / QK8_0]);
+        match &self.kernel {
+            Kernel::Q8_0x8(_, _, quantize)
+            | Kernel::Q5_0(_, _, quantize)
+            | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
+                quantize(x, &mut out[..x.len() / QK8_0]);
+            }
+            _ => {}
         }
     }
 
@@ -159,6 +196,36 @@ impl Linear {
                     accumulate,
                 )
             }
+            Kernel::Q5_0(w, f, _) => {
+                let kb = self.k / QK8_0;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q4K(w, f, _) => {
+                let kb = self.k / QK_K;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8k,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q6K(w, f, _) => {
+                let kb = self.k / QK_K;
+                f(
+                    &w.get()[cols.start * kb..cols.end * kb],
+                    x.q8k,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
             Kernel::F32(w, f) => {
                 let k = self.k;
                 f(
@@ -169,6 +236,49 @@ impl Linear {
                     accumulate,
                 )
             }
+            Kernel::Rounded(w, f, act, _) => {
+                let k = self.k;
+                let rows = out.rows();
+                let mut xr = vec![0.0f32; rows * k];
+                match act {
+                    ActRound::Q8_0 => dequantize_row_q8_0(&x.q8[..rows * k / QK8_0], &mut xr),
+                    ActRound::Q8K => round_q8_k(&x.f32[..rows * k], &mut xr),
+                }
+                f(
+                    &w.get()[cols.start * k..cols.end * k],
+                    &xr,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+        }
+    }
+}
+
+/// `x` quantized to Q8_K and back (llama.cpp's `quantize_row_q8_K_ref`:
+/// per 256 values, `iscale = -127 / v` where `v` is the value of largest
+/// magnitude, `q = min(127, round(iscale · x))`, `y = q / iscale`).
+fn round_q8_k(x: &[f32], out: &mut [f32]) {
+    for (xs, ys) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(QK_K)) {
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            ys.fill(0.0);
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let d = 1.0 / iscale;
+        for (y, &v) in ys.iter_mut().zip(xs) {
+            // llama.cpp's nearest_int rounds half to even.
+            let q = (iscale * v).round_ties_even().min(127.0);
+            *y = q * d;
         }
     }
 }

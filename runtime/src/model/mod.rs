@@ -10,7 +10,10 @@
 
 mod bert;
 mod exec;
+mod gemma;
+mod gemma3;
 mod gemma_embedding;
+mod kv_cache;
 mod linear;
 mod weights;
 
@@ -20,8 +23,11 @@ use thiserror::Error;
 
 use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{self, KernelSet};
+use crate::quant::{BlockQ8_0, BlockQ8K};
 
 pub use exec::Workspace;
+pub use gemma3::DEFAULT_CONTEXT;
+pub use kv_cache::{KvCache, KvType, MAX_CHUNK};
 
 /// How token vectors become one text vector (GGUF `<arch>.pooling_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +77,9 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     /// The file's architecture is not one kiln runs.
-    #[error("unsupported architecture `{0}` (kiln runs: gemma-embedding, bert)")]
+    #[error(
+        "unsupported architecture `{0}` (kiln runs: gemma-embedding, bert; generation: gemma3)"
+    )]
     UnsupportedArch(String),
     /// A tensor the architecture needs is missing.
     #[error("tensor `{0}` is missing")]
@@ -201,6 +209,96 @@ pub fn open_encoder(
             file, kernels, options,
         )?)),
         "bert" => Ok(Box::new(bert::Bert::open(file, kernels, options)?)),
+        other => Err(ModelError::UnsupportedArch(other.to_owned())),
+    }
+}
+
+/// Options that change how a decoder is planned.
+#[derive(Clone, Debug, Default)]
+pub struct DecoderOptions {
+    /// Positions a session holds (prompt and generated tokens); default
+    /// [`DEFAULT_CONTEXT`], at most the model's trained context.
+    pub context: Option<usize>,
+}
+
+/// One sequence's state: its key/value cache and scratch memory. Made by
+/// [`DecoderModel::new_state`]; reused across generations after
+/// [`clear`](Self::clear).
+pub struct DecoderState {
+    pub(crate) cache: KvCache,
+    pub(crate) ws: Workspace,
+    pub(crate) norm: Vec<f32>,
+    pub(crate) xq: Vec<BlockQ8_0>,
+    pub(crate) xqk: Vec<BlockQ8K>,
+}
+
+impl DecoderState {
+    /// Positions in the cache.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// Forgets the sequence (memory is kept).
+    pub fn clear(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Keeps the first `len` positions, to reuse a common prompt prefix;
+    /// `false` (and nothing changed) when a sliding-window ring already
+    /// overwrote them.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        self.cache.truncate(len)
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+}
+
+/// A text-generation model (decoder), opened and planned.
+pub trait DecoderModel: Send + Sync {
+    /// Vocabulary size: the length of a logits row.
+    fn n_vocab(&self) -> usize;
+    /// The context the model was trained with (`context_length`).
+    fn trained_context(&self) -> usize;
+    /// Positions one state holds (the planned context).
+    fn context(&self) -> usize;
+    /// Hidden size.
+    fn hidden(&self) -> usize;
+    /// Number of layers.
+    fn n_layer(&self) -> usize;
+    /// Bytes of weights held as f32 because their type has no kernel.
+    fn converted_bytes(&self) -> usize;
+    /// A fresh state with an empty cache of element type `kv`.
+    fn new_state(&self, kv: KvType) -> DecoderState;
+    /// Feeds `ids` after the positions already in `state` and, with
+    /// `logits` (`n_vocab()` values), writes the next-token logits of the
+    /// last one. Fails without touching the state when the ids do not fit
+    /// in the context or are outside the vocabulary.
+    fn forward(
+        &self,
+        ids: &[u32],
+        state: &mut DecoderState,
+        logits: Option<&mut [f32]>,
+        threads: usize,
+    ) -> Result<(), ModelError>;
+}
+
+/// Opens the decoder that `file`'s `general.architecture` names.
+pub fn open_decoder(
+    file: Arc<GgufFile>,
+    kernels: &'static dyn KernelSet,
+    options: &DecoderOptions,
+) -> Result<Box<dyn DecoderModel>, ModelError> {
+    let arch = file.metadata().get_str("general.architecture")?.to_owned();
+    match arch.as_str() {
+        "gemma3" => Ok(Box::new(gemma3::Gemma3::open(file, kernels, options)?)),
         other => Err(ModelError::UnsupportedArch(other.to_owned())),
     }
 }

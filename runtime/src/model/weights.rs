@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::ModelError;
 use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
-use crate::quant::BlockQ8_0;
+use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
 /// type had to be converted at open.
@@ -36,6 +36,15 @@ impl<T: Plain> Data<T> {
         }
     }
 
+    /// Bytes owned (converted at open); 0 for a view of the file.
+    pub(crate) fn owned_bytes(&self) -> usize {
+        match self {
+            Data::Mapped { .. } => 0,
+            Data::Owned(v) => std::mem::size_of_val(v.as_slice()),
+            Data::Anon(v) => std::mem::size_of_val(v.as_slice()),
+        }
+    }
+
     /// The values.
     pub(crate) fn get(&self) -> &[T] {
         match self {
@@ -52,6 +61,24 @@ impl<T: Plain> Data<T> {
 pub(crate) enum WeightData {
     Q8_0(Data<BlockQ8_0>),
     F32(Data<f32>),
+    Q4K(Data<BlockQ4K>),
+    Q6K(Data<BlockQ6K>),
+    Q5_0(Data<BlockQ5_0>),
+    /// A quantized type without a kernel, dequantized to f32 at open; the
+    /// matmul rounds its input as that type's kernel would quantize it, so
+    /// results equal the quantized kernel's up to summation order.
+    Dequantized(Data<f32>, ActRound),
+}
+
+/// How a quantized kernel quantizes its activations (llama.cpp's
+/// `vec_dot_type`), emulated by the f32 fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActRound {
+    /// Q8_0: blocks of 32, `d = absmax / 127` stored as f16 (Q4_0, Q5_0).
+    Q8_0,
+    /// Q8_K: blocks of 256, `d = max / -127` over the signed extreme, f32
+    /// (the K-quants).
+    Q8K,
 }
 
 /// Looks tensors up by name and checks their shapes.
@@ -108,40 +135,77 @@ impl<'f> Tensors<'f> {
             GgmlType::F16 | GgmlType::BF16 => {
                 Ok(WeightData::F32(Data::Owned(self.file.dequantize(name)?)))
             }
+            GgmlType::Q5_0 => Ok(WeightData::Q5_0(Data::mapped(self.file.tensor_q5_0(name)?))),
+            GgmlType::Q4_K if k.is_multiple_of(QK_K) => {
+                Ok(WeightData::Q4K(Data::mapped(self.file.tensor_q4_k(name)?)))
+            }
+            GgmlType::Q6_K if k.is_multiple_of(QK_K) => {
+                Ok(WeightData::Q6K(Data::mapped(self.file.tensor_q6_k(name)?)))
+            }
+            // The quantized types without a kernel yet (Q4_0, Q5_K): f32 at
+            // open through the reference dequantizers (correct, but 4-8x
+            // the file's memory and f32 matmul speed).
+            GgmlType::Q4_0 => Ok(WeightData::Dequantized(
+                Data::Owned(self.file.dequantize(name)?),
+                ActRound::Q8_0,
+            )),
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if k.is_multiple_of(QK_K) => Ok(
+                WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8K),
+            ),
             other => Err(ModelError::TensorType {
                 name: name.to_owned(),
                 ty: format!("{other:?}"),
-                supported: "Q8_0, F32, F16, BF16",
+                supported: "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16",
             }),
         }
     }
 
-    /// A linear layer over matrix `name` (`n` rows of `k`). When its kernel
-    /// works on a copy (Q8_0 repacked into 8-row groups), the file's pages
-    /// of the original leave the resident set.
-    pub(crate) fn linear(
+    /// As [`matrix`](Self::matrix), for plans that feed only f32 and Q8_0
+    /// inputs: weights whose kernel reads Q8_K activations are dequantized.
+    pub(crate) fn matrix_q8(
         &self,
         name: &str,
         k: usize,
         n: usize,
+    ) -> Result<WeightData, ModelError> {
+        Ok(match self.matrix(name, k, n)? {
+            WeightData::Q4K(_) | WeightData::Q6K(_) => {
+                WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8K)
+            }
+            other => other,
+        })
+    }
+
+    /// A linear layer over `weight`, tensor `name`. When its kernel works on
+    /// a copy (Q8_0 repacked into 8-row groups, types converted at open),
+    /// the file's pages of the original leave the resident set.
+    pub(crate) fn linear(
+        &self,
+        name: &str,
+        weight: WeightData,
+        (k, n): (usize, usize),
         bias: Option<Data<f32>>,
         kernels: &dyn crate::kernels::KernelSet,
-    ) -> Result<super::linear::Linear, ModelError> {
-        let l = super::linear::Linear::new(self.matrix(name, k, n)?, bias, k, n, kernels);
-        if l.owns_weight() {
+    ) -> super::linear::Linear {
+        let l = super::linear::Linear::new(weight, bias, k, n, kernels);
+        if l.owned_bytes() > 0 {
             self.file.release_tensor(name);
         }
-        Ok(l)
+        l
     }
 
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
-    /// file's type when the gather kernel reads it directly.
+    /// file's type when the gather kernel reads it directly (Q8_0, F32),
+    /// else converted to f32.
     pub(crate) fn table(
         &self,
         name: &str,
         dim: usize,
         n_rows: usize,
     ) -> Result<WeightData, ModelError> {
-        self.matrix(name, dim, n_rows)
+        Ok(match self.matrix(name, dim, n_rows)? {
+            w @ (WeightData::Q8_0(_) | WeightData::F32(_) | WeightData::Dequantized(..)) => w,
+            _ => WeightData::Dequantized(Data::Owned(self.file.dequantize(name)?), ActRound::Q8_0),
+        })
     }
 }

@@ -274,9 +274,69 @@ impl Tokenizer {
             opts.parse_special,
             &mut scratch.partition,
         );
+        let fragments = std::mem::take(&mut scratch.partition.fragments);
+        let r = self.encode_fragments(text, &fragments, out, scratch);
+        scratch.partition.fragments = fragments;
+        r?;
+        if opts.add_special {
+            out.extend(self.end);
+        }
+        Ok(())
+    }
+
+    /// Encodes text made of segments, each with its own `parse_special`:
+    /// a chat prompt whose template parts may hold control tokens while the
+    /// messages' contents never do. Adjacent raw text of different segments
+    /// is tokenized as one piece, as if the segments were one string (only
+    /// a user-defined token spanning a boundary is not matched).
+    pub fn encode_segments(
+        &self,
+        segments: &[(&str, bool)],
+        add_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut scratch = TokenizerScratch::new();
+        let mut text = String::new();
+        let mut fragments = Vec::new();
+        for &(seg, parse_special) in segments {
+            let base = text.len() as u32;
+            text.push_str(seg);
+            self.specials
+                .partition(&self.pieces, seg, parse_special, &mut scratch.partition);
+            for &f in &scratch.partition.fragments {
+                let f = match f {
+                    Fragment::Text(a, b) => Fragment::Text(a + base, b + base),
+                    t => t,
+                };
+                match (fragments.last_mut(), f) {
+                    (Some(Fragment::Text(_, end)), Fragment::Text(a, b)) if *end == a => *end = b,
+                    _ => fragments.push(f),
+                }
+            }
+        }
+        if text.len() > (u32::MAX as usize) / 4 {
+            return Err(TokenizerError::TextTooLong(text.len()));
+        }
+        let mut out = Vec::new();
+        if add_special {
+            out.extend(self.start);
+        }
+        self.encode_fragments(&text, &fragments, &mut out, &mut scratch)?;
+        if add_special {
+            out.extend(self.end);
+        }
+        Ok(out)
+    }
+
+    fn encode_fragments(
+        &self,
+        text: &str,
+        fragments: &[Fragment],
+        out: &mut Vec<u32>,
+        scratch: &mut TokenizerScratch,
+    ) -> Result<(), TokenizerError> {
         let mut prev_special = true;
-        for i in 0..scratch.partition.fragments.len() {
-            match scratch.partition.fragments[i] {
+        for &f in fragments {
+            match f {
                 Fragment::Token(id) => {
                     out.push(id);
                     prev_special = true;
@@ -306,9 +366,6 @@ impl Tokenizer {
                     prev_special = false;
                 }
             }
-        }
-        if opts.add_special {
-            out.extend(self.end);
         }
         Ok(())
     }
@@ -375,6 +432,14 @@ impl Tokenizer {
                 }
             }
         }
+    }
+
+    /// Appends the bytes token `id` stands for in text to `out`: byte
+    /// tokens (`<0xNN>`) give their byte, so a character split across tokens
+    /// is whole only once all of them are appended; control tokens give
+    /// nothing unless `special`. Nothing for an id out of range.
+    pub fn token_bytes(&self, id: u32, special: bool, out: &mut Vec<u8>) {
+        self.piece_text_bytes(id, special, out);
     }
 
     /// The text of one token, with control tokens shown as their piece (as

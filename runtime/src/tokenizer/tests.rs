@@ -299,3 +299,20 @@ fn tokenizer_is_shareable_across_threads() {
     assert_send_sync::<Tokenizer>();
     assert_send_sync::<TokenizerScratch>();
 }
+
+#[test]
+fn segments_keep_message_text_as_text() {
+    let t = spm(false);
+    // The template's control token is parsed, the message's is text.
+    let got = t
+        .encode_segments(&[("a<bos>", true), ("b<bos>", false)], false)
+        .unwrap();
+    let mut want = vec![id(&t, "a"), 2];
+    want.extend(ids(&t, "b<bos>", false, false));
+    assert_eq!(got, want);
+    // Raw text across a boundary is one piece: "a" + "b" merges to "ab".
+    let joined = t
+        .encode_segments(&[("a", true), ("b", false)], false)
+        .unwrap();
+    assert_eq!(joined, vec![id(&t, "ab")]);
+}

@@ -1,0 +1,274 @@
+//! Gemma 3 decoders (GGUF architecture `gemma3`, e.g. Gemma-3-270M).
+//!
+//! The layers are EmbeddingGemma's (see `gemma.rs`), with causal attention
+//! over a [`KvCache`]: global layers see every earlier position, local
+//! layers the last `attention.sliding_window` positions (query `p` sees keys
+//! `p - window < j <= p`, llama.cpp's standard SWA). Queries are scaled by
+//! `1/sqrt(head_dim)` (llama.cpp's `f_attention_scale` for every size but
+//! 27B, whose `query_pre_attn_scalar` differs: a 27B file is refused).
+//! Logits come from the token embedding (tied output, a Q8_0 matvec over
+//! the 262,144-row vocabulary), computed for the last position only.
+//! `final_logit_softcapping` is applied when the GGUF has the key
+//! (`cap · tanh(x / cap)`); Gemma 3 GGUFs have none, and llama.cpp's
+//! sliding-window Gemma 3 graph never caps.
+//!
+//! GGUF keys: the shared ones of `gemma.rs` under `gemma3.`, and
+//! `gemma3.final_logit_softcapping` if present. Tensors: `token_embd`,
+//! `output_norm`, the shared per-layer ones; `output` is not read (tied).
+
+use std::sync::Arc;
+
+use super::exec::{Workspace, sized};
+use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
+use super::kv_cache::{CacheShape, KvCache, KvType, MAX_CHUNK};
+use super::linear::{Input, Linear};
+use super::weights::{Data, Tensors, WeightData};
+use super::{DecoderModel, DecoderOptions, DecoderState, ModelError};
+use crate::gguf::GgufFile;
+use crate::kernels::KernelSet;
+use crate::quant::{QK_K, QK8_0};
+
+const ARCH: &str = "gemma3";
+
+/// Layer count of Gemma 3 27B, whose attention scale is not `1/sqrt(head_dim)`.
+const LAYERS_27B: usize = 62;
+
+/// An opened Gemma 3 decoder.
+pub(crate) struct Gemma3 {
+    cfg: GemmaConfig,
+    /// Positions a session holds (the planned context).
+    context: usize,
+    token_embd: WeightData,
+    /// The tied output projection: `token_embd` read as a matrix.
+    output: Linear,
+    n_vocab: usize,
+    layers: Vec<GemmaLayer>,
+    output_norm: Data<f32>,
+    softcap: Option<f32>,
+    rope: GemmaRope,
+    kernels: GemmaKernels,
+    /// Bytes of weights converted to f32 at open (types without a kernel).
+    owned_bytes: usize,
+    /// Keeps the map that every `Data` points into alive; declared last.
+    _file: Arc<GgufFile>,
+}
+
+impl Gemma3 {
+    pub(crate) fn open(
+        file: Arc<GgufFile>,
+        kernels: &'static dyn KernelSet,
+        options: &DecoderOptions,
+    ) -> Result<Self, ModelError> {
+        let md = file.metadata();
+        let cfg = GemmaConfig::read(md, ARCH)?;
+        if cfg.n_layer == LAYERS_27B {
+            return Err(ModelError::Config(
+                "Gemma 3 27B (query_pre_attn_scalar != head_dim) is not supported".into(),
+            ));
+        }
+        let context = options.context.unwrap_or(DEFAULT_CONTEXT).max(1);
+        if context > cfg.context {
+            return Err(ModelError::Config(format!(
+                "context {context} is longer than the model's trained context of {}",
+                cfg.context
+            )));
+        }
+        let softcap = match md.get(&format!("{ARCH}.final_logit_softcapping")) {
+            Some(_) => {
+                Some(md.get_f32(&format!("{ARCH}.final_logit_softcapping"))?).filter(|c| *c > 0.0)
+            }
+            None => None,
+        };
+        let t = Tensors::new(&file);
+        let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
+        let n_vocab = super::vocab_rows(&file)?;
+        let token_embd = t.table("token_embd.weight", cfg.hidden, n_vocab)?;
+        let output = Linear::new(
+            t.matrix("token_embd.weight", cfg.hidden, n_vocab)?,
+            None,
+            cfg.hidden,
+            n_vocab,
+            kernels,
+        );
+        let output_norm = t.f32("output_norm.weight", &[cfg.hidden as u64])?;
+        let owned_bytes = layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain([&output])
+            .map(|l| l.owned_bytes())
+            .sum();
+        Ok(Gemma3 {
+            context,
+            token_embd,
+            output,
+            n_vocab,
+            layers,
+            output_norm,
+            softcap,
+            rope: GemmaRope::new(&cfg, context),
+            kernels: GemmaKernels::new(kernels, &cfg),
+            owned_bytes,
+            cfg,
+            _file: file,
+        })
+    }
+
+    fn cache_shape(&self) -> CacheShape {
+        CacheShape {
+            windows: self
+                .layers
+                .iter()
+                .map(|l| (!l.global).then_some(self.cfg.window))
+                .collect(),
+            kv_dim: self.cfg.kv_dim(),
+            context: self.context,
+        }
+    }
+
+    /// Runs one chunk (at most `MAX_CHUNK` ids) at the cache's end; leaves
+    /// the final hidden rows in `ws.x`.
+    fn chunk(&self, ids: &[u32], cache: &mut KvCache, ws: &mut Workspace, threads: usize) {
+        let cfg = &self.cfg;
+        let n = ids.len();
+        let pos0 = cache.len();
+        let (d, kn) = (cfg.hidden, &self.kernels);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let wide = cfg.ffn.max(d).max(q_dim).max(kv_dim);
+        let x = sized(&mut ws.x, n * d);
+        let mut b = BlockBufs {
+            t: sized(&mut ws.t, n * d.max(q_dim)),
+            q: sized(&mut ws.q, n * q_dim),
+            k: sized(&mut ws.k, n * kv_dim),
+            v: sized(&mut ws.v, n * kv_dim),
+            att: sized(&mut ws.att, n * q_dim),
+            ff_a: sized(&mut ws.ff_a, n * wide),
+            ff_b: sized(&mut ws.ff_b, n * wide),
+            xq: sized(&mut ws.xq, n * wide / QK8_0),
+            xqk: sized(&mut ws.xqk, n * wide / QK_K),
+        };
+        super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        for (il, layer) in self.layers.iter().enumerate() {
+            layer.qkv(
+                cfg,
+                kn,
+                self.rope.for_layer(layer),
+                x,
+                n,
+                pos0,
+                &mut b,
+                threads,
+            );
+            cache.write(il, pos0, b.k, b.v);
+            cache.attend(
+                il,
+                b.q,
+                pos0,
+                cfg.n_head,
+                cfg.head_dim,
+                scale,
+                b.att,
+                threads,
+            );
+            layer.attn_out(cfg, kn, x, n, &mut b, threads);
+            layer.ffn(cfg, kn, x, n, &mut b, threads);
+        }
+        cache.advance(n);
+    }
+}
+
+/// Context planned when the caller does not say (the CLI's `--ctx` default).
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+impl DecoderModel for Gemma3 {
+    fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
+    fn trained_context(&self) -> usize {
+        self.cfg.context
+    }
+
+    fn context(&self) -> usize {
+        self.context
+    }
+
+    fn hidden(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    fn n_layer(&self) -> usize {
+        self.cfg.n_layer
+    }
+
+    fn converted_bytes(&self) -> usize {
+        self.owned_bytes
+    }
+
+    fn new_state(&self, kv: KvType) -> DecoderState {
+        DecoderState {
+            cache: KvCache::new(&self.cache_shape(), kv),
+            ws: Workspace::default(),
+            norm: Vec::new(),
+            xq: Vec::new(),
+            xqk: Vec::new(),
+        }
+    }
+
+    fn forward(
+        &self,
+        ids: &[u32],
+        state: &mut DecoderState,
+        logits: Option<&mut [f32]>,
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        if ids.is_empty() {
+            return Err(ModelError::Empty);
+        }
+        let have = state.cache.len();
+        if have + ids.len() > self.context {
+            return Err(ModelError::TooLong {
+                n_tokens: have + ids.len(),
+                max: self.context,
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.n_vocab) {
+            return Err(ModelError::BadToken {
+                id,
+                n_vocab: self.n_vocab,
+            });
+        }
+        let th = threads.max(1);
+        let mut last = 0;
+        for chunk in ids.chunks(MAX_CHUNK) {
+            self.chunk(chunk, &mut state.cache, &mut state.ws, th);
+            last = chunk.len();
+        }
+        if let Some(logits) = logits {
+            let d = self.cfg.hidden;
+            let row = &state.ws.x[(last - 1) * d..last * d];
+            let normed = sized(&mut state.norm, d);
+            (self.kernels.rms_norm_hidden)(row, self.output_norm.get(), self.cfg.eps, normed);
+            let xq = sized(&mut state.xq, d / QK8_0);
+            let xqk = sized(&mut state.xqk, d / QK_K);
+            super::gemma::prepare(&[&self.output], normed, xq, xqk);
+            self.output.forward(
+                Input {
+                    f32: normed,
+                    q8: xq,
+                    q8k: xqk,
+                },
+                1,
+                &mut logits[..self.n_vocab],
+                false,
+                th,
+            );
+            if let Some(cap) = self.softcap {
+                for l in logits.iter_mut() {
+                    *l = cap * (*l / cap).tanh();
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! The key/value cache of a decoder and attention over it.
+//!
+//! Preallocated once per session for the planned context. A global layer
+//! keeps one slot per position; a sliding-window layer keeps a ring of
+//! `window + MAX_CHUNK` slots (position `p` in slot `p % slots`): a chunk
+//! of up to `MAX_CHUNK` new tokens is written before it is attended to, so
+//! the ring must hold the window of its first query as well as the chunk
+//! (llama.cpp sizes its SWA cache `n_swa + n_ubatch` for the same reason).
+//!
+//! Keys are stored after RoPE, so the order of slots does not matter to
+//! attention; only which positions a query may see (its mask) does.
+//!
+//! Attention here is plain Rust, not a generated kernel: it reads a cache
+//! of f32 or f16 through slots, which the generated attention (contiguous
+//! f32 `[n][kv_dim]` for queries and keys of one sequence) does not do. It
+//! is a small share of the work at the context sizes of small models.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+/// Tokens a forward pass processes at once; longer inputs are split.
+pub const MAX_CHUNK: usize = 512;
+
+/// Element type of the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// 4 bytes per value: exact.
+    #[default]
+    F32,
+    /// 2 bytes per value, as llama.cpp stores its cache by default; half
+    /// the memory, rounding each key and value to f16.
+    F16,
+}
+
+impl KvType {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
+enum Buf {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Buf {
+    fn new(ty: KvType, len: usize) -> Self {
+        match ty {
+            KvType::F32 => Buf::F32(vec![0.0; len]),
+            KvType::F16 => Buf::F16(vec![f16::ZERO; len]),
+        }
+    }
+
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Buf::F32(b) => b[at..at + src.len()].copy_from_slice(src),
+            Buf::F16(b) => b[at..at + src.len()].convert_from_f32_slice(src),
+        }
+    }
+
+    /// Row `at..at + tmp.len()` as f32 (`tmp` is used for f16).
+    fn row<'a>(&'a self, at: usize, tmp: &'a mut [f32]) -> &'a [f32] {
+        match self {
+            Buf::F32(b) => &b[at..at + tmp.len()],
+            Buf::F16(b) => {
+                b[at..at + tmp.len()].convert_to_f32_slice(tmp);
+                tmp
+            }
+        }
+    }
+}
+
+/// One layer's keys and values.
+struct LayerCache {
+    k: Buf,
+    v: Buf,
+    /// Ring size in positions.
+    slots: usize,
+    /// Sliding window length, `None` for a global layer.
+    window: Option<usize>,
+}
+
+/// Shape of the cache: one entry per layer, `Some(window)` for a
+/// sliding-window layer.
+#[derive(Clone, Debug)]
+pub struct CacheShape {
+    /// Per layer: sliding window or global.
+    pub windows: Vec<Option<usize>>,
+    /// Width of one position's keys (= values): `n_head_kv · head_dim`.
+    pub kv_dim: usize,
+    /// Positions the cache holds.
+    pub context: usize,
+}
+
+/// A preallocated key/value cache for one sequence.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    kv_dim: usize,
+    context: usize,
+    len: usize,
+    ty: KvType,
+}
+
+impl KvCache {
+    /// Allocates the cache.
+    pub fn new(shape: &CacheShape, ty: KvType) -> Self {
+        let layers = shape
+            .windows
+            .iter()
+            .map(|&window| {
+                let slots = match window {
+                    Some(w) => (w + MAX_CHUNK).min(shape.context),
+                    None => shape.context,
+                };
+                LayerCache {
+                    k: Buf::new(ty, slots * shape.kv_dim),
+                    v: Buf::new(ty, slots * shape.kv_dim),
+                    slots,
+                    window,
+                }
+            })
+            .collect();
+        KvCache {
+            layers,
+            kv_dim: shape.kv_dim,
+            context: shape.context,
+            len: 0,
+            ty,
+        }
+    }
+
+    /// Positions filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is filled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache can hold.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Element type.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| 2 * l.slots * self.kv_dim * self.ty.size())
+            .sum()
+    }
+
+    /// Forgets every position (the memory is kept).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Keeps the first `len` positions (a shared prompt prefix). Only
+    /// possible while no sliding-window ring has wrapped past them.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        if len >= self.len {
+            return true;
+        }
+        let wrapped = self.layers.iter().any(|l| self.len > l.slots);
+        if wrapped {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+
+    /// Marks `n` more positions filled (after every layer wrote them).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Stores rows `k`, `v` (`[n][kv_dim]`) of `layer` at positions
+    /// `pos0..pos0 + n`.
+    pub(crate) fn write(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        let kvd = self.kv_dim;
+        let l = &mut self.layers[layer];
+        for (r, (kr, vr)) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)).enumerate() {
+            let at = ((pos0 + r) % l.slots) * kvd;
+            l.k.write(at, kr);
+            l.v.write(at, vr);
+        }
+    }
+
+    /// Causal attention of queries `q` (`[n][n_head · head_dim]`, positions
+    /// `pos0..pos0 + n`) over `layer`'s cached positions, into `out` (same
+    /// shape): query at `p` sees keys `j <= p`, and on a sliding-window layer
+    /// only `p - window < j` (llama.cpp's standard SWA mask).
+    #[expect(clippy::too_many_arguments, reason = "one attention call's shape")]
+    pub(crate) fn attend(
+        &self,
+        layer: usize,
+        q: &[f32],
+        pos0: usize,
+        n_head: usize,
+        head_dim: usize,
+        scale: f32,
+        out: &mut [f32],
+        threads: usize,
+    ) {
+        let l = &self.layers[layer];
+        let kvd = self.kv_dim;
+        let group = n_head / (kvd / head_dim);
+        let one = |i: usize, o: &mut [f32], scores: &mut Vec<f32>, tmp: &mut Vec<f32>| {
+            let (r, h) = (i / n_head, i % n_head);
+            let pos = pos0 + r;
+            let lo = l.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let kh = h / group;
+            let qv = &q[r * n_head * head_dim + h * head_dim..][..head_dim];
+            tmp.resize(head_dim, 0.0);
+            scores.clear();
+            let mut mx = f32::NEG_INFINITY;
+            for j in lo..=pos {
+                let at = (j % l.slots) * kvd + kh * head_dim;
+                let s = dot(qv, l.k.row(at, tmp)) * scale;
+                mx = mx.max(s);
+                scores.push(s);
+            }
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - mx).exp();
+                sum += *s;
+            }
+            o.fill(0.0);
+            for (j, &p) in (lo..=pos).zip(scores.iter()) {
+                let at = (j % l.slots) * kvd + kh * head_dim;
+                axpy(o, p, l.v.row(at, tmp));
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|x| *x *= inv);
+        };
+        let out = &mut out[..q.len()];
+        if threads <= 1 {
+            let (mut scores, mut tmp) = (Vec::new(), Vec::new());
+            for (i, o) in out.chunks_exact_mut(head_dim).enumerate() {
+                one(i, o, &mut scores, &mut tmp);
+            }
+        } else {
+            out.par_chunks_mut(head_dim).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(scores, tmp), (i, o)| one(i, o, scores, tmp),
+            );
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` with 8 independent sums (so the compiler vectorizes it).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `o += p · v`.
+fn axpy(o: &mut [f32], p: f32, v: &[f32]) {
+    for (a, b) in o.iter_mut().zip(v) {
+        *a += p * b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain causal (windowed) attention over contiguous K/V, the textbook
+    /// formula, for comparison.
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_head: usize,
+        hd: usize,
+        kvd: usize,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let n = k.len() / kvd;
+        let group = n_head / (kvd / hd);
+        let mut out = vec![0.0; n * n_head * hd];
+        for p in 0..n {
+            for h in 0..n_head {
+                let kh = h / group;
+                let qv = &q[p * n_head * hd + h * hd..][..hd];
+                let keys: Vec<usize> = (0..=p)
+                    .filter(|&j| window.is_none_or(|w| p - j < w))
+                    .collect();
+                let s: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        qv.iter()
+                            .zip(&k[j * kvd + kh * hd..][..hd])
+                            .map(|(a, b)| f64::from(a * b))
+                            .sum::<f64>()
+                            * 0.5
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (&j, w) in keys.iter().zip(&e) {
+                    for d in 0..hd {
+                        out[p * n_head * hd + h * hd + d] +=
+                            (w / z * f64::from(v[j * kvd + kh * hd + d])) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Chunks of several sizes, a ring that wraps, grouped heads: the cache
+    /// gives the same output as attention over the whole sequence at once.
+    #[test]
+    fn chunked_ring_attention_matches_naive() {
+        let (n_head, hd, kvd, n) = (4, 8, 16, 40);
+        let window = Some(5);
+        let q = values(n * n_head * hd, 1);
+        let k = values(n * kvd, 2);
+        let v = values(n * kvd, 3);
+        for (ty, tol) in [(KvType::F32, 1e-5), (KvType::F16, 2e-3)] {
+            for w in [None, window] {
+                let want = naive(&q, &k, &v, n_head, hd, kvd, w);
+                let shape = CacheShape {
+                    windows: vec![w],
+                    kv_dim: kvd,
+                    context: n,
+                };
+                let mut cache = KvCache::new(&shape, ty);
+                // A small ring, to make it wrap within 40 positions.
+                if w.is_some() {
+                    cache.layers[0].slots = 5 + 7;
+                }
+                let mut got = vec![0.0; want.len()];
+                let mut pos = 0;
+                for (step, chunk) in [3usize, 7, 1, 1, 7, 5, 7, 2, 7].iter().enumerate() {
+                    let (a, b) = (pos, pos + chunk);
+                    cache.write(0, a, &k[a * kvd..b * kvd], &v[a * kvd..b * kvd]);
+                    let qs = &q[a * n_head * hd..b * n_head * hd];
+                    let out = &mut got[a * n_head * hd..b * n_head * hd];
+                    cache.attend(0, qs, a, n_head, hd, 0.5, out, 1 + step % 2);
+                    cache.advance(*chunk);
+                    pos = b;
+                }
+                assert_eq!(pos, n);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() < tol, "{ty:?} {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
