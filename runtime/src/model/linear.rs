@@ -2,11 +2,11 @@
 //! threads by output columns.
 
 use super::weights::{ActRound, Data, WeightData};
+use crate::gguf::AnonVec;
 use crate::kernels::{
     KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ5_0Fn, MatmulQ6KFn,
     MatmulQ8_0x8Fn, QuantizeQ8_0Fn, QuantizeQ8KFn,
 };
-use crate::gguf::AnonVec;
 use crate::quant::{
     BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8K, Q8_0X8_ROWS, QK_K, QK8_0,
     dequantize_row_q8_0, repack_q8_0x8, repack_q8_0x8_into,
@@ -73,7 +73,11 @@ impl Linear {
                     // No map available: the heap does the same job.
                     Err(_) => Data::Owned(repack_q8_0x8(w.get(), n, k)),
                 };
-                Kernel::Q8_0x8(packed, kernels.matmul_q8_0x8(n, k), kernels.quantize_q8_0(k))
+                Kernel::Q8_0x8(
+                    packed,
+                    kernels.matmul_q8_0x8(n, k),
+                    kernels.quantize_q8_0(k),
+                )
             }
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
             WeightData::Q4K(w) => {
