@@ -96,10 +96,19 @@ impl Linear {
         Linear { kernel, bias, k, n }
     }
 
-    /// Bytes of weight held in memory rather than mapped from the file.
+    /// Whether the kernel reads a copy of the weight made at open (Q8_0
+    /// repacked into 8-row groups, or a type converted), so the file's bytes
+    /// of it are no longer read.
+    pub(crate) fn copies_weight(&self) -> bool {
+        matches!(self.kernel, Kernel::Q8_0x8(..)) || self.owned_bytes() > 0
+    }
+
+    /// Bytes of weight converted to another type at open (a fallback for
+    /// types without a kernel, or F16/BF16 to f32); the Q8_0 repacking,
+    /// which keeps the type, is not counted.
     pub(crate) fn owned_bytes(&self) -> usize {
         match &self.kernel {
-            Kernel::Q8_0x8(w, ..) => w.owned_bytes(),
+            Kernel::Q8_0x8(..) => 0,
             Kernel::F32(w, _) | Kernel::Rounded(w, ..) => w.owned_bytes(),
             Kernel::Q4K(w, ..) => w.owned_bytes(),
             Kernel::Q6K(w, ..) => w.owned_bytes(),

@@ -188,7 +188,7 @@ impl<'f> Tensors<'f> {
         kernels: &dyn crate::kernels::KernelSet,
     ) -> super::linear::Linear {
         let l = super::linear::Linear::new(weight, bias, k, n, kernels);
-        if l.owned_bytes() > 0 {
+        if l.copies_weight() {
             self.file.release_tensor(name);
         }
         l
