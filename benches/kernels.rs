@@ -14,11 +14,10 @@
 //! Then runs criterion groups named `op/isa/shape`. `KILN_BENCH_ALL_ISAS=1`
 //! benches every ISA the CPU supports instead of only the best one.
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use kiln::kernels::{best, compiled, for_isa, int8_dot_probe};
+use kiln::kernels::{best, compiled, for_isa, limits};
 use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, KernelSet, Mask, MatMut};
 use kiln::runtime::quant::{
     BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, quantize_row_q8_0_reference,
@@ -53,38 +52,6 @@ fn min_time(reps: usize, mut f: impl FnMut()) -> Duration {
         })
         .min()
         .expect("reps > 0")
-}
-
-/// Single-thread read bandwidth in GB/s: sums a 256 MiB buffer.
-fn read_bandwidth() -> f64 {
-    let buf = vec![1u64; 32 << 20];
-    let t = min_time(5, || {
-        black_box(buf.chunks_exact(4).fold([0u64; 4], |a, c| {
-            [
-                a[0].wrapping_add(c[0]),
-                a[1].wrapping_add(c[1]),
-                a[2].wrapping_add(c[2]),
-                a[3].wrapping_add(c[3]),
-            ]
-        }));
-    });
-    (buf.len() * 8) as f64 / t.as_secs_f64() / 1e9
-}
-
-/// int8 multiply-add peak (GOPS, 2 ops per multiply-add) of `set`'s ISA with
-/// the instruction sequence its Q8_0 block dot uses.
-fn int8_peak(set: &dyn KernelSet) -> f64 {
-    let probe = int8_dot_probe(set.isa()).expect("supported ISA has a probe");
-    let v = rand_vec(256, 7);
-    let mut xs = [[0i8; 32]; 8];
-    for (i, x) in xs.iter_mut().flatten().enumerate() {
-        *x = (v[i] * 127.0) as i8;
-    }
-    let iters = 1 << 21;
-    let t = min_time(5, || {
-        black_box(probe(black_box(&xs), iters));
-    });
-    (64 * 8 * iters) as f64 / t.as_secs_f64() / 1e9
 }
 
 /// Weights of `n` rows of `k` in as many copies as make `total` bytes, so
@@ -546,11 +513,11 @@ fn main() {
     } else {
         vec![best()]
     };
-    let bw = read_bandwidth();
+    let bw = limits::read_bandwidth_gbs(1);
     println!("== machine limits (single thread) ==");
     println!("DRAM read bandwidth: {bw:.1} GB/s");
     for &set in &sets {
-        let peak = int8_peak(set);
+        let peak = limits::int8_peak_gops(set.isa()).expect("supported ISA has a probe");
         println!(
             "int8 dot peak ({}, the Q8_0 block-dot instruction sequence): {peak:.1} GOPS",
             set.isa().name()

@@ -6,6 +6,8 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
+use kiln::kernels::limits;
+
 use super::embed::ModelArgs;
 
 /// Arguments of `kiln bench`.
@@ -77,48 +79,6 @@ fn model_work(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     Ok((bytes, macs))
 }
 
-/// Read bandwidth (GB/s) of `threads` threads each summing its own 256 MiB.
-fn read_bandwidth(threads: usize) -> f64 {
-    let bufs: Vec<Vec<u64>> = (0..threads).map(|_| vec![1u64; 32 << 20]).collect();
-    let mut best = f64::MAX;
-    for _ in 0..4 {
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for b in &bufs {
-                s.spawn(move || {
-                    std::hint::black_box(b.chunks_exact(4).fold([0u64; 4], |a, c| {
-                        [
-                            a[0].wrapping_add(c[0]),
-                            a[1].wrapping_add(c[1]),
-                            a[2].wrapping_add(c[2]),
-                            a[3].wrapping_add(c[3]),
-                        ]
-                    }))
-                });
-            }
-        });
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (threads * (32 << 20) * 8) as f64 / best / 1e9
-}
-
-/// int8 peak of one core (GOPS) with the ISA's Q8_0 block-dot sequence.
-fn int8_peak() -> Option<f64> {
-    let probe = kiln::kernels::int8_dot_probe(kiln::kernels::best().isa())?;
-    let mut xs = [[0i8; 32]; 8];
-    for (i, x) in xs.iter_mut().flatten().enumerate() {
-        *x = ((i * 37 % 255) as i32 - 127) as i8;
-    }
-    let iters = 1 << 21;
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        std::hint::black_box(probe(std::hint::black_box(&xs), iters));
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Some((64 * 8 * iters) as f64 / best / 1e9)
-}
-
 /// Peak resident set size of this process (Linux `VmHWM`).
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -184,8 +144,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         macs_per_token,
         read_bandwidth_gbs: args
             .limits
-            .then(|| read_bandwidth(embedder.options().threads.max(1))),
-        int8_peak_gops_per_thread: if args.limits { int8_peak() } else { None },
+            .then(|| limits::read_bandwidth_gbs(embedder.options().threads)),
+        int8_peak_gops_per_thread: if args.limits {
+            limits::int8_peak_gops(kiln::kernels::best().isa())
+        } else {
+            None
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

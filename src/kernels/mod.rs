@@ -25,6 +25,8 @@ mod sources {
     include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
 }
 
+pub mod limits;
+
 pub use sources::SOURCES;
 
 /// ISAs in order of preference, best first.
