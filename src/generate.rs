@@ -217,7 +217,7 @@ impl GeneratorBuilder {
         let name = md.get_str("general.name").ok().map(str::to_owned);
         let quantization = md
             .get_u32("general.file_type")
-            .map_or_else(|_| "unknown".to_owned(), file_type_name);
+            .map_or_else(|_| "unknown".to_owned(), kiln_runtime::gguf::file_type_name);
         let chat_template = md
             .get_str("tokenizer.chat_template")
             .ok()
@@ -394,7 +394,7 @@ impl Generator {
     ) -> Result<Vec<String>, Error> {
         use rayon::prelude::*;
         let start = Instant::now();
-        reset_peak_rss();
+        kiln_runtime::memory::reset_peak_rss();
         let results: Vec<Result<(String, Metrics), Error>> = self.pool.install(|| {
             prompts
                 .par_iter()
@@ -419,7 +419,7 @@ impl Generator {
         let secs = start.elapsed().as_secs_f64();
         m.decode_seconds = secs;
         m.decode_tokens_per_second = m.generated_tokens as f64 / secs.max(1e-9);
-        m.peak_rss_bytes = peak_rss();
+        m.peak_rss_bytes = kiln_runtime::memory::peak_rss().unwrap_or(0);
         *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = m;
         Ok(texts)
     }
@@ -435,7 +435,7 @@ impl Generator {
     ) -> Result<Vec<Classification>, Error> {
         use rayon::prelude::*;
         let start = Instant::now();
-        reset_peak_rss();
+        kiln_runtime::memory::reset_peak_rss();
         let label_ids: Vec<Vec<u32>> = labels
             .iter()
             .map(|l| {
@@ -478,7 +478,7 @@ impl Generator {
             prefill_seconds: secs,
             prefill_tokens_per_second: n as f64 / secs.max(1e-9),
             time_to_first_token: secs,
-            peak_rss_bytes: peak_rss(),
+            peak_rss_bytes: kiln_runtime::memory::peak_rss().unwrap_or(0),
             ..Metrics::default()
         };
         Ok(out)
@@ -715,7 +715,7 @@ impl<'a> Generation<'a> {
             time_to_first_token: self
                 .first_token
                 .map_or(0.0, |t| t.duration_since(self.start).as_secs_f64()),
-            peak_rss_bytes: peak_rss(),
+            peak_rss_bytes: kiln_runtime::memory::peak_rss().unwrap_or(0),
         }
     }
 
@@ -724,7 +724,7 @@ impl<'a> Generation<'a> {
     fn step(&mut self) -> Result<(), Error> {
         let owner = self.owner;
         if self.state.is_none() {
-            reset_peak_rss();
+            kiln_runtime::memory::reset_peak_rss();
             self.start = Instant::now();
             let prompt = self.prompt.take().ok_or(Error::Empty)?;
             let mut state = owner.state();
@@ -969,49 +969,6 @@ impl StopCut {
         out.extend(self.held.drain(..));
         self.text.clear();
     }
-}
-
-/// Clears the kernel's peak-RSS counter (Linux `clear_refs` 5), so the next
-/// read is the peak of this call; best effort.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident memory (`VmHWM`), bytes; 0 where unknown.
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// llama.cpp's `llama_ftype` names.
-fn file_type_name(ft: u32) -> String {
-    match ft {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        32 => "BF16",
-        other => return format!("type {other}"),
-    }
-    .to_owned()
 }
 
 #[cfg(test)]

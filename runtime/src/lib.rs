@@ -7,6 +7,7 @@
 
 pub mod gguf;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod prompts;
 pub mod quant;

@@ -79,14 +79,6 @@ fn model_work(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     Ok((bytes, macs))
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`).
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Runs `kiln bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (weight_bytes, macs_per_token) = model_work(&super::resolve_model(&args.model.model)?)?;
@@ -139,7 +131,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         batch_s,
         texts_per_s: batch_s.map(|s| texts.len() as f64 / s),
         tokens_per_s: batch_s.map(|s| batch_tokens as f64 / s),
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes: kiln_runtime::memory::peak_rss(),
         weight_bytes,
         macs_per_token,
         read_bandwidth_gbs: args

@@ -25,31 +25,6 @@ struct Row {
     path: PathBuf,
 }
 
-/// llama.cpp's `llama_ftype` names for `general.file_type`.
-fn ftype_name(t: u32) -> String {
-    let name = match t {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        32 => "BF16",
-        _ => return format!("ftype {t}"),
-    };
-    name.to_owned()
-}
-
 fn gguf_row(name: String, path: &Path) -> Row {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     match GgufFile::open(path) {
@@ -58,7 +33,7 @@ fn gguf_row(name: String, path: &Path) -> Row {
             let arch = g.architecture().unwrap_or("?").to_owned();
             let ty = md
                 .get_u32("general.file_type")
-                .map(ftype_name)
+                .map(kiln_runtime::gguf::file_type_name)
                 .unwrap_or_else(|_| "?".into());
             let get = |k: &str| {
                 md.get_u32(&format!("{arch}.{k}"))

@@ -404,69 +404,68 @@ async fn respond(
         .into_response()
 }
 
-async fn completions(State(s): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(e) = authorize(&s, &headers) {
-        return e.into_response();
-    }
-    let req: CompletionRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+/// What both generation endpoints do before they differ: the key check
+/// and the JSON body.
+fn accept<T: serde::de::DeserializeOwned>(
+    s: &GenState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    authorize(s, headers)?;
+    parse(body)
+}
+
+async fn completions(
+    State(s): Shared,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: CompletionRequest = accept(&s, &headers, &body)?;
     let prompt = match req.prompt {
         Value::String(p) => p,
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
             a[0].as_str().unwrap_or_default().to_owned()
         }
         _ => {
-            return bad("prompt must be a string (one prompt per request)", "prompt")
-                .into_response();
+            return Err(bad(
+                "prompt must be a string (one prompt per request)",
+                "prompt",
+            ));
         }
     };
-    let opts = match req.common.options(s.config.default_max_tokens) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
+    let opts = req.common.options(s.config.default_max_tokens)?;
     let stream = req.common.stream;
-    respond(
+    Ok(respond(
         s.clone(),
         Api::Completion,
         Input::Prompt(prompt),
         opts,
         stream,
     )
-    .await
+    .await)
 }
 
 async fn chat_completions(
     State(s): Shared,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Err(e) = authorize(&s, &headers) {
-        return e.into_response();
-    }
-    let req: ChatRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = accept(&s, &headers, &body)?;
     if req.messages.is_empty() {
-        return ApiError::new(Flavor::OpenAi, Kind::Empty, "messages is empty")
-            .param("messages")
-            .into_response();
+        return Err(
+            ApiError::new(Flavor::OpenAi, Kind::Empty, "messages is empty").param("messages"),
+        );
     }
-    let opts = match req.common.options(s.config.default_max_tokens) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
+    let opts = req.common.options(s.config.default_max_tokens)?;
     let stream = req.common.stream;
-    respond(
+    Ok(respond(
         s.clone(),
         Api::Chat,
         Input::Chat(req.messages),
         opts,
         stream,
     )
-    .await
+    .await)
 }
 
 async fn models(State(s): Shared) -> Json<Value> {

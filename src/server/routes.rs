@@ -313,22 +313,46 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     })
 }
 
-/// `POST /v1/embeddings` (OpenAI), with kiln extensions `prompt_name`,
-/// `normalize`, `truncate`, `truncation_direction`, `quantization_range`
-/// and the quantized `encoding_format`s.
+/// The embedding options both APIs take (kiln extends each with the
+/// other's): `dimensions`, `normalize`, `truncate`, `truncation_direction`,
+/// `prompt_name`, the quantized `encoding_format`s and `quantization_range`.
+#[derive(Deserialize)]
+struct EmbedOptions {
+    dimensions: Option<usize>,
+    normalize: Option<bool>,
+    truncate: Option<bool>,
+    truncation_direction: Option<String>,
+    prompt_name: Option<String>,
+    encoding_format: Option<String>,
+    quantization_range: Option<(f32, f32)>,
+}
+
+impl EmbedOptions {
+    /// Checks the options and pairs them with the request's inputs.
+    fn request(self, flavor: Flavor, inputs: Inputs) -> Result<Embedding, ApiError> {
+        Ok(Embedding {
+            flavor,
+            inputs,
+            dim: self.dimensions,
+            normalize: self.normalize.unwrap_or(true),
+            truncate: self.truncate.unwrap_or(false),
+            direction: parse_direction(flavor, self.truncation_direction.as_deref())?,
+            prompt_name: self.prompt_name,
+            encoding: parse_encoding(flavor, self.encoding_format.as_deref())?,
+            range: parse_range(flavor, self.quantization_range)?,
+        })
+    }
+}
+
+/// `POST /v1/embeddings` (OpenAI), with kiln's extensions.
 #[derive(Deserialize)]
 struct OpenAiRequest {
     input: Option<Value>,
     model: Option<String>,
-    encoding_format: Option<String>,
-    dimensions: Option<usize>,
     #[serde(rename = "user")]
     _user: Option<String>,
-    prompt_name: Option<String>,
-    normalize: Option<bool>,
-    truncate: Option<bool>,
-    truncation_direction: Option<String>,
-    quantization_range: Option<(f32, f32)>,
+    #[serde(flatten)]
+    options: EmbedOptions,
 }
 
 fn parse_direction(flavor: Flavor, s: Option<&str>) -> Result<TruncateDirection, ApiError> {
@@ -351,17 +375,7 @@ pub(super) async fn openai_embeddings(
 ) -> Result<Response, ApiError> {
     let f = Flavor::OpenAi;
     let r: OpenAiRequest = parse(f, body, s.config.max_body_bytes)?;
-    let req = Embedding {
-        flavor: f,
-        inputs: parse_inputs(f, "input", r.input)?,
-        dim: r.dimensions,
-        normalize: r.normalize.unwrap_or(true),
-        truncate: r.truncate.unwrap_or(false),
-        direction: parse_direction(f, r.truncation_direction.as_deref())?,
-        prompt_name: r.prompt_name,
-        encoding: parse_encoding(f, r.encoding_format.as_deref())?,
-        range: parse_range(f, r.quantization_range)?,
-    };
+    let req = r.options.request(f, parse_inputs(f, "input", r.input)?)?;
     if let Some(m) = &r.model
         && *m != s.config.model_id
     {
@@ -388,13 +402,8 @@ pub(super) async fn openai_embeddings(
 #[derive(Deserialize)]
 struct TeiEmbedRequest {
     inputs: Option<Value>,
-    normalize: Option<bool>,
-    truncate: Option<bool>,
-    truncation_direction: Option<String>,
-    prompt_name: Option<String>,
-    dimensions: Option<usize>,
-    encoding_format: Option<String>,
-    quantization_range: Option<(f32, f32)>,
+    #[serde(flatten)]
+    options: EmbedOptions,
 }
 
 pub(super) async fn tei_embed(
@@ -403,17 +412,7 @@ pub(super) async fn tei_embed(
 ) -> Result<Response, ApiError> {
     let f = Flavor::Tei;
     let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
-    let req = Embedding {
-        flavor: f,
-        inputs: parse_inputs(f, "inputs", r.inputs)?,
-        dim: r.dimensions,
-        normalize: r.normalize.unwrap_or(true),
-        truncate: r.truncate.unwrap_or(false),
-        direction: parse_direction(f, r.truncation_direction.as_deref())?,
-        prompt_name: r.prompt_name,
-        encoding: parse_encoding(f, r.encoding_format.as_deref())?,
-        range: parse_range(f, r.quantization_range)?,
-    };
+    let req = r.options.request(f, parse_inputs(f, "inputs", r.inputs)?)?;
     let out = embed(&s, req).await?;
     let mut resp = Json(out.vectors).into_response();
     resp.headers_mut().insert(

@@ -34,7 +34,7 @@ pub(crate) use backing::{AnonVec, Plain};
 pub use error::{FormatError, GgufError, WriteError};
 pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
-pub use types::{GgmlType, QK_K};
+pub use types::{GgmlType, QK_K, file_type_name};
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, TensorDataWriter};
 
