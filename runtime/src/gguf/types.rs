@@ -161,6 +161,32 @@ impl fmt::Display for GgmlType {
     }
 }
 
+/// llama.cpp's `llama_ftype` name for a `general.file_type` value (what a
+/// file is "quantized as": the type of most of its weights).
+pub fn file_type_name(ft: u32) -> String {
+    match ft {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        other => return format!("file type {other}"),
+    }
+    .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,30 +226,4 @@ mod tests {
         assert_eq!(GgmlType::Q8_0.n_bytes(33), None);
         assert_eq!(GgmlType::F32.n_bytes(u64::MAX), None);
     }
-}
-
-/// llama.cpp's `llama_ftype` name for a `general.file_type` value (what a
-/// file is "quantized as": the type of most of its weights).
-pub fn file_type_name(ft: u32) -> String {
-    match ft {
-        0 => "F32",
-        1 => "F16",
-        2 => "Q4_0",
-        3 => "Q4_1",
-        7 => "Q8_0",
-        8 => "Q5_0",
-        9 => "Q5_1",
-        10 => "Q2_K",
-        11 => "Q3_K_S",
-        12 => "Q3_K_M",
-        13 => "Q3_K_L",
-        14 => "Q4_K_S",
-        15 => "Q4_K_M",
-        16 => "Q5_K_S",
-        17 => "Q5_K_M",
-        18 => "Q6_K",
-        32 => "BF16",
-        other => return format!("file type {other}"),
-    }
-    .to_owned()
 }
