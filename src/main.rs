@@ -45,7 +45,23 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    match run(Cli::parse().command) {
+        // `kiln kernels | head`: the reader left; that is not a failure.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has closed.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Embed(a) => cli::embed::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Chat(a) => cli::generate::run_chat(a),

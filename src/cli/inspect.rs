@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -43,9 +44,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let f = GgufFile::open(&args.file).context("cannot inspect")?;
     if args.json {
         let doc = to_json(&f, args.full, args.hash);
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        print!("{}", to_text(&f, args.full, args.hash));
+        write!(std::io::stdout(), "{}", to_text(&f, args.full, args.hash))?;
     }
     Ok(())
 }

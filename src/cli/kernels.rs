@@ -1,6 +1,8 @@
 //! `kiln kernels`: the compiled kernel variants, the ISA this CPU gets, and
 //! the generated source of one kernel.
 
+use std::io::Write as _;
+
 use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::kernels::{SOURCES, best, compiled, for_isa, source, variants};
@@ -34,9 +36,10 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         Some(name) => parse_isa(name)?,
         None => best().isa(),
     };
+    let mut out = std::io::stdout().lock();
     if let Some(name) = &args.show {
         match source(isa, name) {
-            Some(text) => print!("{text}"),
+            Some(text) => write!(out, "{text}")?,
             None => {
                 let known = SOURCES.iter().filter(|s| s.0 == isa.name()).count();
                 bail!(
@@ -47,7 +50,7 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("this CPU uses: {}", best().isa().name());
+    writeln!(out, "this CPU uses: {}", best().isa().name())?;
     for &isa in compiled() {
         let status = if for_isa(isa).is_some() {
             "supported"
@@ -55,9 +58,9 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
             "not supported by this CPU"
         };
         let vs = variants(isa);
-        println!("\n{} ({status}), {} variants:", isa.name(), vs.len());
+        writeln!(out, "\n{} ({status}), {} variants:", isa.name(), vs.len())?;
         for v in vs {
-            println!("  {v}");
+            writeln!(out, "  {v}")?;
         }
     }
     Ok(())

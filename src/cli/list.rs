@@ -1,6 +1,7 @@
 //! `kiln list [DIR]`: the models in the cache, and GGUF files and Hugging
 //! Face checkpoints found under DIR, with arch, type, size and dims.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use kiln::hub::{CATALOG, Cache};
@@ -147,17 +148,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.dir {
         scan(dir, 0, &mut rows);
     }
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<28} {:<16} {:<7} {:>9}  {:<30} PATH",
         "NAME", "ARCH", "TYPE", "SIZE", "DIMS"
-    );
+    )?;
     for r in rows {
         let size = if r.size == 0 {
             "-".to_owned()
         } else {
             format!("{:.1} MB", r.size as f64 / 1e6)
         };
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<16} {:<7} {:>9}  {:<30} {}",
             r.name,
             r.arch,
@@ -165,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             size,
             r.dims,
             r.path.display()
-        );
+        )?;
     }
     Ok(())
 }

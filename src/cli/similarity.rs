@@ -1,5 +1,7 @@
 //! `kiln similarity`: cosine similarities between texts.
 
+use std::io::Write as _;
+
 use clap::Args;
 
 use super::embed::ModelArgs;
@@ -19,8 +21,9 @@ pub fn run(args: SimilarityArgs) -> anyhow::Result<()> {
     let embedder = args.model.open()?;
     let vectors = embedder.embed_batch(&args.texts)?;
     let (first, rest) = vectors.split_first().expect("clap requires two texts");
+    let mut out = std::io::stdout().lock();
     for (text, v) in args.texts[1..].iter().zip(rest) {
-        println!("{:.4}\t{}", kiln::cosine(first, v), text);
+        writeln!(out, "{:.4}\t{}", kiln::cosine(first, v), text)?;
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `kiln tokenize`: token ids of a text, as `llama-tokenize` prints them.
 
+use std::io::Write as _;
+
 use clap::Args;
 
 use super::embed::ModelArgs;
@@ -20,12 +22,17 @@ pub struct TokenizeArgs {
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let embedder = args.model.open()?;
     let ids = embedder.tokenize(&args.text)?;
+    let mut out = std::io::stdout().lock();
     if args.verbose {
         for id in &ids {
-            println!("{id:>7} -> {:?}", embedder.tokenizer().token_to_piece(*id));
+            writeln!(
+                out,
+                "{id:>7} -> {:?}",
+                embedder.tokenizer().token_to_piece(*id)
+            )?;
         }
     } else {
-        println!("{ids:?}");
+        writeln!(out, "{ids:?}")?;
     }
     Ok(())
 }
