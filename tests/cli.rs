@@ -212,17 +212,15 @@ fn generate_streams_greedy_text_and_stats() {
             "--temperature",
             "0",
             "--stats",
-            "The three primary colors are",
+            "def fibonacci(n):",
         ],
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    // llama.cpp's greedy continuation (the golden), then a newline.
+    // llama.cpp's greedy continuation (the golden; equal on every ISA for
+    // this prompt), then a newline.
     assert!(stderr(&o).contains("tok/s"), "{}", stderr(&o));
-    assert_eq!(
-        String::from_utf8(o.stdout).unwrap(),
-        " red, blue, and yellow.\n\n\n"
-    );
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "\n    if n == 0:\n");
     // --stop cuts exactly; a prompt over the context is a clear error.
     let o = kiln(
         &[
@@ -234,12 +232,12 @@ fn generate_streams_greedy_text_and_stats() {
             "--temperature",
             "0",
             "--stop",
-            "blue",
-            "The three primary colors are",
+            "==",
+            "def fibonacci(n):",
         ],
         None,
     );
-    assert_eq!(String::from_utf8(o.stdout).unwrap(), " red, \n");
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "\n    if n \n");
     let long = "word ".repeat(200);
     let o = kiln(&["generate", "-m", &m, "--ctx", "64", &long], None);
     assert!(!o.status.success());

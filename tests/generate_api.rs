@@ -25,12 +25,13 @@ fn generator() -> Option<&'static Generator> {
 }
 
 /// llama.cpp's greedy continuation of this prompt (the golden file), which
-/// kiln reproduces token for token.
-const PROMPT: &str = "The three primary colors are";
+/// kiln reproduces token for token on every ISA (the prompts whose greedy
+/// runs hit near-ties are in tests/generate_goldens.rs).
+const PROMPT: &str = "def fibonacci(n):";
 const GREEDY_IDS: [u32; 12] = [
-    2604, 236764, 3730, 236764, 532, 7070, 236761, 108, 818, 5905, 7913, 659,
+    107, 140, 584, 538, 1251, 236743, 236771, 236787, 107, 144, 2060, 236743,
 ];
-const GREEDY_TEXT: &str = " red, blue, and yellow.\n\nThe primary colors are";
+const GREEDY_TEXT: &str = "\n    if n == 0:\n        return ";
 
 #[test]
 fn streams_llamacpp_greedy_tokens_and_text() {
@@ -44,7 +45,7 @@ fn streams_llamacpp_greedy_tokens_and_text() {
     // This call's metrics (g.metrics() is the last call's, and tests run
     // in parallel).
     let m = run.metrics();
-    assert_eq!((m.prompt_tokens, m.generated_tokens), (6, 12));
+    assert_eq!((m.prompt_tokens, m.generated_tokens), (7, 12));
     assert!(m.prefill_tokens_per_second > 0.0 && m.decode_tokens_per_second > 0.0);
     assert!(m.time_to_first_token > 0.0);
 }
@@ -53,10 +54,10 @@ fn streams_llamacpp_greedy_tokens_and_text() {
 fn stop_strings_cut_exactly() {
     let Some(g) = generator() else { return };
     let mut opts = GenerateOptions::greedy(12);
-    opts.stop = vec!["blue".into(), "zzz".into()];
+    opts.stop = vec!["==".into(), "zzz".into()];
     let mut run = g.generate(PROMPT, &opts);
     let text: String = run.by_ref().map(|t| t.unwrap().text).collect();
-    assert_eq!(text, " red, ");
+    assert_eq!(text, "\n    if n ");
     assert_eq!(run.finish_reason(), Some(kiln::FinishReason::Stop));
     // Without the stop string the same call runs to max_tokens.
     let mut run = g.generate(PROMPT, &GenerateOptions::greedy(3));
@@ -190,7 +191,11 @@ fn classify_next_token_and_labels() {
 #[test]
 fn batch_equals_one_by_one() {
     let Some(g) = generator() else { return };
-    let prompts = ["def fibonacci(n):", PROMPT, "The capital of France is"];
+    let prompts = [
+        PROMPT,
+        "The three primary colors are",
+        "The capital of France is",
+    ];
     let opts = GenerateOptions::greedy(6);
     let batch = g.generate_batch(&prompts, &opts).unwrap();
     for (p, b) in prompts.iter().zip(&batch) {

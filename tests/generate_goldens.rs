@@ -13,9 +13,17 @@
 //! to 0.5, and replacing kiln's f32-fallback matmuls by the int8 kernels
 //! (same rounding, another summation order) by up to 0.3. The largest
 //! difference to llama.cpp measured is 0.76 (logits near 16-24); the bound
-//! is [`LOGIT_TOL`]. Divergences: "The capital of France is" at step 11
-//! (kiln's margin 0.17) and "Translate to German…" at step 3 (0.28); the
-//! other four prompts are equal for all 32 tokens.
+//! is [`LOGIT_TOL`]. The scalar kernels and the SIMD ones differ from each
+//! other by as much (up to 0.52 between scalar and AVX2 on these prompts):
+//! a summation order that moves an activation across an int8 rounding
+//! step moves the whole block, and 18 layers amplify it. So each ISA this
+//! CPU has is checked against llama.cpp on its own.
+//!
+//! Divergences (step, kiln's top-2 margin), Intel Xeon with AVX-512:
+//! scalar: France 4 (0.005), German 3 (0.08); AVX2: France 11 (0.10),
+//! village 9 (0.06), German 3 (0.28); AVX-512 VNNI: France 11 (0.11),
+//! village 9 (0.07), colors 2 (0.045), German 3 (0.27). "def fibonacci"
+//! and the chat-turn prompt are equal for all 32 tokens on every ISA.
 
 mod common;
 
@@ -29,6 +37,17 @@ use kiln::runtime::tokenizer::{EncodeOptions, Tokenizer};
 /// Largest accepted |kiln − llama.cpp| of a first-step logit (see the
 /// module doc for where it comes from).
 const LOGIT_TOL: f32 = 1.0;
+
+/// A greedy divergence is accepted only where kiln's own two candidates
+/// are this close: a near-tie that the differences above (up to 0.75 per
+/// logit) can flip. Measured margins at divergences: 0.005-0.28 on scalar,
+/// AVX2 and AVX-512; a real bug diverges with a clear winner.
+const TIE_MARGIN: f32 = 0.5;
+
+/// Greedy steps (of 6 x 32) that must equal llama.cpp's before each
+/// prompt's first divergence, summed: measured 135 (scalar), 119 (AVX2),
+/// 89 (AVX-512 VNNI) on an Intel Xeon (Sapphire Rapids class).
+const MIN_EQUAL_STEPS: usize = 64;
 
 #[derive(serde::Deserialize)]
 struct Golden {
@@ -58,16 +77,24 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-#[test]
-fn gemma3_greedy_matches_llamacpp() {
-    let Some(path) = cached_model("gemma3-270m") else {
-        return;
-    };
-    let file = Arc::new(GgufFile::open(&path).unwrap());
-    let tok = Tokenizer::from_gguf(&file).unwrap();
+/// What one ISA's run of one prompt gave.
+struct Run {
+    /// Greedy steps equal to llama.cpp's before the first divergence.
+    equal_steps: usize,
+}
+
+/// Runs every golden prompt on `kernels`: prompt ids, the first step's
+/// top-10 against llama.cpp, and greedy decoding up to the first
+/// divergence, which must be a near-tie of kiln's two candidates.
+fn check_isa(
+    file: &Arc<GgufFile>,
+    tok: &Tokenizer,
+    kernels: &'static dyn kiln::runtime::kernels::KernelSet,
+) -> Vec<Run> {
+    let isa = kernels.isa().name();
     let model = open_decoder(
         file.clone(),
-        kiln::kernels::best(),
+        kernels,
         &DecoderOptions { context: Some(512) },
     )
     .unwrap();
@@ -76,8 +103,7 @@ fn gemma3_greedy_matches_llamacpp() {
         parse_special: true,
     };
     let mut logits = vec![0.0; model.n_vocab()];
-    let mut worst = 0.0f32;
-    let mut full_matches = 0;
+    let mut runs = Vec::new();
     for g in goldens() {
         let ids = tok.encode(&g.prompt, &opts).unwrap();
         assert_eq!(ids, g.prompt_ids, "prompt ids of {:?}", g.prompt);
@@ -100,26 +126,33 @@ fn gemma3_greedy_matches_llamacpp() {
             .zip(&ours)
             .map(|(&(_, l), o)| (o - l).abs())
             .fold(0.0f32, f32::max);
-        eprintln!("{:?}: first-step top-10 max |diff| {max_diff:.4}", g.prompt);
-        worst = worst.max(max_diff);
-        assert!(max_diff <= LOGIT_TOL, "{:?}: {max_diff}", g.prompt);
+        eprintln!(
+            "{isa} {:?}: first-step top-10 max |diff| {max_diff:.4}",
+            g.prompt
+        );
+        assert!(max_diff <= LOGIT_TOL, "{isa} {:?}: {max_diff}", g.prompt);
         assert_eq!(
             argmax(&logits),
             g.top10_first[0].0,
-            "{:?}: best token",
+            "{isa} {:?}: best token",
             g.prompt
         );
         for i in 0..10 {
             for j in i + 1..10 {
                 if g.top10_first[i].1 - g.top10_first[j].1 > 2.0 * LOGIT_TOL {
-                    assert!(ours[i] > ours[j], "{:?}: order of {i} and {j}", g.prompt);
+                    assert!(
+                        ours[i] > ours[j],
+                        "{isa} {:?}: order of {i} and {j}",
+                        g.prompt
+                    );
                 }
             }
         }
 
         // Greedy: equal, or diverging only where our two candidates (our
-        // choice and llama.cpp's) are within twice the tolerance.
+        // choice and llama.cpp's) are within [`TIE_MARGIN`].
         let mut next = argmax(&logits);
+        let mut equal_steps = g.greedy_ids.len();
         for (step, &want) in g.greedy_ids.iter().enumerate() {
             if next != want {
                 let margin = logits[next as usize] - logits[want as usize];
@@ -129,14 +162,14 @@ fn gemma3_greedy_matches_llamacpp() {
                     logits[next as usize], logits[want as usize]
                 );
                 assert!(
-                    margin <= 2.0 * LOGIT_TOL,
-                    "{:?}: step {step} margin {margin}",
+                    margin <= TIE_MARGIN,
+                    "{isa} {:?}: step {step} margin {margin}",
                     g.prompt
                 );
+                equal_steps = step;
                 break;
             }
             if step + 1 == g.greedy_ids.len() {
-                full_matches += 1;
                 break;
             }
             model
@@ -144,12 +177,33 @@ fn gemma3_greedy_matches_llamacpp() {
                 .unwrap();
             next = argmax(&logits);
         }
+        runs.push(Run { equal_steps });
     }
-    eprintln!(
-        "worst first-step difference {worst:.4}; {full_matches}/6 prompts equal for 32 tokens"
-    );
-    assert!(
-        full_matches >= 3,
-        "only {full_matches} of 6 greedy runs equal"
-    );
+    runs
+}
+
+#[test]
+fn gemma3_greedy_matches_llamacpp() {
+    let Some(path) = cached_model("gemma3-270m") else {
+        return;
+    };
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    let sets = common::sets("gemma3_greedy_matches_llamacpp");
+    let all: Vec<Vec<Run>> = sets.iter().map(|&k| check_isa(&file, &tok, k)).collect();
+    for (set, runs) in sets.iter().zip(&all) {
+        let full = runs.iter().filter(|r| r.equal_steps == 32).count();
+        let steps: usize = runs.iter().map(|r| r.equal_steps).sum();
+        eprintln!(
+            "{}: {full}/6 prompts equal for 32 tokens, {steps}/192 steps before divergences",
+            set.isa().name()
+        );
+        // Divergences are near-ties, so most steps must still agree: a real
+        // bug diverges early on most prompts.
+        assert!(
+            steps >= MIN_EQUAL_STEPS,
+            "{}: only {steps} steps",
+            set.isa().name()
+        );
+    }
 }

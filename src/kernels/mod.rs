@@ -55,14 +55,44 @@ pub fn int8_dot_probe(isa: Isa) -> Option<Int8DotProbeFn> {
 }
 
 /// The best kernel set for this CPU, detected once per process.
+///
+/// `KILN_ISA=avx2` (any name `kiln kernels` lists) picks a lower ISA
+/// instead, to compare ISAs on one machine; a name this CPU cannot run is
+/// reported on stderr once and the detected one is used.
 pub fn best() -> &'static dyn KernelSet {
     static BEST: OnceLock<&'static dyn KernelSet> = OnceLock::new();
     *BEST.get_or_init(|| {
-        PREFERENCE
+        let detected = PREFERENCE
             .iter()
             .find_map(|&isa| for_isa(isa))
-            .expect("the scalar kernel set is always available")
+            .expect("the scalar kernel set is always available");
+        match std::env::var("KILN_ISA") {
+            Ok(name) if !name.is_empty() => match requested(&name) {
+                Ok(set) => set,
+                Err(why) => {
+                    eprintln!(
+                        "kiln: ignoring KILN_ISA={name}: {why}; using {}",
+                        detected.isa().name()
+                    );
+                    detected
+                }
+            },
+            _ => detected,
+        }
     })
+}
+
+/// The kernel set `KILN_ISA` names, or why it cannot be used.
+fn requested(name: &str) -> Result<&'static dyn KernelSet, String> {
+    let isa = compiled()
+        .iter()
+        .copied()
+        .find(|i| i.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = compiled().iter().map(|i| i.name()).collect();
+            format!("not a compiled ISA (compiled: {})", names.join(", "))
+        })?;
+    for_isa(isa).ok_or_else(|| "this CPU does not support it".to_owned())
 }
 
 /// The ISAs compiled for this target, scalar first.
