@@ -168,26 +168,30 @@ impl EmbedderBuilder {
             self.options.prompt = Some(prompt.to_owned());
         }
         let kernels = crate::kernels::best();
-        let model = model::open_encoder(
-            file.clone(),
-            kernels,
-            &ModelOptions {
-                pooling: self.options.pooling,
-            },
-        )?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        let model_dim = model.dim();
-        if let Some(dim) = self.options.dim
-            && (dim == 0 || dim > model_dim)
-        {
-            return Err(Error::BadDim { dim, model_dim });
-        }
         let threads = self.options.threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("kiln-{i}"))
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
+        // The plan (weight repacking, layers in parallel) and the tokenizer
+        // are built side by side on the embedder's own threads.
+        let options = ModelOptions {
+            pooling: self.options.pooling,
+        };
+        let (model, tokenizer) = pool.install(|| {
+            rayon::join(
+                || model::open_encoder(file.clone(), kernels, &options),
+                || Tokenizer::from_gguf(&file),
+            )
+        });
+        let (model, tokenizer) = (model?, tokenizer?);
+        let model_dim = model.dim();
+        if let Some(dim) = self.options.dim
+            && (dim == 0 || dim > model_dim)
+        {
+            return Err(Error::BadDim { dim, model_dim });
+        }
         Ok(Embedder {
             arch,
             model,
@@ -348,8 +352,8 @@ impl Embedder {
         let r = self.resolve(call)?;
         self.batch(
             texts,
-            |text, out, w, threads| self.embed_text(text.as_ref(), out, w, &r, threads),
-            r.dim,
+            |text, w| self.tokenize_into(text.as_ref(), r.prompt, w),
+            &r,
         )
     }
 
@@ -365,7 +369,7 @@ impl Embedder {
         let vocab = self.tokenizer.vocab_size();
         self.batch(
             inputs,
-            |ids, out, w, threads| {
+            |ids, w| {
                 let ids = ids.as_ref();
                 if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
                     return Err(Error::BadToken { id, vocab });
@@ -375,40 +379,82 @@ impl Embedder {
                 if w.ids.is_empty() {
                     return Err(Error::Empty);
                 }
-                self.run_ids(out, w, &r, threads)
+                Ok(())
             },
-            r.dim,
+            &r,
         )
     }
 
-    /// Runs `f` over `items` on the pool, one output row each: across
-    /// items, or (one item) with all threads inside it.
+    /// Embeds `items`, one output row each, in input order. `ids_of` puts
+    /// an item's token ids into the worker's `ids`. One item runs with all
+    /// threads inside it; several are packed: consecutive texts share one
+    /// forward pass of up to [`PACK_TOKENS`] tokens, so the weights are read
+    /// once per pack rather than once per text, and the packs run in
+    /// parallel, one thread each.
     fn batch<I: Sync>(
         &self,
         items: &[I],
-        f: impl Fn(&I, &mut [f32], &mut Worker, usize) -> Result<(), Error> + Sync,
-        dim: usize,
+        ids_of: impl Fn(&I, &mut Worker) -> Result<(), Error> + Sync,
+        r: &Resolved<'_>,
     ) -> Result<Vec<Vec<f32>>, Error> {
         use rayon::prelude::*;
+        let threads = self.options.threads;
         if let [item] = items {
-            let mut out = vec![0.0; dim];
+            let mut out = vec![0.0; r.dim];
             let mut w = self.worker();
-            let threads = self.options.threads;
-            self.pool.install(|| f(item, &mut out, &mut w, threads))?;
+            self.pool.install(|| {
+                ids_of(item, &mut w)?;
+                self.run_ids(&mut out, &mut w, r, threads)
+            })?;
             return Ok(vec![out]);
         }
         self.pool.install(|| {
-            items
+            let ids: Vec<Vec<u32>> = items
                 .par_iter()
                 .map_init(
                     || self.worker(),
                     |w, item| {
-                        let mut out = vec![0.0; dim];
-                        f(item, &mut out, w, 1).map(|()| out)
+                        ids_of(item, w)?;
+                        self.limit(&mut w.ids, r)?;
+                        Ok(w.ids.clone())
                     },
                 )
-                .collect()
+                .collect::<Result<_, Error>>()?;
+            let packs = packs(&ids, threads);
+            let per_pack = if packs.len() == 1 { threads } else { 1 };
+            let rows: Vec<Vec<Vec<f32>>> = packs
+                .par_iter()
+                .map_init(
+                    || self.worker(),
+                    |w, range| self.run_pack(&ids[range.clone()], w, r, per_pack),
+                )
+                .collect::<Result<_, Error>>()?;
+            Ok(rows.into_iter().flatten().collect())
         })
+    }
+
+    /// Embeds one pack of tokenized texts in one forward pass.
+    fn run_pack(
+        &self,
+        ids: &[Vec<u32>],
+        w: &mut Worker,
+        r: &Resolved<'_>,
+        threads: usize,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let full_dim = self.model.dim();
+        let full = exec_sized(&mut w.full, seqs.len() * full_dim);
+        self.model.embed_packed(&seqs, &mut w.ws, full, threads)?;
+        Ok(full
+            .chunks_exact(full_dim)
+            .map(|row| {
+                let mut out = row[..r.dim].to_vec();
+                if r.normalize {
+                    l2_normalize(&mut out);
+                }
+                out
+            })
+            .collect())
     }
 
     /// The embedder's own options, resolved (never allocates).
@@ -593,6 +639,40 @@ impl Drop for WorkerGuard<'_> {
                 .push(w);
         }
     }
+}
+
+/// Tokens in one packed forward pass at most; a longer text runs alone.
+/// Measured on EmbeddingGemma with ~30-token texts (see issue 9): the
+/// weights are streamed once per pack, and past a few hundred tokens the
+/// matmuls are compute-bound, so larger packs only cost scratch memory.
+const PACK_TOKENS: usize = 512;
+
+/// Splits tokenized texts into runs of consecutive texts of at most
+/// [`PACK_TOKENS`] tokens (fewer when that leaves a thread idle).
+fn packs(ids: &[Vec<u32>], threads: usize) -> Vec<std::ops::Range<usize>> {
+    let total: usize = ids.iter().map(Vec::len).sum();
+    let budget = total.div_ceil(threads.max(1)).clamp(1, PACK_TOKENS);
+    let mut packs = Vec::new();
+    let (mut start, mut tokens) = (0, 0);
+    for (i, t) in ids.iter().enumerate() {
+        if i > start && tokens + t.len() > budget {
+            packs.push(start..i);
+            (start, tokens) = (i, 0);
+        }
+        tokens += t.len();
+    }
+    if start < ids.len() {
+        packs.push(start..ids.len());
+    }
+    packs
+}
+
+/// Resizes `buf` to at least `len` values and returns the first `len`.
+fn exec_sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// Scales `v` to unit L2 norm (a zero vector stays zero).

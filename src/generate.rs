@@ -223,22 +223,26 @@ impl GeneratorBuilder {
             .ok()
             .map(str::to_owned);
         let kernels = crate::kernels::best();
-        let model = model::open_decoder(
-            file.clone(),
-            kernels,
-            &DecoderOptions {
-                context: self.context,
-            },
-        )?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        // End-of-generation tokens: EOS, and Gemma's end of turn.
-        let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
-        eog.extend(tokenizer.token_id("<end_of_turn>"));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
             .thread_name(|i| format!("kiln-gen-{i}"))
             .build()
             .map_err(|e| Error::Threads(e.to_string()))?;
+        // The plan (layers in parallel) and the tokenizer side by side, on
+        // the generator's own threads.
+        let options = DecoderOptions {
+            context: self.context,
+        };
+        let (model, tokenizer) = pool.install(|| {
+            rayon::join(
+                || model::open_decoder(file.clone(), kernels, &options),
+                || Tokenizer::from_gguf(&file),
+            )
+        });
+        let (model, tokenizer) = (model?, tokenizer?);
+        // End-of-generation tokens: EOS, and Gemma's end of turn.
+        let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
+        eog.extend(tokenizer.token_id("<end_of_turn>"));
         Ok(Generator {
             arch,
             name,

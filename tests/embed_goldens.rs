@@ -217,20 +217,56 @@ fn minilm_f32_matches_float32_reference() {
     f32_fidelity("minilm-f32", "all-MiniLM-L6-v2.st.jsonl");
 }
 
+/// A batch is packed into shared forward passes (several texts' tokens in
+/// one matmul); every vector must still be bit-identical to that text
+/// alone, in input order, and a bad input fails the whole call.
+fn check_batch_equals_one_by_one(e: &Embedder) {
+    let texts: Vec<String> = goldens("all-MiniLM-L6-v2.st.jsonl")
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    // Repeated so that several packs form, some with many texts.
+    let many: Vec<&str> = texts
+        .iter()
+        .chain(&texts)
+        .chain(&texts)
+        .map(String::as_str)
+        .collect();
+    let batch = e.embed_batch(&many).unwrap();
+    assert_eq!(batch.len(), many.len());
+    for (t, v) in many.iter().zip(&batch) {
+        assert_eq!(&e.embed(t).unwrap(), v, "{t:?}");
+    }
+    let ids = e.tokenize(many[0]).unwrap();
+    let bad = [ids.clone(), vec![u32::MAX], ids];
+    assert!(matches!(
+        e.embed_tokens_batch(&bad, &kiln::CallOptions::default()),
+        Err(kiln::Error::BadToken { .. })
+    ));
+}
+
 #[test]
 fn batch_equals_one_by_one() {
     let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
+    for threads in [1, 2] {
+        let e = Embedder::builder()
+            .threads(threads)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        check_batch_equals_one_by_one(&e);
+    }
+}
+
+#[test]
+fn embeddinggemma_batch_equals_one_by_one() {
+    let Some(path) = cached_model("embeddinggemma") else {
+        return;
+    };
     let e = Embedder::builder()
         .threads(2)
         .truncate(true)
         .open(&path)
         .unwrap();
-    let texts: Vec<String> = goldens("all-MiniLM-L6-v2.st.jsonl")
-        .into_iter()
-        .map(|g| g.text)
-        .collect();
-    let batch = e.embed_batch(&texts).unwrap();
-    for (t, v) in texts.iter().zip(&batch) {
-        assert_eq!(&e.embed(t).unwrap(), v, "{t:?}");
-    }
+    check_batch_equals_one_by_one(&e);
 }

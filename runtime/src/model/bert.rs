@@ -185,15 +185,17 @@ impl EncoderModel for Bert {
         self.pooling
     }
 
-    fn embed_tokens(
+    fn embed_packed(
         &self,
-        ids: &[u32],
+        seqs: &[&[u32]],
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
-        super::check_ids(ids, self.context, self.n_vocab)?;
-        let n = ids.len();
+        for ids in seqs {
+            super::check_ids(ids, self.context, self.n_vocab)?;
+        }
+        let n: usize = seqs.iter().map(|s| s.len()).sum();
         let (d, kn, th) = (self.hidden, &self.kernels, threads.max(1));
         let hd = d / self.n_head;
         let wide = self.ffn.max(d);
@@ -206,25 +208,31 @@ impl EncoderModel for Bert {
         let ff = sized(&mut ws.ff_a, n * wide);
         let xq = sized(&mut ws.xq, n * wide / QK8_0);
 
-        // Embeddings: token rows + position rows + token type 0, then LayerNorm.
-        match &self.token_embd {
-            WeightData::Q8_0(table) => (kn.gather)(table.get(), d, ids, 1.0, t),
-            WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
-                unreachable!("Tensors::table converts these to f32")
-            }
-            WeightData::F32(table) | WeightData::Dequantized(table, _) => {
-                let table = table.get();
-                for (row, &id) in t.chunks_exact_mut(d).zip(ids) {
-                    row.copy_from_slice(&table[id as usize * d..][..d]);
-                }
-            }
-        }
+        // Embeddings: token rows + position rows (from 0 in each text) +
+        // token type 0, then LayerNorm.
         let pos = self.position_embd.get();
         let tt = self.token_type0.get();
-        for (i, row) in t.chunks_exact_mut(d).enumerate() {
-            for ((a, p), y) in row.iter_mut().zip(&pos[i * d..][..d]).zip(tt) {
-                *a += p + y;
+        let mut row = 0;
+        for ids in seqs {
+            let rows = &mut t[row * d..(row + ids.len()) * d];
+            match &self.token_embd {
+                WeightData::Q8_0(table) => (kn.gather)(table.get(), d, ids, 1.0, rows),
+                WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
+                    unreachable!("Tensors::table converts these to f32")
+                }
+                WeightData::F32(table) | WeightData::Dequantized(table, _) => {
+                    let table = table.get();
+                    for (r, &id) in rows.chunks_exact_mut(d).zip(*ids) {
+                        r.copy_from_slice(&table[id as usize * d..][..d]);
+                    }
+                }
             }
+            for (i, r) in rows.chunks_exact_mut(d).enumerate() {
+                for ((a, p), y) in r.iter_mut().zip(&pos[i * d..][..d]).zip(tt) {
+                    *a += p + y;
+                }
+            }
+            row += ids.len();
         }
         (kn.layer_norm)(
             t,
@@ -234,14 +242,6 @@ impl EncoderModel for Bert {
             x,
         );
 
-        let shape = AttnShape {
-            n_tokens: n,
-            n_head: self.n_head,
-            n_head_kv: self.n_head,
-            head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
-            mask: Mask::Full,
-        };
         for layer in &self.layers {
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.q.prepare(x, xq_h);
@@ -253,7 +253,29 @@ impl EncoderModel for Bert {
             layer.q.forward(input, n, q, false, th);
             layer.k.forward(input, n, k, false, th);
             layer.v.forward(input, n, v, false, th);
-            exec::attention(kn.attention, q, k, v, &shape, att, &mut ws.scores, th);
+            let mut row = 0;
+            for ids in seqs {
+                let shape = AttnShape {
+                    n_tokens: ids.len(),
+                    n_head: self.n_head,
+                    n_head_kv: self.n_head,
+                    head_dim: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    mask: Mask::Full,
+                };
+                let rows = row * d..(row + ids.len()) * d;
+                exec::attention(
+                    kn.attention,
+                    &q[rows.clone()],
+                    &k[rows.clone()],
+                    &v[rows.clone()],
+                    &shape,
+                    &mut att[rows],
+                    &mut ws.scores,
+                    th,
+                );
+                row += ids.len();
+            }
             let xq_h = &mut xq[..n * d / QK8_0];
             layer.o.prepare(att, xq_h);
             // Residual: the projection accumulates onto a copy of the input.
@@ -315,7 +337,12 @@ impl EncoderModel for Bert {
             );
         }
 
-        super::pool(self.pooling, kn.mean_pool, &x[..n * d], &mut out[..d]);
+        let mut row = 0;
+        for (ids, o) in seqs.iter().zip(out.chunks_exact_mut(d)) {
+            let rows = &x[row * d..(row + ids.len()) * d];
+            super::pool(self.pooling, kn.mean_pool, rows, o);
+            row += ids.len();
+        }
         Ok(())
     }
 }

@@ -27,6 +27,16 @@ pub struct Workspace {
     /// Pooled vectors and the projections after pooling.
     pub(crate) pooled: Vec<f32>,
     pub(crate) pooled_b: Vec<f32>,
+    /// The sequences of a packed forward pass.
+    pub(crate) segments: Vec<Segment>,
+}
+
+/// `len` consecutive rows of a forward pass at positions `pos0..pos0 + len`:
+/// one sequence of a packed batch, or a decoder's new tokens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub(crate) len: usize,
+    pub(crate) pos0: usize,
 }
 
 /// Resizes `buf` to `len` (allocating only when it grows past its capacity)

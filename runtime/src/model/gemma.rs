@@ -20,8 +20,10 @@
 //! ffn_up, ffn_down, post_ffw_norm}`. Norm weights are used as stored:
 //! llama.cpp's converter has already added Gemma's `1 +`.
 
+use rayon::prelude::*;
+
 use super::ModelError;
-use super::exec::RopeTable;
+use super::exec::{RopeTable, Segment};
 use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
@@ -125,7 +127,8 @@ pub(crate) struct GemmaLayer {
     pub(crate) global: bool,
 }
 
-/// Loads and checks every layer's tensors.
+/// Loads and checks every layer's tensors, layers in parallel on the
+/// current rayon pool (repacking the Q8_0 weights is most of an open).
 pub(crate) fn load_layers(
     t: &Tensors<'_>,
     cfg: &GemmaConfig,
@@ -138,6 +141,7 @@ pub(crate) fn load_layers(
     };
     let h = hidden as u64;
     (0..cfg.n_layer)
+        .into_par_iter()
         .map(|il| {
             let p = |s: &str| format!("blk.{il}.{s}.weight");
             Ok(GemmaLayer {
@@ -263,8 +267,9 @@ pub(crate) struct BlockBufs<'a> {
 }
 
 impl GemmaLayer {
-    /// Attention inputs of `n` rows of the residual stream `x` at positions
-    /// `pos0..pos0 + n`: fills `b.q`, `b.k`, `b.v`.
+    /// Attention inputs of the rows of the residual stream `x`, one run of
+    /// rows per segment (projections over all rows at once, RoPE per
+    /// segment): fills `b.q`, `b.k`, `b.v`.
     #[expect(clippy::too_many_arguments, reason = "a layer step's inputs")]
     pub(crate) fn qkv(
         &self,
@@ -272,11 +277,11 @@ impl GemmaLayer {
         kn: &GemmaKernels,
         rope: &RopeTable,
         x: &[f32],
-        n: usize,
-        pos0: usize,
+        segments: &[Segment],
         b: &mut BlockBufs<'_>,
         threads: usize,
     ) {
+        let n: usize = segments.iter().map(|s| s.len).sum();
         let (d, hd) = (cfg.hidden, cfg.head_dim);
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         let t = &mut b.t[..n * d];
@@ -296,8 +301,26 @@ impl GemmaLayer {
         let k = &mut b.k[..n * kv_dim];
         (kn.rms_norm_head)(&b.att[..n * q_dim], self.q_norm.get(), cfg.eps, q);
         (kn.rms_norm_head)(&b.ff_a[..n * kv_dim], self.k_norm.get(), cfg.eps, k);
-        (kn.rope)(q, cfg.n_head, hd, pos0, &rope.cos, &rope.sin, true);
-        (kn.rope)(k, cfg.n_head_kv, hd, pos0, &rope.cos, &rope.sin, true);
+        let mut row = 0;
+        for s in segments {
+            let (qs, ks) = (
+                row * q_dim..(row + s.len) * q_dim,
+                row * kv_dim..(row + s.len) * kv_dim,
+            );
+            (kn.rope)(
+                &mut q[qs], cfg.n_head, hd, s.pos0, &rope.cos, &rope.sin, true,
+            );
+            (kn.rope)(
+                &mut k[ks],
+                cfg.n_head_kv,
+                hd,
+                s.pos0,
+                &rope.cos,
+                &rope.sin,
+                true,
+            );
+            row += s.len;
+        }
     }
 
     /// Output projection of the attention result in `b.att`, post-norm and

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use super::exec::{Workspace, sized};
+use super::exec::{Segment, Workspace, sized};
 use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::kv_cache::{CacheShape, KvCache, KvType, MAX_CHUNK};
 use super::linear::{Input, Linear};
@@ -154,8 +154,7 @@ impl Gemma3 {
                 kn,
                 self.rope.for_layer(layer),
                 x,
-                n,
-                pos0,
+                &[Segment { len: n, pos0 }],
                 &mut b,
                 threads,
             );

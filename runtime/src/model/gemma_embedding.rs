@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use super::exec::{self, Workspace, sized};
+use super::exec::{self, Segment, Workspace, sized};
 use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
@@ -142,16 +142,19 @@ impl EncoderModel for GemmaEmbedding {
         self.pooling
     }
 
-    fn embed_tokens(
+    fn embed_packed(
         &self,
-        ids: &[u32],
+        seqs: &[&[u32]],
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
         let cfg = &self.cfg;
-        super::check_ids(ids, cfg.context, self.n_vocab)?;
-        let n = ids.len();
+        for ids in seqs {
+            super::check_ids(ids, cfg.context, self.n_vocab)?;
+        }
+        let n: usize = seqs.iter().map(|s| s.len()).sum();
+        let m = seqs.len();
         let (d, hd, kn) = (cfg.hidden, cfg.head_dim, &self.kernels);
         let q_dim = cfg.q_dim();
         let kv_dim = cfg.kv_dim();
@@ -169,68 +172,99 @@ impl EncoderModel for GemmaEmbedding {
             att: sized(&mut ws.att, n * q_dim),
             ff_a: sized(&mut ws.ff_a, n * wide),
             ff_b: sized(&mut ws.ff_b, n * wide),
-            xq: sized(&mut ws.xq, (n * wide).max(max_dense) / QK8_0),
+            xq: sized(&mut ws.xq, (n * wide).max(m * max_dense) / QK8_0),
             xqk: sized(&mut ws.xqk, n * wide / QK_K),
         };
 
-        super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
+        let mut segments = std::mem::take(&mut ws.segments);
+        segments.clear();
+        let mut row = 0;
+        for ids in seqs {
+            let rows = &mut x[row * d..(row + ids.len()) * d];
+            super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, rows);
+            segments.push(Segment {
+                len: ids.len(),
+                pos0: 0,
+            });
+            row += ids.len();
+        }
 
         for layer in &self.layers {
             let rope = self.rope.for_layer(layer);
-            layer.qkv(cfg, kn, rope, x, n, 0, &mut b, th);
-            let shape = AttnShape {
-                n_tokens: n,
-                n_head: cfg.n_head,
-                n_head_kv: cfg.n_head_kv,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-                // llama.cpp's symmetric window: `sliding_window / 2` each side.
-                mask: if layer.global {
-                    Mask::Full
-                } else {
-                    Mask::Window {
-                        radius: cfg.window / 2,
-                    }
-                },
-            };
-            exec::attention(
-                self.attention,
-                b.q,
-                b.k,
-                b.v,
-                &shape,
-                b.att,
-                &mut ws.scores,
-                th,
-            );
+            layer.qkv(cfg, kn, rope, x, &segments, &mut b, th);
+            let mut row = 0;
+            for s in &segments {
+                let shape = AttnShape {
+                    n_tokens: s.len,
+                    n_head: cfg.n_head,
+                    n_head_kv: cfg.n_head_kv,
+                    head_dim: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    // llama.cpp's symmetric window: `sliding_window / 2` each side.
+                    mask: if layer.global {
+                        Mask::Full
+                    } else {
+                        Mask::Window {
+                            radius: cfg.window / 2,
+                        }
+                    },
+                };
+                let (qs, kvs) = (
+                    row * q_dim..(row + s.len) * q_dim,
+                    row * kv_dim..(row + s.len) * kv_dim,
+                );
+                exec::attention(
+                    self.attention,
+                    &b.q[qs.clone()],
+                    &b.k[kvs.clone()],
+                    &b.v[kvs],
+                    &shape,
+                    &mut b.att[qs],
+                    &mut ws.scores,
+                    th,
+                );
+                row += s.len;
+            }
             layer.attn_out(cfg, kn, x, n, &mut b, th);
             layer.ffn(cfg, kn, x, n, &mut b, th);
         }
 
         (kn.rms_norm_hidden)(x, self.output_norm.get(), cfg.eps, &mut b.t[..n * d]);
-        let pooled = sized(&mut ws.pooled, d);
-        super::pool(self.pooling, self.mean_pool, &b.t[..n * d], pooled);
+        let width = max_dense.max(d);
+        let pooled = sized(&mut ws.pooled, m * width);
+        let mut row = 0;
+        for (s, p) in segments.iter().zip(pooled.chunks_exact_mut(d)) {
+            super::pool(
+                self.pooling,
+                self.mean_pool,
+                &b.t[row * d..(row + s.len) * d],
+                p,
+            );
+            row += s.len;
+        }
+        ws.segments = segments;
 
+        // The dense projections: one matmul over the pack's pooled rows.
         let xq = b.xq;
-        let mut cur = sized(&mut ws.pooled, max_dense.max(d));
-        let mut next = sized(&mut ws.pooled_b, max_dense.max(d));
+        let mut cur = sized(&mut ws.pooled, m * width);
+        let mut next = sized(&mut ws.pooled_b, m * width);
         for lin in &self.dense {
-            let xq_d = &mut xq[..lin.k / QK8_0];
-            lin.prepare(&cur[..lin.k], xq_d);
+            let xq_d = &mut xq[..m * lin.k / QK8_0];
+            lin.prepare(&cur[..m * lin.k], xq_d);
             lin.forward(
                 Input {
-                    f32: &cur[..lin.k],
+                    f32: &cur[..m * lin.k],
                     q8: xq_d,
                     q8k: &[],
                 },
-                1,
-                &mut next[..lin.n],
+                m,
+                &mut next[..m * lin.n],
                 false,
                 th,
             );
             std::mem::swap(&mut cur, &mut next);
         }
-        out[..d].copy_from_slice(&cur[..d]);
+        out[..m * d].copy_from_slice(&cur[..m * d]);
         Ok(())
     }
 }

@@ -187,6 +187,21 @@ pub trait EncoderModel: Send + Sync {
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
+    ) -> Result<(), ModelError> {
+        self.embed_packed(&[ids], ws, out, threads)
+    }
+    /// Embeds several tokenized texts in one forward pass into `out`
+    /// (`seqs.len()` rows of `dim()` values): the matmuls run over all
+    /// their tokens at once, so the weights are read once for the whole
+    /// pack, while attention, positions and pooling stay per text. Every
+    /// row is bit-identical to [`embed_tokens`](Self::embed_tokens) of
+    /// that text alone.
+    fn embed_packed(
+        &self,
+        seqs: &[&[u32]],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
     ) -> Result<(), ModelError>;
 }
 
