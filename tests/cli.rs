@@ -269,3 +269,26 @@ fn chat_reads_one_message_per_line() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.matches('\n').count() >= 2, "{out:?}");
 }
+
+/// `kiln inspect --full | head -1`: the reader closes the pipe after a few
+/// bytes of a much longer output (over the 64 KiB a pipe buffers); kiln
+/// stops quietly with success instead of panicking in a print.
+#[test]
+fn closed_stdout_pipe_is_not_an_error() {
+    use std::io::Read;
+    let model = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["inspect", "--json", "--full"])
+        .arg(&model)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}

@@ -3,10 +3,9 @@
 
 use std::io::Write as _;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Args;
-use kiln::kernels::{SOURCES, best, compiled, for_isa, source, variants};
-use kiln::runtime::kernels::Isa;
+use kiln::kernels::{SOURCES, best, compiled, compiled_isa, for_isa, source, variants};
 
 /// Arguments of `kiln kernels`.
 #[derive(Args)]
@@ -19,21 +18,10 @@ pub struct KernelsArgs {
     isa: Option<String>,
 }
 
-fn parse_isa(name: &str) -> anyhow::Result<Isa> {
-    compiled()
-        .iter()
-        .copied()
-        .find(|i| i.name() == name)
-        .with_context(|| {
-            let names: Vec<_> = compiled().iter().map(|i| i.name()).collect();
-            format!("unknown ISA `{name}`; compiled: {}", names.join(", "))
-        })
-}
-
 /// Runs `kiln kernels`.
 pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     let isa = match &args.isa {
-        Some(name) => parse_isa(name)?,
+        Some(name) => compiled_isa(name).map_err(anyhow::Error::msg)?,
         None => best().isa(),
     };
     let mut out = std::io::stdout().lock();

@@ -84,15 +84,20 @@ pub fn best() -> &'static dyn KernelSet {
 
 /// The kernel set `KILN_ISA` names, or why it cannot be used.
 fn requested(name: &str) -> Result<&'static dyn KernelSet, String> {
-    let isa = compiled()
+    for_isa(compiled_isa(name)?).ok_or_else(|| "this CPU does not support it".to_owned())
+}
+
+/// The compiled ISA called `name` (as `kiln kernels` prints it), or a
+/// message naming the compiled ones.
+pub fn compiled_isa(name: &str) -> Result<Isa, String> {
+    compiled()
         .iter()
         .copied()
         .find(|i| i.name() == name)
         .ok_or_else(|| {
             let names: Vec<_> = compiled().iter().map(|i| i.name()).collect();
-            format!("not a compiled ISA (compiled: {})", names.join(", "))
-        })?;
-    for_isa(isa).ok_or_else(|| "this CPU does not support it".to_owned())
+            format!("unknown ISA `{name}`; compiled: {}", names.join(", "))
+        })
 }
 
 /// The ISAs compiled for this target, scalar first.
