@@ -279,6 +279,27 @@ pub fn dequantize_row_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     }
 }
 
+/// Re-encodes Q5_0 blocks as Q8_0 without loss: a Q5_0 value `q - 16` is
+/// an int8 in -16..=15 and the block keeps its f16 scale, so every product
+/// with a Q8_0 activation block is the same integer sum times the same
+/// scales. Lets Q5_0 weights run on the (faster) Q8_0 kernels.
+pub fn q5_0_to_q8_0(blocks: &[BlockQ5_0]) -> Vec<BlockQ8_0> {
+    blocks
+        .iter()
+        .map(|b| {
+            let qh = u32::from_le_bytes(b.qh);
+            let mut qs = [0i8; QK8_0];
+            for (j, &q) in b.qs.iter().enumerate() {
+                let h0 = ((qh >> j) & 1) << 4;
+                let h1 = ((qh >> (j + 16)) & 1) << 4;
+                qs[j] = ((u32::from(q & 0x0f) | h0) as i32 - 16) as i8;
+                qs[j + QK5_0 / 2] = ((u32::from(q >> 4) | h1) as i32 - 16) as i8;
+            }
+            BlockQ8_0 { d: b.d, qs }
+        })
+        .collect()
+}
+
 /// Scale and min of sub-block `j` (0..8) from the 12 packed bytes of Q4_K /
 /// Q5_K: sub-blocks 0-3 keep their 6 bits in the low bits of bytes `j` and
 /// `j + 4`; sub-blocks 4-7 split theirs between a nibble of byte `j + 4` and
@@ -451,6 +472,25 @@ pub fn dequantize_row_q8_k(blocks: &[BlockQ8K], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q5_0_as_q8_0_dequantizes_to_the_same_values() {
+        // Every 5-bit value in both halves, high bits from `qh`, two scales.
+        let blocks: Vec<BlockQ5_0> = (0..64u32)
+            .map(|i| BlockQ5_0 {
+                d: f16::from_f32(if i % 2 == 0 { 0.013 } else { -2.5 }),
+                qh: (i.wrapping_mul(0x9e37_79b9)).to_le_bytes(),
+                qs: std::array::from_fn(|j| (i as u8).wrapping_mul(37).wrapping_add(j as u8 * 11)),
+            })
+            .collect();
+        let (mut a, mut b) = (vec![0.0; 64 * 32], vec![0.0; 64 * 32]);
+        dequantize_row_q5_0(&blocks, &mut a);
+        dequantize_row_q8_0(&q5_0_to_q8_0(&blocks), &mut b);
+        assert_eq!(a, b);
+        let all: std::collections::BTreeSet<i8> =
+            q5_0_to_q8_0(&blocks).iter().flat_map(|b| b.qs).collect();
+        assert_eq!(all, (-16..=15).collect());
+    }
 
     /// ggml's `nearest_int`: add 1.5·2^23 and read the low mantissa bits.
     fn ggml_nearest_int(f: f32) -> i32 {

@@ -27,7 +27,9 @@ use super::exec::{RopeTable, Segment};
 use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
-use crate::kernels::{GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn};
+use crate::kernels::{
+    AttentionFn, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn,
+};
 use crate::quant::{BlockQ8_0, BlockQ8K, QK_K, QK8_0};
 
 /// Every `SWA_PATTERN`-th layer (the last of each group) attends globally
@@ -172,6 +174,7 @@ pub(crate) struct GemmaKernels {
     pub(crate) geglu_q8: GegluQ8_0Fn,
     pub(crate) gelu_tanh: UnaryFn,
     pub(crate) gather: GatherQ8_0Fn,
+    pub(crate) attention: AttentionFn,
 }
 
 impl GemmaKernels {
@@ -183,6 +186,7 @@ impl GemmaKernels {
             geglu_q8: k.geglu_q8_0(cfg.ffn),
             gelu_tanh: k.gelu_tanh(),
             gather: k.gather_q8_0(cfg.hidden),
+            attention: k.attention(cfg.head_dim),
         }
     }
 }

@@ -18,14 +18,14 @@
 
 use std::sync::Arc;
 
-use super::exec::{Segment, Workspace, sized};
+use super::exec::{self, Segment, Workspace, sized};
 use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::kv_cache::{CacheShape, KvCache, KvType, MAX_CHUNK};
 use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
 use super::{DecoderModel, DecoderOptions, DecoderState, ModelError};
 use crate::gguf::GgufFile;
-use crate::kernels::KernelSet;
+use crate::kernels::{AttnShape, KernelSet, Mask};
 use crate::quant::{QK_K, QK8_0};
 
 const ARCH: &str = "gemma3";
@@ -83,11 +83,14 @@ impl Gemma3 {
         let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
         let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", cfg.hidden, n_vocab)?;
-        let output = Linear::new(
+        // Through `Tensors::linear`, so that once the tied output is
+        // repacked the file's pages of the table leave the resident set
+        // (178 MB for Gemma-3-270M): the gather reads only the prompt's rows.
+        let output = t.linear(
+            "token_embd.weight",
             t.matrix("token_embd.weight", cfg.hidden, n_vocab)?,
+            (cfg.hidden, n_vocab),
             None,
-            cfg.hidden,
-            n_vocab,
             kernels,
         );
         let output_norm = t.f32("output_norm.weight", &[cfg.hidden as u64])?;
@@ -148,6 +151,11 @@ impl Gemma3 {
         };
         super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        // A prompt's first chunk sees only its own keys, which an f32 cache
+        // holds exactly as computed: the generated (tiled, vector) attention
+        // kernel runs on them directly. Later chunks and decode steps read
+        // the cache.
+        let fresh = pos0 == 0 && cache.kv_type() == KvType::F32;
         for (il, layer) in self.layers.iter().enumerate() {
             layer.qkv(
                 cfg,
@@ -159,16 +167,41 @@ impl Gemma3 {
                 threads,
             );
             cache.write(il, pos0, b.k, b.v);
-            cache.attend(
-                il,
-                b.q,
-                pos0,
-                cfg.n_head,
-                cfg.head_dim,
-                scale,
-                b.att,
-                threads,
-            );
+            if fresh {
+                let shape = AttnShape {
+                    n_tokens: n,
+                    n_head: cfg.n_head,
+                    n_head_kv: cfg.n_head_kv,
+                    head_dim: cfg.head_dim,
+                    scale,
+                    mask: if layer.global {
+                        Mask::Causal
+                    } else {
+                        Mask::CausalWindow { window: cfg.window }
+                    },
+                };
+                exec::attention(
+                    kn.attention,
+                    b.q,
+                    b.k,
+                    b.v,
+                    &shape,
+                    b.att,
+                    &mut ws.scores,
+                    threads,
+                );
+            } else {
+                cache.attend(
+                    il,
+                    b.q,
+                    pos0,
+                    cfg.n_head,
+                    cfg.head_dim,
+                    scale,
+                    b.att,
+                    threads,
+                );
+            }
             layer.attn_out(cfg, kn, x, n, &mut b, threads);
             layer.ffn(cfg, kn, x, n, &mut b, threads);
         }
@@ -238,6 +271,15 @@ impl DecoderModel for Gemma3 {
             });
         }
         let th = threads.max(1);
+        exec::with_hot_workers(th, || self.run(ids, state, logits, th));
+        Ok(())
+    }
+}
+
+impl Gemma3 {
+    /// [`DecoderModel::forward`] after its checks, inside its hot-worker
+    /// scope.
+    fn run(&self, ids: &[u32], state: &mut DecoderState, logits: Option<&mut [f32]>, th: usize) {
         let mut last = 0;
         for chunk in ids.chunks(MAX_CHUNK) {
             self.chunk(chunk, &mut state.cache, &mut state.ws, th);
@@ -268,6 +310,5 @@ impl DecoderModel for Gemma3 {
                 }
             }
         }
-        Ok(())
     }
 }

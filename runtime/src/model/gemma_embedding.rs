@@ -129,20 +129,9 @@ impl GemmaEmbedding {
     }
 }
 
-impl EncoderModel for GemmaEmbedding {
-    fn dim(&self) -> usize {
-        self.cfg.hidden
-    }
-
-    fn context_length(&self) -> usize {
-        self.cfg.context
-    }
-
-    fn pooling(&self) -> Pooling {
-        self.pooling
-    }
-
-    fn embed_packed(
+impl GemmaEmbedding {
+    /// [`EncoderModel::embed_packed`], inside its hot-worker scope.
+    fn forward_packed(
         &self,
         seqs: &[&[u32]],
         ws: &mut Workspace,
@@ -266,5 +255,29 @@ impl EncoderModel for GemmaEmbedding {
         }
         out[..m * d].copy_from_slice(&cur[..m * d]);
         Ok(())
+    }
+}
+
+impl EncoderModel for GemmaEmbedding {
+    fn dim(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    fn context_length(&self) -> usize {
+        self.cfg.context
+    }
+
+    fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    fn embed_packed(
+        &self,
+        seqs: &[&[u32]],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))
     }
 }
