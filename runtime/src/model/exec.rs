@@ -1,5 +1,7 @@
 //! Scratch memory of one worker and the thread splitting of row-wise steps.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::kernels::{ATTN_TILE_ROWS, AttentionFn, AttnShape};
 use crate::quant::{BlockQ8_0, BlockQ8K};
 
@@ -45,34 +47,56 @@ pub(crate) struct Segment {
 ///
 /// Without this, a worker falls asleep between two matmuls and every split
 /// pays a wake-up (measured ~40 us on our 2-vCPU VMs: MiniLM's "Hello
-/// world" took 1.21 ms on 2 threads against 0.75 ms on 1). With it, a pass
-/// pays one wake-up per helper, at its start.
-pub fn with_hot_workers<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    if threads <= 1 || rayon::current_thread_index().is_none() {
+/// world" took 1.05 ms on 2 threads against 0.75 ms on 1). With it, a pass
+/// pays one wake-up per helper, at its start. Built on `rayon::join` (stack
+/// jobs), so a warm pass still does not allocate.
+pub fn with_hot_workers<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let Some(caller) = rayon::current_thread_index() else {
+        return f();
+    };
+    let helpers = threads.min(rayon::current_num_threads()).saturating_sub(1);
+    if helpers == 0 {
         return f();
     }
     let running = AtomicBool::new(true);
-    let caller = rayon::current_thread_index();
-    rayon::in_place_scope(|s| {
-        for _ in 1..threads.min(rayon::current_num_threads()) {
-            s.spawn(|_| {
-                // The caller may pick a helper up itself while it waits in a
-                // join: it must not spin there, waiting for itself.
-                if rayon::current_thread_index() == caller {
-                    return;
-                }
-                while running.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
+    let (r, ()) = rayon::join(
+        || {
+            let _stop = StopOnDrop(&running);
+            f()
+        },
+        || keep_awake(&running, caller, helpers),
+    );
+    r
+}
+
+/// Clears the flag when the pass ends, panicking or not.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Keeps `n` workers (this one first) busy-waiting for work while `running`.
+fn keep_awake(running: &AtomicBool, caller: usize, n: usize) {
+    // The pass's own thread may pick this up while it waits in a join: it
+    // must not spin there, waiting for itself.
+    if n == 0 || rayon::current_thread_index() == Some(caller) {
+        return;
+    }
+    let spin = || {
+        while running.load(Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
+            }
         }
-        let r = f();
-        running.store(false, Ordering::Release);
-        r
-    })
+    };
+    if n == 1 {
+        spin();
+    } else {
+        rayon::join(spin, || keep_awake(running, caller, n - 1));
+    }
 }
 
 /// Resizes `buf` to `len` (allocating only when it grows past its capacity)
