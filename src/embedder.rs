@@ -336,7 +336,8 @@ impl Embedder {
         }
     }
 
-    /// Embeds many texts, in parallel across texts; rows in input order.
+    /// Embeds many texts, packed into shared forward passes that run in
+    /// parallel; rows in input order, each equal to embedding its text alone.
     pub fn embed_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
         self.embed_batch_with(texts, &CallOptions::default())
     }

@@ -378,7 +378,8 @@ fn emit(
                 ::core::result::Result::Ok(out)
             }
 
-            /// Embeds many texts, in parallel across texts; rows in input order.
+            /// Embeds many texts (packed into shared forward passes that run in
+            /// parallel); rows in input order.
             pub fn embed_batch<S: ::core::convert::AsRef<str> + ::core::marker::Sync>(
                 texts: &[S],
             ) -> ::core::result::Result<::std::vec::Vec<[f32; #dim]>, ::kiln::Error> {

@@ -763,6 +763,12 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             }
             return;
         }
+        // The score dots' length, hidden from the optimizer: with a constant
+        // trip count LLVM unrolls `dot_4x2` fully and hoists the tile's
+        // 4 x hd/LANES query loads out of the key loop, more vectors than
+        // there are registers (the specialized AVX-512 variant spilled them
+        // and ran 16% slower than the generic one).
+        let dot_len = core::hint::black_box(hd);
         let mut i0 = rows.start;
         while i0 < rows.end {
             let tr = (rows.end - i0).min(TR);
@@ -771,8 +777,8 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             let w = hi - lo;
             for h in 0..nh {
                 let kh = h / group;
-                let qrow = |r: usize| &q[(i0 + r) * qs + h * hd..][..hd];
-                let krow = |j: usize| &k[j * kvs + kh * hd..][..hd];
+                let qrow = |r: usize| &q[(i0 + r) * qs + h * hd..][..dot_len];
+                let krow = |j: usize| &k[j * kvs + kh * hd..][..dot_len];
                 let sc = &mut scratch[..tr * w];
                 // Scores: 4 queries × 2 keys per register tile. A short
                 // tile repeats its first query and an odd key count its last
