@@ -444,7 +444,7 @@ impl Embedder {
     ) -> Result<Vec<Vec<f32>>, Error> {
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let full_dim = self.model.dim();
-        let full = exec_sized(&mut w.full, seqs.len() * full_dim);
+        let full = grown(&mut w.full, seqs.len() * full_dim);
         self.model.embed_packed(&seqs, &mut w.ws, full, threads)?;
         Ok(full
             .chunks_exact(full_dim)
@@ -533,13 +533,9 @@ impl Embedder {
         threads: usize,
     ) -> Result<(), Error> {
         self.limit(&mut w.ids, r)?;
-        let full_dim = self.model.dim();
-        if w.full.len() < full_dim {
-            w.full.resize(full_dim, 0.0);
-        }
-        self.model
-            .embed_tokens(&w.ids, &mut w.ws, &mut w.full[..full_dim], threads)?;
-        out.copy_from_slice(&w.full[..r.dim]);
+        let full = grown(&mut w.full, self.model.dim());
+        self.model.embed_tokens(&w.ids, &mut w.ws, full, threads)?;
+        out.copy_from_slice(&full[..r.dim]);
         if r.normalize {
             l2_normalize(out);
         }
@@ -668,8 +664,9 @@ fn packs(ids: &[Vec<u32>], threads: usize) -> Vec<std::ops::Range<usize>> {
     packs
 }
 
-/// Resizes `buf` to at least `len` values and returns the first `len`.
-fn exec_sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+/// Resizes `buf` to at least `len` values (allocating only when it grows)
+/// and returns the first `len`.
+fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
         buf.resize(len, 0.0);
     }

@@ -268,15 +268,23 @@ pub fn dequantize_row_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     check_len(blocks.len(), QK5_0, out);
     for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK5_0)) {
         let d = b.d.to_f32();
-        let qh = u32::from_le_bytes(b.qh);
-        let (lo, hi) = ys.split_at_mut(QK5_0 / 2);
-        for (j, ((&q, l), h)) in b.qs.iter().zip(lo).zip(hi).enumerate() {
-            let h0 = ((qh >> j) & 1) << 4;
-            let h1 = ((qh >> (j + 16)) & 1) << 4;
-            *l = d * ((u32::from(q & 0x0f) | h0) as i32 - 16) as f32;
-            *h = d * ((u32::from(q >> 4) | h1) as i32 - 16) as f32;
+        for (y, q) in ys.iter_mut().zip(q5_0_values(b)) {
+            *y = d * f32::from(q);
         }
     }
+}
+
+/// The 32 values `q - 16` of a Q5_0 block, in order.
+fn q5_0_values(b: &BlockQ5_0) -> [i8; QK5_0] {
+    let qh = u32::from_le_bytes(b.qh);
+    let mut out = [0i8; QK5_0];
+    for (j, &q) in b.qs.iter().enumerate() {
+        let h0 = ((qh >> j) & 1) << 4;
+        let h1 = ((qh >> (j + 16)) & 1) << 4;
+        out[j] = ((u32::from(q & 0x0f) | h0) as i32 - 16) as i8;
+        out[j + QK5_0 / 2] = ((u32::from(q >> 4) | h1) as i32 - 16) as i8;
+    }
+    out
 }
 
 /// Re-encodes Q5_0 blocks as Q8_0 without loss: a Q5_0 value `q - 16` is
@@ -284,18 +292,12 @@ pub fn dequantize_row_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
 /// with a Q8_0 activation block is the same integer sum times the same
 /// scales. Lets Q5_0 weights run on the (faster) Q8_0 kernels.
 pub fn q5_0_to_q8_0(blocks: &[BlockQ5_0]) -> Vec<BlockQ8_0> {
+    const _: () = assert!(QK5_0 == QK8_0);
     blocks
         .iter()
-        .map(|b| {
-            let qh = u32::from_le_bytes(b.qh);
-            let mut qs = [0i8; QK8_0];
-            for (j, &q) in b.qs.iter().enumerate() {
-                let h0 = ((qh >> j) & 1) << 4;
-                let h1 = ((qh >> (j + 16)) & 1) << 4;
-                qs[j] = ((u32::from(q & 0x0f) | h0) as i32 - 16) as i8;
-                qs[j + QK5_0 / 2] = ((u32::from(q >> 4) | h1) as i32 - 16) as i8;
-            }
-            BlockQ8_0 { d: b.d, qs }
+        .map(|b| BlockQ8_0 {
+            d: b.d,
+            qs: q5_0_values(b),
         })
         .collect()
 }

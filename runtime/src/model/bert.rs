@@ -172,8 +172,19 @@ impl Bert {
     }
 }
 
-impl Bert {
-    /// [`EncoderModel::embed_packed`], inside its hot-worker scope.
+impl EncoderModel for Bert {
+    fn dim(&self) -> usize {
+        self.hidden
+    }
+
+    fn context_length(&self) -> usize {
+        self.context
+    }
+
+    fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
     fn forward_packed(
         &self,
         seqs: &[&[u32]],
@@ -333,29 +344,5 @@ impl Bert {
             row += ids.len();
         }
         Ok(())
-    }
-}
-
-impl EncoderModel for Bert {
-    fn dim(&self) -> usize {
-        self.hidden
-    }
-
-    fn context_length(&self) -> usize {
-        self.context
-    }
-
-    fn pooling(&self) -> Pooling {
-        self.pooling
-    }
-
-    fn embed_packed(
-        &self,
-        seqs: &[&[u32]],
-        ws: &mut Workspace,
-        out: &mut [f32],
-        threads: usize,
-    ) -> Result<(), ModelError> {
-        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))
     }
 }

@@ -129,8 +129,19 @@ impl GemmaEmbedding {
     }
 }
 
-impl GemmaEmbedding {
-    /// [`EncoderModel::embed_packed`], inside its hot-worker scope.
+impl EncoderModel for GemmaEmbedding {
+    fn dim(&self) -> usize {
+        self.cfg.hidden
+    }
+
+    fn context_length(&self) -> usize {
+        self.cfg.context
+    }
+
+    fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
     fn forward_packed(
         &self,
         seqs: &[&[u32]],
@@ -165,7 +176,7 @@ impl GemmaEmbedding {
             xqk: sized(&mut ws.xqk, n * wide / QK_K),
         };
 
-        let mut segments = std::mem::take(&mut ws.segments);
+        let segments = &mut ws.segments;
         segments.clear();
         let mut row = 0;
         for ids in seqs {
@@ -177,12 +188,13 @@ impl GemmaEmbedding {
             });
             row += ids.len();
         }
+        let segments = &*segments;
 
         for layer in &self.layers {
             let rope = self.rope.for_layer(layer);
-            layer.qkv(cfg, kn, rope, x, &segments, &mut b, th);
+            layer.qkv(cfg, kn, rope, x, segments, &mut b, th);
             let mut row = 0;
-            for s in &segments {
+            for s in segments {
                 let shape = AttnShape {
                     n_tokens: s.len,
                     n_head: cfg.n_head,
@@ -231,7 +243,6 @@ impl GemmaEmbedding {
             );
             row += s.len;
         }
-        ws.segments = segments;
 
         // The dense projections: one matmul over the pack's pooled rows.
         let xq = b.xq;
@@ -255,29 +266,5 @@ impl GemmaEmbedding {
         }
         out[..m * d].copy_from_slice(&cur[..m * d]);
         Ok(())
-    }
-}
-
-impl EncoderModel for GemmaEmbedding {
-    fn dim(&self) -> usize {
-        self.cfg.hidden
-    }
-
-    fn context_length(&self) -> usize {
-        self.cfg.context
-    }
-
-    fn pooling(&self) -> Pooling {
-        self.pooling
-    }
-
-    fn embed_packed(
-        &self,
-        seqs: &[&[u32]],
-        ws: &mut Workspace,
-        out: &mut [f32],
-        threads: usize,
-    ) -> Result<(), ModelError> {
-        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))
     }
 }

@@ -195,8 +195,20 @@ pub trait EncoderModel: Send + Sync {
     /// their tokens at once, so the weights are read once for the whole
     /// pack, while attention, positions and pooling stay per text. Every
     /// row is bit-identical to [`embed_tokens`](Self::embed_tokens) of
-    /// that text alone.
+    /// that text alone. Runs [`forward_packed`](Self::forward_packed) with
+    /// the pool's other workers kept awake (`with_hot_workers`).
     fn embed_packed(
+        &self,
+        seqs: &[&[u32]],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))
+    }
+    /// The architecture's forward pass behind
+    /// [`embed_packed`](Self::embed_packed) (what a model implements).
+    fn forward_packed(
         &self,
         seqs: &[&[u32]],
         ws: &mut Workspace,
