@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use kiln::kernels::{best, compiled, for_isa, limits};
-use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, KernelSet, Mask, MatMut};
+use kiln::runtime::kernels::{AttnShape, KernelSet, Mask, MatMut, attention_scratch_len};
 use kiln::runtime::quant::{
     BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, quantize_row_q8_0_reference,
     quantize_row_q8_k_reference, repack_q8_0x8,
@@ -163,7 +163,7 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
     report("rms_norm 768 x16 rows", spec, gen_t);
     let (q, kk, v, shape) = attn_inputs(128);
     let mut ao = vec![0.0; q.len()];
-    let mut scratch = vec![0.0; ATTN_TILE_ROWS * 128];
+    let mut scratch = vec![0.0; attention_scratch_len(128, 256)];
     let spec = min_time(20, || {
         set.attention(256)(&q, &kk, &v, &shape, 0..128, &mut ao, &mut scratch)
     });
@@ -457,7 +457,7 @@ fn bench_set(c: &mut Criterion, set: &'static dyn KernelSet) {
     for n in [16usize, 128] {
         let (q, k, v, shape) = attn_inputs(n);
         let mut out = vec![0.0; q.len()];
-        let mut scratch = vec![0.0; ATTN_TILE_ROWS * n];
+        let mut scratch = vec![0.0; attention_scratch_len(n, 256)];
         g.throughput(Throughput::Elements((4 * n * n * 3 * 256) as u64));
         g.bench_function(format!("hd256_h3kv1_n{n}"), |b| {
             b.iter(|| set.attention(256)(&q, &k, &v, &shape, 0..n, &mut out, &mut scratch))

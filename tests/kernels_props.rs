@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, deq, q8, scalar, sets};
-use kiln::runtime::kernels::{ATTN_TILE_ROWS, AttnShape, Mask, MatMut};
+use kiln::runtime::kernels::{AttnShape, Mask, MatMut, attention_scratch_len};
 use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference, repack_q8_0x8};
 use proptest::prelude::*;
 
@@ -360,7 +360,7 @@ fn attention_matches_reference() {
         let want = attention_ref(q, k, v, &shape, lo..n);
         for set in sets("attention") {
             // One score row (query by query) and a tile's worth (tiled).
-            for scratch_len in [n, ATTN_TILE_ROWS * n] {
+            for scratch_len in [n, attention_scratch_len(n, hd)] {
                 let mut out = vec![0.0; (n - lo) * nh * hd];
                 let mut scratch = vec![0.0; scratch_len];
                 set.attention(hd)(q, k, v, &shape, lo..n, &mut out, &mut scratch);
@@ -370,6 +370,8 @@ fn attention_matches_reference() {
     });
 }
 
+/// Long sequences: tiles cross key blocks, spans start unaligned, and every
+/// mask clips a different part of them.
 #[test]
 fn attention_513_tokens_specialized() {
     let (n, hd) = (513usize, 256usize);
@@ -377,22 +379,31 @@ fn attention_513_tokens_specialized() {
     let q: Vec<f32> = (0..n * 3 * hd).map(|i| f(i, 31)).collect();
     let k: Vec<f32> = (0..n * hd).map(|i| f(i, 17)).collect();
     let v: Vec<f32> = (0..n * hd).map(|i| f(i, 13)).collect();
-    let shape = AttnShape {
-        n_tokens: n,
-        n_head: 3,
-        n_head_kv: 1,
-        head_dim: hd,
-        scale: 1.0 / 16.0,
-        mask: Mask::Window { radius: 256 },
-    };
-    let rows = 250..261;
-    let want = attention_ref(&q, &k, &v, &shape, rows.clone());
-    for set in sets("attention 513") {
-        for scratch_len in [n, ATTN_TILE_ROWS * n] {
-            let mut out = vec![0.0; rows.len() * 3 * hd];
-            let mut scratch = vec![0.0; scratch_len];
-            set.attention(hd)(&q, &k, &v, &shape, rows.clone(), &mut out, &mut scratch);
-            assert_close("attention513", set.isa(), &out, &want, EXP_TOL);
+    let masks = [
+        Mask::Window { radius: 256 },
+        Mask::Full,
+        Mask::Causal,
+        Mask::CausalWindow { window: 100 },
+    ];
+    for mask in masks {
+        let shape = AttnShape {
+            n_tokens: n,
+            n_head: 3,
+            n_head_kv: 1,
+            head_dim: hd,
+            scale: 1.0 / 16.0,
+            mask,
+        };
+        for rows in [250..261, 0..13, 437..513] {
+            let want = attention_ref(&q, &k, &v, &shape, rows.clone());
+            for set in sets("attention 513") {
+                for scratch_len in [n, attention_scratch_len(n, hd)] {
+                    let mut out = vec![0.0; rows.len() * 3 * hd];
+                    let mut scratch = vec![0.0; scratch_len];
+                    set.attention(hd)(&q, &k, &v, &shape, rows.clone(), &mut out, &mut scratch);
+                    assert_close("attention513", set.isa(), &out, &want, EXP_TOL);
+                }
+            }
         }
     }
 }

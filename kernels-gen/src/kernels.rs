@@ -715,7 +715,8 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
     let hd = bind("hd", key[0], quote!(shape.head_dim));
     quote! {
         #hd
-        const TR: usize = ATTN_TILE_ROWS;
+        const TR: usize = ATTN_ROWS;
+        const _: () = assert!(TR <= ATTN_TILE_ROWS);
         assert_eq!(shape.head_dim, hd, "attention: head_dim");
         let n = shape.n_tokens;
         let (nh, nkv) = (shape.n_head, shape.n_head_kv);
@@ -734,10 +735,21 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             Mask::Causal => (0, i + 1),
             Mask::CausalWindow { window } => ((i + 1).saturating_sub(window.max(1)), i + 1),
         };
-        // Tiles of `TR` queries × one head: each key and value row is read
-        // once per tile instead of once per query; scores live in `scratch`
-        // as `TR` rows of the tile's key span.
-        if scratch.len() < TR * n || hd % LANES != 0 {
+        // Tiles of `TR` queries × one head: each value row is read once per
+        // tile instead of once per query; scores live in `scratch` as `TR`
+        // rows of the tile's key span, after them the call's keys of one KV
+        // head transposed (`[head_dim][stride]`), so a score tile is plain
+        // FMAs of broadcast query values into vectors of keys: no horizontal
+        // sums, and each score sums its `head_dim` products in order whatever
+        // the tiling (threads split rows differently).
+        if rows.is_empty() {
+            return;
+        }
+        const KB: usize = 2 * LANES;
+        let (klo, _) = span(rows.start);
+        let (_, khi) = span(rows.end - 1);
+        let nk = khi - klo;
+        if scratch.len() < attention_scratch_len(n, hd) || hd % LANES != 0 {
             // One query at a time (small scratch, or a head width the
             // vector tiles do not divide).
             for (ri, i) in rows.enumerate() {
@@ -763,78 +775,149 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             }
             return;
         }
-        // The score dots' length, hidden from the optimizer: with a constant
-        // trip count LLVM unrolls `dot_4x2` fully and hoists the tile's
-        // 4 x hd/LANES query loads out of the key loop, more vectors than
-        // there are registers (the specialized AVX-512 variant spilled them
-        // and ran 16% slower than the generic one).
+        // Scratch: score rows, the same transposed (`[key][TR]`), the tile's
+        // queries transposed (`[hd][TR]`), the keys in blocks.
+        let (sc_all, rest) = scratch.split_at_mut(ATTN_TILE_ROWS * (n + ATTN_KEY_PAD));
+        let (pt_all, rest) = rest.split_at_mut(ATTN_TILE_ROWS * (n + ATTN_KEY_PAD));
+        let (qt_all, kt) = rest.split_at_mut(ATTN_TILE_ROWS * hd);
+        let nblk = nk.div_ceil(KB);
+        let kt = &mut kt[..nblk * hd * KB];
+        // The score loop's length, hidden from the optimizer: with a constant
+        // trip count LLVM unrolls it fully and hoists loads out of the tile
+        // loop, more vectors than there are registers.
         let dot_len = core::hint::black_box(hd);
-        let mut i0 = rows.start;
-        while i0 < rows.end {
-            let tr = (rows.end - i0).min(TR);
-            let (lo, _) = span(i0);
-            let (_, hi) = span(i0 + tr - 1);
-            let w = hi - lo;
-            for h in 0..nh {
-                let kh = h / group;
-                let qrow = |r: usize| &q[(i0 + r) * qs + h * hd..][..dot_len];
-                let krow = |j: usize| &k[j * kvs + kh * hd..][..dot_len];
-                let sc = &mut scratch[..tr * w];
-                // Scores: 4 queries × 2 keys per register tile. A short
-                // tile repeats its first query and an odd key count its last
-                // key, so every score comes from the same `dot_4x2` sums
-                // whatever the tiling (threads split rows differently).
-                let qt = [qrow(0), qrow(1.min(tr - 1)), qrow(2.min(tr - 1)), qrow(3.min(tr - 1))];
-                let mut j = lo;
-                while j < hi {
-                    let j1 = (j + 1).min(hi - 1);
-                    let d = dot_4x2(qt, krow(j), krow(j1));
-                    for r in 0..tr {
-                        sc[r * w + j - lo] = d[2 * r] * shape.scale;
-                        sc[r * w + j1 - lo] = d[2 * r + 1] * shape.scale;
-                    }
-                    j += 2;
-                }
-                // Softmax of each query over its own span; keys of the
-                // tile's span that it must not see get weight 0.
-                let mut inv = [0.0f32; TR];
-                for r in 0..tr {
-                    let (a, b) = span(i0 + r);
-                    let row = &mut sc[r * w..][..w];
-                    let own = &mut row[a - lo..b - lo];
-                    let mx = own.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                    inv[r] = 1.0 / exp_sub_sum(own, mx);
-                    row[..a - lo].fill(0.0);
-                    row[b - lo..].fill(0.0);
-                }
-                // Weighted sum of values: `tr` queries × 2 vectors of
-                // columns per register tile, over every key of the span.
-                let mut c = 0;
-                while c < hd {
-                    let cw = (hd - c).min(2 * LANES);
-                    let mut acc = [[f_zero(); 2]; TR];
-                    for j in 0..w {
-                        let vr = &v[(lo + j) * kvs + kh * hd + c..][..cw];
-                        let v0 = f_load(vr);
-                        let v1 = if cw > LANES { f_load(&vr[LANES..]) } else { f_zero() };
-                        for r in 0..tr {
-                            let p = f_splat(sc[r * w + j]);
-                            acc[r][0] = f_fma(p, v0, acc[r][0]);
-                            acc[r][1] = f_fma(p, v1, acc[r][1]);
+        let scale = f_splat(shape.scale);
+        for kh in 0..nkv {
+            // Blocks of `KB` keys, each `[hd][KB]`: a score tile streams one
+            // block contiguously.
+            for (jb, blk) in kt.chunks_exact_mut(hd * KB).enumerate() {
+                for l in 0..KB {
+                    let jj = jb * KB + l;
+                    if jj < nk {
+                        let kr = &k[(klo + jj) * kvs + kh * hd..][..hd];
+                        for (d, &x) in kr.iter().enumerate() {
+                            blk[d * KB + l] = x;
+                        }
+                    } else {
+                        for d in 0..hd {
+                            blk[d * KB + l] = 0.0;
                         }
                     }
-                    for r in 0..tr {
-                        let o = &mut out[(i0 - rows.start + r) * qs + h * hd + c..][..cw];
-                        let s = f_splat(inv[r]);
-                        f_store(o, f_mul(acc[r][0], s));
-                        if cw > LANES {
-                            f_store(&mut o[LANES..], f_mul(acc[r][1], s));
-                        }
-                    }
-                    c += cw;
                 }
             }
-            i0 += tr;
+            for h in kh * group..(kh + 1) * group {
+                let mut i0 = rows.start;
+                while i0 < rows.end {
+                    let tr = (rows.end - i0).min(TR);
+                    let (lo, _) = span(i0);
+                    let (_, hi) = span(i0 + tr - 1);
+                    let w = hi - lo;
+                    // Score row `p` is key `klo + b0 * KB + p`: the tile's
+                    // keys start `base` slots in.
+                    let (b0, b1) = ((lo - klo) / KB, (hi - klo).div_ceil(KB));
+                    let base = lo - klo - b0 * KB;
+                    let wp = (b1 - b0) * KB;
+                    let sc = &mut sc_all[..TR * wp];
+                    // The tile's queries as `[hd][TR]`; a short tile repeats
+                    // its last query.
+                    let qt = &mut qt_all[..hd * TR];
+                    for r in 0..TR {
+                        let qr = &q[(i0 + r.min(tr - 1)) * qs + h * hd..][..hd];
+                        for (d, &x) in qr.iter().enumerate() {
+                            qt[d * TR + r] = x;
+                        }
+                    }
+                    let qt = qt.as_chunks::<TR>().0;
+                    // Scores: `TR` queries × 2 vectors of keys per register
+                    // tile. Each score adds partial sums of `DC` products:
+                    // one chain of `hd` products per score rounds worse than
+                    // the lane-split dot products this replaced, and moved
+                    // EmbeddingGemma Q8_0's mean cosine to float32 below
+                    // the 0.9995 bar on AVX-512.
+                    const DC: usize = 16;
+                    for (bi, blk) in kt[b0 * hd * KB..b1 * hd * KB].chunks_exact(hd * KB).enumerate() {
+                        let blk = &blk.as_chunks::<KB>().0[..dot_len];
+                        let mut t = [[f_zero(); 2]; TR];
+                        for (kc, qc) in blk.chunks(DC).zip(qt.chunks(DC)) {
+                            let mut a = [[f_zero(); 2]; TR];
+                            for (kr, qd) in kc.iter().zip(qc) {
+                                let (k0, k1) = (f_load(kr), f_load(&kr[LANES..]));
+                                for r in 0..TR {
+                                    let qv = f_splat(qd[r]);
+                                    a[r][0] = f_fma(qv, k0, a[r][0]);
+                                    a[r][1] = f_fma(qv, k1, a[r][1]);
+                                }
+                            }
+                            for r in 0..TR {
+                                t[r][0] = f_add(t[r][0], a[r][0]);
+                                t[r][1] = f_add(t[r][1], a[r][1]);
+                            }
+                        }
+                        for r in 0..tr {
+                            let s = &mut sc[r * wp + bi * KB..][..KB];
+                            f_store(s, f_mul(t[r][0], scale));
+                            f_store(&mut s[LANES..], f_mul(t[r][1], scale));
+                        }
+                    }
+                    // Softmax of each query over its own span; keys of the
+                    // tile's span that it must not see get weight 0. The
+                    // weights go to `pt` as `[key][TR]`.
+                    let pt = &mut pt_all[..w * TR];
+                    let mut inv = [0.0f32; TR];
+                    for r in 0..TR {
+                        let rr = r.min(tr - 1);
+                        let (a, b) = span(i0 + rr);
+                        let row = &mut sc[rr * wp + base..][..w];
+                        if r <= rr {
+                            let own = &mut row[a - lo..b - lo];
+                            let mx = own.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                            inv[r] = 1.0 / exp_sub_sum(own, mx);
+                            row[..a - lo].fill(0.0);
+                            row[b - lo..].fill(0.0);
+                        }
+                        for (j, &p) in row.iter().enumerate() {
+                            pt[j * TR + r] = p;
+                        }
+                    }
+                    let pt = pt.as_chunks::<TR>().0;
+                    // Weighted sum of values: `TR` queries × 2 vectors of
+                    // columns per register tile, over every key of the span.
+                    let mut c = 0;
+                    while c < hd {
+                        let cw = (hd - c).min(2 * LANES);
+                        let mut acc = [[f_zero(); 2]; TR];
+                        let vcol = &v[lo * kvs + kh * hd + c..];
+                        if cw > LANES {
+                            for (j, pj) in pt.iter().enumerate() {
+                                let vr = &vcol[j * kvs..][..2 * LANES];
+                                let (v0, v1) = (f_load(vr), f_load(&vr[LANES..]));
+                                for r in 0..TR {
+                                    let p = f_splat(pj[r]);
+                                    acc[r][0] = f_fma(p, v0, acc[r][0]);
+                                    acc[r][1] = f_fma(p, v1, acc[r][1]);
+                                }
+                            }
+                        } else {
+                            for (j, pj) in pt.iter().enumerate() {
+                                let v0 = f_load(&vcol[j * kvs..][..LANES]);
+                                for r in 0..TR {
+                                    acc[r][0] = f_fma(f_splat(pj[r]), v0, acc[r][0]);
+                                }
+                            }
+                        }
+                        for r in 0..tr {
+                            let o = &mut out[(i0 - rows.start + r) * qs + h * hd + c..][..cw];
+                            let s = f_splat(inv[r]);
+                            f_store(o, f_mul(acc[r][0], s));
+                            if cw > LANES {
+                                f_store(&mut o[LANES..], f_mul(acc[r][1], s));
+                            }
+                        }
+                        c += cw;
+                    }
+                    i0 += tr;
+                }
+            }
         }
     }
 }

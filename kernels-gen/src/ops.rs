@@ -263,39 +263,6 @@ pub const OPS: &[OpDef] = &[
         },
     ),
     comp(
-        "fn dot_4x2(q: [&[f32]; 4], k0: &[f32], k1: &[f32]) -> [f32; 8]",
-        "`[q0·k0, q0·k1, q1·k0, …, q3·k1]` over `k0.len()` values: each key vector \
-         load serves 4 queries (8 accumulators).",
-        || {
-            quote! {
-                let n = k0.len();
-                assert!(k1.len() >= n && q.iter().all(|r| r.len() >= n), "dot_4x2: short rows");
-                let mut a = [f_zero(); 8];
-                let mut i = 0;
-                while i + LANES <= n {
-                    let (c0, c1) = (f_load(&k0[i..]), f_load(&k1[i..]));
-                    for r in 0..4 {
-                        let qv = f_load(&q[r][i..]);
-                        a[2 * r] = f_fma(qv, c0, a[2 * r]);
-                        a[2 * r + 1] = f_fma(qv, c1, a[2 * r + 1]);
-                    }
-                    i += LANES;
-                }
-                let mut out = [0.0f32; 8];
-                for r in 0..4 {
-                    let (mut s0, mut s1) = (f_hsum(a[2 * r]), f_hsum(a[2 * r + 1]));
-                    for t in i..n {
-                        s0 += q[r][t] * k0[t];
-                        s1 += q[r][t] * k1[t];
-                    }
-                    out[2 * r] = s0;
-                    out[2 * r + 1] = s1;
-                }
-                out
-            }
-        },
-    ),
-    comp(
         "fn sum_f32(a: &[f32]) -> f32",
         "`Σ a[i]`, two vector accumulators.",
         || {

@@ -61,10 +61,9 @@ fn rms_norm() {
 
 #[test]
 fn attention() {
-    for isa in ["scalar", "avx2"] {
+    for isa in ["scalar", "avx2", "avx512vnni"] {
         snap(isa, "attention_256");
         snap(isa, "exp_sub_sum");
-        snap(isa, "dot_4x2");
     }
 }
 

@@ -245,15 +245,29 @@ pub type RopeFn = fn(
     neox: bool,
 );
 
-/// Queries per attention tile (see [`AttentionFn`]).
-pub const ATTN_TILE_ROWS: usize = 4;
+/// The most queries an attention tile holds on any ISA (see [`AttentionFn`];
+/// AVX-512 runs tiles of 8, the others of 4).
+pub const ATTN_TILE_ROWS: usize = 8;
+
+/// Key slots an attention tile may round up to (vectors of keys; at least
+/// two vectors' worth for the widest ISA).
+pub const ATTN_KEY_PAD: usize = 64;
+
+/// The scratch the tiled attention path needs for `n_tokens` keys of
+/// `head_dim` values: [`ATTN_TILE_ROWS`] score rows and as many weight
+/// columns (each padded by [`ATTN_KEY_PAD`]), a tile of queries, and one KV
+/// head's keys transposed.
+pub const fn attention_scratch_len(n_tokens: usize, head_dim: usize) -> usize {
+    (2 * ATTN_TILE_ROWS + head_dim) * (n_tokens + ATTN_KEY_PAD) + ATTN_TILE_ROWS * head_dim
+}
 
 /// Attention for query rows `rows` of one sequence: `q` is
 /// `[n_tokens][n_head·head_dim]`, `k`/`v` are `[n_tokens][n_head_kv·head_dim]`,
 /// `out` receives `[rows.len()][n_head·head_dim]`; `scratch` holds at least
-/// `n_tokens` f32 (one score row), and with [`ATTN_TILE_ROWS`]` · n_tokens`
-/// the kernel runs tiles of that many queries (faster: each key and value row
-/// is read once per tile).
+/// `n_tokens` f32 (one score row), and with [`attention_scratch_len`] f32
+/// the kernel runs tiles of up to [`ATTN_TILE_ROWS`] queries (much faster: each
+/// value row is read once per tile, and the scores are FMAs into vectors of
+/// transposed keys instead of dot products).
 pub type AttentionFn = fn(
     q: &[f32],
     k: &[f32],

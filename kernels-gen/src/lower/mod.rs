@@ -29,7 +29,8 @@ pub trait Lowering {
     fn features(&self) -> Option<&'static str>;
     /// A `bool` expression true when the running CPU has [`Lowering::features`].
     fn detect(&self) -> TokenStream;
-    /// `use` items, `const LANES`, and the types `F`, `A`, `I`, `QW`, `QX`.
+    /// `use` items, `const LANES`, `const ATTN_ROWS` (queries per attention
+    /// register tile, at most `ATTN_TILE_ROWS`), and the types `F`, `A`, `I`, `QW`, `QX`.
     fn prelude(&self) -> TokenStream;
     /// The body of op `name`; `None` takes the op's composite default.
     fn op(&self, name: &str) -> Option<TokenStream>;

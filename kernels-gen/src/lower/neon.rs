@@ -41,6 +41,8 @@ impl Lowering for Neon {
         quote! {
             use core::arch::aarch64::*;
             const LANES: usize = 4;
+            /// Queries per attention register tile (4 × 2 vectors: 8 of 32 registers, as on AVX2).
+            const ATTN_ROWS: usize = 4;
             type F = float32x4_t;
             type A = float32x4_t;
             type I = int32x4_t;

@@ -27,6 +27,8 @@ impl Lowering for Scalar {
     fn prelude(&self) -> TokenStream {
         quote! {
             const LANES: usize = 1;
+            /// Queries per attention register tile (4 × 2 values).
+            const ATTN_ROWS: usize = 4;
             type F = f32;
             type A = f32;
             type I = i32;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::kernels::{ATTN_TILE_ROWS, AttentionFn, AttnShape};
+use crate::kernels::{AttentionFn, AttnShape, attention_scratch_len};
 use crate::quant::{BlockQ8_0, BlockQ8K};
 
 /// Scratch buffers of one worker. They grow to the longest input seen and are
@@ -130,7 +130,7 @@ pub(crate) fn attention(
     let parts = threads
         .clamp(1, (work / super::linear::MIN_MACS_PER_THREAD).max(1))
         .min(n);
-    let per = ATTN_TILE_ROWS * n;
+    let per = attention_scratch_len(n, shape.head_dim);
     let scores = sized(scores, parts * per);
     split_rows(
         f,
@@ -165,7 +165,7 @@ fn split_rows(
             shape,
             rows,
             out,
-            &mut scores[..ATTN_TILE_ROWS * shape.n_tokens],
+            &mut scores[..attention_scratch_len(shape.n_tokens, shape.head_dim)],
         );
         return;
     }
@@ -173,7 +173,8 @@ fn split_rows(
     let mid = rows.start + rows.len() * left_parts / parts;
     let width = shape.n_head * shape.head_dim;
     let (out_a, out_b) = out.split_at_mut((mid - rows.start) * width);
-    let (s_a, s_b) = scores.split_at_mut(left_parts * ATTN_TILE_ROWS * shape.n_tokens);
+    let (s_a, s_b) =
+        scores.split_at_mut(left_parts * attention_scratch_len(shape.n_tokens, shape.head_dim));
     rayon::join(
         || split_rows(f, q, k, v, shape, rows.start..mid, out_a, s_a, left_parts),
         || {
