@@ -735,20 +735,6 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             Mask::Causal => (0, i + 1),
             Mask::CausalWindow { window } => ((i + 1).saturating_sub(window.max(1)), i + 1),
         };
-        // Tiles of `TR` queries × one head: each value row is read once per
-        // tile instead of once per query; scores live in `scratch` as `TR`
-        // rows of the tile's key span, after them the call's keys of one KV
-        // head transposed (`[head_dim][stride]`), so a score tile is plain
-        // FMAs of broadcast query values into vectors of keys: no horizontal
-        // sums, and each score sums its `head_dim` products in order whatever
-        // the tiling (threads split rows differently).
-        if rows.is_empty() {
-            return;
-        }
-        const KB: usize = 2 * LANES;
-        let (klo, _) = span(rows.start);
-        let (_, khi) = span(rows.end - 1);
-        let nk = khi - klo;
         if scratch.len() < attention_scratch_len(n, hd) || hd % LANES != 0 {
             // One query at a time (small scratch, or a head width the
             // vector tiles do not divide).
@@ -775,8 +761,21 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
             }
             return;
         }
-        // Scratch: score rows, the same transposed (`[key][TR]`), the tile's
-        // queries transposed (`[hd][TR]`), the keys in blocks.
+        // Tiles of `TR` queries × one head: each value row is read once per
+        // tile instead of once per query. The call's keys of one KV head are
+        // transposed into blocks of `KB`, so a score tile is plain FMAs of
+        // broadcast query values into vectors of keys (no horizontal sums),
+        // and each score's summation order is the same whatever the tiling
+        // (threads split rows differently). Scratch: `TR` score rows of the
+        // tile's key span, the weights transposed (`[key][TR]`), the tile's
+        // queries transposed (`[hd][TR]`), the key blocks.
+        if rows.is_empty() {
+            return;
+        }
+        const KB: usize = 2 * LANES;
+        let (klo, _) = span(rows.start);
+        let (_, khi) = span(rows.end - 1);
+        let nk = khi - klo;
         let (sc_all, rest) = scratch.split_at_mut(ATTN_TILE_ROWS * (n + ATTN_KEY_PAD));
         let (pt_all, rest) = rest.split_at_mut(ATTN_TILE_ROWS * (n + ATTN_KEY_PAD));
         let (qt_all, kt) = rest.split_at_mut(ATTN_TILE_ROWS * hd);
@@ -862,19 +861,20 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
                     // Softmax of each query over its own span; keys of the
                     // tile's span that it must not see get weight 0. The
                     // weights go to `pt` as `[key][TR]`.
-                    let pt = &mut pt_all[..w * TR];
                     let mut inv = [0.0f32; TR];
+                    for r in 0..tr {
+                        let (a, b) = span(i0 + r);
+                        let row = &mut sc[r * wp + base..][..w];
+                        let own = &mut row[a - lo..b - lo];
+                        let mx = own.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                        inv[r] = 1.0 / exp_sub_sum(own, mx);
+                        row[..a - lo].fill(0.0);
+                        row[b - lo..].fill(0.0);
+                    }
+                    // A short tile repeats its last query's weights.
+                    let pt = &mut pt_all[..w * TR];
                     for r in 0..TR {
-                        let rr = r.min(tr - 1);
-                        let (a, b) = span(i0 + rr);
-                        let row = &mut sc[rr * wp + base..][..w];
-                        if r <= rr {
-                            let own = &mut row[a - lo..b - lo];
-                            let mx = own.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                            inv[r] = 1.0 / exp_sub_sum(own, mx);
-                            row[..a - lo].fill(0.0);
-                            row[b - lo..].fill(0.0);
-                        }
+                        let row = &sc[r.min(tr - 1) * wp + base..][..w];
                         for (j, &p) in row.iter().enumerate() {
                             pt[j * TR + r] = p;
                         }

@@ -34,7 +34,7 @@ impl Lowering for Avx2 {
         quote! {
             use core::arch::x86_64::*;
             const LANES: usize = 8;
-            /// Queries per attention register tile (16 vector registers: a 4 × 2 tile of accumulators leaves room for the loads.).
+            /// Queries per attention register tile (16 vector registers: a 4 × 2 tile of accumulators leaves room for the loads).
             const ATTN_ROWS: usize = 4;
             type F = __m256;
             type A = __m256;

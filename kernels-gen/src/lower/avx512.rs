@@ -40,7 +40,7 @@ impl Lowering for Avx512Vnni {
         quote! {
             use core::arch::x86_64::*;
             const LANES: usize = 16;
-            /// Queries per attention register tile (32 vector registers: an 8 × 2 tile of accumulators halves the key and value loads per FMA against 4 × 2.).
+            /// Queries per attention register tile (32 vector registers: an 8 × 2 tile of accumulators halves the key and value loads per FMA against 4 × 2).
             const ATTN_ROWS: usize = 8;
             type F = __m512;
             type A = __m256;
