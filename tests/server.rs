@@ -612,8 +612,16 @@ fn disconnected_client_cancels_its_queued_work() {
         .send(heavy_request(2).to_string());
     assert!(quitter.is_err(), "the client timed out");
     assert_eq!(busy.join().unwrap().0, 200);
-    // The worker skipped the abandoned job.
-    let (_, metrics) = get(&s.url("/metrics"), None);
+    // The worker skipped the abandoned job. It reaches that job after it has
+    // answered `busy`, so the count can trail the response: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, metrics) = get(&s.url("/metrics"), None);
+        if metrics.contains("kiln_cancelled_total 1\n") || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(metrics.contains("kiln_cancelled_total 1\n"), "{metrics}");
     assert!(metrics.contains("kiln_inputs_total 16\n"), "{metrics}");
 }
