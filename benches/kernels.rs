@@ -20,8 +20,9 @@ use criterion::{Criterion, Throughput};
 use kiln::kernels::{best, compiled, for_isa, limits};
 use kiln::runtime::kernels::{AttnShape, KernelSet, Mask, MatMut, attention_scratch_len};
 use kiln::runtime::quant::{
-    BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, quantize_row_q8_0_reference,
-    quantize_row_q8_k_reference, repack_q8_0x8,
+    BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8K,
+    quantize_row_q8_0_reference, quantize_row_q8_k_reference, repack_q4_kx8, repack_q6_kx8,
+    repack_q8_0x8,
 };
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
@@ -228,6 +229,9 @@ const KQUANT_SHAPES: &[(&str, usize, usize)] = &[
     ("q4_k", 640, 2048),
     ("q4_k", 640, 1024),
     ("q6_k", 640, 2048),
+    ("q4_kx8", 640, 2048),
+    ("q4_kx8", 640, 1024),
+    ("q6_kx8", 640, 2048),
     ("q5_0", 2048, 640),
     ("q5_0", 1024, 640),
     ("q5_0", 256, 640),
@@ -238,6 +242,8 @@ struct KquantCase {
     w4: Vec<Vec<BlockQ4K>>,
     w6: Vec<Vec<BlockQ6K>>,
     w5: Vec<Vec<BlockQ5_0>>,
+    w4x8: Vec<Vec<BlockQ4Kx8>>,
+    w6x8: Vec<Vec<BlockQ6Kx8>>,
     xk: Vec<BlockQ8K>,
     x8: Vec<BlockQ8_0>,
 }
@@ -251,6 +257,8 @@ impl KquantCase {
             w4: Vec::new(),
             w6: Vec::new(),
             w5: Vec::new(),
+            w4x8: Vec::new(),
+            w6x8: Vec::new(),
             xk: Vec::new(),
             x8: Vec::new(),
         };
@@ -266,6 +274,16 @@ impl KquantCase {
                 c.w6 = vec![w; copies];
                 c.xk = q8k(&x);
             }
+            "q4_kx8" => {
+                let w = repack_q4_kx8(&rand_q4k(n * k / 256, 1), n, k);
+                c.w4x8 = vec![w; copies];
+                c.xk = q8k(&x);
+            }
+            "q6_kx8" => {
+                let w = repack_q6_kx8(&rand_q6k(n * k / 256, 1), n, k);
+                c.w6x8 = vec![w; copies];
+                c.xk = q8k(&x);
+            }
             _ => {
                 let w = rand_q5_0(n * k / 32, 1);
                 c.w5 = vec![w; copies];
@@ -275,12 +293,23 @@ impl KquantCase {
         c
     }
     fn copies(&self) -> usize {
-        self.w4.len().max(self.w6.len()).max(self.w5.len())
+        [
+            self.w4.len(),
+            self.w6.len(),
+            self.w5.len(),
+            self.w4x8.len(),
+            self.w6x8.len(),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
     }
     fn run(&self, set: &dyn KernelSet, fmt: &str, n: usize, k: usize, i: usize, out: MatMut<'_>) {
         match fmt {
             "q4_k" => set.matmul_q4_k(n, k)(&self.w4[i], &self.xk, None, out, false),
             "q6_k" => set.matmul_q6_k(n, k)(&self.w6[i], &self.xk, None, out, false),
+            "q4_kx8" => set.matmul_q4_kx8(n, k)(&self.w4x8[i], &self.xk, None, out, false),
+            "q6_kx8" => set.matmul_q6_kx8(n, k)(&self.w6x8[i], &self.xk, None, out, false),
             _ => set.matmul_q5_0(n, k)(&self.w5[i], &self.x8, None, out, false),
         }
     }
@@ -290,7 +319,8 @@ impl KquantCase {
 fn kquant_bytes(fmt: &str, n: usize, k: usize) -> usize {
     match fmt {
         "q4_k" => n * k / 256 * 144,
-        "q6_k" => n * k / 256 * 210,
+        "q6_k" | "q6_kx8" => n * k / 256 * 210,
+        "q4_kx8" => n * k / 256 * 156,
         _ => n * k / 32 * 22,
     }
 }

@@ -13,7 +13,7 @@ use kiln::runtime::kernels::{KernelSet, MatMut};
 use kiln::runtime::quant::{
     BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, dequantize_row_q4_k, dequantize_row_q5_0,
     dequantize_row_q6_k, dequantize_row_q8_0, dequantize_row_q8_k, quantize_row_q8_0_reference,
-    quantize_row_q8_k_reference,
+    quantize_row_q8_k_reference, repack_q4_kx8, repack_q6_kx8,
 };
 use proptest::prelude::*;
 
@@ -268,6 +268,30 @@ fn run_q6k(
     s.matmul_q6_k(n, k)(w, x, b, o, a)
 }
 
+fn run_q4kx8(
+    s: &dyn KernelSet,
+    w: &[BlockQ4K],
+    x: &[BlockQ8K],
+    b: Option<&[f32]>,
+    o: MatMut<'_>,
+    a: bool,
+    (n, k): (usize, usize),
+) {
+    s.matmul_q4_kx8(n, k)(&repack_q4_kx8(w, n, k), x, b, o, a)
+}
+
+fn run_q6kx8(
+    s: &dyn KernelSet,
+    w: &[BlockQ6K],
+    x: &[BlockQ8K],
+    b: Option<&[f32]>,
+    o: MatMut<'_>,
+    a: bool,
+    (n, k): (usize, usize),
+) {
+    s.matmul_q6_kx8(n, k)(&repack_q6_kx8(w, n, k), x, b, o, a)
+}
+
 fn run_q5_0(
     s: &dyn KernelSet,
     w: &[BlockQ5_0],
@@ -296,6 +320,28 @@ fn case(seed: u64, m: usize, n: usize, kb_k: usize, kb_5: usize, flags: u8) -> f
     worst = worst.max(check("matmul_q4_k", &run_q4k, &w4, &xk, &xd, m, n, b, acc));
     let w6 = rand_q6k(&mut r, n * kb_k);
     worst = worst.max(check("matmul_q6_k", &run_q6k, &w6, &xk, &xd, m, n, b, acc));
+    worst = worst.max(check(
+        "matmul_q4_kx8",
+        &run_q4kx8,
+        &w4,
+        &xk,
+        &xd,
+        m,
+        n,
+        b,
+        acc,
+    ));
+    worst = worst.max(check(
+        "matmul_q6_kx8",
+        &run_q6kx8,
+        &w6,
+        &xk,
+        &xd,
+        m,
+        n,
+        b,
+        acc,
+    ));
     let k5 = 32 * kb_5;
     let xv = rand_f32(&mut r, m * k5, 3.0);
     let x8 = q8(&xv);
@@ -337,7 +383,29 @@ fn matmuls_match_reference_at_gemma3_shapes() {
             None,
             false,
         ));
+        worst = worst.max(check(
+            "q4_kx8 table",
+            &run_q4kx8,
+            &w4,
+            &xk,
+            &xd,
+            m,
+            n,
+            None,
+            m > 1,
+        ));
         let w6 = rand_q6k(&mut r, n * k / 256);
+        worst = worst.max(check(
+            "q6_kx8 table",
+            &run_q6kx8,
+            &w6,
+            &xk,
+            &xd,
+            m,
+            n,
+            None,
+            false,
+        ));
         worst = worst.max(check(
             "q6_k table",
             &run_q6k,

@@ -6,10 +6,13 @@ use std::ops::Range;
 
 use kiln_runtime::kernels::{
     AttentionFn, AttnShape, GatherQ8_0Fn, GegluQ8_0Fn, Isa, KernelSet, L2NormalizeFn, LayerNormFn,
-    MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ5_0Fn, MatmulQ6KFn, MatmulQ8_0Fn, MatmulQ8_0x8Fn,
-    MeanPoolFn, QuantizeQ8_0Fn, QuantizeQ8KFn, RmsNormFn, RmsNormQ8_0Fn, RopeFn, UnaryFn,
+    MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ4Kx8Fn, MatmulQ5_0Fn, MatmulQ6KFn, MatmulQ6Kx8Fn,
+    MatmulQ8_0Fn, MatmulQ8_0x8Fn, MeanPoolFn, QuantizeQ8_0Fn, QuantizeQ8KFn, RmsNormFn,
+    RmsNormQ8_0Fn, RopeFn, UnaryFn,
 };
-use kiln_runtime::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8K};
+use kiln_runtime::quant::{
+    BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
+};
 
 /// The do-nothing kernel set.
 pub(crate) struct NoKernels;
@@ -23,6 +26,8 @@ fn matmul_q8x8(_: &[BlockQ8_0x8], _: &[BlockQ8_0], _: Option<&[f32]>, _: MatMut<
 fn quantize_k(_: &[f32], _: &mut [BlockQ8K]) {}
 fn matmul_q4k(_: &[BlockQ4K], _: &[BlockQ8K], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
 fn matmul_q6k(_: &[BlockQ6K], _: &[BlockQ8K], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
+fn matmul_q4kx8(_: &[BlockQ4Kx8], _: &[BlockQ8K], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
+fn matmul_q6kx8(_: &[BlockQ6Kx8], _: &[BlockQ8K], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
 fn matmul_q5(_: &[BlockQ5_0], _: &[BlockQ8_0], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
 fn matmul_f32(_: &[f32], _: &[f32], _: Option<&[f32]>, _: MatMut<'_>, _: bool) {}
 fn rms_norm(_: &[f32], _: &[f32], _: f32, _: &mut [f32]) {}
@@ -65,6 +70,12 @@ impl KernelSet for NoKernels {
     }
     fn matmul_q6_k(&self, _: usize, _: usize) -> MatmulQ6KFn {
         matmul_q6k
+    }
+    fn matmul_q4_kx8(&self, _: usize, _: usize) -> MatmulQ4Kx8Fn {
+        matmul_q4kx8
+    }
+    fn matmul_q6_kx8(&self, _: usize, _: usize) -> MatmulQ6Kx8Fn {
+        matmul_q6kx8
     }
     fn matmul_q5_0(&self, _: usize, _: usize) -> MatmulQ5_0Fn {
         matmul_q5

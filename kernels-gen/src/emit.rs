@@ -223,7 +223,9 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         pub mod #module {
             use half::f16;
             use kiln_runtime::kernels::*;
-            use kiln_runtime::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8K};
+            use kiln_runtime::quant::{
+                BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
+            };
             #prelude
             #kquant_prelude
             #(#items)*

@@ -474,41 +474,61 @@ fn q8x8_tile(mr: usize) -> TokenStream {
 }
 
 fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
+    x8_matmul("matmul_q8_0x8", 32, key, &q8x8_tile(X8_MR), &q8x8_tile(1))
+}
+
+/// The driver of the 8-row-group matmuls (`name`, blocks of `qk` values):
+/// one token streams the groups straight through (tile `one`); many walk
+/// panels of `X8_PANEL` groups (kept in L2) in tiles of `X8_MR` tokens
+/// (`many`), the last tokens of a panel one at a time. The tiles read `w`,
+/// `x`, `kb`, `g` and `i0`.
+pub(crate) fn x8_matmul(
+    name: &str,
+    qk: usize,
+    key: &[Option<usize>],
+    many: &TokenStream,
+    one: &TokenStream,
+) -> TokenStream {
     // As for `matmul_q8_0`: the column count comes from `out` (threads split
     // by blocks of `MATMUL_COL_ALIGN` columns); only `k` is specialized.
     let kb = bind(
         "kb",
-        key[1].map(|k| k / 32),
+        key[1].map(|k| k / qk),
         quote!(if m == 0 { 0 } else { x.len() / m }),
     );
     let k_check = match key[1] {
         Some(k) => {
             let k = Literal::usize_unsuffixed(k);
-            quote!(assert_eq!(k, #k, "matmul_q8_0x8: wrong k");)
+            let msg = format!("{name}: wrong k");
+            quote!(assert_eq!(k, #k, #msg);)
         }
         None => quote!(),
     };
-    let many = q8x8_tile(X8_MR);
-    let one = q8x8_tile(1);
-    let (panel, mr) = (
+    let (panel, mr, qk) = (
         Literal::usize_unsuffixed(X8_PANEL),
         Literal::usize_unsuffixed(X8_MR),
+        Literal::usize_unsuffixed(qk),
+    );
+    let (m_x, m_w, m_bias) = (
+        format!("{name}: activations are not {{m}} rows of {{k}}"),
+        format!("{name}: weight is not {{groups}} groups of 8 rows of {{k}}"),
+        format!("{name}: bias length"),
     );
     quote! {
         let mut out = out;
         let m = out.rows();
         let n = out.cols();
         #kb
-        let k = kb * 32;
+        let k = kb * #qk;
         #k_check
         let groups = n.div_ceil(8);
-        assert_eq!(x.len(), m * kb, "matmul_q8_0x8: activations are not {m} rows of {k}");
-        assert_eq!(w.len(), groups * kb, "matmul_q8_0x8: weight is not {groups} groups of 8 rows of {k}");
+        assert_eq!(x.len(), m * kb, #m_x);
+        assert_eq!(w.len(), groups * kb, #m_w);
         if let Some(bias) = bias {
-            assert_eq!(bias.len(), n, "matmul_q8_0x8: bias length");
+            assert_eq!(bias.len(), n, #m_bias);
         }
         if m == 1 {
-            // One token streams the weights: straight through, prefetching.
+            // One token streams the weights: straight through.
             let i0 = 0;
             for g in 0..groups {
                 #one

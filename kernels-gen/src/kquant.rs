@@ -17,6 +17,15 @@
 //!
 //! Activation blocks for the K-quants are Q8_K (`quantize_q8_k`), bit-identical
 //! to ggml's `quantize_row_q8_K_ref`.
+//!
+//! Those kernels read the file's row layout. The models run Q4_K and Q6_K
+//! on weights repacked at open into groups of 8 rows instead
+//! ([`kx8_matmul`], the Q8_0 groups' driver and tiles): one unsigned int8
+//! step (`ru_dot_acc`, a single `vpdpbusd` on AVX-512 VNNI) gives 8 rows'
+//! partial dots for 4 columns, the nibbles are unpacked once per tile of
+//! tokens rather than once per 3, and each sub-block costs one integer
+//! multiply by the 8 rows' scales. Same integer sums, so the same results
+//! as the row kernels up to float rounding; 2-3x their speed on many tokens.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -111,6 +120,45 @@ pub const OPS: &[OpDef] = &[
             }
         }),
     },
+    OpDef {
+        sig: "fn q4x8_w(qs: &[u8; 32], hi: usize) -> RW",
+        doc: "The low (`hi == 0`) or high (`hi == 1`) nibbles of 32 packed bytes: 4 columns \
+              of a group's 8 rows as non-negative int8, prepared for `ru_dot_acc`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q6x8_w(ql: &[u8; 32], hi: usize, qh: &[u8; 32], j: usize) -> RW",
+        doc: "Nibble `hi` of `ql` plus bits `2j..2j+2` of `qh` as bits 4-5: 4 columns of a \
+              group's 8 rows as unsigned 6-bit values, prepared for `ru_dot_acc`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ru_dot_acc(acc: RI, w: RW, x: RX) -> RI",
+        doc: "`q8r_dot_acc` for weights known to be in `0..=63`, exact in int32 (unsigned \
+              operands need no sign fix-up where the ISA multiplies unsigned by signed bytes).",
+        composite: Some(|| quote!(q8r_dot_acc(acc, w, x))),
+    },
+    OpDef {
+        sig: "fn ri_from_i8(s: &[i8; 8]) -> RI",
+        doc: "8 int8 widened to the 8 int32 lanes (one per row of a group).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_mul_acc(acc: RI, p: RI, s: RI) -> RI",
+        doc: "`acc + p·s` per lane, in int32 (callers keep it in range).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_sub_splat(p: RI, v: i32) -> RI",
+        doc: "`p - v` in every lane.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI",
+        doc: "`acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the \
+              low and high int16 halves of `pair` (exact in int32).",
+        composite: None,
+    },
 ];
 
 /// The families of this module, in `KernelSet` order.
@@ -140,6 +188,26 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b d·dx·(Σ_c sc·(wq·xq) - 32·Σ sc·bsum)` over Q6_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         body: |key| kq_matmul(&Q6K, key),
+    },
+    Family {
+        getter: "matmul_q4_kx8",
+        fn_type: "MatmulQ4Kx8Fn",
+        key: &["n", "k"],
+        params: "w: &[BlockQ4Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
+        doc: "As `matmul_q4_k` over weights repacked in groups of 8 rows: each int8 step yields \
+              the 8 rows' partial dots in one vector, each sub-block one integer scale multiply \
+              per 8 rows, each super-block two scaled fmas. Panels of `X8_PANEL` groups, register \
+              tiles of `X8_MR` tokens × 8 rows.",
+        body: |key| kx8_matmul(&Q4KX8, key),
+    },
+    Family {
+        getter: "matmul_q6_kx8",
+        fn_type: "MatmulQ6Kx8Fn",
+        key: &["n", "k"],
+        params: "w: &[BlockQ6Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
+        doc: "As `matmul_q6_k` over weights repacked in groups of 8 rows (see `matmul_q4_kx8`); \
+              the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
+        body: |key| kx8_matmul(&Q6KX8, key),
     },
     Family {
         getter: "matmul_q5_0",
@@ -569,6 +637,228 @@ pub fn kq_matmul(f: &Format, key: &[Option<usize>]) -> TokenStream {
         }
     }
 }
+
+/// How a K-quant format plugs into [`kx8_matmul`]: the statements of one
+/// super-block `blk` (a group block) for the tile's tokens `xb0..`, adding
+/// to their accumulators `acc0..`.
+pub struct Kx8Format {
+    /// Name used in assertion messages.
+    pub name: &'static str,
+    /// Bytes per group block (for prefetching).
+    pub bytes: usize,
+    /// The super-block's statements for a tile of `mr` tokens.
+    pub block: fn(mr: usize) -> TokenStream,
+}
+
+/// Q4_K groups (`BlockQ4Kx8`), Q8_K activations.
+pub const Q4KX8: Kx8Format = Kx8Format {
+    name: "matmul_q4_kx8",
+    bytes: 1248,
+    block: q4kx8_block,
+};
+
+/// Q6_K groups (`BlockQ6Kx8`), Q8_K activations.
+pub const Q6KX8: Kx8Format = Kx8Format {
+    name: "matmul_q6_kx8",
+    bytes: 1680,
+    block: q6kx8_block,
+};
+
+/// Per token: `let mut {p}{i} = ri_zero();`.
+fn ri_zeros(p: &str, mr: usize) -> Vec<TokenStream> {
+    (0..mr)
+        .map(|i| {
+            let v = id(p, i);
+            quote!(let mut #v = ri_zero();)
+        })
+        .collect()
+}
+
+/// Per token: `xs{i}`, the 32 activations of chunk `chunk` (an expression).
+fn x_chunks(mr: usize, chunk: &TokenStream) -> Vec<TokenStream> {
+    (0..mr)
+        .map(|i| {
+            let (xs, xb) = (id("xs", i), id("xb", i));
+            quote! {
+                let #xs: &[i8; 32] = #xb.qs[32 * #chunk..32 * #chunk + 32]
+                    .try_into()
+                    .expect("32 values");
+            }
+        })
+        .collect()
+}
+
+/// Per token: `is{i} = ru_dot_acc(is{i}, w, q8r_load_x(xs{i}, quad))`.
+fn quad_dots(mr: usize, w: &proc_macro2::Ident, quad: &TokenStream) -> Vec<TokenStream> {
+    (0..mr)
+        .map(|i| {
+            let (is, xs) = (id("is", i), id("xs", i));
+            quote!(#is = ru_dot_acc(#is, #w, q8r_load_x(#xs, #quad));)
+        })
+        .collect()
+}
+
+/// 8 sub-blocks of 32: per sub-block, 8 quads of unsigned nibbles into an
+/// exact int32 sum per row, times the rows' scales; per super-block the
+/// mins (`Σ m·bsum` over pairs of sub-blocks) and two scaled fmas.
+fn q4kx8_block(mr: usize) -> TokenStream {
+    let ia = ri_zeros("ia", mr);
+    let is = ri_zeros("is", mr);
+    let xs = x_chunks(mr, &quote!(s));
+    let (w0, w1) = (format_ident!("w0"), format_ident!("w1"));
+    let quads = (0..4).map(|p| {
+        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
+        let d0 = quad_dots(mr, &w0, &quote!(#q0));
+        let d1 = quad_dots(mr, &w1, &quote!(#q1));
+        quote! {
+            let w0 = q4x8_w(&blk.qs[4 * s + #pl], 0);
+            let w1 = q4x8_w(&blk.qs[4 * s + #pl], 1);
+            #(#d0)*
+            #(#d1)*
+        }
+    });
+    let scale = (0..mr).map(|i| {
+        let (ia, is) = (id("ia", i), id("is", i));
+        quote!(#ia = ri_mul_acc(#ia, #is, sc);)
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
+        quote! {
+            let mut im = ri_zero();
+            for t in 0..4 {
+                // Sums of 32 activations: |Σ| <= 32 · 127 fits int16.
+                let lo = #xb.bsums[4 * t] + #xb.bsums[4 * t + 1];
+                let hi = #xb.bsums[4 * t + 2] + #xb.bsums[4 * t + 3];
+                let pair = ((u32::from(hi as u16) << 16) | u32::from(lo as u16)) as i32;
+                im = ri_madd_pair_acc(im, &blk.mins[t], pair);
+            }
+            #acc = r8_fma_block(dw, #xb.d, #ia, #acc);
+            #acc = r8_fma_block(dm, #xb.d, im, #acc);
+        }
+    });
+    quote! {
+        #(#ia)*
+        for s in 0..8 {
+            let sc = ri_from_i8(&blk.sc[s]);
+            #(#xs)*
+            #(#is)*
+            #(#quads)*
+            #(#scale)*
+        }
+        let dw = r8_scales(&blk.d);
+        let dm = r8_scales(&blk.neg_dmin);
+        #(#finish)*
+    }
+}
+
+/// 16 sub-blocks of 16: per sub-block, 4 quads of unsigned 6-bit values into
+/// an exact int32 sum per row, minus `32 · bsum` (the values' offset), times
+/// the rows' scales; one scaled fma per super-block.
+fn q6kx8_block(mr: usize) -> TokenStream {
+    let ia = ri_zeros("ia", mr);
+    let is = ri_zeros("is", mr);
+    let xs = x_chunks(mr, &quote!((s / 2)));
+    let w = format_ident!("w");
+    let quads = (0..4).map(|j| {
+        let (jl, pair, hi) = (lit(j), lit(j / 2), lit(j % 2));
+        let dots = quad_dots(mr, &w, &quote!(4 * (s % 2) + #jl));
+        quote! {
+            let w = q6x8_w(&blk.ql[2 * s + #pair], #hi, &blk.qh[s], #jl);
+            #(#dots)*
+        }
+    });
+    let scale = (0..mr).map(|i| {
+        let (ia, is, xb) = (id("ia", i), id("is", i), id("xb", i));
+        quote! {
+            #is = ri_sub_splat(#is, 32 * i32::from(#xb.bsums[s]));
+            #ia = ri_mul_acc(#ia, #is, sc);
+        }
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
+        quote!(#acc = r8_fma_block(dw, #xb.d, #ia, #acc);)
+    });
+    quote! {
+        #(#ia)*
+        for s in 0..16 {
+            let sc = ri_from_i8(&blk.sc[s]);
+            #(#xs)*
+            #(#is)*
+            #(#quads)*
+            #(#scale)*
+        }
+        let dw = r8_scales(&blk.d);
+        #(#finish)*
+    }
+}
+
+/// One tile: `mr` tokens from `i0` × the 8 rows of group `g`.
+fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
+    let xrows = (0..mr).map(|i| {
+        let (xr, il) = (id("xr", i), lit(i));
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
+    });
+    let accs = (0..mr).map(|i| {
+        let acc = id("acc", i);
+        quote!(let mut #acc = r8_zero();)
+    });
+    let xbs = (0..mr).map(|i| {
+        let (xb, xr) = (id("xb", i), id("xr", i));
+        quote!(let #xb = &#xr[b];)
+    });
+    let stores = (0..mr).map(|i| {
+        let (acc, il) = (id("acc", i), lit(i));
+        quote!(r8_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
+    });
+    let block = (f.block)(mr);
+    // One token streams the weights from memory: prefetch every cache line
+    // of the block `KX8_PREFETCH` ahead (never faults, even past the end).
+    let prefetch = (0..f.bytes.div_ceil(64)).filter(|_| mr == 1).map(|t| {
+        let (ahead, off) = (lit(KX8_PREFETCH), lit(64 * t));
+        quote! {
+            prefetch(
+                wg.as_ptr()
+                    .wrapping_add(b + #ahead)
+                    .cast::<u8>()
+                    .wrapping_add(#off)
+                    .cast(),
+            );
+        }
+    });
+    quote! {
+        {
+            let wg = &w[g * kb..][..kb];
+            #(#xrows)*
+            #(#accs)*
+            for b in 0..kb {
+                #(#prefetch)*
+                let blk = &wg[b];
+                #(#xbs)*
+                #block
+            }
+            #(#stores)*
+        }
+    }
+}
+
+/// The matmul of an 8-row-group K-quant format, on the driver the Q8_0
+/// groups use.
+pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
+    crate::kernels::x8_matmul(
+        f.name,
+        QK_K_VALUES,
+        key,
+        &kx8_tile(f, crate::kernels::X8_MR),
+        &kx8_tile(f, 1),
+    )
+}
+
+/// How far ahead (in group blocks) the one-token 8-row-group K-quant
+/// matmuls prefetch.
+pub const KX8_PREFETCH: usize = 2;
+
+/// Values per K-quant super-block.
+const QK_K_VALUES: usize = 256;
 
 #[cfg(test)]
 mod tests {

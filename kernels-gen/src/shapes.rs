@@ -146,9 +146,11 @@ pub fn builtin() -> ShapeTable {
     }
     for (n, k) in [(640, 1024), (640, 2048)] {
         t.add("matmul_q4_k", &[n, k]);
+        t.add("matmul_q4_kx8", &[n, k]);
         t.add("quantize_q8_k", &[k]);
     }
     t.add("matmul_q6_k", &[640, 2048]);
+    t.add("matmul_q6_kx8", &[640, 2048]);
     t.add("matmul_q8_0", &[262_144, 640]);
     t
 }

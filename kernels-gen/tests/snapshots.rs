@@ -10,7 +10,9 @@ fn table() -> ShapeTable {
         .add("matmul_q8_0x8", &[256, 768])
         .add("rms_norm", &[768])
         .add("attention", &[256])
-        .add("matmul_q4_k", &[640, 2048]);
+        .add("matmul_q4_k", &[640, 2048])
+        .add("matmul_q4_kx8", &[640, 2048])
+        .add("matmul_q6_kx8", &[640, 2048]);
     t
 }
 
@@ -49,6 +51,20 @@ fn q4_k_matmul() {
         snap(isa, "q4k_scales");
         snap(isa, "q8k_quant");
     }
+}
+
+#[test]
+fn k_quant_x8_matmuls() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q4_kx8_n640_k2048");
+        snap(isa, "matmul_q6_kx8_n640_k2048");
+        snap(isa, "q4x8_w");
+        snap(isa, "q6x8_w");
+        snap(isa, "ri_madd_pair_acc");
+    }
+    snap("avx2", "ru_dot_acc");
+    snap("avx512vnni", "ru_dot_acc");
+    snap("neon_dotprod", "q6x8_w");
 }
 
 #[test]

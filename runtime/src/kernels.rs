@@ -16,7 +16,9 @@
 
 use std::marker::PhantomData;
 
-use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8_0x8, BlockQ8K};
+use crate::quant::{
+    BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
+};
 
 /// An instruction set that kernels are generated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -209,6 +211,17 @@ pub type MatmulQ4KFn =
 pub type MatmulQ6KFn =
     fn(w: &[BlockQ6K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
 
+/// As [`MatmulQ4KFn`] over weights repacked into groups of 8 rows
+/// ([`repack_q4_kx8`](crate::quant::repack_q4_kx8)): `w` holds the
+/// `ceil(n / 8)` groups covering `out`'s columns, `k / 256` blocks each.
+pub type MatmulQ4Kx8Fn =
+    fn(w: &[BlockQ4Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
+/// As [`MatmulQ6KFn`] over weights repacked into groups of 8 rows
+/// ([`repack_q6_kx8`](crate::quant::repack_q6_kx8)).
+pub type MatmulQ6Kx8Fn =
+    fn(w: &[BlockQ6Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool);
+
 /// As [`MatmulQ8_0Fn`] with Q5_0 weights and Q8_0 activations (llama.cpp's
 /// pairing; `k = 32 · x.len() / m`).
 pub type MatmulQ5_0Fn =
@@ -314,6 +327,10 @@ pub trait KernelSet: Send + Sync {
     fn matmul_q4_k(&self, n: usize, k: usize) -> MatmulQ4KFn;
     /// Q6_K matmul for a weight of `n` rows of `k`.
     fn matmul_q6_k(&self, n: usize, k: usize) -> MatmulQ6KFn;
+    /// Q4_K matmul over 8-row-interleaved weights of `n` rows of `k`.
+    fn matmul_q4_kx8(&self, n: usize, k: usize) -> MatmulQ4Kx8Fn;
+    /// Q6_K matmul over 8-row-interleaved weights of `n` rows of `k`.
+    fn matmul_q6_kx8(&self, n: usize, k: usize) -> MatmulQ6Kx8Fn;
     /// Q5_0 matmul for a weight of `n` rows of `k`.
     fn matmul_q5_0(&self, n: usize, k: usize) -> MatmulQ5_0Fn;
     /// f32 matmul for a weight of `n` rows of `k`.

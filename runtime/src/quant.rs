@@ -5,6 +5,12 @@
 
 use half::f16;
 
+mod kx8;
+pub use kx8::{
+    BlockQ4Kx8, BlockQ6Kx8, q4_k_values, q6_k_values, repack_q4_kx8, repack_q4_kx8_into,
+    repack_q6_kx8, repack_q6_kx8_into,
+};
+
 /// Elements per Q8_0 block.
 pub const QK8_0: usize = 32;
 

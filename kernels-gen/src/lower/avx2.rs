@@ -210,6 +210,47 @@ pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
             let hb = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3)));
             _mm256_or_si256(l, hb)
         },
+        "q4x8_w" => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let v = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            let v = if hi == 1 { _mm256_srli_epi16::<4>(v) } else { v };
+            let v = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+            (v, v)
+        },
+        "q6x8_w" => quote! {
+            __SAFETY__!("`ql` and `qh` are 32 bytes each, one 256-bit load each.");
+            let (l, h) = unsafe {
+                (_mm256_loadu_si256(ql.as_ptr().cast()), _mm256_loadu_si256(qh.as_ptr().cast()))
+            };
+            let l = if hi == 1 { _mm256_srli_epi16::<4>(l) } else { l };
+            let l = _mm256_and_si256(l, _mm256_set1_epi8(0x0f));
+            // Bits 2j..2j+2 to bits 4-5; 16-bit shifts of at most 4 take
+            // those bits from the same byte.
+            let h = match j {
+                0 => _mm256_slli_epi16::<4>(h),
+                1 => _mm256_slli_epi16::<2>(h),
+                2 => h,
+                _ => _mm256_srli_epi16::<2>(h),
+            };
+            let v = _mm256_or_si256(l, _mm256_and_si256(h, _mm256_set1_epi8(0x30)));
+            (v, v)
+        },
+        "ru_dot_acc" => quote! {
+            // Unsigned weights <= 63 times int8: pair sums <= 16002, no saturation.
+            let p = _mm256_maddubs_epi16(w.0, x);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        },
+        "ri_from_i8" => quote! {
+            __SAFETY__!("`s` is 8 bytes, one 64-bit load.");
+            _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(s.as_ptr().cast()) })
+        },
+        "ri_mul_acc" => quote!(_mm256_add_epi32(acc, _mm256_mullo_epi32(p, s))),
+        "ri_sub_splat" => quote!(_mm256_sub_epi32(p, _mm256_set1_epi32(v))),
+        "ri_madd_pair_acc" => quote! {
+            __SAFETY__!("`m` is 16 int16, one 256-bit load.");
+            let m = unsafe { _mm256_loadu_si256(m.as_ptr().cast()) };
+            _mm256_add_epi32(acc, _mm256_madd_epi16(m, _mm256_set1_epi32(pair)))
+        },
         "q5_0_w" => quote! {
             __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
             let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };

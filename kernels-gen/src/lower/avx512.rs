@@ -147,6 +147,10 @@ impl Lowering for Avx512Vnni {
     fn kquant_op(&self, name: &str) -> Option<TokenStream> {
         // The chunk dot could be `vpdpbusd` then a 32-bit multiply by the
         // scales; `vpmaddubsw + vpmaddwd` is as many uops and shared with AVX2.
-        x86_256_kquant_op(name)
+        // The 8-row groups' unsigned dot is one `vpdpbusd`.
+        match name {
+            "ru_dot_acc" => Some(quote!(_mm256_dpbusd_epi32(acc, w.0, x))),
+            _ => x86_256_kquant_op(name),
+        }
     }
 }

@@ -291,6 +291,51 @@ impl Lowering for Neon {
                 };
                 (f(l0, h0), f(l1, h1))
             },
+            "q4x8_w" => quote! {
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
+                let (v0, v1) = unsafe { (vld1q_u8(qs.as_ptr()), vld1q_u8(qs.as_ptr().add(16))) };
+                let f = |v: uint8x16_t| {
+                    let v = if hi == 1 { vshrq_n_u8::<4>(v) } else { vandq_u8(v, vdupq_n_u8(0x0f)) };
+                    vreinterpretq_s8_u8(v)
+                };
+                (f(v0), f(v1))
+            },
+            "q6x8_w" => quote! {
+                __SAFETY__!("`ql` and `qh` are 32 bytes each: two 16-byte loads each.");
+                let (l0, l1, h0, h1) = unsafe {
+                    (
+                        vld1q_u8(ql.as_ptr()),
+                        vld1q_u8(ql.as_ptr().add(16)),
+                        vld1q_u8(qh.as_ptr()),
+                        vld1q_u8(qh.as_ptr().add(16)),
+                    )
+                };
+                let shift = vdupq_n_s8(-2 * j as i8);
+                let f = |l: uint8x16_t, hb: uint8x16_t| {
+                    let l = if hi == 1 { vshrq_n_u8::<4>(l) } else { vandq_u8(l, vdupq_n_u8(0x0f)) };
+                    let hb = vandq_u8(vshlq_u8(hb, shift), vdupq_n_u8(3));
+                    vreinterpretq_s8_u8(vorrq_u8(l, vshlq_n_u8::<4>(hb)))
+                };
+                (f(l0, h0), f(l1, h1))
+            },
+            "ri_from_i8" => quote! {
+                __SAFETY__!("`s` is 8 bytes, one 64-bit load.");
+                let v = vmovl_s8(unsafe { vld1_s8(s.as_ptr()) });
+                (vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v))
+            },
+            "ri_mul_acc" => quote!((vmlaq_s32(acc.0, p.0, s.0), vmlaq_s32(acc.1, p.1, s.1))),
+            "ri_sub_splat" => quote! {
+                let v = vdupq_n_s32(v);
+                (vsubq_s32(p.0, v), vsubq_s32(p.1, v))
+            },
+            "ri_madd_pair_acc" => quote! {
+                __SAFETY__!("`m` is 16 int16: one de-interleaving load of 2 × 8.");
+                let m = unsafe { vld2q_s16(m.as_ptr()) };
+                let (lo, hi) = (pair as i16, (pair >> 16) as i16);
+                let a0 = vmlal_n_s16(vmlal_n_s16(acc.0, vget_low_s16(m.0), lo), vget_low_s16(m.1), hi);
+                let a1 = vmlal_high_n_s16(vmlal_high_n_s16(acc.1, m.0, lo), m.1, hi);
+                (a0, a1)
+            },
             "q5_0_w" => quote! {
                 __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
                 let q = unsafe { vld1q_u8(b.qs.as_ptr()) };

@@ -142,6 +142,20 @@ impl Lowering for Scalar {
                     lo | (((hb[i] >> (2 * j)) & 3) << 4)
                 })
             },
+            "q4x8_w" => quote!(core::array::from_fn(|i| ((qs[i] >> (4 * hi)) & 0x0f) as i8)),
+            "q6x8_w" => quote! {
+                core::array::from_fn(|i| {
+                    let lo = (ql[i] >> (4 * hi)) & 0x0f;
+                    (lo | (((qh[i] >> (2 * j)) & 3) << 4)) as i8
+                })
+            },
+            "ri_from_i8" => quote!(s.map(i32::from)),
+            "ri_mul_acc" => quote!(core::array::from_fn(|r| acc[r] + p[r] * s[r])),
+            "ri_sub_splat" => quote!(p.map(|a| a - v)),
+            "ri_madd_pair_acc" => quote! {
+                let (lo, hi) = (i32::from(pair as i16), i32::from((pair >> 16) as i16));
+                core::array::from_fn(|r| acc[r] + i32::from(m[2 * r]) * lo + i32::from(m[2 * r + 1]) * hi)
+            },
             "q5_0_w" => quote! {
                 let qh = u32::from_le_bytes(b.qh);
                 core::array::from_fn(|i| {

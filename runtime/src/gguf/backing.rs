@@ -8,7 +8,10 @@ use std::ops::Deref;
 use half::{bf16, f16};
 use memmap2::Mmap;
 
-use crate::quant::{BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_0x8};
+use crate::quant::{
+    BlockQ4_0, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+    BlockQ8_0x8,
+};
 
 /// Where a file's bytes live.
 #[derive(Debug)]
@@ -100,6 +103,11 @@ unsafe impl Plain for BlockQ5K {}
 unsafe impl Plain for BlockQ6K {}
 // SAFETY: as above (`[f16; 8]` then `[[i8; 32]; 8]`: 272 bytes, no gap).
 unsafe impl Plain for BlockQ8_0x8 {}
+// SAFETY: as above (f16, i8, i16 and u8 arrays in that order, each at an
+// offset its alignment divides: 1248 bytes, no gap).
+unsafe impl Plain for BlockQ4Kx8 {}
+// SAFETY: as above (f16, i8 and u8 arrays: 1680 bytes, no gap).
+unsafe impl Plain for BlockQ6Kx8 {}
 
 /// Zero-initialized values in an anonymous memory map: for weights copied
 /// at open (repacked), where a `Vec` would memset every byte and then fault
