@@ -415,8 +415,11 @@ pub const X8_PANEL: usize = 8;
 /// How far ahead (in group blocks) the one-token 8-row-group matmul prefetches.
 pub const X8_PREFETCH: usize = 4;
 
-/// One tile: `mr` tokens from `i0` × the 8 rows of group `g`.
-fn q8x8_tile(mr: usize) -> TokenStream {
+/// One tile of the 8-row-group matmuls: `mr` tokens from `i0` × the 8
+/// rows of group `g`. Per block `b`, `prefetch` then `block` (with the group
+/// block bound as `blk`, token `i`'s activation row as `xr{i}`) add to the
+/// accumulators `acc{i}`, which are stored at the end.
+pub(crate) fn x8_tile(mr: usize, prefetch: TokenStream, block: TokenStream) -> TokenStream {
     let lit = Literal::usize_unsuffixed;
     let id = |p: &str, a: usize| format_ident!("{p}{a}");
     let xrows = (0..mr).map(|i| {
@@ -426,30 +429,6 @@ fn q8x8_tile(mr: usize) -> TokenStream {
     let accs = (0..mr).map(|i| {
         let acc = id("acc", i);
         quote!(let mut #acc = r8_zero();)
-    });
-    let iaccs = (0..mr).map(|i| {
-        let ia = id("ia", i);
-        quote!(let mut #ia = ri_zero();)
-    });
-    // The 8 column quads of a block, unrolled; each weight quad is loaded
-    // once and used by every token of the tile.
-    let dots = (0..mr).map(|i| {
-        let (ia, xr) = (id("ia", i), id("xr", i));
-        quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
-    });
-    let quads = quote! {
-        for q in 0..8 {
-            let wq = q8r_load_w(&blk.qs[q]);
-            #(#dots)*
-        }
-    };
-    let scales = (0..mr).map(|i| {
-        let (acc, ia, xr) = (id("acc", i), id("ia", i), id("xr", i));
-        quote!(#acc = r8_fma_block(dw, f16_to_f32(#xr[b].d.to_bits()), #ia, #acc);)
-    });
-    let prefetch = (mr == 1).then(|| {
-        let ahead = lit(X8_PREFETCH);
-        quote!(prefetch8(wg.as_ptr().wrapping_add(b + #ahead));)
     });
     let stores = (0..mr).map(|i| {
         let (acc, il) = (id("acc", i), lit(i));
@@ -463,14 +442,46 @@ fn q8x8_tile(mr: usize) -> TokenStream {
             for b in 0..kb {
                 #prefetch
                 let blk = &wg[b];
-                let dw = r8_scales(&blk.d);
-                #(#iaccs)*
-                #quads
-                #(#scales)*
+                #block
             }
             #(#stores)*
         }
     }
+}
+
+/// The Q8_0 group tile: per block, 8 column quads of int8 dots per token,
+/// one scaled fma.
+fn q8x8_tile(mr: usize) -> TokenStream {
+    let lit = Literal::usize_unsuffixed;
+    let id = |p: &str, a: usize| format_ident!("{p}{a}");
+    let iaccs = (0..mr).map(|i| {
+        let ia = id("ia", i);
+        quote!(let mut #ia = ri_zero();)
+    });
+    // The 8 column quads of a block, unrolled; each weight quad is loaded
+    // once and used by every token of the tile.
+    let dots = (0..mr).map(|i| {
+        let (ia, xr) = (id("ia", i), id("xr", i));
+        quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
+    });
+    let scales = (0..mr).map(|i| {
+        let (acc, ia, xr) = (id("acc", i), id("ia", i), id("xr", i));
+        quote!(#acc = r8_fma_block(dw, f16_to_f32(#xr[b].d.to_bits()), #ia, #acc);)
+    });
+    let prefetch = (mr == 1).then(|| {
+        let ahead = lit(X8_PREFETCH);
+        quote!(prefetch8(wg.as_ptr().wrapping_add(b + #ahead));)
+    });
+    let block = quote! {
+        let dw = r8_scales(&blk.d);
+        #(#iaccs)*
+        for q in 0..8 {
+            let wq = q8r_load_w(&blk.qs[q]);
+            #(#dots)*
+        }
+        #(#scales)*
+    };
+    x8_tile(mr, quote!(#prefetch), block)
 }
 
 fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {

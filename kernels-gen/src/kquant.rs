@@ -794,23 +794,10 @@ fn q6kx8_block(mr: usize) -> TokenStream {
 
 /// One tile: `mr` tokens from `i0` × the 8 rows of group `g`.
 fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
-    let xrows = (0..mr).map(|i| {
-        let (xr, il) = (id("xr", i), lit(i));
-        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
-    });
-    let accs = (0..mr).map(|i| {
-        let acc = id("acc", i);
-        quote!(let mut #acc = r8_zero();)
-    });
     let xbs = (0..mr).map(|i| {
         let (xb, xr) = (id("xb", i), id("xr", i));
         quote!(let #xb = &#xr[b];)
     });
-    let stores = (0..mr).map(|i| {
-        let (acc, il) = (id("acc", i), lit(i));
-        quote!(r8_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
-    });
-    let block = (f.block)(mr);
     // One token streams the weights from memory: prefetch every cache line
     // of the block `KX8_PREFETCH` ahead (never faults, even past the end).
     let prefetch = (0..f.bytes.div_ceil(64)).filter(|_| mr == 1).map(|t| {
@@ -825,20 +812,15 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
             );
         }
     });
-    quote! {
-        {
-            let wg = &w[g * kb..][..kb];
-            #(#xrows)*
-            #(#accs)*
-            for b in 0..kb {
-                #(#prefetch)*
-                let blk = &wg[b];
-                #(#xbs)*
-                #block
-            }
-            #(#stores)*
-        }
-    }
+    let block = (f.block)(mr);
+    crate::kernels::x8_tile(
+        mr,
+        quote!(#(#prefetch)*),
+        quote! {
+            #(#xbs)*
+            #block
+        },
+    )
 }
 
 /// The matmul of an 8-row-group K-quant format, on the driver the Q8_0

@@ -92,34 +92,12 @@ pub fn repack_q8_0x8(w: &[BlockQ8_0], n: usize, k: usize) -> Vec<BlockQ8_0x8> {
 /// [`repack_q8_0x8`] into `out` (`ceil(n/8) · k/32` blocks, zeroed: padding
 /// rows are left as they are), split across the current rayon pool.
 pub fn repack_q8_0x8_into(w: &[BlockQ8_0], n: usize, k: usize, out: &mut [BlockQ8_0x8]) {
-    use rayon::prelude::*;
-    assert!(
-        k.is_multiple_of(QK8_0),
-        "row length {k} is not a multiple of 32"
-    );
-    let kb = k / QK8_0;
-    assert_eq!(w.len(), n * kb, "weight is not {n} rows of {k}");
-    assert_eq!(
-        out.len(),
-        n.div_ceil(Q8_0X8_ROWS) * kb,
-        "output is not {n} rows of {k} in groups"
-    );
-    if kb == 0 {
-        return;
-    }
-    out.par_chunks_exact_mut(kb)
-        .enumerate()
-        .for_each(|(g, dst)| {
-            for r in 0..Q8_0X8_ROWS.min(n - g * Q8_0X8_ROWS) {
-                let row = &w[(g * Q8_0X8_ROWS + r) * kb..][..kb];
-                for (blk, src) in dst.iter_mut().zip(row) {
-                    blk.d[r] = src.d;
-                    for (q, quad) in blk.qs.iter_mut().zip(src.qs.as_chunks::<4>().0) {
-                        q[4 * r..4 * r + 4].copy_from_slice(quad);
-                    }
-                }
-            }
-        });
+    kx8::repack_groups(w, (n, k, QK8_0), out, |src, r, blk| {
+        blk.d[r] = src.d;
+        for (q, quad) in blk.qs.iter_mut().zip(src.qs.as_chunks::<4>().0) {
+            q[4 * r..4 * r + 4].copy_from_slice(quad);
+        }
+    });
 }
 
 /// Elements per Q4_0 block.

@@ -74,22 +74,23 @@ pub fn q6_k_values(b: &BlockQ6K) -> [u8; QK_K] {
     })
 }
 
-/// Repacks `n` rows of `k` values (row-major blocks, as GGUF stores them)
-/// into groups of 8 rows: group `g`, super-block `b` lands at
-/// `out[g · k/256 + b]`. Padding rows of a last short group stay as `out`
-/// holds them (zeroed: scale 0), and kernels never store their outputs.
-fn repack_x8<S: Sync, D: Send>(
+/// Repacks `n` rows of `k` values (row-major blocks of `qk` values, as GGUF
+/// stores them) into groups of 8 rows: group `g`, block `b` lands at
+/// `out[g · k/qk + b]`, written by `put(source block, row in group, group
+/// block)`. Padding rows of a last short group stay as `out` holds them
+/// (zeroed: scale 0), and kernels never store their outputs. Split across
+/// the current rayon pool.
+pub(crate) fn repack_groups<S: Sync, D: Send>(
     w: &[S],
-    n: usize,
-    k: usize,
+    (n, k, qk): (usize, usize, usize),
     out: &mut [D],
     put: impl Fn(&S, usize, &mut D) + Sync,
 ) {
     assert!(
-        k.is_multiple_of(QK_K),
-        "row length {k} is not a multiple of 256"
+        k.is_multiple_of(qk),
+        "row length {k} is not a multiple of {qk}"
     );
-    let kb = k / QK_K;
+    let kb = k / qk;
     assert_eq!(w.len(), n * kb, "weight is not {n} rows of {k}");
     assert_eq!(
         out.len(),
@@ -114,7 +115,7 @@ fn repack_x8<S: Sync, D: Send>(
 /// [`BlockQ4Kx8`] groups of `n` rows of `k` Q4_K values into `out`
 /// (`ceil(n/8) · k/256` blocks, zeroed), split across the rayon pool.
 pub fn repack_q4_kx8_into(w: &[BlockQ4K], n: usize, k: usize, out: &mut [BlockQ4Kx8]) {
-    repack_x8(w, n, k, out, |src, r, blk| {
+    repack_groups(w, (n, k, QK_K), out, |src, r, blk| {
         blk.d[r] = src.d;
         blk.neg_dmin[r] = -src.dmin;
         for s in 0..8 {
@@ -132,7 +133,7 @@ pub fn repack_q4_kx8_into(w: &[BlockQ4K], n: usize, k: usize, out: &mut [BlockQ4
 /// [`BlockQ6Kx8`] groups of `n` rows of `k` Q6_K values into `out`
 /// (`ceil(n/8) · k/256` blocks, zeroed), split across the rayon pool.
 pub fn repack_q6_kx8_into(w: &[BlockQ6K], n: usize, k: usize, out: &mut [BlockQ6Kx8]) {
-    repack_x8(w, n, k, out, |src, r, blk| {
+    repack_groups(w, (n, k, QK_K), out, |src, r, blk| {
         blk.d[r] = src.d;
         for (s, &sc) in src.scales.iter().enumerate() {
             blk.sc[s][r] = sc;
