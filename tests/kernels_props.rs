@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, deq, q8, scalar, sets};
-use kiln::runtime::kernels::{AttnShape, Mask, MatMut, attention_scratch_len};
+use kiln::runtime::kernels::{AttnShape, CacheAttn, Mask, MatMut, attention_scratch_len};
 use kiln::runtime::quant::{BlockQ8_0, quantize_row_q8_0_reference, repack_q8_0x8};
 use proptest::prelude::*;
 
@@ -404,6 +404,80 @@ fn attention_513_tokens_specialized() {
                     assert_close("attention513", set.isa(), &out, &want, EXP_TOL);
                 }
             }
+        }
+    }
+}
+
+/// Attention of `q`'s heads over rows `spans` of a cache, in f64.
+fn attend_cache_ref(q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>) -> Vec<f32> {
+    let hd = at.head_dim;
+    let rows: Vec<usize> = at.spans.iter().flat_map(|s| s.clone()).collect();
+    let mut out = Vec::new();
+    for qv in q.chunks_exact(hd) {
+        let s: Vec<f64> = rows
+            .iter()
+            .map(|&j| {
+                let d: f64 = (0..hd)
+                    .map(|t| f64::from(qv[t]) * f64::from(k[j * at.stride + t]))
+                    .sum();
+                d * f64::from(at.scale)
+            })
+            .collect();
+        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = s.iter().map(|x| (x - mx).exp()).sum();
+        for t in 0..hd {
+            let o: f64 = rows
+                .iter()
+                .zip(&s)
+                .map(|(&j, &d)| (d - mx).exp() / z * f64::from(v[j * at.stride + t]))
+                .sum();
+            out.push(o as f32);
+        }
+    }
+    out
+}
+
+/// The cache kernel on one span, on a ring's two, on a KV head that is not
+/// the first of its row (an offset slice), and on Gemma-3-270M's shape
+/// (4 heads of 256 over one KV head, hundreds of rows).
+#[test]
+fn attend_cache_matches_reference() {
+    proptest!(cases(40), |(nq in 1usize..6, hd in prop::sample::select(vec![8usize, 32, 256, 12]), n_kv in 1usize..3, slots in 1usize..40, a in 0usize..40, len in 1usize..40, qv in vecf(6 * 256, 1.5), kv in vecf(40 * 2 * 256, 1.5), vv in vecf(40 * 2 * 256, 2.0))| {
+        let a = a % slots;
+        let len = len.min(slots);
+        let b = (a + len) % slots;
+        let spans: Vec<_> = if a + len <= slots { std::iter::once(a..a + len).collect() } else { vec![a..slots, 0..b] };
+        let stride = n_kv * hd;
+        let kh = n_kv - 1;
+        let (k, v) = (&kv[kh * hd..slots * stride], &vv[kh * hd..slots * stride]);
+        let at = CacheAttn { head_dim: hd, stride, spans: &spans, scale: 1.0 / (hd as f32).sqrt() };
+        let q = &qv[..nq * hd];
+        let want = attend_cache_ref(q, k, v, &at);
+        for set in sets("attend_cache") {
+            let mut out = vec![f32::NAN; nq * hd];
+            let mut scratch = vec![0.0; nq * len];
+            set.attend_cache(hd)(q, k, v, &at, &mut out, &mut scratch);
+            assert_close("attend_cache", set.isa(), &out, &want, EXP_TOL);
+        }
+    });
+    let (hd, rows) = (256usize, 700usize);
+    let f = |i: usize, m: usize| ((i * m % 1009) as f32 - 504.0) / 300.0;
+    let q: Vec<f32> = (0..4 * hd).map(|i| f(i, 31)).collect();
+    let k: Vec<f32> = (0..rows * hd).map(|i| f(i, 17)).collect();
+    let v: Vec<f32> = (0..rows * hd).map(|i| f(i, 13)).collect();
+    for spans in [std::iter::once(0..rows).collect(), vec![300..rows, 0..212]] {
+        let at = CacheAttn {
+            head_dim: hd,
+            stride: hd,
+            spans: &spans,
+            scale: 1.0 / 16.0,
+        };
+        let want = attend_cache_ref(&q, &k, &v, &at);
+        for set in sets("attend_cache 700") {
+            let mut out = vec![0.0; 4 * hd];
+            let mut scratch = vec![0.0; 4 * rows];
+            set.attend_cache(hd)(&q, &k, &v, &at, &mut out, &mut scratch);
+            assert_close("attend_cache700", set.isa(), &out, &want, EXP_TOL);
         }
     }
 }

@@ -5,10 +5,10 @@
 use std::ops::Range;
 
 use kiln_runtime::kernels::{
-    AttentionFn, AttnShape, GatherQ8_0Fn, GegluQ8_0Fn, Isa, KernelSet, L2NormalizeFn, LayerNormFn,
-    MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ4Kx8Fn, MatmulQ5_0Fn, MatmulQ6KFn, MatmulQ6Kx8Fn,
-    MatmulQ8_0Fn, MatmulQ8_0x8Fn, MeanPoolFn, QuantizeQ8_0Fn, QuantizeQ8KFn, RmsNormFn,
-    RmsNormQ8_0Fn, RopeFn, UnaryFn,
+    AttendCacheFn, AttentionFn, AttnShape, CacheAttn, GatherQ8_0Fn, GegluQ8_0Fn, Isa, KernelSet,
+    L2NormalizeFn, LayerNormFn, MatMut, MatmulF32Fn, MatmulQ4KFn, MatmulQ4Kx8Fn, MatmulQ5_0Fn,
+    MatmulQ6KFn, MatmulQ6Kx8Fn, MatmulQ8_0Fn, MatmulQ8_0x8Fn, MeanPoolFn, QuantizeQ8_0Fn,
+    QuantizeQ8KFn, RmsNormFn, RmsNormQ8_0Fn, RopeFn, UnaryFn,
 };
 use kiln_runtime::quant::{
     BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
@@ -44,6 +44,7 @@ fn attention(
     _: &mut [f32],
 ) {
 }
+fn attend_cache(_: &[f32], _: &[f32], _: &[f32], _: &CacheAttn<'_>, _: &mut [f32], _: &mut [f32]) {}
 fn unary(_: &mut [f32]) {}
 fn geglu(_: &[f32], _: &[f32], _: &mut [BlockQ8_0]) {}
 fn gather(_: &[BlockQ8_0], _: usize, _: &[u32], _: f32, _: &mut [f32]) {}
@@ -97,6 +98,9 @@ impl KernelSet for NoKernels {
     }
     fn attention(&self, _: usize) -> AttentionFn {
         attention
+    }
+    fn attend_cache(&self, _: usize) -> AttendCacheFn {
+        attend_cache
     }
     fn gelu_tanh(&self) -> UnaryFn {
         unary

@@ -145,6 +145,16 @@ pub const FAMILIES: &[Family] = &[
         body: attention,
     },
     Family {
+        getter: "attend_cache",
+        fn_type: "AttendCacheFn",
+        key: &["head_dim"],
+        params: "q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>, out: &mut [f32], scratch: &mut [f32]",
+        doc: "Attention of the query heads in `q` (sharing one KV head) over the key and value rows \
+              `at.spans` (`at.stride` apart): scores `scale·q·k`, softmax (max-subtracted), the \
+              weighted sum of `v`. Each key and value row is read once for all the heads.",
+        body: attend_cache,
+    },
+    Family {
         getter: "gelu_tanh",
         fn_type: "UnaryFn",
         key: &[],
@@ -948,6 +958,61 @@ fn attention(key: &[Option<usize>]) -> TokenStream {
                     }
                     i0 += tr;
                 }
+            }
+        }
+    }
+}
+
+fn attend_cache(key: &[Option<usize>]) -> TokenStream {
+    let hd = bind("hd", key[0], quote!(at.head_dim));
+    quote! {
+        #hd
+        assert_eq!(at.head_dim, hd, "attend_cache: head_dim");
+        let stride = at.stride;
+        assert!(hd > 0 && q.len() % hd == 0, "attend_cache: {} query values are not heads of {hd}", q.len());
+        let nq = q.len() / hd;
+        assert!(out.len() >= nq * hd, "attend_cache: output too short");
+        let nk: usize = at.spans.iter().map(|s| s.len()).sum();
+        assert!(scratch.len() >= nq * nk, "attend_cache: scratch holds fewer than {nq} x {nk} scores");
+        for s in at.spans {
+            assert!(
+                s.is_empty() || (s.end - 1) * stride + hd <= k.len().min(v.len()),
+                "attend_cache: rows {s:?} (stride {stride}) outside the cache"
+            );
+        }
+        let out = &mut out[..nq * hd];
+        out.fill(0.0);
+        if nk == 0 {
+            return;
+        }
+        // Scores `[query][key]`, key by key: a key row is loaded once and
+        // stays in L1 for every query head.
+        let sc = &mut scratch[..nq * nk];
+        let mut j = 0;
+        for s in at.spans {
+            for row in s.clone() {
+                let kr = &k[row * stride..][..hd];
+                for r in 0..nq {
+                    sc[r * nk + j] = dot_f32(&q[r * hd..][..hd], kr) * at.scale;
+                }
+                j += 1;
+            }
+        }
+        // Softmax weights, normalized in place.
+        for r in sc.chunks_exact_mut(nk) {
+            let mx = r.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let sum = exp_sub_sum(r, mx);
+            scale_f32(r, 1.0 / sum);
+        }
+        // Weighted values, value row by value row (each read once).
+        let mut j = 0;
+        for s in at.spans {
+            for row in s.clone() {
+                let vr = &v[row * stride..][..hd];
+                for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+                    axpy(o, sc[r * nk + j], vr);
+                }
+                j += 1;
             }
         }
     }

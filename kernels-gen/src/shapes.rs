@@ -75,6 +75,7 @@ impl ShapeTable {
             self.add("rope", &[m.head_dim]);
         }
         self.add("attention", &[m.head_dim]);
+        self.add("attend_cache", &[m.head_dim]);
         self.add("gather_q8_0", &[m.hidden]);
         self.add("mean_pool", &[m.hidden]);
         self

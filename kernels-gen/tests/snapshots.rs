@@ -10,6 +10,7 @@ fn table() -> ShapeTable {
         .add("matmul_q8_0x8", &[256, 768])
         .add("rms_norm", &[768])
         .add("attention", &[256])
+        .add("attend_cache", &[256])
         .add("matmul_q4_k", &[640, 2048])
         .add("matmul_q4_kx8", &[640, 2048])
         .add("matmul_q6_kx8", &[640, 2048]);
@@ -79,6 +80,7 @@ fn rms_norm() {
 fn attention() {
     for isa in ["scalar", "avx2", "avx512vnni"] {
         snap(isa, "attention_256");
+        snap(isa, "attend_cache_256");
         snap(isa, "exp_sub_sum");
     }
 }

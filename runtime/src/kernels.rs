@@ -291,6 +291,30 @@ pub type AttentionFn = fn(
     scratch: &mut [f32],
 );
 
+/// Where [`AttendCacheFn`] finds its keys and values.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheAttn<'a> {
+    /// Dimension of one head.
+    pub head_dim: usize,
+    /// Values from one cache row to the next.
+    pub stride: usize,
+    /// The rows to attend to, in order (a ring's window is two spans once
+    /// it wraps).
+    pub spans: &'a [std::ops::Range<usize>],
+    /// Multiplier of `q·k` before softmax.
+    pub scale: f32,
+}
+
+/// Attention of the query heads in `q` (`[q.len() / head_dim][head_dim]`,
+/// heads that share one KV head) over cached keys and values: rows
+/// `at.spans` of `k` and `v` (row `j` starts at `j · stride`). `out`
+/// receives `[q.len() / head_dim][head_dim]`; `scratch` holds at least
+/// `q.len() / head_dim` × (rows in the spans) f32. Each key and value row
+/// is read once for all the heads: the grouped query heads of one position
+/// of a decoder, over its cache.
+pub type AttendCacheFn =
+    fn(q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>, out: &mut [f32], scratch: &mut [f32]);
+
 /// Element-wise activation in place (GELU, tanh approximation or erf).
 pub type UnaryFn = fn(x: &mut [f32]);
 
@@ -345,6 +369,8 @@ pub trait KernelSet: Send + Sync {
     fn rope(&self, head_dim: usize) -> RopeFn;
     /// Attention for heads of `head_dim`.
     fn attention(&self, head_dim: usize) -> AttentionFn;
+    /// Attention over a decoder's cache for heads of `head_dim`.
+    fn attend_cache(&self, head_dim: usize) -> AttendCacheFn;
     /// GELU, tanh approximation.
     fn gelu_tanh(&self) -> UnaryFn;
     /// GELU, exact (erf).

@@ -28,7 +28,7 @@ use super::linear::{Input, Linear};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
 use crate::kernels::{
-    AttentionFn, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn,
+    AttendCacheFn, AttentionFn, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn,
 };
 use crate::quant::{BlockQ8_0, BlockQ8K, QK_K, QK8_0};
 
@@ -175,6 +175,7 @@ pub(crate) struct GemmaKernels {
     pub(crate) gelu_tanh: UnaryFn,
     pub(crate) gather: GatherQ8_0Fn,
     pub(crate) attention: AttentionFn,
+    pub(crate) attend_cache: AttendCacheFn,
 }
 
 impl GemmaKernels {
@@ -187,6 +188,7 @@ impl GemmaKernels {
             gelu_tanh: k.gelu_tanh(),
             gather: k.gather_q8_0(cfg.hidden),
             attention: k.attention(cfg.head_dim),
+            attend_cache: k.attend_cache(cfg.head_dim),
         }
     }
 }

@@ -192,13 +192,14 @@ impl Gemma3 {
                 );
             } else {
                 cache.attend(
+                    kn.attend_cache,
                     il,
                     b.q,
                     pos0,
-                    cfg.n_head,
-                    cfg.head_dim,
+                    (cfg.n_head, cfg.head_dim),
                     scale,
                     b.att,
+                    &mut ws.scores,
                     threads,
                 );
             }
