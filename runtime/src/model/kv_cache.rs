@@ -368,6 +368,17 @@ fn axpy(o: &mut [f32], p: f32, v: &[f32]) {
 mod tests {
     use super::*;
 
+    /// Softmax weights of `scale · q·k` over `keys`, in f64.
+    fn softmax<'a>(q: &[f32], keys: impl Iterator<Item = &'a [f32]>, scale: f64) -> Vec<f64> {
+        let s: Vec<f64> = keys
+            .map(|kr| q.iter().zip(kr).map(|(a, b)| f64::from(a * b)).sum::<f64>() * scale)
+            .collect();
+        let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / z).collect()
+    }
+
     /// Plain causal (windowed) attention over contiguous K/V, the textbook
     /// formula, for comparison.
     fn naive(
@@ -389,23 +400,11 @@ mod tests {
                 let keys: Vec<usize> = (0..=p)
                     .filter(|&j| window.is_none_or(|w| p - j < w))
                     .collect();
-                let s: Vec<f64> = keys
-                    .iter()
-                    .map(|&j| {
-                        qv.iter()
-                            .zip(&k[j * kvd + kh * hd..][..hd])
-                            .map(|(a, b)| f64::from(a * b))
-                            .sum::<f64>()
-                            * 0.5
-                    })
-                    .collect();
-                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for (&j, w) in keys.iter().zip(&e) {
+                let rows = keys.iter().map(|&j| &k[j * kvd + kh * hd..][..hd]);
+                for (&j, w) in keys.iter().zip(softmax(qv, rows, 0.5)) {
                     for d in 0..hd {
                         out[p * n_head * hd + h * hd + d] +=
-                            (w / z * f64::from(v[j * kvd + kh * hd + d])) as f32;
+                            (w * f64::from(v[j * kvd + kh * hd + d])) as f32;
                     }
                 }
             }
@@ -426,25 +425,13 @@ mod tests {
         let hd = at.head_dim;
         let rows: Vec<usize> = at.spans.iter().flat_map(|s| s.clone()).collect();
         for (qv, o) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-            let s: Vec<f64> = rows
-                .iter()
-                .map(|&j| {
-                    let kr = &k[j * at.stride..][..hd];
-                    qv.iter()
-                        .zip(kr)
-                        .map(|(a, b)| f64::from(a * b))
-                        .sum::<f64>()
-                        * f64::from(at.scale)
-                })
-                .collect();
-            let mx = s.iter().cloned().fold(f64::MIN, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
-            let z: f64 = e.iter().sum();
+            let keys = rows.iter().map(|&j| &k[j * at.stride..][..hd]);
+            let e = softmax(qv, keys, f64::from(at.scale));
             for (d, od) in o.iter_mut().enumerate() {
                 *od = rows
                     .iter()
                     .zip(&e)
-                    .map(|(&j, w)| w / z * f64::from(v[j * at.stride + d]))
+                    .map(|(&j, w)| w * f64::from(v[j * at.stride + d]))
                     .sum::<f64>() as f32;
             }
         }
