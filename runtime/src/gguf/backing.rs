@@ -109,137 +109,52 @@ unsafe impl Plain for BlockQ4Kx8 {}
 // SAFETY: as above (f16, i8 and u8 arrays: 1680 bytes, no gap).
 unsafe impl Plain for BlockQ6Kx8 {}
 
-/// Anonymous memory for the weights copied at one open (repacked), handed
-/// out as zeroed slices of shared maps: a `Vec` would memset every byte and
-/// fault in every 4 KiB page, and one map per weight (most are under 2 MiB)
-/// could never use huge pages. Chunks of [`ARENA_CHUNK`] bytes are asked
-/// for huge pages (`MADV_HUGEPAGE`) before any page exists, and each slice
-/// is populated in one call (`MADV_POPULATE_WRITE`), a fault per 2 MiB
-/// instead of per 4 KiB: fewer faults at open, fewer TLB misses in the
-/// kernels. A chunk lives as long as one of its slices.
-pub(crate) struct AnonArena {
-    /// The chunk being filled and the bytes of it handed out.
-    current: std::sync::Mutex<Option<(std::sync::Arc<AnonMap>, usize)>>,
-}
-
-/// Virtual size of an arena chunk; a slice as large gets a map of its own.
-/// Pages never written (a chunk's unused tail) cost no memory.
-pub(crate) const ARENA_CHUNK: usize = 64 << 20;
-
-/// Alignment of every slice (a cache line; every block type's alignment
-/// divides it).
-const ARENA_ALIGN: usize = 64;
-
-/// One anonymous map, written only through the disjoint slices an arena
-/// hands out.
-struct AnonMap {
-    map: memmap2::MmapMut,
-    /// `map`'s first byte, taken once through `&mut` at creation.
-    base: *mut u8,
-}
-
-// SAFETY: the map is plain memory owned by this value; `base` is only used
-// to form the disjoint slices of `AnonVec`s, each of which follows Rust's
-// borrowing rules on its own range.
-unsafe impl Send for AnonMap {}
-// SAFETY: as above; `AnonMap` itself never reads or writes through `base`.
-unsafe impl Sync for AnonMap {}
-
-impl AnonMap {
-    fn new(bytes: usize) -> std::io::Result<Self> {
-        let mut map = memmap2::MmapOptions::new().len(bytes.max(1)).map_anon()?;
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        let base = map.as_mut_ptr();
-        Ok(AnonMap { map, base })
-    }
-}
-
-impl AnonArena {
-    pub(crate) fn new() -> Self {
-        AnonArena {
-            current: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// `len` zeroed values (all-zero bytes are a valid `T`: `Plain`).
-    pub(crate) fn zeroed<T: Plain>(&self, len: usize) -> std::io::Result<AnonVec<T>> {
-        const { assert!(std::mem::align_of::<T>() <= ARENA_ALIGN) };
-        let bytes = len
-            .checked_mul(std::mem::size_of::<T>())
-            .filter(|&b| b <= isize::MAX as usize)
-            .ok_or_else(|| std::io::Error::other("allocation size overflows"))?;
-        let (map, offset) = if bytes >= ARENA_CHUNK / 2 {
-            (std::sync::Arc::new(AnonMap::new(bytes)?), 0)
-        } else {
-            let mut current = self
-                .current
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let fits = |(m, used): &(std::sync::Arc<AnonMap>, usize)| {
-                used.next_multiple_of(ARENA_ALIGN) + bytes <= m.map.len()
-            };
-            if !current.as_ref().is_some_and(fits) {
-                *current = Some((std::sync::Arc::new(AnonMap::new(ARENA_CHUNK)?), 0));
-            }
-            let (m, used) = current.as_mut().expect("set above");
-            let offset = used.next_multiple_of(ARENA_ALIGN);
-            *used = offset + bytes;
-            (m.clone(), offset)
-        };
-        // Populated outside the lock: threads opening layers in parallel
-        // fault their own slices in. Before Linux 5.14 there is no
-        // MADV_POPULATE_WRITE: the writes that fill the slice fault it in.
-        #[cfg(target_os = "linux")]
-        if bytes > 0 {
-            let _ = map
-                .map
-                .advise_range(memmap2::Advice::PopulateWrite, offset, bytes);
-        }
-        // SAFETY: `offset + bytes` lies inside the map (a chunk was checked
-        // to fit, a large slice has its own map), so the pointer stays in
-        // the same allocation.
-        let ptr = unsafe { map.base.add(offset) }.cast::<T>();
-        Ok(AnonVec {
-            _map: map,
-            ptr,
-            len,
-        })
-    }
-}
-
-/// Zeroed values in an [`AnonArena`] chunk: a range of it no other
-/// `AnonVec` overlaps.
+/// Zero-initialized values in an anonymous memory map: for weights copied
+/// at open (repacked), where a `Vec` would memset every byte and then fault
+/// in every 4 KiB page. The kernel hands out zero pages lazily, and huge
+/// pages where the system allows (`MADV_HUGEPAGE`): fewer faults at open,
+/// fewer TLB misses in the kernels.
 pub(crate) struct AnonVec<T: Plain> {
-    /// Keeps the chunk mapped.
-    _map: std::sync::Arc<AnonMap>,
-    /// The first value: inside the chunk, aligned for `T`.
-    ptr: *mut T,
+    map: memmap2::MmapMut,
     len: usize,
+    _t: std::marker::PhantomData<T>,
 }
-
-// SAFETY: an `AnonVec` owns its range of the map exclusively (the arena
-// never hands a byte out twice), like a `Vec<T>` owns its buffer.
-unsafe impl<T: Plain + Send> Send for AnonVec<T> {}
-// SAFETY: shared access only gives `&[T]`, as `&Vec<T>` would.
-unsafe impl<T: Plain + Sync> Sync for AnonVec<T> {}
 
 impl<T: Plain> AnonVec<T> {
+    /// `len` zeroed values (all-zero bytes are a valid `T`: `Plain`).
+    pub(crate) fn zeroed(len: usize) -> std::io::Result<Self> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| std::io::Error::other("allocation size overflows"))?;
+        // Populated up front: one call instead of a page fault per 4 KiB.
+        let map = memmap2::MmapOptions::new()
+            .len(bytes.max(1))
+            .populate()
+            .map_anon()?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(AnonVec {
+            map,
+            len,
+            _t: std::marker::PhantomData,
+        })
+    }
+
     /// The values.
     pub(crate) fn as_slice(&self) -> &[T] {
-        // SAFETY: `ptr` is aligned for T (page-aligned maps, 64-aligned
-        // offsets) and `len` values follow it inside the map, which `_map`
-        // keeps alive; the memory is initialized (zeroed, or written through
-        // `as_mut_slice`), any bit pattern is a valid T (`Plain`), and no
-        // other `AnonVec` covers this range.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        let bytes = &self.map[..self.len * std::mem::size_of::<T>()];
+        cast_slice(bytes).expect("a map is page-aligned and sized for `len` values")
     }
 
     /// The values, mutable.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: as in `as_slice`; `&mut self` makes the borrow exclusive,
-        // and the range is this value's alone.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        let size = std::mem::size_of::<T>();
+        let bytes = &mut self.map[..self.len * size];
+        assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: the map is page-aligned (so aligned for T, asserted), the
+        // length covers exactly `len` values inside it, any bit pattern is a
+        // valid T (`Plain`), and the slice mutably borrows the map.
+        unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), self.len) }
     }
 }
 
@@ -280,41 +195,6 @@ pub(crate) fn copy_to_vec<T: Plain + Default>(bytes: &[u8]) -> Option<Vec<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Slices come zeroed, aligned and disjoint, from shared chunks (a
-    /// large one from its own map), and outlive the arena.
-    #[test]
-    fn arena_slices_are_zeroed_disjoint_and_outlive_it() {
-        let arena = AnonArena::new();
-        let lens = [1usize, 1000, 3, 0, 70_000, ARENA_CHUNK / 8, 17];
-        let mut vecs: Vec<AnonVec<f32>> = lens.iter().map(|&n| arena.zeroed(n).unwrap()).collect();
-        let big: AnonVec<BlockQ8_0x8> = arena
-            .zeroed(ARENA_CHUNK / std::mem::size_of::<BlockQ8_0x8>())
-            .unwrap();
-        drop(arena);
-        for (i, v) in vecs.iter_mut().enumerate() {
-            assert!(
-                v.as_slice().iter().all(|&x| x == 0.0),
-                "slice {i} not zeroed"
-            );
-            assert!((v.as_slice().as_ptr() as usize).is_multiple_of(ARENA_ALIGN));
-            v.as_mut_slice().fill(i as f32 + 1.0);
-        }
-        for (i, v) in vecs.iter().enumerate() {
-            assert_eq!(v.as_slice().len(), lens[i]);
-            assert!(
-                v.as_slice().iter().all(|&x| x == i as f32 + 1.0),
-                "slice {i} overwritten"
-            );
-        }
-        assert!(big.as_slice().iter().all(|b| b.qs[7][31] == 0));
-        // The chunks are shared: the second slice follows the first.
-        let (a, b) = (
-            vecs[0].as_slice().as_ptr() as usize,
-            vecs[1].as_slice().as_ptr() as usize,
-        );
-        assert_eq!(b - a, ARENA_ALIGN);
-    }
 
     #[test]
     fn cast_checks_alignment_and_length() {

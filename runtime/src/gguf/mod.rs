@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
-pub(crate) use backing::{AnonArena, AnonVec, Plain};
+pub(crate) use backing::{AnonVec, Plain};
 pub use error::{FormatError, GgufError, WriteError};
 pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};

@@ -2,7 +2,7 @@
 //! threads by output columns.
 
 use super::weights::{ActRound, Data, WeightData};
-use crate::gguf::{AnonArena, Plain};
+use crate::gguf::{AnonVec, Plain};
 use crate::kernels::{
     KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4Kx8Fn, MatmulQ6Kx8Fn, MatmulQ8_0x8Fn,
     QuantizeQ8_0Fn, QuantizeQ8KFn,
@@ -64,24 +64,21 @@ impl Linear {
         k: usize,
         n: usize,
         kernels: &dyn KernelSet,
-        arena: &AnonArena,
     ) -> Self {
         let kernel = match weight {
             WeightData::Q8_0(w) => Kernel::Q8_0x8(
-                packed(arena, n, k / QK8_0, |o| {
-                    repack_q8_0x8_into(w.get(), n, k, o)
-                }),
+                packed(n, k / QK8_0, |o| repack_q8_0x8_into(w.get(), n, k, o)),
                 kernels.matmul_q8_0x8(n, k),
                 kernels.quantize_q8_0(k),
             ),
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
             WeightData::Q4K(w) => Kernel::Q4Kx8(
-                packed(arena, n, k / QK_K, |o| repack_q4_kx8_into(w.get(), n, k, o)),
+                packed(n, k / QK_K, |o| repack_q4_kx8_into(w.get(), n, k, o)),
                 kernels.matmul_q4_kx8(n, k),
                 kernels.quantize_q8_k(k),
             ),
             WeightData::Q6K(w) => Kernel::Q6Kx8(
-                packed(arena, n, k / QK_K, |o| repack_q6_kx8_into(w.get(), n, k, o)),
+                packed(n, k / QK_K, |o| repack_q6_kx8_into(w.get(), n, k, o)),
                 kernels.matmul_q6_kx8(n, k),
                 kernels.quantize_q8_k(k),
             ),
@@ -90,7 +87,7 @@ impl Linear {
             // Q5_0 kernel's speed on many tokens, for 34 instead of 22
             // bytes per block (about as fast for one token from DRAM).
             WeightData::Q5_0(w) => Kernel::Q8_0x8(
-                packed(arena, n, k / QK8_0, |o| {
+                packed(n, k / QK8_0, |o| {
                     repack_q8_0x8_into(&q5_0_to_q8_0(w.get()), n, k, o)
                 }),
                 kernels.matmul_q8_0x8(n, k),
@@ -267,16 +264,10 @@ impl Linear {
 }
 
 /// A weight of `n` rows of `kb` blocks repacked by `fill` into zeroed
-/// 8-row groups, in the open's anonymous maps (or on the heap where there
-/// are none).
-fn packed<T: Plain + Default>(
-    arena: &AnonArena,
-    n: usize,
-    kb: usize,
-    fill: impl FnOnce(&mut [T]),
-) -> Data<T> {
+/// 8-row groups, in an anonymous map (or on the heap where there is none).
+fn packed<T: Plain + Default>(n: usize, kb: usize, fill: impl FnOnce(&mut [T])) -> Data<T> {
     let len = n.div_ceil(Q8_0X8_ROWS) * kb;
-    match arena.zeroed(len) {
+    match AnonVec::zeroed(len) {
         Ok(mut a) => {
             fill(a.as_mut_slice());
             Data::Anon(a)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::ModelError;
-use crate::gguf::{AnonArena, AnonVec, GgmlType, GgufFile, Plain};
+use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
 use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
@@ -84,16 +84,11 @@ pub(crate) enum ActRound {
 /// Looks tensors up by name and checks their shapes.
 pub(crate) struct Tensors<'f> {
     file: &'f Arc<GgufFile>,
-    /// Where the weights this open copies (repacks) go.
-    arena: AnonArena,
 }
 
 impl<'f> Tensors<'f> {
     pub(crate) fn new(file: &'f Arc<GgufFile>) -> Self {
-        Tensors {
-            file,
-            arena: AnonArena::new(),
-        }
+        Tensors { file }
     }
 
     fn info(&self, name: &str, dims: &[u64]) -> Result<&'f crate::gguf::TensorInfo, ModelError> {
@@ -192,7 +187,7 @@ impl<'f> Tensors<'f> {
         bias: Option<Data<f32>>,
         kernels: &dyn crate::kernels::KernelSet,
     ) -> super::linear::Linear {
-        let l = super::linear::Linear::new(weight, bias, k, n, kernels, &self.arena);
+        let l = super::linear::Linear::new(weight, bias, k, n, kernels);
         if l.copies_weight() {
             self.file.release_tensor(name);
         }
