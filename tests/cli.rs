@@ -292,3 +292,20 @@ fn closed_stdout_pipe_is_not_an_error() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
 }
+
+#[test]
+fn kernels_limits_reports_this_machine() {
+    let o = kiln(&["kernels", "--limits", "--threads", "2", "--json"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(doc["threads"], 2);
+    let bw = doc["read_bandwidth_gbs"].as_f64().unwrap();
+    // Any real machine reads between 0.1 and 10,000 GB/s.
+    assert!((0.1..1e4).contains(&bw), "{doc}");
+    assert!(doc["isa"].is_string(), "{doc}");
+    // `--threads` without `--limits` is a usage error, not ignored.
+    let o = kiln(&["kernels", "--threads", "2"], None);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--limits"), "{}", stderr(&o));
+}

@@ -1,11 +1,11 @@
-//! `kiln kernels`: the compiled kernel variants, the ISA this CPU gets, and
-//! the generated source of one kernel.
+//! `kiln kernels`: the compiled kernel variants, the ISA this CPU gets, the
+//! generated source of one kernel, and this machine's limits.
 
 use std::io::Write as _;
 
 use anyhow::bail;
 use clap::Args;
-use kiln::kernels::{SOURCES, best, compiled, compiled_isa, for_isa, source, variants};
+use kiln::kernels::{SOURCES, best, compiled, compiled_isa, for_isa, limits, source, variants};
 
 /// Arguments of `kiln kernels`.
 #[derive(Args)]
@@ -16,6 +16,17 @@ pub struct KernelsArgs {
     /// The ISA whose source `--show` prints (default: the one this CPU gets).
     #[arg(long, value_name = "ISA")]
     isa: Option<String>,
+    /// Measure this machine's limits instead: read bandwidth with
+    /// `--threads` threads and the int8 multiply-add peak of one core with
+    /// the ISA's Q8_0 dot sequence (the floors of `kiln bench --limits`).
+    #[arg(long, conflicts_with = "show")]
+    limits: bool,
+    /// Threads reading at once for `--limits`.
+    #[arg(long, default_value_t = 1, requires = "limits")]
+    threads: usize,
+    /// Print `--limits` as one JSON line.
+    #[arg(long, requires = "limits")]
+    json: bool,
 }
 
 /// Runs `kiln kernels`.
@@ -25,6 +36,31 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         None => best().isa(),
     };
     let mut out = std::io::stdout().lock();
+    if args.limits {
+        let threads = args.threads.max(1);
+        let bw = limits::read_bandwidth_gbs(threads);
+        let peak = limits::int8_peak_gops(isa);
+        if args.json {
+            let doc = serde_json::json!({
+                "isa": isa.name(),
+                "threads": threads,
+                "read_bandwidth_gbs": bw,
+                "int8_peak_gops_per_thread": peak,
+            });
+            writeln!(out, "{doc}")?;
+        } else {
+            writeln!(out, "read bandwidth  {bw:.1} GB/s ({threads} threads)")?;
+            match peak {
+                Some(p) => writeln!(
+                    out,
+                    "int8 peak       {p:.0} GOPS per thread ({})",
+                    isa.name()
+                )?,
+                None => writeln!(out, "int8 peak       no probe for {}", isa.name())?,
+            }
+        }
+        return Ok(());
+    }
     if let Some(name) = &args.show {
         match source(isa, name) {
             Some(text) => write!(out, "{text}")?,

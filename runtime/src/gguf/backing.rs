@@ -111,9 +111,12 @@ unsafe impl Plain for BlockQ6Kx8 {}
 
 /// Zero-initialized values in an anonymous memory map: for weights copied
 /// at open (repacked), where a `Vec` would memset every byte and then fault
-/// in every 4 KiB page. The kernel hands out zero pages lazily, and huge
-/// pages where the system allows (`MADV_HUGEPAGE`): fewer faults at open,
-/// fewer TLB misses in the kernels.
+/// in every 4 KiB page. The pages are 4 KiB ones, populated in one call;
+/// the huge-page advice after it only lets khugepaged merge a large map
+/// later. Huge pages at open (advice first, one shared map per open) made
+/// opens faster in most runs and 2-3x slower in others in our VMs, where
+/// a huge page is sometimes memory the host has taken back (see the
+/// revert of aa03f2a).
 pub(crate) struct AnonVec<T: Plain> {
     map: memmap2::MmapMut,
     len: usize,
