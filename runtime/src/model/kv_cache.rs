@@ -96,6 +96,14 @@ struct LayerCache {
     window: Option<usize>,
 }
 
+impl LayerCache {
+    /// The first position a query at `pos` sees (the mask of both
+    /// attention paths): `pos + 1 - window` on a sliding-window layer.
+    fn first_visible(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+}
+
 /// Shape of the cache: one entry per layer, `Some(window)` for a
 /// sliding-window layer.
 #[derive(Clone, Debug)]
@@ -251,7 +259,7 @@ impl KvCache {
             let h0 = i * sub;
             let (r, kh) = (h0 / n_head, (h0 % n_head) / group);
             let pos = pos0 + r;
-            let lo = l.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let lo = l.first_visible(pos);
             let (a, b) = (lo % l.slots, pos % l.slots + 1);
             // The ring holds every key a query sees, so they wrap at most once.
             let (single, wrapped) = (a..b, [a..l.slots, 0..b]);
@@ -300,7 +308,7 @@ impl KvCache {
         let one = |i: usize, o: &mut [f32], scores: &mut Vec<f32>, tmp: &mut Vec<f32>| {
             let (r, h) = (i / n_head, i % n_head);
             let pos = pos0 + r;
-            let lo = l.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let lo = l.first_visible(pos);
             let kh = h / group;
             let qv = &q[r * n_head * head_dim + h * head_dim..][..head_dim];
             tmp.resize(head_dim, 0.0);
