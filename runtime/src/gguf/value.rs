@@ -424,6 +424,7 @@ impl Array {
         (self.elem == ValueType::String).then(|| StrIter {
             bytes: self.encoded_bytes().unwrap_or(&[]),
             remaining: self.len,
+            run: "",
         })
     }
 
@@ -537,16 +538,62 @@ impl<'a> Iterator for ArrayIter<'a> {
 }
 
 /// Iterator over the strings of an array of strings, borrowed from the file.
+///
+/// Short strings are validated as UTF-8 a run at a time (SIMD) and sliced
+/// out of it: one check per 64 KiB instead of one per string (a quarter of
+/// building Gemma's 262,144-piece tokenizer, much of it non-ASCII, went to
+/// per-string checks).
 #[derive(Clone, Debug)]
 pub struct StrIter<'a> {
+    /// The encoded strings not yet yielded (length prefix, then bytes).
     bytes: &'a [u8],
     remaining: u64,
+    /// Validated text that starts at the first string of `bytes` and runs
+    /// through the length prefixes and short strings after it (empty when
+    /// spent).
+    run: &'a str,
 }
 
 impl StrIter<'_> {
     /// Strings left.
     pub fn remaining(&self) -> u64 {
         self.remaining
+    }
+}
+
+/// Strings shorter than this have an all-ASCII length prefix, so a run of
+/// them is valid UTF-8 exactly when each string is.
+const SHORT_STR: u64 = 128;
+/// Bytes of short strings validated at a time.
+const STR_RUN: usize = 64 << 10;
+
+impl<'a> StrIter<'a> {
+    /// The text from the first string of `bytes` through the last whole
+    /// short string within `STR_RUN` bytes, if it is valid UTF-8.
+    fn next_run(&self) -> &'a str {
+        let b = self.bytes;
+        let (mut pos, mut end) = (8, 8);
+        let mut left = self.remaining;
+        while left > 0 && end - 8 < STR_RUN {
+            let Some(len) = b.get(pos - 8..pos) else {
+                break;
+            };
+            let n = u64::from_le_bytes(len.try_into().unwrap_or([0xff; 8]));
+            if n >= SHORT_STR || n > (b.len() - pos) as u64 {
+                break;
+            }
+            end = pos + n as usize;
+            pos = end + 8;
+            left -= 1;
+        }
+        let Some(t) = b.get(8..end) else {
+            return "";
+        };
+        // Only a file changed since open can fail here: keep the valid part,
+        // so the string at the bad byte is checked alone.
+        simdutf8::compat::from_utf8(t)
+            .or_else(|e| simdutf8::compat::from_utf8(&t[..e.valid_up_to()]))
+            .unwrap_or("")
     }
 }
 
@@ -557,12 +604,61 @@ impl<'a> Iterator for StrIter<'a> {
         if self.remaining == 0 {
             return None;
         }
+        if self.run.is_empty() {
+            self.run = self.next_run();
+        }
         self.remaining -= 1;
+        let n = usize::try_from(u64::from_le_bytes(*self.bytes.first_chunk::<8>()?)).ok()?;
+        // The run starts at this string, and holds it unless it is long.
+        if let Some(s) = self.run.get(..n) {
+            self.bytes = &self.bytes[8 + n..];
+            self.run = self.run.get(n + 8..).unwrap_or("");
+            return Some(s);
+        }
+        self.run = "";
         take_str(&mut self.bytes)
     }
-
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = usize::try_from(self.remaining).unwrap_or(usize::MAX);
         (0, Some(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every length class the run validation treats differently: empty,
+    /// short, the 127/128 boundary, long, multi-byte text, and more than
+    /// one run's worth.
+    #[test]
+    fn string_arrays_iterate_exactly() {
+        let mut items: Vec<String> = vec![
+            String::new(),
+            "a".into(),
+            "x".repeat(127),
+            "y".repeat(128),
+            "é".repeat(200),
+            "東京".into(),
+            String::new(),
+            "▁the".into(),
+        ];
+        for i in 0..20_000 {
+            items.push(match i % 5 {
+                0 => format!("p{i}"),
+                1 => "ß".repeat(i % 70),
+                2 => "z".repeat(i % 300),
+                3 => String::new(),
+                _ => format!("<0x{:02X}>", i % 256),
+            });
+        }
+        let v = Value::string_array(&items);
+        let a = v.as_array().unwrap();
+        let got: Vec<&str> = a.strs().unwrap().collect();
+        assert_eq!(got.len(), items.len());
+        for (i, (g, w)) in got.iter().zip(&items).enumerate() {
+            assert_eq!(g, w, "string {i}");
+        }
+        assert_eq!(a.strs().unwrap().remaining(), items.len() as u64);
     }
 }

@@ -117,6 +117,8 @@ impl Tokenizer {
 
     /// Build the tokenizer that GGUF metadata describes.
     pub fn from_gguf_metadata(md: &Metadata) -> Result<Self, TokenizerError> {
-        Self::from_vocab(&Vocab::from_gguf_metadata(md)?)
+        let mut v = Vocab::from_gguf_metadata(md)?;
+        let scores = std::mem::take(&mut v.scores);
+        Self::build(&v, scores)
     }
 }

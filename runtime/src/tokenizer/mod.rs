@@ -117,6 +117,12 @@ impl Tokenizer {
     /// Build a tokenizer from a vocabulary description, checking that arrays
     /// have one entry per token and that special ids are in range.
     pub fn from_vocab(v: &Vocab<'_>) -> Result<Self, TokenizerError> {
+        Self::build(v, v.scores.clone())
+    }
+
+    /// [`from_vocab`](Self::from_vocab) with the vocabulary's `scores`
+    /// taken out of it (moved, not copied, when read from a file).
+    pub(super) fn build(v: &Vocab<'_>, scores: Vec<f32>) -> Result<Self, TokenizerError> {
         let n = v.tokens.len();
         if n == 0 || n > (1 << 31) {
             return Err(TokenizerError::BadVocabSize(n));
@@ -146,21 +152,21 @@ impl Tokenizer {
                 .collect::<Result<_, _>>()?
         };
         let scores = match v.model {
-            ModelKind::Spm if v.scores.len() != n => {
+            ModelKind::Spm if scores.len() != n => {
                 return Err(TokenizerError::LengthMismatch {
                     key: "tokenizer.ggml.scores",
                     expected: n,
-                    found: v.scores.len(),
+                    found: scores.len(),
                 });
             }
-            ModelKind::WordPiece if !v.scores.is_empty() && v.scores.len() != n => {
+            ModelKind::WordPiece if !scores.is_empty() && scores.len() != n => {
                 return Err(TokenizerError::LengthMismatch {
                     key: "tokenizer.ggml.scores",
                     expected: n,
-                    found: v.scores.len(),
+                    found: scores.len(),
                 });
             }
-            _ => v.scores.clone(),
+            _ => scores,
         };
         let bos = check_id("tokenizer.ggml.bos_token_id", v.bos, n)?;
         let eos = check_id("tokenizer.ggml.eos_token_id", v.eos, n)?;

@@ -68,23 +68,24 @@ impl Pieces {
         let mask = slots - 1;
         let shift = slots.trailing_zeros().saturating_sub(12);
         let mut starts = vec![0u32; (slots >> shift) + 1];
-        let hashed: Vec<(u64, u32)> = (0..tokens.len() as u32)
-            .map(|id| (hash(this.piece_bytes(id)), id))
+        let hashes: Vec<u64> = (0..tokens.len() as u32)
+            .map(|id| hash(this.piece_bytes(id)))
             .collect();
-        for &(h, _) in &hashed {
+        for &h in &hashes {
             starts[((h as usize & mask) >> shift) + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
-        let mut order = vec![(0u64, 0u32); hashed.len()];
-        for &(h, id) in &hashed {
+        // Ids only (the hashes stay in `hashes`): fresh pages are costly.
+        let mut order = vec![0u32; hashes.len()];
+        for (id, &h) in hashes.iter().enumerate() {
             let bucket = &mut starts[(h as usize & mask) >> shift];
-            order[*bucket as usize] = (h, id);
+            order[*bucket as usize] = id as u32;
             *bucket += 1;
         }
-        for (h, id) in order {
-            this.insert(h, id);
+        for id in order {
+            this.insert(hashes[id as usize], id);
         }
         this
     }
