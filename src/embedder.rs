@@ -8,7 +8,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::gguf::GgufFile;
@@ -99,6 +99,8 @@ struct Resolved<'a> {
 pub struct EmbedderBuilder {
     options: EmbedOptions,
     task: Option<String>,
+    /// `None`: the default ([`hub::default_pack_dir`](crate::hub::default_pack_dir)).
+    pack_dir: Option<Option<PathBuf>>,
 }
 
 impl EmbedderBuilder {
@@ -150,6 +152,14 @@ impl EmbedderBuilder {
         self
     }
 
+    /// Where repacked weights are saved at a model's first open and mapped
+    /// from by later opens (`None`: repack at every open). Default
+    /// `$KILN_HOME/packed` (`KILN_PACK_CACHE=off` turns it off).
+    pub fn pack_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.pack_dir = Some(dir);
+        self
+    }
+
     /// Opens the GGUF at `path` with these options.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Embedder, Error> {
         let file = Arc::new(GgufFile::open(path.as_ref())?);
@@ -178,6 +188,10 @@ impl EmbedderBuilder {
         // are built side by side on the embedder's own threads.
         let options = ModelOptions {
             pooling: self.options.pooling,
+            pack_dir: self
+                .pack_dir
+                .take()
+                .unwrap_or_else(crate::hub::default_pack_dir),
         };
         let (model, tokenizer) = pool.install(|| {
             rayon::join(

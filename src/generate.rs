@@ -18,7 +18,7 @@
 //! iterator stops the work.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -174,6 +174,7 @@ pub struct GeneratorBuilder {
     threads: usize,
     context: Option<usize>,
     kv_type: KvType,
+    pack_dir: Option<PathBuf>,
 }
 
 impl Default for GeneratorBuilder {
@@ -182,6 +183,7 @@ impl Default for GeneratorBuilder {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             context: None,
             kv_type: KvType::F32,
+            pack_dir: crate::hub::default_pack_dir(),
         }
     }
 }
@@ -196,6 +198,14 @@ impl GeneratorBuilder {
     /// Context in tokens (default 4096, at most the model's).
     pub fn context(mut self, context: usize) -> Self {
         self.context = Some(context);
+        self
+    }
+
+    /// Where repacked weights are saved at a model's first open and mapped
+    /// from by later opens (`None`: repack at every open). Default
+    /// `$KILN_HOME/packed` (`KILN_PACK_CACHE=off` turns it off).
+    pub fn pack_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.pack_dir = dir;
         self
     }
 
@@ -232,6 +242,7 @@ impl GeneratorBuilder {
         // the generator's own threads.
         let options = DecoderOptions {
             context: self.context,
+            pack_dir: self.pack_dir.clone(),
         };
         let (model, tokenizer) = pool.install(|| {
             rayon::join(

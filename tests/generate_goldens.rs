@@ -113,7 +113,12 @@ fn check_isa(
     let model = open_decoder(
         file.clone(),
         kernels,
-        &DecoderOptions { context: Some(512) },
+        // Every ISA maps the same pack cache (the 8-row layouts do not
+        // depend on the ISA).
+        &DecoderOptions {
+            context: Some(512),
+            pack_dir: kiln::hub::default_pack_dir(),
+        },
     )
     .unwrap();
     let opts = EncodeOptions {
@@ -235,6 +240,7 @@ fn prefill_kernel_attention_agrees_with_the_cache_path() {
         kiln::kernels::best(),
         &DecoderOptions {
             context: Some(1024),
+            pack_dir: kiln::hub::default_pack_dir(),
         },
     )
     .unwrap();

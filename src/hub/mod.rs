@@ -29,6 +29,27 @@ pub use wheel::urlsafe_b64;
 /// The environment variable that overrides the cache directory.
 pub const KILN_HOME: &str = "KILN_HOME";
 
+/// Environment variable: `off` (or `0`) turns the pack cache off; any
+/// other value is the directory to use instead of `$KILN_HOME/packed`.
+pub const KILN_PACK_CACHE: &str = "KILN_PACK_CACHE";
+
+/// The default pack cache (repacked weights saved at a model's first open
+/// and mapped by later opens): `$KILN_PACK_CACHE` if set, else
+/// `$KILN_HOME/packed`; `None` when `KILN_PACK_CACHE` is `off`/`0` or
+/// there is no home directory.
+pub fn default_pack_dir() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os(KILN_PACK_CACHE).filter(|v| !v.is_empty()) {
+        let off = v.to_str().is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "off" | "false" | "no"
+            )
+        });
+        return (!off).then(|| PathBuf::from(v));
+    }
+    Cache::from_env().ok().map(|c| c.root().join("packed"))
+}
+
 /// The model used when a command is given none.
 pub const DEFAULT_MODEL: &str = "embeddinggemma";
 

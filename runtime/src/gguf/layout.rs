@@ -190,6 +190,7 @@ impl GgufFile {
             metadata: Metadata::new(entries, index, path),
             tensors,
             tensor_index,
+            identity: None,
         })
     }
 }

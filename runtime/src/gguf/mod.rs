@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use half::{bf16, f16};
 
-pub(crate) use backing::{AnonVec, Plain};
+pub(crate) use backing::{AnonVec, Backing, Plain, as_bytes, cast_slice};
 pub use error::{FormatError, GgufError, WriteError};
 pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
@@ -39,7 +39,6 @@ pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, TensorDataWriter};
 
 use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0};
-use backing::Backing;
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -255,6 +254,45 @@ pub struct GgufFile {
     metadata: Metadata,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    identity: Option<FileIdentity>,
+}
+
+/// Which file on disk a GGUF was read from, and which version of it: what
+/// a cache derived from the file is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// Length in bytes.
+    pub len: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+    /// Inode number (0 where the platform has none).
+    pub inode: u64,
+    /// Device number (0 where the platform has none).
+    pub device: u64,
+}
+
+impl FileIdentity {
+    fn of(file: &File) -> Option<Self> {
+        let md = file.metadata().ok()?;
+        let mtime = md
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        #[cfg(unix)]
+        let (inode, device) = {
+            use std::os::unix::fs::MetadataExt;
+            (md.ino(), md.dev())
+        };
+        #[cfg(not(unix))]
+        let (inode, device) = (0, 0);
+        Some(FileIdentity {
+            len: md.len(),
+            mtime_ns: u64::try_from(mtime.as_nanos()).ok()?,
+            inode,
+            device,
+        })
+    }
 }
 
 impl GgufFile {
@@ -268,7 +306,14 @@ impl GgufFile {
         };
         let file = File::open(path).map_err(io)?;
         let backing = Backing::map(&file).map_err(io)?;
-        Self::from_backing(Arc::new(backing), path.to_path_buf())
+        let mut this = Self::from_backing(Arc::new(backing), path.to_path_buf())?;
+        this.identity = FileIdentity::of(&file);
+        Ok(this)
+    }
+
+    /// The file on disk this was read from (`None` for bytes in memory).
+    pub fn identity(&self) -> Option<&FileIdentity> {
+        self.identity.as_ref()
     }
 
     /// Parses bytes compiled into the binary (e.g. `include_bytes!` in a
@@ -295,6 +340,7 @@ impl GgufFile {
             metadata: parsed.metadata,
             tensors: parsed.tensors,
             tensor_index: parsed.tensor_index,
+            identity: None,
         })
     }
 

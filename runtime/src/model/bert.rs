@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::exec::{self, Workspace, sized};
 use super::linear::{Input, Linear};
+use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
 use super::{EncoderModel, ModelError, ModelOptions, Pooling};
 use crate::gguf::GgufFile;
@@ -68,7 +69,8 @@ pub(crate) struct Bert {
     embd_norm: Norm,
     layers: Vec<Layer>,
     kernels: Kernels,
-    /// Keeps the map that every `Data` points into alive.
+    /// Keep the maps that every `Data` points into alive.
+    _packs: Option<PackCache>,
     _file: Arc<GgufFile>,
 }
 
@@ -110,7 +112,8 @@ impl Bert {
         if n_layer == 0 || context == 0 {
             return Err(ModelError::Config("no layers or no context".into()));
         }
-        let t = Tensors::new(&file);
+        let packs = Packs::for_file(&file, options.pack_dir.as_deref());
+        let t = Tensors::new(&file, &packs);
         let h = hidden as u64;
         let norm = |name: &str| -> Result<Norm, ModelError> {
             Ok(Norm {
@@ -146,6 +149,7 @@ impl Bert {
             .unwrap_or(0);
         let token_types = t.f32("token_types.weight", &[h, n_types.max(1)])?;
         let token_type0 = Data::Owned(token_types.get()[..hidden].to_vec());
+        let embd_norm = norm("token_embd_norm")?;
         let k = kernels;
         Ok(Bert {
             hidden,
@@ -158,7 +162,7 @@ impl Bert {
             token_embd,
             position_embd,
             token_type0,
-            embd_norm: norm("token_embd_norm")?,
+            embd_norm,
             layers,
             kernels: Kernels {
                 layer_norm: k.layer_norm(hidden),
@@ -167,6 +171,7 @@ impl Bert {
                 gather: k.gather_q8_0(hidden),
                 mean_pool: k.mean_pool(hidden),
             },
+            _packs: packs.finish(),
             _file: file,
         })
     }

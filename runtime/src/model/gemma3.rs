@@ -22,6 +22,7 @@ use super::exec::{self, Segment, Workspace, sized};
 use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::kv_cache::{CacheShape, KvCache, KvType, MAX_CHUNK};
 use super::linear::{Input, Linear};
+use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
 use super::{DecoderModel, DecoderOptions, DecoderState, ModelError};
 use crate::gguf::GgufFile;
@@ -49,7 +50,8 @@ pub(crate) struct Gemma3 {
     kernels: GemmaKernels,
     /// Bytes of weights converted to f32 at open (types without a kernel).
     owned_bytes: usize,
-    /// Keeps the map that every `Data` points into alive; declared last.
+    /// Keep the maps that every `Data` points into alive; declared last.
+    _packs: Option<PackCache>,
     _file: Arc<GgufFile>,
 }
 
@@ -79,7 +81,8 @@ impl Gemma3 {
             }
             None => None,
         };
-        let t = Tensors::new(&file);
+        let packs = Packs::for_file(&file, options.pack_dir.as_deref());
+        let t = Tensors::new(&file, &packs);
         let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
         let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", cfg.hidden, n_vocab)?;
@@ -112,6 +115,7 @@ impl Gemma3 {
             kernels: GemmaKernels::new(kernels, &cfg),
             owned_bytes,
             cfg,
+            _packs: packs.finish(),
             _file: file,
         })
     }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use super::exec::{self, Segment, Workspace, sized};
 use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::linear::{Input, Linear};
+use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
 use super::{EncoderModel, ModelError, ModelOptions, Pooling};
 use crate::gguf::GgufFile;
@@ -47,8 +48,9 @@ pub(crate) struct GemmaEmbedding {
     kernels: GemmaKernels,
     attention: AttentionFn,
     mean_pool: MeanPoolFn,
-    /// Keeps the map that every `Data` points into alive; declared last so
-    /// it is dropped after them.
+    /// Keeps the maps that every `Data` points into alive; declared last so
+    /// they are dropped after them.
+    _packs: Option<PackCache>,
     _file: Arc<GgufFile>,
 }
 
@@ -74,7 +76,8 @@ impl GemmaEmbedding {
             }
         };
 
-        let t = Tensors::new(&file);
+        let packs = Packs::for_file(&file, options.pack_dir.as_deref());
+        let t = Tensors::new(&file, &packs);
         let hidden = cfg.hidden;
         let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
@@ -124,6 +127,7 @@ impl GemmaEmbedding {
             attention: kernels.attention(cfg.head_dim),
             mean_pool: kernels.mean_pool(hidden),
             cfg,
+            _packs: packs.finish(),
             _file: file,
         })
     }

@@ -1,6 +1,7 @@
 //! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
 //! threads by output columns.
 
+use super::pack_cache::{PackCache, PackKind, PackWriter};
 use super::weights::{ActRound, Data, WeightData};
 use crate::gguf::{AnonVec, Plain};
 use crate::kernels::{
@@ -57,6 +58,39 @@ pub(crate) struct Input<'a> {
     pub(crate) q8k: &'a [BlockQ8K],
 }
 
+/// Where a weight's 8-row groups come from.
+pub(crate) enum Groups<'a> {
+    /// Repacked now.
+    Repack,
+    /// Mapped from the pack cache (weight named so), else repacked.
+    Cached(&'a PackCache, &'a str),
+    /// Repacked now and written to the pack cache under that name.
+    Record(&'a PackWriter, &'a str),
+}
+
+impl Groups<'_> {
+    /// The `ceil(n/8) · kb` groups of a weight: from the cache, or made by
+    /// `fill` (and recorded).
+    fn get<T: Plain + Default>(
+        &self,
+        kind: PackKind,
+        n: usize,
+        kb: usize,
+        fill: impl FnOnce(&mut [T]),
+    ) -> Data<T> {
+        if let Groups::Cached(cache, name) = self
+            && let Some(groups) = cache.get::<T>(name, kind, n.div_ceil(Q8_0X8_ROWS) * kb)
+        {
+            return Data::mapped(groups);
+        }
+        let data = packed(n, kb, fill);
+        if let Groups::Record(writer, name) = self {
+            writer.add(name, kind, data.get());
+        }
+        data
+    }
+}
+
 impl Linear {
     pub(crate) fn new(
         weight: WeightData,
@@ -64,21 +98,28 @@ impl Linear {
         k: usize,
         n: usize,
         kernels: &dyn KernelSet,
+        groups: Groups<'_>,
     ) -> Self {
         let kernel = match weight {
             WeightData::Q8_0(w) => Kernel::Q8_0x8(
-                packed(n, k / QK8_0, |o| repack_q8_0x8_into(w.get(), n, k, o)),
+                groups.get(PackKind::Q8_0x8, n, k / QK8_0, |o| {
+                    repack_q8_0x8_into(w.get(), n, k, o)
+                }),
                 kernels.matmul_q8_0x8(n, k),
                 kernels.quantize_q8_0(k),
             ),
             WeightData::F32(w) => Kernel::F32(w, kernels.matmul_f32(n, k)),
             WeightData::Q4K(w) => Kernel::Q4Kx8(
-                packed(n, k / QK_K, |o| repack_q4_kx8_into(w.get(), n, k, o)),
+                groups.get(PackKind::Q4Kx8, n, k / QK_K, |o| {
+                    repack_q4_kx8_into(w.get(), n, k, o)
+                }),
                 kernels.matmul_q4_kx8(n, k),
                 kernels.quantize_q8_k(k),
             ),
             WeightData::Q6K(w) => Kernel::Q6Kx8(
-                packed(n, k / QK_K, |o| repack_q6_kx8_into(w.get(), n, k, o)),
+                groups.get(PackKind::Q6Kx8, n, k / QK_K, |o| {
+                    repack_q6_kx8_into(w.get(), n, k, o)
+                }),
                 kernels.matmul_q6_kx8(n, k),
                 kernels.quantize_q8_k(k),
             ),
@@ -87,7 +128,7 @@ impl Linear {
             // Q5_0 kernel's speed on many tokens, for 34 instead of 22
             // bytes per block (about as fast for one token from DRAM).
             WeightData::Q5_0(w) => Kernel::Q8_0x8(
-                packed(n, k / QK8_0, |o| {
+                groups.get(PackKind::Q8_0x8, n, k / QK8_0, |o| {
                     repack_q8_0x8_into(&q5_0_to_q8_0(w.get()), n, k, o)
                 }),
                 kernels.matmul_q8_0x8(n, k),

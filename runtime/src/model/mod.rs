@@ -15,6 +15,7 @@ mod gemma3;
 mod gemma_embedding;
 mod kv_cache;
 mod linear;
+mod pack_cache;
 mod weights;
 
 use std::sync::Arc;
@@ -222,6 +223,9 @@ pub trait EncoderModel: Send + Sync {
 pub struct ModelOptions {
     /// Overrides the GGUF's pooling type.
     pub pooling: Option<Pooling>,
+    /// Directory of the pack cache (repacked weights saved at the first
+    /// open and mapped by later ones); `None` repacks at every open.
+    pub pack_dir: Option<std::path::PathBuf>,
 }
 
 /// Opens the encoder that `file`'s `general.architecture` names.
@@ -246,6 +250,8 @@ pub struct DecoderOptions {
     /// Positions a session holds (prompt and generated tokens); default
     /// [`DEFAULT_CONTEXT`], at most the model's trained context.
     pub context: Option<usize>,
+    /// As [`ModelOptions::pack_dir`].
+    pub pack_dir: Option<std::path::PathBuf>,
 }
 
 /// One sequence's state: its key/value cache and scratch memory. Made by

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use super::ModelError;
+use super::linear::Groups;
+use super::pack_cache::Packs;
 use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
 use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
 
@@ -29,7 +31,7 @@ unsafe impl<T: Plain + Sync> Send for Data<T> {}
 unsafe impl<T: Plain + Sync> Sync for Data<T> {}
 
 impl<T: Plain> Data<T> {
-    fn mapped(slice: &[T]) -> Self {
+    pub(crate) fn mapped(slice: &[T]) -> Self {
         Data::Mapped {
             ptr: slice.as_ptr(),
             len: slice.len(),
@@ -84,11 +86,13 @@ pub(crate) enum ActRound {
 /// Looks tensors up by name and checks their shapes.
 pub(crate) struct Tensors<'f> {
     file: &'f Arc<GgufFile>,
+    /// Where repacked weights come from or go to.
+    packs: &'f Packs,
 }
 
 impl<'f> Tensors<'f> {
-    pub(crate) fn new(file: &'f Arc<GgufFile>) -> Self {
-        Tensors { file }
+    pub(crate) fn new(file: &'f Arc<GgufFile>, packs: &'f Packs) -> Self {
+        Tensors { file, packs }
     }
 
     fn info(&self, name: &str, dims: &[u64]) -> Result<&'f crate::gguf::TensorInfo, ModelError> {
@@ -176,9 +180,10 @@ impl<'f> Tensors<'f> {
         })
     }
 
-    /// A linear layer over `weight`, tensor `name`. When its kernel works on
-    /// a copy (Q8_0 repacked into 8-row groups, types converted at open),
-    /// the file's pages of the original leave the resident set.
+    /// A linear layer over `weight`, tensor `name`, its 8-row groups
+    /// mapped from the pack cache when it has them. When its kernel works
+    /// on a copy (repacked into 8-row groups, types converted at open), the
+    /// file's pages of the original leave the resident set.
     pub(crate) fn linear(
         &self,
         name: &str,
@@ -187,7 +192,12 @@ impl<'f> Tensors<'f> {
         bias: Option<Data<f32>>,
         kernels: &dyn crate::kernels::KernelSet,
     ) -> super::linear::Linear {
-        let l = super::linear::Linear::new(weight, bias, k, n, kernels);
+        let groups = match self.packs {
+            Packs::Off => Groups::Repack,
+            Packs::Mapped(c) => Groups::Cached(c, name),
+            Packs::Writing(w) => Groups::Record(w, name),
+        };
+        let l = super::linear::Linear::new(weight, bias, k, n, kernels, groups);
         if l.copies_weight() {
             self.file.release_tensor(name);
         }
