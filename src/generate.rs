@@ -174,7 +174,8 @@ pub struct GeneratorBuilder {
     threads: usize,
     context: Option<usize>,
     kv_type: KvType,
-    pack_dir: Option<PathBuf>,
+    /// `None`: the default ([`hub::default_pack_dir`](crate::hub::default_pack_dir)).
+    pack_dir: Option<Option<PathBuf>>,
 }
 
 impl Default for GeneratorBuilder {
@@ -183,7 +184,7 @@ impl Default for GeneratorBuilder {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             context: None,
             kv_type: KvType::F32,
-            pack_dir: crate::hub::default_pack_dir(),
+            pack_dir: None,
         }
     }
 }
@@ -205,7 +206,7 @@ impl GeneratorBuilder {
     /// from by later opens (`None`: repack at every open). Default
     /// `$KILN_HOME/packed` (`KILN_PACK_CACHE=off` turns it off).
     pub fn pack_cache(mut self, dir: Option<PathBuf>) -> Self {
-        self.pack_dir = dir;
+        self.pack_dir = Some(dir);
         self
     }
 
@@ -242,7 +243,7 @@ impl GeneratorBuilder {
         // the generator's own threads.
         let options = DecoderOptions {
             context: self.context,
-            pack_dir: self.pack_dir.clone(),
+            pack_dir: self.pack_dir.unwrap_or_else(crate::hub::default_pack_dir),
         };
         let (model, tokenizer) = pool.install(|| {
             rayon::join(

@@ -29,13 +29,13 @@ pub use wheel::urlsafe_b64;
 /// The environment variable that overrides the cache directory.
 pub const KILN_HOME: &str = "KILN_HOME";
 
-/// Environment variable: `off` (or `0`) turns the pack cache off; any
+/// Environment variable: `off`, `0`, `false` or `no` turns the pack cache off; any
 /// other value is the directory to use instead of `$KILN_HOME/packed`.
 pub const KILN_PACK_CACHE: &str = "KILN_PACK_CACHE";
 
 /// The default pack cache (repacked weights saved at a model's first open
 /// and mapped by later opens): `$KILN_PACK_CACHE` if set, else
-/// `$KILN_HOME/packed`; `None` when `KILN_PACK_CACHE` is `off`/`0` or
+/// `$KILN_HOME/packed`; `None` when `KILN_PACK_CACHE` says off or
 /// there is no home directory.
 pub fn default_pack_dir() -> Option<PathBuf> {
     if let Some(v) = std::env::var_os(KILN_PACK_CACHE).filter(|v| !v.is_empty()) {

@@ -35,6 +35,7 @@ pub use error::{FormatError, GgufError, WriteError};
 pub use layout::{OwnedLayout, OwnedValue, StaticLayout, StaticTensor, StaticValue, describe};
 pub use reader::{MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES};
 pub use types::{GgmlType, QK_K, file_type_name};
+pub(crate) use value::take;
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, TensorDataWriter};
 

@@ -486,7 +486,7 @@ pub struct ArrayIter<'a> {
 }
 
 /// Splits `n` bytes off the front of `bytes`.
-fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+pub(crate) fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
     let (head, tail) = bytes.split_first_chunk::<N>()?;
     *bytes = tail;
     Some(*head)

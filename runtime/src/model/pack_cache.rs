@@ -24,7 +24,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::gguf::{Backing, FileIdentity, GgufFile, Plain, as_bytes, cast_slice};
+use crate::gguf::{Backing, FileIdentity, GgufFile, Plain, as_bytes, cast_slice, take};
 
 const MAGIC: &[u8; 8] = b"KILNPAK1";
 /// Bumped whenever a packed layout (`BlockQ8_0x8`, `BlockQ4Kx8`,
@@ -102,12 +102,12 @@ impl std::fmt::Debug for PackCache {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+fn u32_from(b: &mut &[u8]) -> Option<u32> {
+    take(b).map(u32::from_le_bytes)
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+fn usize_from(b: &mut &[u8]) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(take(b)?)).ok()
 }
 
 impl PackCache {
@@ -124,27 +124,23 @@ impl PackCache {
     }
 
     fn parse(b: &[u8], id: &FileIdentity) -> Option<HashMap<String, (PackKind, usize, usize)>> {
-        let (index_offset, index_len) = (u64_at(b, 48)?, u64_at(b, 56)?);
-        if b.get(..HEADER)? != header(id, index_offset, index_len) {
+        let mut fields = b.get(48..HEADER)?;
+        let (start, index_len) = (usize_from(&mut fields)?, usize_from(&mut fields)?);
+        if b.get(..HEADER)? != header(id, start as u64, index_len as u64) {
             return None;
         }
-        let start = usize::try_from(index_offset).ok()?;
-        let end = start.checked_add(usize::try_from(index_len).ok()?)?;
-        let index = b.get(start..end)?;
+        let mut index = b.get(start..start.checked_add(index_len)?)?;
         let mut entries = HashMap::new();
-        let mut at = 0;
-        while at < index.len() {
-            let name_len = u32_at(index, at)? as usize;
+        while !index.is_empty() {
+            let name_len = u32_from(&mut index)? as usize;
             if name_len > MAX_NAME {
                 return None;
             }
-            let name = std::str::from_utf8(index.get(at + 4..at + 4 + name_len)?).ok()?;
-            at += 4 + name_len;
-            let kind = PackKind::from_u32(u32_at(index, at)?)?;
-            let (offset, len) = (u64_at(index, at + 4)?, u64_at(index, at + 12)?);
-            at += 20;
-            let offset = usize::try_from(offset).ok()?;
-            let len = usize::try_from(len).ok()?;
+            let (name, rest) = index.split_at_checked(name_len)?;
+            let name = std::str::from_utf8(name).ok()?;
+            index = rest;
+            let kind = PackKind::from_u32(u32_from(&mut index)?)?;
+            let (offset, len) = (usize_from(&mut index)?, usize_from(&mut index)?);
             // Weights lie between the header and the index, aligned.
             if offset < HEADER || !(offset as u64).is_multiple_of(ALIGN) {
                 return None;
@@ -416,7 +412,7 @@ mod tests {
         }
         // Any single byte of the header or index flipped: refused, or (in a
         // name or the weights) a cache that serves nothing wrong-sized.
-        let index_offset = u64_at(&good, 48).unwrap() as usize;
+        let index_offset = usize_from(&mut &good[48..]).unwrap();
         for at in (0..HEADER).chain(index_offset..good.len()) {
             let mut bad = good.clone();
             bad[at] ^= 0x80;
