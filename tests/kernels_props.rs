@@ -158,8 +158,9 @@ fn matmul_q8_0_matches_reference() {
 
 #[test]
 fn matmul_q8_0_table_shapes_and_513_tokens() {
-    // Specialized variants (shapes from the table) at 1, 4 and 7 tokens, and
-    // the generic one on 513 tokens.
+    // Specialized variants (shapes from the table) at 1, 4 and 7 tokens, the
+    // generic one on 513 tokens, and on rows longer than the stack keeps the
+    // VNNI offset corrections for (`X8_BIAS_CAP`, 128 blocks).
     let mut state = 12345u32;
     let mut rand = |len: usize| -> Vec<f32> {
         (0..len)
@@ -174,6 +175,7 @@ fn matmul_q8_0_table_shapes_and_513_tokens() {
         (384, 384, &[1, 5]),
         (768, 1152, &[1, 4]),
         (40, 96, &[513]),
+        (24, 129 * 32, &[1, 5]),
     ] {
         for &m in ms {
             let (wv, xv, bias) = (rand(n * k), rand(m * k), rand(n));

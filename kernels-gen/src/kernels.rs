@@ -461,12 +461,21 @@ pub(crate) fn x8_tile(mr: usize, prefetch: TokenStream, block: TokenStream) -> T
 
 /// The Q8_0 group tile: per block, 8 column quads of int8 dots per token,
 /// one scaled fma.
-fn q8x8_tile(mr: usize) -> TokenStream {
+fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
     let lit = Literal::usize_unsuffixed;
     let id = |p: &str, a: usize| format_ident!("{p}{a}");
+    let cap = lit(cap);
     let iaccs = (0..mr).map(|i| {
-        let ia = id("ia", i);
-        quote!(let mut #ia = ri_zero();)
+        let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
+        quote! {
+            let mut #ia = if !q8r_offset() {
+                ri_zero()
+            } else if kb <= #cap {
+                q8r_init(#xb[b])
+            } else {
+                q8r_init(q8r_x_bias(&#xr[b].qs))
+            };
+        }
     });
     // The 8 column quads of a block, unrolled; each weight quad is loaded
     // once and used by every token of the tile.
@@ -495,20 +504,52 @@ fn q8x8_tile(mr: usize) -> TokenStream {
 }
 
 fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
-    x8_matmul("matmul_q8_0x8", 32, key, &q8x8_tile(X8_MR), &q8x8_tile(1))
+    let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
+    x8_matmul(
+        "matmul_q8_0x8",
+        32,
+        key,
+        [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
+        [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+    )
+}
+
+/// The most blocks of a token's offset corrections (`q8r_x_bias`) kept on
+/// the stack (k ≤ 4096); a longer generic row computes them in every group.
+pub const X8_BIAS_CAP: usize = 128;
+
+/// Before a tile's groups: where the dot offsets the weights
+/// (`q8r_offset`), the `mr` tokens' corrections per block, `xb{i}`, which
+/// every group of the panel reuses (`cap` blocks on the stack).
+fn q8x8_bias(mr: usize, cap: usize) -> TokenStream {
+    let lit = Literal::usize_unsuffixed;
+    let cap = lit(cap);
+    let rows = (0..mr).map(|i| {
+        let (xb, il) = (format_ident!("xb{i}"), lit(i));
+        quote! {
+            let #xb: [i32; #cap] = if q8r_offset() && kb <= #cap {
+                let xr = &x[(i0 + #il) * kb..][..kb];
+                core::array::from_fn(|b| if b < kb { q8r_x_bias(&xr[b].qs) } else { 0 })
+            } else {
+                [0; #cap]
+            };
+        }
+    });
+    quote!(#(#rows)*)
 }
 
 /// The driver of the 8-row-group matmuls (`name`, blocks of `qk` values):
 /// one token streams the groups straight through (tile `one`); many walk
 /// panels of `X8_PANEL` groups (kept in L2) in tiles of `X8_MR` tokens
 /// (`many`), the last tokens of a panel one at a time. The tiles read `w`,
-/// `x`, `kb`, `g` and `i0`.
+/// `x`, `kb`, `g` and `i0`, and what `pre` (for `many`, for `one`) binds
+/// before their groups.
 pub(crate) fn x8_matmul(
     name: &str,
     qk: usize,
     key: &[Option<usize>],
-    many: &TokenStream,
-    one: &TokenStream,
+    [many, one]: [&TokenStream; 2],
+    [pre_many, pre_one]: [&TokenStream; 2],
 ) -> TokenStream {
     // As for `matmul_q8_0`: the column count comes from `out` (threads split
     // by blocks of `MATMUL_COL_ALIGN` columns); only `k` is specialized.
@@ -551,6 +592,7 @@ pub(crate) fn x8_matmul(
         if m == 1 {
             // One token streams the weights: straight through.
             let i0 = 0;
+            #pre_one
             for g in 0..groups {
                 #one
             }
@@ -561,12 +603,14 @@ pub(crate) fn x8_matmul(
             let ge = (gp + #panel).min(groups);
             let mut i0 = 0;
             while i0 + #mr <= m {
+                #pre_many
                 for g in gp..ge {
                     #many
                 }
                 i0 += #mr;
             }
             while i0 < m {
+                #pre_one
                 for g in gp..ge {
                     #one
                 }

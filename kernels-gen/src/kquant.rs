@@ -830,8 +830,8 @@ pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
         f.name,
         QK_K_VALUES,
         key,
-        &kx8_tile(f, crate::kernels::X8_MR),
-        &kx8_tile(f, 1),
+        [&kx8_tile(f, crate::kernels::X8_MR), &kx8_tile(f, 1)],
+        [&quote!(), &quote!()],
     )
 }
 

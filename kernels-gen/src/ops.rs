@@ -175,7 +175,8 @@ pub const OPS: &[OpDef] = &[
     prim("fn ri_zero() -> RI", "8 zero int32."),
     prim(
         "fn q8r_load_w(qs: &[i8; 32]) -> RW",
-        "Loads 4 columns of a group's 8 rows (`qs[4r + e]`), prepared for `q8r_dot_acc`.",
+        "Loads 4 columns of a group's 8 rows (`qs[4r + e]`), prepared for `q8r_dot_acc` \
+         (plus 128, as unsigned bytes, where `q8r_offset()`).",
     ),
     prim(
         "fn q8r_load_x(qs: &[i8; 32], quad: usize) -> RX",
@@ -183,7 +184,26 @@ pub const OPS: &[OpDef] = &[
     ),
     prim(
         "fn q8r_dot_acc(acc: RI, w: RW, x: RX) -> RI",
-        "`acc[r] + Σ_e w[4r + e]·x[e]` for the 8 rows `r`, exact in int32.",
+        "`acc[r] + Σ_e (w[4r + e] + o)·x[e]` for the 8 rows `r`, exact in int32, where \
+         `o` is 128 if `q8r_offset()`, else 0.",
+    ),
+    comp(
+        "fn q8r_offset() -> bool",
+        "Whether `q8r_load_w` offsets the weights by 128: an ISA that multiplies unsigned \
+         by signed bytes (VNNI) then needs no sign fix-up per token, and a block's dot \
+         starts from `q8r_init(q8r_x_bias(..))` instead of zero.",
+        || quote!(false),
+    ),
+    comp(
+        "fn q8r_x_bias(qs: &[i8; 32]) -> i32",
+        "`-128·Σx` of an activation block: what cancels the weight offset of `q8r_offset()`.",
+        || quote!(-128 * qs.iter().map(|&v| i32::from(v)).sum::<i32>()),
+    ),
+    comp(
+        "fn q8r_init(bias: i32) -> RI",
+        "The accumulator a block's `q8r_dot_acc` chain starts from: `bias` in every lane \
+         where `q8r_offset()`, else zero.",
+        || quote!(let _ = bias; ri_zero()),
     ),
     prim(
         "fn prefetch8(p: *const BlockQ8_0x8)",
