@@ -1,7 +1,11 @@
 //! x86-64 AVX-512 F/BW/VL + VNNI: 16 f32 lanes for element-wise and
 //! reduction ops; the Q8_0 block dot stays 256 bits wide (one block is 32
-//! bytes) and uses `vpdpbusd` (`|w|` unsigned × `sign(x, w)` signed, summed
-//! straight into int32 lanes: one instruction instead of maddubs + madd).
+//! bytes) and uses `vpdpbusd` (unsigned × signed bytes summed straight into
+//! int32 lanes: one instruction instead of maddubs + madd). The row kernels
+//! feed it `|w|` × `sign(x, w)`; the 8-row-group matmul feeds it `w + 128`
+//! (one xor per weight load, shared by every token of a tile) × `x`, and
+//! starts each block's dot from `-128·Σx` (`q8r_offset`), so no token pays
+//! a sign instruction.
 
 use proc_macro2::TokenStream;
 use quote::quote;
