@@ -798,24 +798,11 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
         let (xb, xr) = (id("xb", i), id("xr", i));
         quote!(let #xb = &#xr[b];)
     });
-    // One token streams the weights from memory: prefetch every cache line
-    // of the block `KX8_PREFETCH` ahead (never faults, even past the end).
-    let prefetch = (0..f.bytes.div_ceil(64)).filter(|_| mr == 1).map(|t| {
-        let (ahead, off) = (lit(KX8_PREFETCH), lit(64 * t));
-        quote! {
-            prefetch(
-                wg.as_ptr()
-                    .wrapping_add(b + #ahead)
-                    .cast::<u8>()
-                    .wrapping_add(#off)
-                    .cast(),
-            );
-        }
-    });
+    let prefetch = crate::kernels::x8_prefetch(mr, f.bytes, KX8_PREFETCH);
     let block = (f.block)(mr);
     crate::kernels::x8_tile(
         mr,
-        quote!(#(#prefetch)*),
+        prefetch,
         quote! {
             #(#xbs)*
             #block

@@ -205,10 +205,6 @@ pub const OPS: &[OpDef] = &[
          where `q8r_offset()`, else zero.",
         || quote!(let _ = bias; ri_zero()),
     ),
-    prim(
-        "fn prefetch8(p: *const BlockQ8_0x8)",
-        "Hints that the group block at `p` will be read soon (never dereferences; may be a no-op).",
-    ),
     // --- composites: math on F ---
     comp(
         "fn f_exp(x: F) -> F",

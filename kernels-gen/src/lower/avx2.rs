@@ -371,7 +371,6 @@ pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
             __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
             _mm256_set1_epi32(unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() })
         },
-        "prefetch8" => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
         "q8_load_x" => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }

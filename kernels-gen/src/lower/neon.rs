@@ -145,7 +145,6 @@ impl Lowering for Neon {
                 let v = unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() };
                 vreinterpretq_s8_s32(vdupq_n_s32(v))
             },
-            "prefetch8" => quote!(let _ = p;),
             "f_zero" | "acc_zero" => quote!(vdupq_n_f32(0.0)),
             "f_splat" => quote!(vdupq_n_f32(x)),
             "f_load" => quote! {

@@ -102,7 +102,6 @@ impl Lowering for Scalar {
                     acc[r].wrapping_add(d)
                 })
             },
-            "prefetch8" => quote!(let _ = p;),
             "f_exp" => quote!(x.exp()),
             "f_tanh" => quote!(x.tanh()),
             _ => return None,
