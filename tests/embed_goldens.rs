@@ -270,3 +270,27 @@ fn embeddinggemma_batch_equals_one_by_one() {
         .unwrap();
     check_batch_equals_one_by_one(&e);
 }
+
+/// Threads split matmuls by output columns (Q, K and V as one step), never
+/// a sum: 1, 2, 3 and 4 threads give bit-identical vectors, splits that cut
+/// inside a layer and at the boundary between two included.
+#[test]
+fn thread_count_does_not_change_vectors() {
+    let path = common::fixtures().join("all-MiniLM-L6-v2-Q8_0.gguf");
+    let texts = [
+        "Hello world",
+        "The quick brown fox jumps over the lazy dog near the river bank.",
+        &"A longer text that keeps going for a while. ".repeat(12),
+    ];
+    let one = Embedder::builder().threads(1).open(&path).unwrap();
+    for threads in [2, 3, 4] {
+        let e = Embedder::builder().threads(threads).open(&path).unwrap();
+        for t in texts {
+            assert_eq!(
+                e.embed(t).unwrap(),
+                one.embed(t).unwrap(),
+                "{threads} threads, {t:?}"
+            );
+        }
+    }
+}

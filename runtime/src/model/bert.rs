@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use super::exec::{self, Workspace, sized};
-use super::linear::{Input, Linear};
+use super::linear::{Input, Linear, forward_together};
 use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
 use super::{EncoderModel, ModelError, ModelOptions, Pooling};
@@ -255,9 +255,17 @@ impl EncoderModel for Bert {
                 q8: xq_h,
                 q8k: &[],
             };
-            layer.q.forward(input, n, q, false, th);
-            layer.k.forward(input, n, k, false, th);
-            layer.v.forward(input, n, v, false, th);
+            forward_together(
+                [
+                    (&layer.q, &mut *q),
+                    (&layer.k, &mut *k),
+                    (&layer.v, &mut *v),
+                ],
+                input,
+                n,
+                false,
+                th,
+            );
             let mut row = 0;
             for ids in seqs {
                 let shape = AttnShape {

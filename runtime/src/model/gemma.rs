@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::ModelError;
 use super::exec::{RopeTable, Segment};
-use super::linear::{Input, Linear};
+use super::linear::{Input, Linear, forward_together};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
 use crate::kernels::{
@@ -300,9 +300,17 @@ impl GemmaLayer {
             q8: xq,
             q8k: xqk,
         };
-        self.q.forward(input, n, b.att, false, threads);
-        self.k.forward(input, n, b.ff_a, false, threads);
-        self.v.forward(input, n, b.v, false, threads);
+        forward_together(
+            [
+                (&self.q, &mut *b.att),
+                (&self.k, &mut *b.ff_a),
+                (&self.v, &mut *b.v),
+            ],
+            input,
+            n,
+            false,
+            threads,
+        );
         let q = &mut b.q[..n * q_dim];
         let k = &mut b.k[..n * kv_dim];
         (kn.rms_norm_head)(&b.att[..n * q_dim], self.q_norm.get(), cfg.eps, q);
@@ -379,8 +387,13 @@ impl GemmaLayer {
             q8k: xqk,
         };
         let nf = n * cfg.ffn;
-        self.gate.forward(input, n, b.ff_a, false, threads);
-        self.up.forward(input, n, b.ff_b, false, threads);
+        forward_together(
+            [(&self.gate, &mut *b.ff_a), (&self.up, &mut *b.ff_b)],
+            input,
+            n,
+            false,
+            threads,
+        );
         let xq_f = &mut b.xq[..nf / QK8_0];
         if self.down.wants_q8() {
             (kn.geglu_q8)(&b.ff_a[..nf], &b.ff_b[..nf], xq_f);

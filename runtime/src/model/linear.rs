@@ -203,37 +203,7 @@ impl Linear {
         accumulate: bool,
         threads: usize,
     ) {
-        let out = MatMut::new(&mut out[..m * self.n], m, self.n, self.n);
-        let parts = threads.clamp(1, (m * self.n * self.k / MIN_MACS_PER_THREAD).max(1));
-        self.forward_cols(x, 0, out, accumulate, parts);
-    }
-
-    fn forward_cols(
-        &self,
-        x: Input<'_>,
-        col0: usize,
-        out: MatMut<'_>,
-        accumulate: bool,
-        parts: usize,
-    ) {
-        let cols = out.cols();
-        if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD {
-            self.run(x, col0, out, accumulate);
-            return;
-        }
-        let left_parts = parts / 2;
-        // Proportional split at a multiple of the kernels' column alignment,
-        // so shape-specialized kernels run on each block.
-        let mid = (cols * left_parts / parts) / MATMUL_COL_ALIGN * MATMUL_COL_ALIGN;
-        if mid == 0 {
-            self.run(x, col0, out, accumulate);
-            return;
-        }
-        let (a, b) = out.split_cols(mid);
-        rayon::join(
-            || self.forward_cols(x, col0, a, accumulate, left_parts),
-            || self.forward_cols(x, col0 + mid, b, accumulate, parts - left_parts),
-        );
+        forward_together([(self, out)], x, m, accumulate, threads);
     }
 
     fn run(&self, x: Input<'_>, col0: usize, out: MatMut<'_>, accumulate: bool) {
@@ -302,6 +272,86 @@ impl Linear {
             }
         }
     }
+}
+
+/// Several layers over the same input rows (`[(layer, its output)]`, each
+/// as in [`Linear::forward`]) as one parallel step: the threads split the
+/// layers' output columns taken together, so Q, K and V (or gate and up)
+/// pay one fork and join instead of one each. A short text has ~40 such
+/// steps per pass, where a hand-off costs as much as a small matmul.
+pub(crate) fn forward_together<const N: usize>(
+    layers: [(&Linear, &mut [f32]); N],
+    x: Input<'_>,
+    m: usize,
+    accumulate: bool,
+    threads: usize,
+) {
+    let macs: usize = layers.iter().map(|(l, _)| m * l.n * l.k).sum();
+    let parts = threads.clamp(1, (macs / MIN_MACS_PER_THREAD).max(1));
+    let pieces = layers.map(|(lin, out)| {
+        Some(Piece {
+            lin,
+            col0: 0,
+            out: MatMut::new(&mut out[..m * lin.n], m, lin.n, lin.n),
+        })
+    });
+    split_pieces(x, pieces, accumulate, parts);
+}
+
+/// Output columns `col0..` of one layer, and where they go.
+struct Piece<'a> {
+    lin: &'a Linear,
+    col0: usize,
+    out: MatMut<'a>,
+}
+
+/// Runs `pieces` on `parts` threads: halves of about equal width (split
+/// at a multiple of the kernels' column alignment inside a layer, so
+/// shape-specialized kernels run on every block), recursively.
+fn split_pieces<const N: usize>(
+    x: Input<'_>,
+    pieces: [Option<Piece<'_>>; N],
+    accumulate: bool,
+    parts: usize,
+) {
+    let cols: usize = pieces.iter().flatten().map(|p| p.out.cols()).sum();
+    let left_parts = parts / 2;
+    let mid = cols * left_parts / parts.max(1);
+    let mut left: [Option<Piece<'_>>; N] = std::array::from_fn(|_| None);
+    let mut right: [Option<Piece<'_>>; N] = std::array::from_fn(|_| None);
+    let mut seen = 0;
+    for (i, p) in pieces.into_iter().enumerate() {
+        let Some(p) = p else { continue };
+        let c = p.out.cols();
+        let want = mid.saturating_sub(seen);
+        let at = want / MATMUL_COL_ALIGN * MATMUL_COL_ALIGN;
+        seen += c;
+        if want >= c {
+            left[i] = Some(p);
+        } else if at == 0 {
+            right[i] = Some(p);
+        } else {
+            let (a, b) = p.out.split_cols(at);
+            left[i] = Some(Piece { out: a, ..p });
+            right[i] = Some(Piece {
+                lin: p.lin,
+                col0: p.col0 + at,
+                out: b,
+            });
+        }
+    }
+    let width = |h: &[Option<Piece<'_>>]| h.iter().flatten().map(|p| p.out.cols()).sum::<usize>();
+    let (wl, wr) = (width(&left), width(&right));
+    if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD || wl == 0 || wr == 0 {
+        for p in left.into_iter().chain(right).flatten() {
+            p.lin.run(x, p.col0, p.out, accumulate);
+        }
+        return;
+    }
+    rayon::join(
+        || split_pieces(x, left, accumulate, left_parts),
+        || split_pieces(x, right, accumulate, parts - left_parts),
+    );
 }
 
 /// A weight of `n` rows of `kb` blocks repacked by `fill` into zeroed
