@@ -438,25 +438,25 @@ const Q8_0X8_BYTES: usize = 8 * 2 + 8 * 32;
 /// so a tile of several tokens prefetches only when `i0 == 0`. A prefetch
 /// never faults, even past the end of the weight.
 pub(crate) fn x8_prefetch(mr: usize, bytes: usize, ahead: usize) -> TokenStream {
-    let lit = Literal::usize_unsuffixed;
-    let ahead = lit(ahead);
+    let ahead = Literal::usize_unsuffixed(ahead);
+    let lines = prefetch_lines(quote!(wg.as_ptr().wrapping_add(b + #ahead)), bytes);
+    if mr == 1 {
+        lines
+    } else {
+        quote!(if i0 == 0 { #lines })
+    }
+}
+
+/// Prefetches every cache line of the `bytes`-long block at the pointer
+/// `block` (an expression of the kernel's).
+pub(crate) fn prefetch_lines(block: TokenStream, bytes: usize) -> TokenStream {
     let lines = (0..bytes.div_ceil(64)).map(|t| {
-        let off = lit(64 * t);
+        let off = Literal::usize_unsuffixed(64 * t);
         quote! {
-            prefetch(
-                wg.as_ptr()
-                    .wrapping_add(b + #ahead)
-                    .cast::<u8>()
-                    .wrapping_add(#off)
-                    .cast(),
-            );
+            prefetch(#block.cast::<u8>().wrapping_add(#off).cast());
         }
     });
-    if mr == 1 {
-        quote!(#(#lines)*)
-    } else {
-        quote!(if i0 == 0 { #(#lines)* })
-    }
+    quote!(#(#lines)*)
 }
 
 /// One tile of the 8-row-group matmuls: `mr` tokens from `i0` × the 8

@@ -476,21 +476,12 @@ fn kq_tile(f: &Format, mr: usize, nr: usize) -> TokenStream {
     // One token streams the weights from memory: prefetch every cache line
     // of the same block `PREFETCH_ROWS` rows ahead (never faults, even past
     // the end of the weight).
-    let lines = f.bytes.div_ceil(64);
-    let prefetch = (0..nr).filter(|_| mr == 1).flat_map(|j| {
+    let prefetch = (0..nr).filter(|_| mr == 1).map(|j| {
         let ahead = lit(PREFETCH_ROWS + j);
-        (0..lines).map(move |t| {
-            let off = lit(64 * t);
-            quote! {
-                prefetch(
-                    w.as_ptr()
-                        .wrapping_add((j0 + #ahead) * kb + b)
-                        .cast::<u8>()
-                        .wrapping_add(#off)
-                        .cast(),
-                );
-            }
-        })
+        crate::kernels::prefetch_lines(
+            quote!(w.as_ptr().wrapping_add((j0 + #ahead) * kb + b)),
+            f.bytes,
+        )
     });
     let xprep = (0..mr).map(|i| {
         let (xr, xb) = (id("xr", i), id("xb", i));
