@@ -314,12 +314,21 @@ fn split_pieces<const N: usize>(
     accumulate: bool,
     parts: usize,
 ) {
+    let run_all = |pieces: [Option<Piece<'_>>; N]| {
+        for p in pieces.into_iter().flatten() {
+            p.lin.run(x, p.col0, p.out, accumulate);
+        }
+    };
     let cols: usize = pieces.iter().flatten().map(|p| p.out.cols()).sum();
+    if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD {
+        run_all(pieces);
+        return;
+    }
     let left_parts = parts / 2;
-    let mid = cols * left_parts / parts.max(1);
+    let mid = cols * left_parts / parts;
     let mut left: [Option<Piece<'_>>; N] = std::array::from_fn(|_| None);
     let mut right: [Option<Piece<'_>>; N] = std::array::from_fn(|_| None);
-    let mut seen = 0;
+    let (mut seen, mut left_cols) = (0, 0);
     for (i, p) in pieces.into_iter().enumerate() {
         let Some(p) = p else { continue };
         let c = p.out.cols();
@@ -327,10 +336,12 @@ fn split_pieces<const N: usize>(
         let at = want / MATMUL_COL_ALIGN * MATMUL_COL_ALIGN;
         seen += c;
         if want >= c {
+            left_cols += c;
             left[i] = Some(p);
         } else if at == 0 {
             right[i] = Some(p);
         } else {
+            left_cols += at;
             let (a, b) = p.out.split_cols(at);
             left[i] = Some(Piece { out: a, ..p });
             right[i] = Some(Piece {
@@ -340,12 +351,10 @@ fn split_pieces<const N: usize>(
             });
         }
     }
-    let width = |h: &[Option<Piece<'_>>]| h.iter().flatten().map(|p| p.out.cols()).sum::<usize>();
-    let (wl, wr) = (width(&left), width(&right));
-    if parts <= 1 || cols < 2 * MIN_COLS_PER_THREAD || wl == 0 || wr == 0 {
-        for p in left.into_iter().chain(right).flatten() {
-            p.lin.run(x, p.col0, p.out, accumulate);
-        }
+    if left_cols == 0 || left_cols == cols {
+        // No aligned cut near the middle: one thread does it all.
+        run_all(left);
+        run_all(right);
         return;
     }
     rayon::join(
