@@ -200,6 +200,7 @@ impl EmbedderBuilder {
             )
         });
         let (model, tokenizer) = (model?, tokenizer?);
+        model::check_vocab(tokenizer.vocab_size(), model.n_vocab())?;
         let model_dim = model.dim();
         if let Some(dim) = self.options.dim
             && (dim == 0 || dim > model_dim)
@@ -696,7 +697,13 @@ pub fn l2_normalize(v: &mut [f32]) {
         .sqrt();
     if norm > 0.0 {
         let inv = (1.0 / norm) as f32;
-        v.iter_mut().for_each(|x| *x *= inv);
+        if inv.is_finite() {
+            v.iter_mut().for_each(|x| *x *= inv);
+        } else {
+            // A norm so small that its inverse overflows f32: divide in f64.
+            v.iter_mut()
+                .for_each(|x| *x = (f64::from(*x) / norm) as f32);
+        }
     }
 }
 

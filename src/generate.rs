@@ -252,6 +252,7 @@ impl GeneratorBuilder {
             )
         });
         let (model, tokenizer) = (model?, tokenizer?);
+        model::check_vocab(tokenizer.vocab_size(), model.n_vocab())?;
         // End-of-generation tokens: EOS, and Gemma's end of turn.
         let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
         eog.extend(tokenizer.token_id("<end_of_turn>"));
@@ -639,7 +640,12 @@ pub struct Generation<'a> {
     start: Instant,
     first_token: Option<Instant>,
     prefill_seconds: f64,
+    /// Asked between prefill chunks and before each token: true stops.
+    cancel: Option<Box<dyn Fn() -> bool + Send + Sync + 'a>>,
 }
+
+/// Prompt tokens fed at once when a generation can be cancelled.
+const CANCELLABLE_PREFILL_CHUNK: usize = 64;
 
 impl<'a> Generation<'a> {
     fn new(
@@ -683,7 +689,20 @@ impl<'a> Generation<'a> {
             start: Instant::now(),
             first_token: None,
             prefill_seconds: 0.0,
+            cancel: None,
         }
+    }
+
+    /// Stops the generation early, without an error, once `cancelled`
+    /// returns true: it is asked before each token and between chunks of
+    /// the prompt, so a server can drop the work of a client that left.
+    pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + Sync + 'a) -> Self {
+        self.cancel = Some(Box::new(cancelled));
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c())
     }
 
     /// Why the generation ended (`None` while it runs or after an error).
@@ -746,13 +765,35 @@ impl<'a> Generation<'a> {
             let mut state = owner.state();
             self.logits.resize(owner.model.n_vocab(), 0.0);
             let t0 = Instant::now();
-            let r = owner.run(|| {
-                owner
+            let threads = self.threads;
+            let logits = &mut self.logits;
+            let cancel = self.cancel.as_deref();
+            let r = owner.run(|| match cancel {
+                None => owner
                     .model
-                    .forward(&prompt, &mut state, Some(&mut self.logits), self.threads)
+                    .forward(&prompt, &mut state, Some(logits), threads)
+                    .map(|()| false),
+                Some(cancelled) => {
+                    let n = prompt.len().div_ceil(CANCELLABLE_PREFILL_CHUNK);
+                    for (i, chunk) in prompt.chunks(CANCELLABLE_PREFILL_CHUNK).enumerate() {
+                        if cancelled() {
+                            return Ok(true);
+                        }
+                        let out = if i + 1 == n {
+                            Some(&mut logits[..])
+                        } else {
+                            None
+                        };
+                        owner.model.forward(chunk, &mut state, out, threads)?;
+                    }
+                    Ok(false)
+                }
             });
             self.state = Some(state);
-            r?;
+            if r? {
+                self.done = true;
+                return Ok(());
+            }
             self.prefill_seconds = t0.elapsed().as_secs_f64();
         } else {
             let last = *self.history.last().ok_or(Error::Empty)?;
@@ -820,6 +861,10 @@ impl Iterator for Generation<'_> {
             }
             if self.max_tokens == 0 {
                 self.finish = Some(FinishReason::Length);
+                self.done = true;
+                continue;
+            }
+            if self.cancelled() {
                 self.done = true;
                 continue;
             }

@@ -177,3 +177,36 @@ fn broken_file_gives_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn key_longer_than_a_format_width_is_printed() {
+    use kiln::runtime::gguf::{GgmlType, GgufWriter, Value};
+    // A width above 65,535 used to panic in `format!` ("Formatting
+    // argument out of range"); a tensor name the same.
+    let long = "k".repeat(70_000);
+    let mut w = GgufWriter::new();
+    w.add_metadata(long.clone(), Value::U32(7)).unwrap();
+    w.add_metadata("general.architecture", Value::String("bert".into()))
+        .unwrap();
+    let name = "t".repeat(70_000);
+    w.add_tensor(name.clone(), &[8], GgmlType::F32).unwrap();
+    let mut data = w.begin(Vec::new()).unwrap();
+    data.write_tensor(&name, &[0u8; 32]).unwrap();
+    let bytes = data.finish().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long-key.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("  {long}  uint32")),
+        "key line missing"
+    );
+    assert!(text.contains(&name), "tensor line missing");
+}

@@ -40,6 +40,11 @@ pub struct Args {
 }
 
 /// Runs `kiln inspect`.
+/// Widest column a name is padded to: longer keys and tensor names print in
+/// full, unpadded (a width above 65,535 panics in `format!`, and a column
+/// as wide as the longest hostile key helps nobody).
+const MAX_PAD: usize = 64;
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let f = GgufFile::open(&args.file).context("cannot inspect")?;
     if args.json {
@@ -398,7 +403,13 @@ pub fn to_text(f: &GgufFile, full: bool, hash: bool) -> String {
     }
 
     let _ = writeln!(s, "\nmetadata");
-    let width = f.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let width = f
+        .metadata()
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_PAD);
     for (k, v) in f.metadata().iter() {
         let _ = writeln!(
             s,
@@ -415,7 +426,7 @@ pub fn to_text(f: &GgufFile, full: bool, hash: bool) -> String {
         .map(|t| t.name.len())
         .max()
         .unwrap_or(4)
-        .max(4);
+        .clamp(4, MAX_PAD);
     let _ = writeln!(
         s,
         "  {:<name_w$}  {:<20}  {:<7}  {:>12}  {:>12}{}",

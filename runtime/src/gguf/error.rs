@@ -20,6 +20,16 @@ pub enum GgufError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a directory, FIFO, socket or
+    /// device): a FIFO would block the open forever, a device could be
+    /// endless.
+    #[error("{path}: is a {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead, e.g. `directory` or `FIFO`.
+        kind: &'static str,
+    },
     /// The bytes are not a valid GGUF file.
     #[error("{path}: at byte {offset}: {kind}")]
     Format {
@@ -235,6 +245,22 @@ pub enum FormatError {
         n_bytes: u64,
         /// Bytes in the data section.
         data_len: u64,
+    },
+    /// Two tensors whose bytes overlap.
+    #[error(
+        "tensor `{name}` (bytes {start}..{end} of the data section) overlaps tensor `{other}`, which ends at {other_end}"
+    )]
+    TensorOverlap {
+        /// The tensor that starts inside the other.
+        name: String,
+        /// Its byte range in the data section.
+        start: u64,
+        /// End of its range.
+        end: u64,
+        /// The tensor it overlaps.
+        other: String,
+        /// End of that tensor's range.
+        other_end: u64,
     },
 }
 

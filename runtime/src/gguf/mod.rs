@@ -296,6 +296,60 @@ impl FileIdentity {
     }
 }
 
+/// Opens `path` for reading if it is a regular file. The open itself must
+/// not block: opening a FIFO for reading waits for a writer, so on Unix it
+/// is opened non-blocking and its type checked on the open descriptor
+/// (no window between a check and the open).
+pub(crate) fn open_regular(path: &Path) -> Result<File, GgufError> {
+    let io = |source| GgufError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(io)?;
+    let ty = file.metadata().map_err(io)?.file_type();
+    if ty.is_file() {
+        return Ok(file);
+    }
+    let kind = if ty.is_dir() {
+        "directory"
+    } else {
+        file_kind(&ty)
+    };
+    Err(GgufError::NotAFile {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+/// A name for a file type that is neither a regular file nor a directory.
+fn file_kind(ty: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ty.is_fifo() {
+            return "FIFO";
+        }
+        if ty.is_socket() {
+            return "socket";
+        }
+        if ty.is_block_device() {
+            return "block device";
+        }
+        if ty.is_char_device() {
+            return "character device";
+        }
+    }
+    let _ = ty;
+    "special file"
+}
+
 impl GgufFile {
     /// Maps `path` read-only and parses it. Cost: one `mmap` plus a pass
     /// over the header and metadata; tensor data is not touched.
@@ -305,7 +359,7 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        let file = open_regular(path)?;
         let backing = Backing::map(&file).map_err(io)?;
         let mut this = Self::from_backing(Arc::new(backing), path.to_path_buf())?;
         this.identity = FileIdentity::of(&file);

@@ -363,6 +363,7 @@ pub(crate) fn parse(backing: &Arc<Backing>, path: &Path) -> Result<Parsed, GgufE
             ));
         }
     }
+    check_overlaps(&r, &tensors, &info_offsets)?;
 
     Ok(Parsed {
         version,
@@ -372,6 +373,39 @@ pub(crate) fn parse(backing: &Arc<Backing>, path: &Path) -> Result<Parsed, GgufE
         tensors,
         tensor_index,
     })
+}
+
+/// Refuses tensors whose bytes overlap: two weights sharing bytes are a
+/// corrupt or hostile file (GGUF ties weights by omitting a tensor, never
+/// by sharing its data). Empty tensors overlap nothing. One sort of the
+/// tensors' ranges, `O(n log n)` for a few hundred tensors.
+fn check_overlaps(
+    r: &Cursor<'_>,
+    tensors: &[TensorInfo],
+    info_offsets: &[usize],
+) -> Result<(), GgufError> {
+    let mut order: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i].n_bytes > 0)
+        .collect();
+    order.sort_unstable_by_key(|&i| (tensors[i].offset, i));
+    for pair in order.windows(2) {
+        let (a, b) = (&tensors[pair[0]], &tensors[pair[1]]);
+        // Bounds were checked before, so these sums do not overflow.
+        let a_end = a.offset + a.n_bytes;
+        if b.offset < a_end {
+            return Err(r.error_at(
+                info_offsets[pair[1]],
+                FormatError::TensorOverlap {
+                    name: b.name.clone(),
+                    start: b.offset,
+                    end: b.offset + b.n_bytes,
+                    other: a.name.clone(),
+                    other_end: a_end,
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads one value of type `ty`; `depth` counts enclosing arrays.

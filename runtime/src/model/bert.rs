@@ -109,9 +109,13 @@ impl Bert {
                 "hidden {hidden}, ffn {ffn} and {n_head} heads are not supported"
             )));
         }
-        if n_layer == 0 || context == 0 {
-            return Err(ModelError::Config("no layers or no context".into()));
+        if n_layer == 0 || context == 0 || hidden == 0 || ffn == 0 {
+            return Err(ModelError::Config(
+                "no layers, no context or a zero width".into(),
+            ));
         }
+        super::check_layer_count(&file, &key("block_count"), n_layer)?;
+        super::check_eps(&key("attention.layer_norm_epsilon"), eps)?;
         let packs = Packs::for_file(&file, options.pack_dir.as_deref());
         let t = Tensors::new(&file, &packs);
         let h = hidden as u64;
@@ -188,6 +192,10 @@ impl EncoderModel for Bert {
 
     fn pooling(&self) -> Pooling {
         self.pooling
+    }
+
+    fn n_vocab(&self) -> usize {
+        self.n_vocab
     }
 
     fn forward_packed(

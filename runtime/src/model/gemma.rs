@@ -20,6 +20,8 @@
 //! ffn_up, ffn_down, post_ffw_norm}`. Norm weights are used as stored:
 //! llama.cpp's converter has already added Gemma's `1 +`.
 
+use std::sync::{Arc, Mutex};
+
 use rayon::prelude::*;
 
 use super::ModelError;
@@ -86,7 +88,10 @@ impl GemmaConfig {
             )));
         }
         if value_dim != head_dim
+            || head_dim == 0
             || !head_dim.is_multiple_of(2)
+            || cfg.hidden == 0
+            || cfg.ffn == 0
             || !cfg.hidden.is_multiple_of(QK8_0)
             || !cfg.ffn.is_multiple_of(QK8_0)
         {
@@ -98,6 +103,11 @@ impl GemmaConfig {
         if cfg.n_layer == 0 || cfg.context == 0 {
             return Err(ModelError::Config("no layers or no context".into()));
         }
+        // A window of 0 lets a local layer's queries see no key at all.
+        super::check_positive(&key("attention.sliding_window"), cfg.window)?;
+        super::check_eps(&key("attention.layer_norm_rms_epsilon"), cfg.eps)?;
+        super::check_base(&key("rope.freq_base"), cfg.base_global)?;
+        super::check_base(&key("rope.freq_base_swa"), cfg.base_local)?;
         Ok(cfg)
     }
 
@@ -193,17 +203,24 @@ impl GemmaKernels {
     }
 }
 
-/// The two RoPE tables, for `positions` positions.
-pub(crate) struct GemmaRope {
+/// Positions the RoPE tables cover from the start; they grow past that
+/// only when a call needs it (a context length from the file sizes
+/// nothing up front).
+const ROPE_EAGER_POSITIONS: usize = 4096;
+
+/// The two RoPE tables (global and local base), for `positions` positions.
+pub(crate) struct RopeTables {
     pub(crate) global: RopeTable,
     pub(crate) local: RopeTable,
+    positions: usize,
 }
 
-impl GemmaRope {
-    pub(crate) fn new(cfg: &GemmaConfig, positions: usize) -> Self {
-        GemmaRope {
+impl RopeTables {
+    fn new(cfg: &GemmaConfig, positions: usize) -> Self {
+        RopeTables {
             global: RopeTable::new(cfg.base_global, cfg.head_dim, positions),
             local: RopeTable::new(cfg.base_local, cfg.head_dim, positions),
+            positions,
         }
     }
 
@@ -213,6 +230,42 @@ impl GemmaRope {
         } else {
             &self.local
         }
+    }
+}
+
+/// RoPE tables sized by what calls need: the first
+/// [`ROPE_EAGER_POSITIONS`] at open, then grown (to the next power of two,
+/// at most `max`) by the first call that needs more. A position's entries
+/// do not depend on the table's length, so growing changes no result; a
+/// warm call only clones an `Arc` (no allocation).
+pub(crate) struct GemmaRope {
+    cfg: GemmaConfig,
+    max: usize,
+    tables: Mutex<Arc<RopeTables>>,
+}
+
+impl GemmaRope {
+    /// Tables for positions up to `max` (the model's or the planned context).
+    pub(crate) fn new(cfg: &GemmaConfig, max: usize) -> Self {
+        GemmaRope {
+            cfg: cfg.clone(),
+            max,
+            tables: Mutex::new(Arc::new(RopeTables::new(
+                cfg,
+                max.min(ROPE_EAGER_POSITIONS),
+            ))),
+        }
+    }
+
+    /// Tables that cover positions `0..positions` (callers check that
+    /// `positions` is within the context first).
+    pub(crate) fn get(&self, positions: usize) -> Arc<RopeTables> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if tables.positions < positions {
+            let n = positions.next_power_of_two().min(self.max).max(positions);
+            *tables = Arc::new(RopeTables::new(&self.cfg, n));
+        }
+        tables.clone()
     }
 }
 
@@ -425,5 +478,42 @@ impl GemmaLayer {
 pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(context: usize) -> GemmaConfig {
+        GemmaConfig {
+            n_layer: 1,
+            hidden: 64,
+            ffn: 64,
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim: 8,
+            context,
+            eps: 1e-6,
+            window: 4,
+            base_global: 1e6,
+            base_local: 1e4,
+        }
+    }
+
+    #[test]
+    fn rope_tables_grow_only_when_needed_and_keep_their_values() {
+        // A context from the file sizes nothing beyond the eager part.
+        let rope = GemmaRope::new(&cfg(1 << 30), 1 << 30);
+        let first = rope.get(10);
+        assert_eq!(first.positions, ROPE_EAGER_POSITIONS);
+        let grown = rope.get(ROPE_EAGER_POSITIONS + 1);
+        assert_eq!(grown.positions, 2 * ROPE_EAGER_POSITIONS);
+        let n = first.global.cos.len();
+        assert_eq!(first.global.cos[..], grown.global.cos[..n]);
+        assert_eq!(first.local.sin[..], grown.local.sin[..n]);
+        // Capped at the context.
+        let small = GemmaRope::new(&cfg(100), 100);
+        assert_eq!(small.get(100).positions, 100);
     }
 }

@@ -68,16 +68,29 @@ impl Gemma3 {
                 "Gemma 3 27B (query_pre_attn_scalar != head_dim) is not supported".into(),
             ));
         }
-        let context = options.context.unwrap_or(DEFAULT_CONTEXT).max(1);
+        super::check_layer_count(&file, &format!("{ARCH}.block_count"), cfg.n_layer)?;
+        let context = options
+            .context
+            .unwrap_or(DEFAULT_CONTEXT.min(cfg.context))
+            .max(1);
         if context > cfg.context {
             return Err(ModelError::Config(format!(
                 "context {context} is longer than the model's trained context of {}",
                 cfg.context
             )));
         }
-        let softcap = match md.get(&format!("{ARCH}.final_logit_softcapping")) {
+        let softcap_key = format!("{ARCH}.final_logit_softcapping");
+        let softcap = match md.get(&softcap_key) {
             Some(_) => {
-                Some(md.get_f32(&format!("{ARCH}.final_logit_softcapping"))?).filter(|c| *c > 0.0)
+                let cap = md.get_f32(&softcap_key)?;
+                if !cap.is_finite() {
+                    return Err(ModelError::BadMetadata {
+                        key: softcap_key,
+                        value: cap.to_string(),
+                        reason: "a logit soft cap must be finite".into(),
+                    });
+                }
+                Some(cap).filter(|c| *c > 0.0)
             }
             None => None,
         };
@@ -160,11 +173,12 @@ impl Gemma3 {
         // kernel runs on them directly. Later chunks and decode steps read
         // the cache.
         let fresh = pos0 == 0 && cache.kv_type() == KvType::F32;
+        let tables = self.rope.get(pos0 + n);
         for (il, layer) in self.layers.iter().enumerate() {
             layer.qkv(
                 cfg,
                 kn,
-                self.rope.for_layer(layer),
+                tables.for_layer(layer),
                 x,
                 &[Segment { len: n, pos0 }],
                 &mut b,
@@ -276,8 +290,12 @@ impl DecoderModel for Gemma3 {
             });
         }
         let th = threads.max(1);
-        exec::with_hot_workers(th, || self.run(ids, state, logits, th));
-        Ok(())
+        let mut logits = logits;
+        exec::with_hot_workers(th, || self.run(ids, state, logits.as_deref_mut(), th));
+        match logits {
+            Some(l) => super::check_finite("logits", &l[..self.n_vocab]),
+            None => Ok(()),
+        }
     }
 }
 

@@ -66,6 +66,7 @@ impl GemmaEmbedding {
     ) -> Result<Self, ModelError> {
         let md = file.metadata();
         let cfg = GemmaConfig::read(md, ARCH)?;
+        super::check_layer_count(&file, &key("block_count"), cfg.n_layer)?;
         let pooling = match options.pooling {
             Some(p) => p,
             None => {
@@ -146,6 +147,10 @@ impl EncoderModel for GemmaEmbedding {
         self.pooling
     }
 
+    fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+
     fn forward_packed(
         &self,
         seqs: &[&[u32]],
@@ -194,8 +199,10 @@ impl EncoderModel for GemmaEmbedding {
         }
         let segments = &*segments;
 
+        let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let tables = self.rope.get(longest);
         for layer in &self.layers {
-            let rope = self.rope.for_layer(layer);
+            let rope = tables.for_layer(layer);
             layer.qkv(cfg, kn, rope, x, segments, &mut b, th);
             let mut row = 0;
             for s in segments {

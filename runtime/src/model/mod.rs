@@ -108,6 +108,24 @@ pub enum ModelError {
     /// The metadata describes a model kiln cannot run.
     #[error("unsupported configuration: {0}")]
     Config(String),
+    /// A metadata value that is out of range or contradicts the tensors
+    /// present (checked at open, before anything is sized from it).
+    #[error("metadata `{key}` = {value}: {reason}")]
+    BadMetadata {
+        /// The key.
+        key: String,
+        /// Its value as read.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The forward pass produced a NaN or an infinity (broken weights or
+    /// norms): an error rather than a vector or logits of garbage.
+    #[error("the model computed a non-finite {what} (NaN or infinity): its weights are broken")]
+    NonFinite {
+        /// What was not finite, e.g. `embedding` or `logits`.
+        what: &'static str,
+    },
     /// The input has more tokens than the model's context.
     #[error("input has {n_tokens} tokens, more than the model's context of {max}")]
     TooLong {
@@ -147,6 +165,103 @@ pub(crate) fn check_ids(ids: &[u32], context: usize, n_vocab: usize) -> Result<(
     }
 }
 
+fn bad_metadata(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ModelError {
+    ModelError::BadMetadata {
+        key: key.to_owned(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A count or size that must be at least 1.
+pub(crate) fn check_positive(key: &str, value: usize) -> Result<(), ModelError> {
+    if value == 0 {
+        return Err(bad_metadata(key, value, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// A norm epsilon: finite and not negative (a negative or NaN one makes
+/// every norm NaN).
+pub(crate) fn check_eps(key: &str, eps: f32) -> Result<(), ModelError> {
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(bad_metadata(
+            key,
+            eps,
+            "a norm epsilon must be finite and >= 0",
+        ));
+    }
+    Ok(())
+}
+
+/// A RoPE frequency base: finite and positive.
+pub(crate) fn check_base(key: &str, base: f32) -> Result<(), ModelError> {
+    if !base.is_finite() || base <= 0.0 {
+        return Err(bad_metadata(
+            key,
+            base,
+            "a RoPE base must be finite and > 0",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `n_layer` (the value of `key`) is exactly the number of
+/// layers the file has tensors for (`blk.0` to `blk.{n_layer - 1}`), before
+/// anything is sized by it.
+pub(crate) fn check_layer_count(
+    file: &GgufFile,
+    key: &str,
+    n_layer: usize,
+) -> Result<(), ModelError> {
+    let present = file
+        .tensors()
+        .iter()
+        .filter_map(|t| {
+            t.name
+                .strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|il| il.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    if n_layer != present {
+        return Err(bad_metadata(
+            key,
+            n_layer,
+            format!(
+                "the file has tensors for {present} layers (blk.0 to blk.{})",
+                present.saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether every value is finite. Branch-free over blocks so that it
+/// vectorizes: a logits row of 262,144 values takes a few microseconds.
+pub(crate) fn all_finite(values: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    values.chunks(1024).all(|block| {
+        block
+            .iter()
+            .fold(0u32, |bad, v| bad | u32::from(v.to_bits() & EXP == EXP))
+            == 0
+    })
+}
+
+/// An error unless every value of a model's output is finite.
+pub(crate) fn check_finite(what: &'static str, values: &[f32]) -> Result<(), ModelError> {
+    if all_finite(values) {
+        Ok(())
+    } else {
+        Err(ModelError::NonFinite { what })
+    }
+}
+
 /// Pools the rows of `x` (`[n][dim]`, `dim = out.len()`) into `out`.
 pub(crate) fn pool(pooling: Pooling, mean: kernels::MeanPoolFn, x: &[f32], out: &mut [f32]) {
     let d = out.len();
@@ -156,6 +271,19 @@ pub(crate) fn pool(pooling: Pooling, mean: kernels::MeanPoolFn, x: &[f32], out: 
         Pooling::Cls => out.copy_from_slice(&x[..d]),
         Pooling::Last => out.copy_from_slice(&x[(n - 1) * d..n * d]),
     }
+}
+
+/// Checks that the tokenizer's token table has exactly a row of the token
+/// embedding per token (else ids it produces would be out of range).
+pub fn check_vocab(tokens: usize, n_vocab: usize) -> Result<(), ModelError> {
+    if tokens != n_vocab {
+        return Err(bad_metadata(
+            "tokenizer.ggml.tokens",
+            format!("{tokens} tokens"),
+            format!("token_embd.weight has {n_vocab} rows"),
+        ));
+    }
+    Ok(())
 }
 
 /// Rows of the token-embedding table: its vocabulary size.
@@ -174,6 +302,8 @@ pub trait EncoderModel: Send + Sync {
     fn context_length(&self) -> usize;
     /// The pooling this model applies.
     fn pooling(&self) -> Pooling;
+    /// Vocabulary size: rows of the token-embedding table.
+    fn n_vocab(&self) -> usize;
     /// Creates scratch memory for one worker; it grows to the longest input
     /// seen and is then reused without allocating.
     fn workspace(&self) -> Workspace {
@@ -205,7 +335,9 @@ pub trait EncoderModel: Send + Sync {
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
-        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))
+        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))?;
+        let n = (seqs.len() * self.dim()).min(out.len());
+        check_finite("embedding", &out[..n])
     }
     /// The architecture's forward pass behind
     /// [`embed_packed`](Self::embed_packed) (what a model implements).
