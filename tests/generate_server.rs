@@ -4,43 +4,160 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use kiln::server::generation::{GenConfig, router};
 use kiln::{ChatMessage, GenerateOptions, Generator};
 use serde_json::{Value, json};
 
-/// One server for the whole file, on a free loopback port.
-fn server() -> Option<&'static (String, Arc<Generator>)> {
-    static S: OnceLock<Option<(String, Arc<Generator>)>> = OnceLock::new();
-    S.get_or_init(|| {
+/// Log lines the servers wrote.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Tests run one at a time: the timing checks must not share the CPU.
+fn exclusive() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The generator shared by every server of the file.
+fn generator() -> Option<&'static Arc<Generator>> {
+    static G: OnceLock<Option<Arc<Generator>>> = OnceLock::new();
+    G.get_or_init(|| {
         let path = common::cached_model("gemma3-270m")?;
-        let g = Arc::new(
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .try_init();
+        Some(Arc::new(
             Generator::builder()
                 .threads(2)
                 .context(256)
                 .open(path)
                 .unwrap(),
-        );
-        let mut config = GenConfig::new("gemma3-270m");
-        config.max_concurrent = 2;
-        let app = router(g.clone(), config);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            rt.block_on(async { axum::serve(listener, app).await.unwrap() })
-        });
-        Some((base, g))
+        ))
     })
     .as_ref()
+}
+
+/// Serves `config` on a free loopback port, with kiln's connection limits.
+fn serve(g: &Arc<Generator>, config: GenConfig) -> String {
+    let limits = config.connections;
+    let app = router(g.clone(), config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        rt.block_on(kiln::server::conn::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ))
+        .unwrap();
+    });
+    base
+}
+
+/// One server for most of the file.
+fn server() -> Option<(&'static str, &'static Arc<Generator>)> {
+    static S: OnceLock<String> = OnceLock::new();
+    let g = generator()?;
+    let base = S.get_or_init(|| {
+        let mut config = GenConfig::new("gemma3-270m");
+        config.max_concurrent = 2;
+        serve(g, config)
+    });
+    Some((base.as_str(), g))
+}
+
+/// A server with an API key, one generation at a time and one waiting.
+fn keyed() -> Option<&'static str> {
+    static S: OnceLock<String> = OnceLock::new();
+    let g = generator()?;
+    Some(S.get_or_init(|| {
+        let mut config = GenConfig::new("gemma3-270m");
+        config.max_concurrent = 1;
+        config.max_waiting = 1;
+        config.api_key = Some("k3y".into());
+        serve(g, config)
+    }))
+}
+
+fn call(method: &str, url: &str, key: Option<&str>, body: Option<&Value>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let auth = key.map(|k| format!("bearer {k}"));
+    let mut resp = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.call()
+        }
+        (_, b) => {
+            let mut r = agent.post(url).header("content-type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            r.send(b.map_or(String::new(), Value::to_string))
+        }
+    }
+    .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// Sends a raw request; returns the open socket.
+fn send_raw(base: &str, path: &str, body: &Value, key: Option<&str>) -> std::net::TcpStream {
+    let mut sock = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = body.to_string();
+    let auth = key.map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    sock
+}
+
+/// Reads from `sock` until `needle` has arrived.
+fn read_until(sock: &mut std::net::TcpStream, needle: &str) -> String {
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains(needle) {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    got
 }
 
 fn post(url: &str, body: &Value) -> (u16, String) {
@@ -70,6 +187,7 @@ const PROMPT: &str = "The three primary colors are";
 
 #[test]
 fn completion_whole_and_streamed_equal_the_library() {
+    let _one = exclusive();
     let Some((base, g)) = server() else { return };
     let want = g
         .generate_text(PROMPT, &GenerateOptions::greedy(8))
@@ -107,6 +225,7 @@ fn completion_whole_and_streamed_equal_the_library() {
 
 #[test]
 fn chat_completion_stream_and_stop() {
+    let _one = exclusive();
     let Some((base, g)) = server() else { return };
     let msgs = [ChatMessage::new("user", "Name a color.")];
     let want = g.chat(&msgs, &GenerateOptions::greedy(6)).text().unwrap();
@@ -149,6 +268,7 @@ fn chat_completion_stream_and_stop() {
 
 #[test]
 fn errors_in_openai_shape() {
+    let _one = exclusive();
     let Some((base, _)) = server() else { return };
     let long = "word ".repeat(400);
     for stream in [false, true] {
@@ -174,4 +294,152 @@ fn errors_in_openai_shape() {
         &json!({"prompt": "x", "temperature": 9}),
     );
     assert_eq!(status, 400);
+}
+
+#[test]
+fn out_of_range_sampling_values_get_400() {
+    let _one = exclusive();
+    let Some((base, _)) = server() else { return };
+    for (field, value) in [
+        ("min_p", json!(-0.1)),
+        ("min_p", json!(1.5)),
+        ("repetition_penalty", json!(0)),
+        ("repetition_penalty", json!(-1.0)),
+    ] {
+        let mut req = json!({"prompt": "x", "max_tokens": 1});
+        req[field] = value.clone();
+        let (status, body) = post(&format!("{base}/v1/completions"), &req);
+        assert_eq!(status, 400, "{field}={value}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["param"], field, "{body}");
+    }
+}
+
+#[test]
+fn the_key_guards_every_route_but_health() {
+    let _one = exclusive();
+    let Some(base) = keyed() else { return };
+    assert_eq!(call("GET", &format!("{base}/health"), None, None).0, 200);
+    for path in ["/info", "/v1/models"] {
+        let (status, body) = call("GET", &format!("{base}{path}"), None, None);
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, body) = call("GET", &format!("{base}{path}"), Some("wrong"), None);
+        assert_eq!(status, 401, "{path}: {body}");
+        // A lowercase scheme is accepted (RFC 7235).
+        let (status, body) = call("GET", &format!("{base}{path}"), Some("k3y"), None);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let req = json!({"prompt": "x", "max_tokens": 1});
+    let url = format!("{base}/v1/completions");
+    assert_eq!(call("POST", &url, None, Some(&req)).0, 401);
+    assert_eq!(call("POST", &url, Some("k3y"), Some(&req)).0, 200);
+    // /info shows no earlier caller's metrics.
+    let (_, info) = call("GET", &format!("{base}/info"), Some("k3y"), None);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert!(info.get("last_call").is_none(), "{info}");
+    // 405 has the OpenAI error shape.
+    let (status, body) = call("GET", &url, Some("k3y"), None);
+    assert_eq!(status, 405, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert!(v["error"]["message"].is_string(), "{v}");
+}
+
+#[test]
+fn waiting_generations_are_bounded_and_every_request_is_logged() {
+    let _one = exclusive();
+    let Some(base) = keyed() else { return };
+    // One generation runs (a stream held open), one waits, the next gets 429.
+    let long =
+        json!({"prompt": "Count: one, two,", "max_tokens": 200, "stream": true, "temperature": 0});
+    let mut running = send_raw(base, "/v1/completions", &long, Some("k3y"));
+    let first = read_until(&mut running, "data:");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let waiting = {
+        let url = format!("{base}/v1/completions");
+        std::thread::spawn(move || {
+            call(
+                "POST",
+                &url,
+                Some("k3y"),
+                Some(&json!({"prompt": "x", "max_tokens": 1})),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/v1/completions"),
+        Some("k3y"),
+        Some(&json!({"prompt": "x", "max_tokens": 1})),
+    );
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("generations waiting"), "{body}");
+    // Abandoning the stream frees the slot for the waiting request.
+    drop(running);
+    let (status, body) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("route=\"/v1/completions\"") && l.contains("status=429")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("route=\"/v1/completions\"") && l.contains("status=200")),
+        "{log}"
+    );
+}
+
+#[test]
+fn abandoned_prefills_do_not_delay_the_next_request() {
+    let _one = exclusive();
+    let Some(base) = keyed() else { return };
+    let url = format!("{base}/v1/completions");
+    let long = json!({"prompt": "word ".repeat(240), "max_tokens": 1});
+    let tiny = json!({"prompt": "x", "max_tokens": 1});
+    // How long one long prompt takes when its client waits for it.
+    let t = Instant::now();
+    assert_eq!(call("POST", &url, Some("k3y"), Some(&long)).0, 200);
+    let full = t.elapsed();
+    // Six clients send the long prompt and leave at once. One runs, one
+    // waits (the rest get 429): without cancellation the next request
+    // would wait for about two whole prefills.
+    for _ in 0..6 {
+        let sock = send_raw(base, "/v1/completions", &long, Some("k3y"));
+        std::thread::sleep(Duration::from_millis(30));
+        drop(sock);
+    }
+    let t = Instant::now();
+    let (status, body) = call("POST", &url, Some("k3y"), Some(&tiny));
+    let next = t.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        next < full.max(Duration::from_millis(200)),
+        "the next request took {next:?}; one long prefill takes {full:?}"
+    );
+}
+
+#[test]
+fn a_cancellable_generation_equals_the_library() {
+    let _one = exclusive();
+    let Some(g) = generator() else { return };
+    // The server feeds long prompts in chunks so that it can stop between
+    // them; the text must not change.
+    let prompt = "The history of the river valley, told year by year: ".repeat(12);
+    let opts = GenerateOptions::greedy(8);
+    let want = g.generate_text(&prompt, &opts).unwrap();
+    let got = g
+        .generate(&prompt, &opts)
+        .cancel_when(|| false)
+        .text()
+        .unwrap();
+    assert_eq!(got, want);
+    assert!(
+        g.generate(&prompt, &opts)
+            .cancel_when(|| true)
+            .text()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -480,7 +480,17 @@ fn malformed_wrong_types_and_empty_inputs() {
         404,
         "no route",
     );
-    assert_eq!(get(&s.url("/embed"), None).0, 405);
+    // 405 has the same JSON error shape as every other error.
+    let (status, text) = get(&s.url("/embed"), None);
+    assert_tei_error(
+        status,
+        &serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}")),
+        405,
+        "does not take GET",
+    );
+    let (status, text) = get(&s.url("/v1/embeddings"), None);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert_openai_error(status, &v, 405, "does not take GET");
 }
 
 #[test]
@@ -532,6 +542,100 @@ fn api_key_guards_every_route_but_health() {
     );
     let (status, _) = post_raw(&s.url("/v1/embeddings"), &body, Some("s3cret"));
     assert_eq!(status, 200);
+    // The scheme is case-insensitive (RFC 7235).
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let mut resp = agent()
+            .post(s.url("/v1/embeddings"))
+            .header("content-type", "application/json")
+            .header("authorization", &format!("{scheme} s3cret"))
+            .send(&body)
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(
+            status,
+            200,
+            "{scheme}: {}",
+            resp.body_mut().read_to_string().unwrap()
+        );
+    }
+}
+
+#[test]
+fn tokenize_obeys_the_embed_token_limits() {
+    let s = TestServer::start(|c| c.max_batch_tokens = 600);
+    let url = s.url("/tokenize");
+    let (status, resp) = post(&url, &json!({"inputs": "word ".repeat(600)}));
+    assert_tei_error(status, &resp, 413, "more than the limit of 512");
+    let text = "word ".repeat(250);
+    let (status, resp) = post(&url, &json!({"inputs": [text, text, text]}));
+    assert_tei_error(status, &resp, 413, "limit per request");
+    // About a million words in a body under the 2 MB limit: once a 68 MB
+    // answer and over 1 GB of memory, now a short 413.
+    let start = std::time::Instant::now();
+    let (status, text) = post_raw(
+        &url,
+        &json!({"inputs": "a ".repeat(1_000_000)}).to_string(),
+        None,
+    );
+    assert_eq!(status, 413, "{}", &text[..text.len().min(300)]);
+    assert!(text.len() < 1000, "{} bytes", text.len());
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let (status, resp) = post(&url, &json!({"inputs": "still answers"}));
+    assert_eq!(status, 200, "{resp}");
+}
+
+#[test]
+fn tokenize_gives_429_when_busy() {
+    let s = TestServer::start(|c| c.max_concurrent_requests = 1);
+    let body = json!({"inputs": "a ".repeat(1_000_000)}).to_string();
+    let barrier = Arc::new(std::sync::Barrier::new(12));
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, body, barrier) = (s.url("/tokenize"), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                post_raw(&url, &body, None)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let busy: Vec<&String> = results
+        .iter()
+        .filter(|(st, _)| *st == 429)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(
+        results.iter().all(|(st, _)| [413, 429].contains(st)),
+        "{results:?}"
+    );
+    assert!(!busy.is_empty(), "a one-slot queue must refuse some");
+    let v: Value = serde_json::from_str(busy[0]).unwrap();
+    assert_tei_error(429, &v, 429, "at capacity");
+}
+
+#[test]
+fn a_slow_body_gets_408() {
+    use std::io::{Read, Write};
+    let s = TestServer::start(|c| c.connections.body_read_timeout = Duration::from_millis(300));
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = std::time::Instant::now();
+    sock.write_all(
+        b"POST /embed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"inputs\":",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    while !answer.contains("within") {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within"), "{answer}");
+    assert!(start.elapsed() < Duration::from_secs(3));
 }
 
 /// A request that keeps the worker busy for a while: `n` inputs of ~90 tokens.

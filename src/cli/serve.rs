@@ -5,10 +5,12 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kiln::Embedder;
+use kiln::server::conn::ConnLimits;
 use kiln::server::{Config, Server};
 
 /// Log line formats.
@@ -26,7 +28,8 @@ pub struct ServeArgs {
     /// A GGUF file or a short model name (embeddinggemma, minilm).
     #[arg(short, long, default_value = super::DEFAULT_MODEL)]
     pub model: String,
-    /// The model's name in responses and /v1/models (default: --model).
+    /// The model's name in responses and /v1/models (default: --model, or
+    /// its file name when it is a path).
     #[arg(long)]
     pub model_id: Option<String>,
     /// Address to listen on.
@@ -41,7 +44,8 @@ pub struct ServeArgs {
     /// Tokens per computed batch, and the most one request may carry.
     #[arg(long, default_value_t = 16384)]
     pub max_batch_tokens: usize,
-    /// Requests that may wait in the queue; more get 429 at once.
+    /// Requests that may wait in the queue (and texts waiting to be
+    /// tokenized); more get 429 at once.
     #[arg(long, default_value_t = 512)]
     pub max_concurrent_requests: usize,
     /// Tokens per input (default and maximum: the model's context).
@@ -62,9 +66,58 @@ pub struct ServeArgs {
     /// Decoders: generations that run at once (others wait).
     #[arg(long, default_value_t = 1)]
     pub max_concurrent_generations: usize,
+    /// Decoders: generations that may wait for a slot; more get 429 at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_waiting_generations: usize,
+    /// Connections open at once [default: 1024, or fewer when the open-file
+    /// limit is low]. At the cap a new connection replaces the longest-idle
+    /// one; when none is idle it gets 503 and is closed.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client may take to send a request head (from connecting,
+    /// or from the first byte of a later request); then it is disconnected.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    pub header_read_timeout: f64,
+    /// Seconds a client may take to send a request body (408 after).
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    pub body_read_timeout: f64,
+    /// Seconds a keep-alive connection may idle between requests.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    pub idle_timeout: f64,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
+}
+
+/// A positive, finite number of seconds.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() && x < 1e9 => Ok(x),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+impl ServeArgs {
+    /// The connection limits the flags ask for.
+    fn connections(&self) -> ConnLimits {
+        let d = ConnLimits::default();
+        ConnLimits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+            header_read_timeout: Duration::from_secs_f64(self.header_read_timeout),
+            body_read_timeout: Duration::from_secs_f64(self.body_read_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+        }
+    }
+
+    /// `--model-id`, else `--model` without its directories: responses
+    /// never show where the model lives on disk.
+    fn model_id(&self) -> String {
+        self.model_id.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.model)
+                .file_name()
+                .map_or_else(|| self.model.clone(), |n| n.to_string_lossy().into_owned())
+        })
+    }
 }
 
 /// Runs `kiln serve` until SIGTERM or ctrl-c.
@@ -93,7 +146,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         b.open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?,
     );
-    let mut config = Config::new(args.model_id.unwrap_or(args.model), &embedder);
+    let mut config = Config::new(args.model_id(), &embedder);
+    config.connections = args.connections();
     config.max_batch_tokens = args.max_batch_tokens;
     config.max_concurrent_requests = args.max_concurrent_requests;
     config.max_body_bytes = args.max_body_bytes;
@@ -146,12 +200,15 @@ fn run_generation(args: ServeArgs, path: &std::path::Path) -> anyhow::Result<()>
         b.open(path)
             .with_context(|| format!("cannot open {}", path.display()))?,
     );
-    let mut config = kiln::server::generation::GenConfig::new(args.model_id.unwrap_or(args.model));
+    let mut config = kiln::server::generation::GenConfig::new(args.model_id());
     config.max_concurrent = args.max_concurrent_generations.max(1);
+    config.max_waiting = args.max_waiting_generations;
+    config.connections = args.connections();
     config.max_body_bytes = args.max_body_bytes;
     config.api_key = args.api_key.filter(|k| !k.is_empty());
     let info = generator.info();
     tracing::info!(model = %path.display(), arch = info.arch, context = info.context, isa = info.isa, "model loaded");
+    let connections = config.connections;
     let router = kiln::server::generation::router(generator, config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,9 +220,7 @@ fn run_generation(args: ServeArgs, path: &std::path::Path) -> anyhow::Result<()>
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        kiln::server::conn::serve(listener, router, connections, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");

@@ -46,6 +46,10 @@ pub enum Kind {
     Unauthorized,
     /// No such route.
     NotFound,
+    /// The route exists, but not for this method.
+    MethodNotAllowed,
+    /// The request body did not arrive in time.
+    Timeout,
     /// Inference failed.
     Backend,
 }
@@ -92,6 +96,8 @@ impl ApiError {
             (Kind::Unavailable, _) => StatusCode::SERVICE_UNAVAILABLE,
             (Kind::Unauthorized, _) => StatusCode::UNAUTHORIZED,
             (Kind::NotFound, _) => StatusCode::NOT_FOUND,
+            (Kind::MethodNotAllowed, _) => StatusCode::METHOD_NOT_ALLOWED,
+            (Kind::Timeout, _) => StatusCode::REQUEST_TIMEOUT,
             (Kind::Backend, _) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,13 +110,20 @@ impl ApiError {
             Kind::Unavailable => ("server_error", Some("shutting_down")),
             Kind::Unauthorized => ("invalid_request_error", Some("invalid_api_key")),
             Kind::NotFound => ("invalid_request_error", Some("not_found")),
+            Kind::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            Kind::Timeout => ("invalid_request_error", Some("timeout")),
             Kind::Backend => ("server_error", None),
         }
     }
 
     fn tei_type(&self) -> &'static str {
         match self.kind {
-            Kind::Syntax | Kind::Validation | Kind::TooLarge | Kind::NotFound => "validation",
+            Kind::Syntax
+            | Kind::Validation
+            | Kind::TooLarge
+            | Kind::NotFound
+            | Kind::MethodNotAllowed
+            | Kind::Timeout => "validation",
             Kind::Empty => "empty",
             Kind::Overloaded => "overloaded",
             Kind::Unavailable => "unhealthy",

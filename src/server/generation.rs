@@ -4,19 +4,21 @@
 //!
 //! Each generation runs on a blocking thread and sends its tokens through a
 //! channel; when the client goes away the channel closes and the
-//! generation stops at its next token. At most `max_concurrent` generations
-//! run at once (each uses all of the generator's threads); others wait.
+//! generation stops between prompt chunks or at its next token. At most
+//! `max_concurrent` generations run at once (each uses all of the
+//! generator's threads); at most `max_waiting` others wait, and more get
+//! 429. A stream that fails part way ends with an error event.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
+use super::conn::{BodyLimits, ConnLimits};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
 use crate::{ChatMessage, FinishReason, GenerateOptions, Generator, SamplingOptions};
 
@@ -34,12 +37,16 @@ pub struct GenConfig {
     pub model_id: String,
     /// Generations running at once.
     pub max_concurrent: usize,
+    /// Generations that may wait for a slot; more get 429.
+    pub max_waiting: usize,
     /// Default `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
     /// Bearer token required on every route but `/health`.
     pub api_key: Option<String>,
+    /// Connection cap and timeouts.
+    pub connections: ConnLimits,
 }
 
 impl GenConfig {
@@ -48,9 +55,11 @@ impl GenConfig {
         GenConfig {
             model_id: model_id.into(),
             max_concurrent: 1,
+            max_waiting: 64,
             default_max_tokens: 256,
             max_body_bytes: 2 * 1024 * 1024,
             api_key: None,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -59,6 +68,8 @@ struct GenState {
     generator: Arc<Generator>,
     config: GenConfig,
     slots: Arc<Semaphore>,
+    /// Generations running or waiting for a slot.
+    admitted: Arc<AtomicUsize>,
     next_id: AtomicU64,
 }
 
@@ -66,9 +77,14 @@ type Shared = State<Arc<GenState>>;
 
 /// The routes of a generation server.
 pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
-    let limit = config.max_body_bytes;
+    let body = BodyLimits {
+        max_bytes: config.max_body_bytes,
+        timeout: config.connections.body_read_timeout,
+    };
+    let key = config.api_key.as_deref().map(Arc::from);
     let state = Arc::new(GenState {
         slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        admitted: Arc::new(AtomicUsize::new(0)),
         generator,
         config,
         next_id: AtomicU64::new(0),
@@ -80,8 +96,28 @@ pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
         .route("/info", get(info))
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
+        .method_not_allowed_fallback(super::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body.max_bytes))
+        .layer(middleware::from_fn_with_state(body, super::conn::read_body))
+        .layer(middleware::from_fn_with_state(key, super::require_api_key))
+        .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Logs one line per request: method, route, status, latency (for a
+/// stream, until its head).
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    tracing::info!(%method, route, status = resp.status().as_u16(), ms, "request");
+    resp
 }
 
 /// Fields shared by both routes (OpenAI's names; `top_k`, `min_p` and
@@ -131,6 +167,17 @@ impl Common {
         if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
             return Err(bad("top_p must be in (0, 1]", "top_p"));
         }
+        let min_p = self.min_p.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&min_p) {
+            return Err(bad("min_p must be between 0 and 1", "min_p"));
+        }
+        let repetition_penalty = self.repetition_penalty.unwrap_or(1.0);
+        if !(repetition_penalty > 0.0 && repetition_penalty.is_finite()) {
+            return Err(bad(
+                "repetition_penalty must be a positive number",
+                "repetition_penalty",
+            ));
+        }
         let stop = match &self.stop {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
@@ -150,8 +197,8 @@ impl Common {
                 temperature,
                 top_k: self.top_k.unwrap_or(0),
                 top_p,
-                min_p: self.min_p.unwrap_or(0.0),
-                repetition_penalty: self.repetition_penalty.unwrap_or(1.0),
+                min_p,
+                repetition_penalty,
                 seed: self.seed.unwrap_or_else(|| {
                     SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -162,31 +209,6 @@ impl Common {
             stop,
             context: None,
         })
-    }
-}
-
-/// Checks the bearer token when one is configured.
-fn authorize(s: &GenState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(key) = &s.config.api_key else {
-        return Ok(());
-    };
-    let given = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g)
-            if g.len() == key.len()
-                && g.bytes().zip(key.bytes()).fold(0, |a, (x, y)| a | (x ^ y)) == 0 =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError::new(
-            Flavor::OpenAi,
-            Kind::Unauthorized,
-            "missing or invalid API key",
-        )),
     }
 }
 
@@ -218,44 +240,97 @@ enum Input {
     Chat(Vec<ChatMessage>),
 }
 
+/// Counts a generation as admitted (running or waiting) until dropped.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Starts a generation on a blocking thread once a slot is free; its
-/// messages arrive on the returned channel.
-async fn start(s: &Arc<GenState>, input: Input, opts: GenerateOptions) -> mpsc::Receiver<Msg> {
+/// messages arrive on the returned channel. 429 when every slot is taken
+/// and `max_waiting` generations already wait.
+fn start(
+    s: &Arc<GenState>,
+    input: Input,
+    opts: GenerateOptions,
+) -> Result<mpsc::Receiver<Msg>, ApiError> {
+    let max = s.config.max_concurrent.max(1) + s.config.max_waiting;
+    if s.admitted.fetch_add(1, Ordering::AcqRel) >= max {
+        s.admitted.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::new(
+            Flavor::OpenAi,
+            Kind::Overloaded,
+            format!(
+                "the server is at capacity ({} generations waiting); retry later",
+                s.config.max_waiting
+            ),
+        ));
+    }
+    let admitted = Admitted(s.admitted.clone());
     let (tx, rx) = mpsc::channel(64);
     let slots = s.slots.clone();
     let generator = s.generator.clone();
     tokio::spawn(async move {
-        let Ok(permit) = slots.acquire_owned().await else {
-            return;
+        // A client that leaves while waiting gives up its place.
+        let permit = tokio::select! {
+            p = slots.acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = tx.closed() => return,
         };
         let _ = tokio::task::spawn_blocking(move || {
+            let _admitted = admitted;
             let _permit = permit;
-            let mut g = match &input {
-                Input::Prompt(p) => generator.generate(p, &opts),
-                Input::Chat(m) => generator.chat(m, &opts),
-            };
-            for t in g.by_ref() {
-                let msg = match t {
-                    Ok(t) => Msg::Text(t.text),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Msg::Error(from_kiln(Flavor::OpenAi, &e)));
-                        return;
-                    }
-                };
-                if tx.blocking_send(msg).is_err() {
-                    // The client is gone: dropping `g` stops the work.
-                    return;
-                }
+            let run = std::panic::AssertUnwindSafe(|| generate(&generator, &input, &opts, &tx));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("a generation panicked");
+                let _ = tx.blocking_send(Msg::Error(ApiError::new(
+                    Flavor::OpenAi,
+                    Kind::Backend,
+                    "the generation failed (internal error)",
+                )));
             }
-            let _ = tx.blocking_send(Msg::Done {
-                finish: g.finish_reason().unwrap_or(FinishReason::Length),
-                prompt_tokens: g.prompt_tokens(),
-                completion_tokens: g.generated_tokens(),
-            });
         })
         .await;
     });
-    rx
+    Ok(rx)
+}
+
+/// Runs one generation, sending its tokens to `tx`; stops, between prompt
+/// chunks or tokens, once the receiver is gone.
+fn generate(generator: &Generator, input: &Input, opts: &GenerateOptions, tx: &mpsc::Sender<Msg>) {
+    let gone = tx.clone();
+    let g = match input {
+        Input::Prompt(p) => generator.generate(p, opts),
+        Input::Chat(m) => generator.chat(m, opts),
+    };
+    let mut g = g.cancel_when(move || gone.is_closed());
+    for t in g.by_ref() {
+        let msg = match t {
+            Ok(t) => Msg::Text(t.text),
+            Err(e) => {
+                let _ = tx.blocking_send(Msg::Error(from_kiln(Flavor::OpenAi, &e)));
+                return;
+            }
+        };
+        if tx.blocking_send(msg).is_err() {
+            // The client is gone: dropping `g` stops the work.
+            return;
+        }
+    }
+    if tx.is_closed() {
+        tracing::debug!("dropped a generation: its client went away");
+        return;
+    }
+    let _ = tx.blocking_send(Msg::Done {
+        finish: g.finish_reason().unwrap_or(FinishReason::Length),
+        prompt_tokens: g.prompt_tokens(),
+        completion_tokens: g.generated_tokens(),
+    });
 }
 
 fn now() -> u64 {
@@ -289,7 +364,10 @@ async fn respond(
     };
     let model = s.config.model_id.clone();
     let created = now();
-    let mut rx = start(&s, input, opts).await;
+    let mut rx = match start(&s, input, opts) {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
     if !stream {
         let mut text = String::new();
         while let Some(m) = rx.recv().await {
@@ -335,6 +413,21 @@ async fn respond(
     if let Some(Msg::Error(e)) = first {
         return e.into_response();
     }
+    sse(api, id, created, model, chunk_object, first, rx)
+}
+
+/// The event stream of a generation whose first message is `first`: text
+/// chunks, then the finish chunk and `[DONE]`, or an error event when the
+/// generation fails or ends without finishing.
+fn sse(
+    api: Api,
+    id: String,
+    created: u64,
+    model: String,
+    chunk_object: &'static str,
+    first: Option<Msg>,
+    rx: mpsc::Receiver<Msg>,
+) -> Response {
     let chunk = move |delta: Value, finish: Option<&'static str>| -> Event {
         let choice = match api {
             Api::Completion => json!({
@@ -386,10 +479,14 @@ async fn respond(
                         (None, rx, true),
                     ));
                 }
-                Some(Msg::Error(e)) => Event::default().data(
-                    json!({"error": {"message": e.message, "type": "server_error"}}).to_string(),
-                ),
-                None => return None,
+                Some(Msg::Error(e)) => {
+                    return Some((vec![error_event(&e.message)], (None, rx, true)));
+                }
+                None => {
+                    tracing::error!("a streamed generation ended before it finished");
+                    let ev = error_event("the generation ended before it finished");
+                    return Some((vec![ev], (None, rx, true)));
+                }
             };
             Some((vec![ev], (None, rx, false)))
         }
@@ -404,23 +501,14 @@ async fn respond(
         .into_response()
 }
 
-/// What both generation endpoints do before they differ: the key check
-/// and the JSON body.
-fn accept<T: serde::de::DeserializeOwned>(
-    s: &GenState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    authorize(s, headers)?;
-    parse(body)
+/// The last event of a stream that failed.
+fn error_event(message: &str) -> Event {
+    Event::default()
+        .data(json!({"error": {"message": message, "type": "server_error"}}).to_string())
 }
 
-async fn completions(
-    State(s): Shared,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let req: CompletionRequest = accept(&s, &headers, &body)?;
+async fn completions(State(s): Shared, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse(&body)?;
     let prompt = match req.prompt {
         Value::String(p) => p,
         Value::Array(a) if a.len() == 1 && a[0].is_string() => {
@@ -445,12 +533,8 @@ async fn completions(
     .await)
 }
 
-async fn chat_completions(
-    State(s): Shared,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = accept(&s, &headers, &body)?;
+async fn chat_completions(State(s): Shared, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse(&body)?;
     if req.messages.is_empty() {
         return Err(
             ApiError::new(Flavor::OpenAi, Kind::Empty, "messages is empty").param("messages"),
@@ -475,12 +559,14 @@ async fn models(State(s): Shared) -> Json<Value> {
     }))
 }
 
+/// The model and the limits. Per-call metrics are not shown: they belong to
+/// whichever client made the last call.
 async fn info(State(s): Shared) -> Json<Value> {
     Json(json!({
         "model_id": s.config.model_id,
         "model": s.generator.info(),
-        "last_call": s.generator.metrics(),
         "max_concurrent": s.config.max_concurrent,
+        "max_waiting": s.config.max_waiting,
     }))
 }
 
@@ -490,4 +576,85 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         Kind::NotFound,
         format!("no route for {method} {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `data:` payloads of a streamed response.
+    async fn stream_data(first: Option<Msg>, rx: mpsc::Receiver<Msg>) -> Vec<String> {
+        let resp = sse(Api::Completion, "c".into(), 0, "m".into(), "x", first, rx);
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_stops_early_ends_with_an_error_event() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Msg::Text("b".into())).await.unwrap();
+        drop(tx);
+        let data = stream_data(Some(Msg::Text("a".into())), rx).await;
+        assert_eq!(data.len(), 3, "{data:?}");
+        let last: Value = serde_json::from_str(&data[2]).unwrap();
+        assert!(last["error"]["message"].is_string(), "{last}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_stream_ends_with_its_error() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Msg::Error(ApiError::new(
+            Flavor::OpenAi,
+            Kind::Backend,
+            "boom",
+        )))
+        .await
+        .unwrap();
+        tx.send(Msg::Text("never sent".into())).await.unwrap();
+        let data = stream_data(Some(Msg::Text("a".into())), rx).await;
+        assert_eq!(data.len(), 2, "{data:?}");
+        assert!(data[1].contains("boom"), "{data:?}");
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_ends_with_done() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Msg::Done {
+            finish: FinishReason::Length,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        })
+        .await
+        .unwrap();
+        let data = stream_data(Some(Msg::Text("a".into())), rx).await;
+        assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    }
+
+    #[test]
+    fn sampling_values_out_of_range_are_refused() {
+        let common = |v: Value| -> Common { serde_json::from_value(v).unwrap() };
+        for (v, param) in [
+            (json!({"min_p": -0.1}), "min_p"),
+            (json!({"min_p": 1.5}), "min_p"),
+            (json!({"repetition_penalty": 0.0}), "repetition_penalty"),
+            (json!({"repetition_penalty": -1.0}), "repetition_penalty"),
+        ] {
+            let e = common(v.clone()).options(8).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{v}");
+            assert_eq!(e.param, Some(param), "{v}");
+        }
+        assert!(
+            common(json!({"min_p": 0.05, "repetition_penalty": 1.1}))
+                .options(8)
+                .is_ok()
+        );
+    }
 }

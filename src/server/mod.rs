@@ -1,12 +1,15 @@
 //! `kiln serve`: an embedding server that speaks OpenAI's `/v1/embeddings`
 //! and text-embeddings-inference's `/embed`, on axum/tokio.
 //!
-//! Handlers parse and tokenize (cheap), then hand the token ids to the
-//! [`batcher`]: inference never runs on the async runtime's threads. Limits
-//! answer at once: a full queue gives 429, a large body or too many tokens
-//! 413. Dropping a request (client gone) cancels its queued work.
+//! Handlers parse, tokenize on a bounded set of blocking threads, then hand
+//! the token ids to the [`batcher`]: neither tokenizing nor inference runs on
+//! the async runtime's threads. Limits answer at once: a full queue gives
+//! 429, a large body or too many tokens 413. Dropping a request (client
+//! gone) cancels its queued work. [`conn`] caps connections and times out
+//! slow or idle ones.
 
 pub mod batcher;
+pub mod conn;
 pub mod encoding;
 pub mod error;
 pub mod generation;
@@ -19,6 +22,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +30,7 @@ use axum::routing::{get, post};
 
 use crate::Embedder;
 use batcher::Batcher;
+use conn::{BodyLimits, ConnLimits};
 use error::{ApiError, Flavor, Kind};
 use metrics::Metrics;
 
@@ -44,6 +49,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Bearer token required on every route but `/health`.
     pub api_key: Option<String>,
+    /// Connection cap and timeouts.
+    pub connections: ConnLimits,
 }
 
 impl Config {
@@ -56,6 +63,7 @@ impl Config {
             max_input_tokens: embedder.max_tokens(),
             max_body_bytes: 2 * 1024 * 1024,
             api_key: None,
+            connections: ConnLimits::default(),
         }
     }
 }
@@ -67,6 +75,10 @@ pub struct AppState {
     config: Config,
     batcher: Batcher,
     metrics: Arc<Metrics>,
+    /// Tokenizing jobs allowed to wait or run (more get 429).
+    cpu_queue: Arc<tokio::sync::Semaphore>,
+    /// Tokenizing jobs running at once on blocking threads.
+    cpu_workers: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running server's shared state: build the router from it, stop it with
@@ -88,9 +100,14 @@ impl Server {
             config.max_concurrent_requests,
             config.max_batch_tokens,
         )?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Server {
             state: Arc::new(AppState {
                 embedder,
+                cpu_queue: Arc::new(tokio::sync::Semaphore::new(
+                    config.max_concurrent_requests.max(1),
+                )),
+                cpu_workers: Arc::new(tokio::sync::Semaphore::new(workers)),
                 config,
                 batcher,
                 metrics,
@@ -115,8 +132,19 @@ impl Server {
             .route("/v1/models", get(routes::models))
             .route("/metrics", get(routes::metrics))
             .fallback(routes::not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(s.config.max_body_bytes))
-            .layer(middleware::from_fn_with_state(s.clone(), auth))
+            .layer(middleware::from_fn_with_state(
+                BodyLimits {
+                    max_bytes: s.config.max_body_bytes,
+                    timeout: s.config.connections.body_read_timeout,
+                },
+                conn::read_body,
+            ))
+            .layer(middleware::from_fn_with_state(
+                s.config.api_key.as_deref().map(Arc::from),
+                require_api_key,
+            ))
             .layer(middleware::from_fn_with_state(s.clone(), observe))
             .with_state(s)
     }
@@ -131,9 +159,13 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, model = %self.state.config.model_id, "listening");
         }
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        conn::serve(
+            listener,
+            self.router(),
+            self.state.config.connections,
+            shutdown,
+        )
+        .await?;
         tracing::info!("HTTP server stopped; draining the queue");
         self.shutdown();
         Ok(())
@@ -164,21 +196,19 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
 
 /// Requires `Authorization: Bearer KEY` on every route but `/health` when a
 /// key is set.
-async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(key) = &s.config.api_key else {
+pub(crate) async fn require_api_key(
+    State(key): State<Option<Arc<str>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(key) = key else {
         return next.run(req).await;
     };
     let path = req.uri().path();
     if path == "/health" {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    match bearer(req.headers()) {
         Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => next.run(req).await,
         Some(_) => ApiError::new(Flavor::of_path(path), Kind::Unauthorized, "invalid API key")
             .into_response(),
@@ -189,6 +219,29 @@ async fn auth(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Respo
         )
         .into_response(),
     }
+}
+
+/// The credentials of an `Authorization: Bearer TOKEN` header. The scheme
+/// is case-insensitive (RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// A route called with a method it does not take, in the same error shape
+/// as every other error.
+pub(crate) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        Flavor::of_path(uri.path()),
+        Kind::MethodNotAllowed,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -203,5 +256,19 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = super::HeaderMap::new();
+            h.insert(super::AUTHORIZATION, v.parse().unwrap());
+            super::bearer(&h).map(str::to_owned)
+        };
+        for v in ["Bearer k1", "bearer k1", "BEARER  k1 ", "bEaReR\tk1"] {
+            assert_eq!(with(v).as_deref(), Some("k1"), "{v}");
+        }
+        assert_eq!(with("Basic k1"), None);
+        assert_eq!(with("Bearerk1"), None);
     }
 }

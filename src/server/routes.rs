@@ -51,6 +51,45 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
+/// Runs CPU-heavy request work (tokenizing) on a blocking thread: at most
+/// one per core at once, and at most `max_concurrent_requests` waiting; past
+/// that the request gets 429 at once. The async threads stay free for I/O.
+async fn off_thread<T: Send + 'static>(
+    s: &AppState,
+    flavor: Flavor,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let Ok(_queued) = s.cpu_queue.clone().try_acquire_owned() else {
+        s.metrics
+            .rejected_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::new(
+            flavor,
+            Kind::Overloaded,
+            format!(
+                "the server is at capacity ({} requests tokenizing); retry later",
+                s.config.max_concurrent_requests
+            ),
+        ));
+    };
+    let unavailable = || ApiError::new(flavor, Kind::Unavailable, "the server is shutting down");
+    let running = s
+        .cpu_workers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| unavailable())?;
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        work()
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "a tokenizing task failed");
+        ApiError::new(flavor, Kind::Backend, "tokenizing failed")
+    })?
+}
+
 /// The inputs of an embedding request.
 #[derive(Debug)]
 enum Inputs {
@@ -188,7 +227,7 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
         max_tokens: Some(max),
         ..CallOptions::default()
     };
-    let too_long = |i: usize, n: usize| {
+    let too_long = move |i: usize, n: usize| {
         ApiError::new(
             flavor,
             Kind::TooLarge,
@@ -198,20 +237,26 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
         )
     };
     let ids: Vec<Vec<u32>> = match req.inputs {
-        Inputs::Texts(texts) => texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                s.embedder.tokenize_with(t, &call).map_err(|e| match e {
-                    crate::Error::TooLong { n_tokens, .. } => too_long(i, n_tokens),
-                    e => {
-                        let mut a = from_kiln(flavor, &e);
-                        a.message = format!("input {i}: {}", a.message);
-                        a
-                    }
-                })
+        Inputs::Texts(texts) => {
+            let embedder = s.embedder.clone();
+            off_thread(s, flavor, move || {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        embedder.tokenize_with(t, &call).map_err(|e| match e {
+                            crate::Error::TooLong { n_tokens, .. } => too_long(i, n_tokens),
+                            e => {
+                                let mut a = from_kiln(flavor, &e);
+                                a.message = format!("input {i}: {}", a.message);
+                                a
+                            }
+                        })
+                    })
+                    .collect::<Result<_, _>>()
             })
-            .collect::<Result<_, _>>()?,
+            .await?
+        }
         Inputs::Tokens(lists) => {
             if req.prompt_name.is_some() {
                 return Err(ApiError::new(
@@ -464,27 +509,58 @@ pub(super) async fn tokenize(
         add_special: r.add_special_tokens.unwrap_or(true),
         parse_special: s.embedder.options().parse_special,
     };
-    let tok = s.embedder.tokenizer();
-    let mut out = Vec::with_capacity(texts.len());
-    for (i, t) in texts.iter().enumerate() {
-        let ids = tok
-            .encode(&format!("{prompt}{t}"), &opts)
-            .map_err(|e| ApiError::new(f, Kind::Validation, format!("input {i}: {e}")))?;
-        out.push(
-            ids.iter()
-                .map(|&id| {
-                    json!({
-                        "id": id,
-                        "text": tok.token_to_piece(id).unwrap_or_default(),
-                        "special": matches!(tok.token_type(id), Some(TokenType::Control)),
-                        "start": null,
-                        "stop": null,
+    let embedder = s.embedder.clone();
+    let max_input = s.config.max_input_tokens;
+    let max_request = s.config.max_batch_tokens;
+    // Tokenizing and the response (a JSON object per token) are built off
+    // the async threads, and both are bounded by the same token limits as
+    // `/embed`.
+    let body = off_thread(&s, f, move || {
+        let tok = embedder.tokenizer();
+        let mut out = Vec::with_capacity(texts.len());
+        let mut total = 0;
+        for (i, t) in texts.iter().enumerate() {
+            let ids = tok
+                .encode(&format!("{prompt}{t}"), &opts)
+                .map_err(|e| ApiError::new(f, Kind::Validation, format!("input {i}: {e}")))?;
+            if ids.len() > max_input {
+                return Err(ApiError::new(
+                    f,
+                    Kind::TooLarge,
+                    format!(
+                        "input {i} has {} tokens, more than the limit of {max_input}",
+                        ids.len()
+                    ),
+                ));
+            }
+            total += ids.len();
+            if total > max_request {
+                return Err(ApiError::new(
+                    f,
+                    Kind::TooLarge,
+                    format!(
+                        "the request has more than {max_request} tokens in all, the limit per request; split it"
+                    ),
+                ));
+            }
+            out.push(
+                ids.iter()
+                    .map(|&id| {
+                        json!({
+                            "id": id,
+                            "text": tok.token_to_piece(id).unwrap_or_default(),
+                            "special": matches!(tok.token_type(id), Some(TokenType::Control)),
+                            "start": null,
+                            "stop": null,
+                        })
                     })
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    Ok(Json(out).into_response())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /info`: the model and the server's limits (TEI's fields, plus kiln's).
