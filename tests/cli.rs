@@ -309,3 +309,17 @@ fn kernels_limits_reports_this_machine() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--limits"), "{}", stderr(&o));
 }
+
+#[test]
+fn embed_stats_count_the_tokens_after_truncation() {
+    let m = minilm();
+    // ~1,500 WordPiece tokens: over MiniLM's 512.
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(150);
+    let o = kiln(&["embed", "-m", &m, "--truncate", "--stats", &long], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("1 texts, 512 tokens in"), "{err}");
+    // Without truncation the same text is refused, not counted.
+    let o = kiln(&["embed", "-m", &m, "--stats", &long], None);
+    assert!(!o.status.success());
+}

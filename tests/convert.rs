@@ -240,3 +240,176 @@ fn gemma3_decoder_layout_matches_llama_cpp() {
         .collect();
     assert_eq!(ours, theirs);
 }
+
+/// Writes a safetensors file of F32 tensors (name, shape), values 0.01 * i.
+fn write_safetensors(path: &Path, tensors: &[(&str, &[u64])]) {
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape) in tensors {
+        let n: u64 = shape.iter().product();
+        let begin = data.len();
+        for i in 0..n {
+            data.extend_from_slice(&(0.01 * i as f32).to_le_bytes());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A tiny BERT checkpoint (2 layers, width 32, 8 tokens) made here, with
+/// `config` patched into its config.json.
+fn tiny_bert(config: serde_json::Value) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = serde_json::json!({
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 16,
+        "vocab_size": 8,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12
+    });
+    for (k, v) in config.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+    std::fs::write(
+        tmp.path().join("vocab.txt"),
+        "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\nc\n",
+    )
+    .unwrap();
+    write_safetensors(
+        &tmp.path().join("model.safetensors"),
+        &[
+            ("embeddings.word_embeddings.weight", &[8, 32]),
+            ("encoder.layer.0.attention.self.query.weight", &[32, 32]),
+            ("encoder.layer.1.attention.self.query.weight", &[32, 32]),
+        ],
+    );
+    tmp
+}
+
+fn convert_err(ckpt: &Path) -> ConvertError {
+    let out = ckpt.join("out.gguf");
+    let r = convert(ckpt, &out, &ConvertOptions::default(), &mut |_, _| {});
+    assert!(
+        !out.exists() && !partial_path(&out).exists(),
+        "output left behind"
+    );
+    r.unwrap_err()
+}
+
+/// The error is `Invalid` and names `field`.
+fn assert_invalid(e: &ConvertError, field: &str) {
+    assert!(
+        matches!(e, ConvertError::Invalid { key, .. } if key.contains(field)),
+        "{field}: {e}"
+    );
+}
+
+#[test]
+fn tiny_synthetic_checkpoint_converts() {
+    let ckpt = tiny_bert(serde_json::json!({}));
+    let out = ckpt.path().join("out.gguf");
+    convert(
+        ckpt.path(),
+        &out,
+        &ConvertOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let g = GgufFile::open(&out).unwrap();
+    assert_eq!(g.metadata().get_u32("bert.block_count").unwrap(), 2);
+    assert_eq!(g.tensor("token_embd.weight").unwrap().dims, [32, 8]);
+}
+
+#[test]
+fn absurd_config_values_are_refused_by_name() {
+    use serde_json::json;
+    for (patch, field) in [
+        (json!({"num_hidden_layers": u32::MAX}), "num_hidden_layers"),
+        (json!({"num_hidden_layers": 0}), "num_hidden_layers"),
+        // Three layers said, two in the weights.
+        (json!({"num_hidden_layers": 3}), "num_hidden_layers"),
+        (json!({"hidden_size": 0}), "hidden_size"),
+        // Not the width of the token embedding.
+        (json!({"hidden_size": 64}), "hidden_size"),
+        (json!({"num_attention_heads": 0}), "num_attention_heads"),
+        (json!({"num_attention_heads": 3}), "num_attention_heads"),
+        (json!({"intermediate_size": 0}), "intermediate_size"),
+        (
+            json!({"max_position_embeddings": 0}),
+            "max_position_embeddings",
+        ),
+        (
+            json!({"max_position_embeddings": 1u64 << 40}),
+            "max_position_embeddings",
+        ),
+        (json!({"layer_norm_eps": -1.0}), "layer_norm_eps"),
+        (json!({"layer_norm_eps": 0.0}), "layer_norm_eps"),
+        (json!({"vocab_size": 1u64 << 40}), "vocab_size"),
+        (json!({"vocab_size": 0}), "vocab_size"),
+        (json!({"type_vocab_size": 1u64 << 40}), "type_vocab_size"),
+        (json!({"hidden_size": "32"}), "hidden_size"),
+    ] {
+        let ckpt = tiny_bert(patch.clone());
+        let e = convert_err(ckpt.path());
+        assert_invalid(&e, field);
+        assert!(e.to_string().contains(field), "{patch}: {e}");
+    }
+}
+
+#[test]
+fn huge_token_ids_are_refused_not_allocated() {
+    for id in [1u64 << 40, 1u64 << 62, u64::MAX] {
+        let ckpt = tiny_bert(serde_json::json!({}));
+        let tok = serde_json::json!({
+            "model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "a": 1, "b": id}}
+        });
+        std::fs::write(ckpt.path().join("tokenizer.json"), tok.to_string()).unwrap();
+        let e = convert_err(ckpt.path());
+        assert_invalid(&e, "model.vocab");
+        assert!(e.to_string().contains(&id.to_string()), "{e}");
+    }
+}
+
+#[test]
+fn module_paths_outside_the_checkpoint_are_refused() {
+    for path in ["../outside", "/etc", "a/../../b", ""] {
+        let ckpt = tiny_bert(serde_json::json!({}));
+        let modules = serde_json::json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": path, "type": "sentence_transformers.models.Pooling"}
+        ]);
+        std::fs::write(ckpt.path().join("modules.json"), modules.to_string()).unwrap();
+        let e = convert_err(ckpt.path());
+        assert_invalid(&e, "path");
+        assert!(e.to_string().contains("modules.json"), "{e}");
+    }
+}
+
+#[test]
+fn safetensors_offsets_that_overflow_are_an_error() {
+    let ckpt = tiny_bert(serde_json::json!({}));
+    let header = serde_json::json!({
+        "embeddings.word_embeddings.weight":
+            {"dtype": "F32", "shape": [1], "data_offsets": [u64::MAX - 4, u64::MAX]}
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(ckpt.path().join("model.safetensors"), bytes).unwrap();
+    let e = convert_err(ckpt.path());
+    assert!(matches!(e, ConvertError::Safetensors { .. }), "{e}");
+}

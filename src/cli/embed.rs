@@ -181,7 +181,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if args.stats {
         let tokens: usize = texts
             .iter()
-            .map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len()))
+            // What the model ran on: cut to the context with `--truncate`.
+            .map(|t| {
+                embedder
+                    .tokenize_with(t, &kiln::CallOptions::default())
+                    .map_or(0, |ids| ids.len())
+            })
             .sum();
         let secs = elapsed.as_secs_f64();
         eprintln!(

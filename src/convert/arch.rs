@@ -2,7 +2,7 @@
 //! `convert_hf_to_gguf.py` (BertModel, Gemma3Model, EmbeddingGemma) and
 //! gguf-py's `constants.py` / `tensor_mapping.py`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
@@ -10,6 +10,17 @@ use super::safetensors::SafeTensors;
 use super::vocab::{self, Vocab};
 use super::{ConvertError, ConvertOptions, llama_order, read_json, read_json_opt, tensor_type};
 use kiln_runtime::gguf::{GgmlType, Value};
+
+/// Bounds on what a config may say, far above any real model of these
+/// architectures: a value outside them is a damaged or hostile file, and
+/// refusing it keeps every count from sizing anything absurd downstream.
+const MAX_LAYERS: u64 = 1024;
+const MAX_WIDTH: u64 = 1 << 17;
+const MAX_FFN: u64 = 1 << 20;
+const MAX_HEADS: u64 = 1024;
+const MAX_HEAD_DIM: u64 = 1 << 12;
+const MAX_CONTEXT: u64 = 1 << 21;
+const MAX_TYPE_VOCAB: u64 = 1 << 16;
 
 /// One output tensor and where its values come from.
 pub struct PlannedTensor {
@@ -113,33 +124,41 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     let mut mapped: Vec<(String, usize, String, f32)> = Vec::new();
     let vocab: Vocab;
     let mut n_vocab_rows = None;
+    let (n_layers, hidden): (u32, u32);
 
     match arch {
         Arch::Bert => {
-            md.push((key("block_count"), Value::U32(hp.u32("num_hidden_layers")?)));
+            n_layers = hp.int("num_hidden_layers", None, 1..=MAX_LAYERS)?;
+            md.push((key("block_count"), Value::U32(n_layers)));
             md.push((
                 key("context_length"),
-                Value::U32(hp.u32("max_position_embeddings")?),
+                Value::U32(hp.int("max_position_embeddings", None, 1..=MAX_CONTEXT)?),
             ));
-            md.push((key("embedding_length"), Value::U32(hp.u32("hidden_size")?)));
+            hidden = hp.int("hidden_size", None, 1..=MAX_WIDTH)?;
+            md.push((key("embedding_length"), Value::U32(hidden)));
             md.push((
                 key("feed_forward_length"),
-                Value::U32(hp.u32("intermediate_size")?),
+                Value::U32(hp.int("intermediate_size", None, 1..=MAX_FFN)?),
             ));
-            md.push((
-                key("attention.head_count"),
-                Value::U32(hp.u32("num_attention_heads")?),
-            ));
+            let heads = hp.int("num_attention_heads", None, 1..=MAX_HEADS)?;
+            if !hidden.is_multiple_of(heads) {
+                return Err(hp.invalid(
+                    "num_attention_heads",
+                    heads,
+                    format!("does not divide hidden_size {hidden}"),
+                ));
+            }
+            md.push((key("attention.head_count"), Value::U32(heads)));
             md.push((
                 key("attention.layer_norm_epsilon"),
-                Value::F32(hp.f32("layer_norm_eps")?),
+                Value::F32(hp.eps("layer_norm_eps", None)?),
             ));
             md.push((key("attention.causal"), Value::Bool(false)));
             if let Some(p) = pooling_type(dir)? {
                 md.push((key("pooling_type"), Value::U32(p)));
             }
-            vocab = vocab::wordpiece(dir, hp.opt_usize("vocab_size"))?;
-            let type_count = hp.opt_usize("type_vocab_size").unwrap_or(1) as u32;
+            vocab = vocab::wordpiece(dir, hp.vocab_size()?)?;
+            let type_count = hp.int("type_vocab_size", Some(1), 1..=MAX_TYPE_VOCAB)?;
             md.push((
                 "tokenizer.ggml.token_type_count".into(),
                 Value::U32(type_count),
@@ -172,64 +191,78 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             }
         }
         Arch::GemmaEmbedding | Arch::Gemma3 => {
-            md.push((key("block_count"), Value::U32(hp.u32("num_hidden_layers")?)));
+            n_layers = hp.int("num_hidden_layers", None, 1..=MAX_LAYERS)?;
+            md.push((key("block_count"), Value::U32(n_layers)));
             md.push((
                 key("context_length"),
-                Value::U32(hp.opt_u32("max_position_embeddings").unwrap_or(131_072)),
+                Value::U32(hp.int("max_position_embeddings", Some(131_072), 1..=MAX_CONTEXT)?),
             ));
-            md.push((key("embedding_length"), Value::U32(hp.u32("hidden_size")?)));
+            hidden = hp.int("hidden_size", None, 1..=MAX_WIDTH)?;
+            md.push((key("embedding_length"), Value::U32(hidden)));
             md.push((
                 key("feed_forward_length"),
-                Value::U32(hp.u32("intermediate_size")?),
+                Value::U32(hp.int("intermediate_size", None, 1..=MAX_FFN)?),
             ));
-            md.push((
-                key("attention.head_count"),
-                Value::U32(hp.opt_u32("num_attention_heads").unwrap_or(8)),
-            ));
-            md.push((
-                key("attention.head_count_kv"),
-                Value::U32(hp.opt_u32("num_key_value_heads").unwrap_or(4)),
-            ));
+            let heads = hp.int("num_attention_heads", Some(8), 1..=MAX_HEADS)?;
+            let kv_heads = hp.int("num_key_value_heads", Some(4), 1..=MAX_HEADS)?;
+            if !heads.is_multiple_of(kv_heads) {
+                return Err(hp.invalid(
+                    "num_key_value_heads",
+                    kv_heads,
+                    format!("does not divide num_attention_heads {heads}"),
+                ));
+            }
+            md.push((key("attention.head_count"), Value::U32(heads)));
+            md.push((key("attention.head_count_kv"), Value::U32(kv_heads)));
             md.push((
                 key("rope.freq_base"),
-                Value::F32(hp.opt_f32("rope_theta").unwrap_or(1_000_000.0)),
+                Value::F32(hp.positive("rope_theta", Some(1_000_000.0))?),
             ));
-            if let Some(local) = hp.opt_f32("rope_local_base_freq") {
+            if hp.get("rope_local_base_freq").is_some() {
+                let local = hp.positive("rope_local_base_freq", None)?;
                 md.push((key("rope.freq_base_swa"), Value::F32(local)));
             }
             md.push((
                 key("attention.layer_norm_rms_epsilon"),
-                Value::F32(hp.opt_f32("rms_norm_eps").unwrap_or(1e-6)),
+                Value::F32(hp.eps("rms_norm_eps", Some(1e-6))?),
             ));
-            let head_dim = hp.opt_u32("head_dim").unwrap_or(256);
+            let head_dim = hp.int("head_dim", Some(256), 1..=MAX_HEAD_DIM)?;
             md.push((key("attention.key_length"), Value::U32(head_dim)));
             md.push((key("attention.value_length"), Value::U32(head_dim)));
+            // `null` (no softcapping) is common: only a number is checked.
             if let Some(f) = hp.opt_f32("final_logit_softcapping") {
+                if !f.is_finite() || f < 0.0 {
+                    return Err(hp.invalid(
+                        "final_logit_softcapping",
+                        f,
+                        "must be a finite number, 0 or above".into(),
+                    ));
+                }
                 md.push((key("final_logit_softcapping"), Value::F32(f)));
             }
             if cfg.get("sliding_window_pattern").and_then(Json::as_u64) != Some(1) {
                 md.push((
                     key("attention.sliding_window"),
-                    Value::U32(hp.u32("sliding_window")?),
+                    Value::U32(hp.int("sliding_window", None, 1..=MAX_CONTEXT)?),
                 ));
             }
             if matches!(arch, Arch::GemmaEmbedding) {
                 for (prefix, path) in dense_modules(dir)? {
-                    let conf = read_json(&dir.join(&path).join("config.json"))?;
-                    let conf_path = dir.join(&path).join("config.json");
+                    let conf_path = path.join("config.json");
+                    let conf = read_json(&conf_path)?;
                     let dims = Hparams {
                         cfg: &conf,
                         path: &conf_path,
                     };
                     md.push((
                         key(&format!("{prefix}_feat_in")),
-                        Value::U32(dims.u32("in_features")?),
+                        Value::U32(dims.int("in_features", None, 1..=MAX_FFN)?),
                     ));
                     md.push((
                         key(&format!("{prefix}_feat_out")),
-                        Value::U32(dims.u32("out_features")?),
+                        Value::U32(dims.int("out_features", None, 1..=MAX_FFN)?),
                     ));
-                    let st = SafeTensors::open(&dir.join(&path).join("model.safetensors"))?;
+                    let st = SafeTensors::open(&path.join("model.safetensors"))?;
                     for name in st.tensors().keys() {
                         match name.as_str() {
                             "linear.weight" => mapped.push((
@@ -240,7 +273,8 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                             )),
                             _ => {
                                 return Err(ConvertError::Unsupported(format!(
-                                    "{path}: Dense tensor {name} (llama.cpp's gemma-embedding has no dense bias)"
+                                    "{}: Dense tensor {name} (llama.cpp's gemma-embedding has no dense bias)",
+                                    path.display()
                                 )));
                             }
                         }
@@ -257,7 +291,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                     file: "tokenizer.model".into(),
                 });
             }
-            vocab = vocab::sentencepiece(dir, hp.opt_usize("vocab_size"))?;
+            vocab = vocab::sentencepiece(dir, hp.vocab_size()?)?;
             n_vocab_rows = Some(vocab.tokens.len() as u64);
             md.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
             md.push(("tokenizer.ggml.pre".into(), Value::String("default".into())));
@@ -283,10 +317,33 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         Value::U32(opts.out_type.file_type()),
     ));
 
+    // The layer count must be the layers the checkpoint has: 0..n, each
+    // with tensors.
+    let layers: std::collections::BTreeSet<u64> = mapped
+        .iter()
+        .filter_map(|(g, ..)| g.strip_prefix("blk.")?.split('.').next()?.parse().ok())
+        .collect();
+    if layers.len() as u64 != u64::from(n_layers)
+        || layers.last() != Some(&(u64::from(n_layers) - 1))
+    {
+        return Err(hp.invalid(
+            "num_hidden_layers",
+            n_layers,
+            format!("the checkpoint has tensors for {} layers", layers.len()),
+        ));
+    }
+
     let mut tensors = Vec::with_capacity(mapped.len());
     for (gname, file, src_name, shift) in mapped {
         let src = &files[file].tensors()[&src_name];
         let mut shape = src.shape.clone();
+        if gname == "token_embd.weight" && shape.last() != Some(&u64::from(hidden)) {
+            return Err(hp.invalid(
+                "hidden_size",
+                hidden,
+                format!("the token embedding {src_name} is {shape:?}"),
+            ));
+        }
         if gname == "token_embd.weight"
             && let Some(n) = n_vocab_rows
         {
@@ -370,24 +427,89 @@ impl Hparams<'_> {
             key: key.to_owned(),
         }
     }
-    fn opt_u32(&self, key: &str) -> Option<u32> {
-        self.cfg
-            .get(key)?
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
+    fn invalid(&self, key: &str, value: impl std::fmt::Display, why: String) -> ConvertError {
+        ConvertError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            value: value.to_string(),
+            why,
+        }
     }
-    fn opt_usize(&self, key: &str) -> Option<usize> {
-        self.cfg.get(key)?.as_u64().map(|v| v as usize)
+    /// The raw value of `key`; `null` counts as absent.
+    fn get(&self, key: &str) -> Option<&Json> {
+        self.cfg.get(key).filter(|v| !v.is_null())
     }
     fn opt_f32(&self, key: &str) -> Option<f32> {
-        self.cfg.get(key)?.as_f64().map(|v| v as f32)
+        self.get(key)?.as_f64().map(|v| v as f32)
     }
-    fn u32(&self, key: &str) -> Result<u32, ConvertError> {
-        self.opt_u32(key).ok_or_else(|| self.missing(key))
+    /// Integer `key` in `range` (`default` when absent; an error when
+    /// absent without one, or present and not such an integer).
+    fn int(
+        &self,
+        key: &str,
+        default: Option<u32>,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u32, ConvertError> {
+        let Some(v) = self.get(key) else {
+            return default.ok_or_else(|| self.missing(key));
+        };
+        match v.as_u64() {
+            Some(n) if range.contains(&n) => {
+                u32::try_from(n).map_err(|_| self.invalid(key, n, "too large".into()))
+            }
+            _ => Err(self.invalid(
+                key,
+                v,
+                format!("must be an integer in {}..={}", range.start(), range.end()),
+            )),
+        }
     }
-    fn f32(&self, key: &str) -> Result<f32, ConvertError> {
-        self.opt_f32(key).ok_or_else(|| self.missing(key))
+    /// A finite number above zero.
+    fn positive(&self, key: &str, default: Option<f32>) -> Result<f32, ConvertError> {
+        let Some(v) = self.get(key) else {
+            return default.ok_or_else(|| self.missing(key));
+        };
+        match v.as_f64().map(|x| x as f32) {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+            _ => Err(self.invalid(key, v, "must be a finite number above 0".into())),
+        }
     }
+    /// A normalization epsilon: finite, above zero and below one.
+    fn eps(&self, key: &str, default: Option<f32>) -> Result<f32, ConvertError> {
+        let e = self.positive(key, default)?;
+        if e >= 1.0 {
+            return Err(self.invalid(key, e, "must be below 1".into()));
+        }
+        Ok(e)
+    }
+    /// `vocab_size`, if given.
+    fn vocab_size(&self) -> Result<Option<usize>, ConvertError> {
+        if self.get("vocab_size").is_none() {
+            return Ok(None);
+        }
+        let n = self.int("vocab_size", None, 1..=vocab::MAX_VOCAB as u64)?;
+        Ok(Some(n as usize))
+    }
+}
+
+/// A sentence-transformers module's folder, from `modules.json`: a relative
+/// path inside the checkpoint, never `..`, absolute or empty.
+fn module_dir(dir: &Path, m: &Json) -> Result<PathBuf, ConvertError> {
+    let rel = m["path"].as_str().unwrap_or("");
+    let inside = !rel.is_empty()
+        && !rel.contains('\\')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(ConvertError::Invalid {
+            path: dir.join("modules.json"),
+            key: "path".into(),
+            value: format!("{rel:?}"),
+            why: "must be a relative path inside the checkpoint".into(),
+        });
+    }
+    Ok(dir.join(rel))
 }
 
 /// llama.cpp's `pooling_type` from the sentence-transformers Pooling module
@@ -402,9 +524,7 @@ fn pooling_type(dir: &Path) -> Result<Option<u32>, ConvertError> {
     else {
         return Ok(None);
     };
-    let path = dir
-        .join(m["path"].as_str().unwrap_or(""))
-        .join("config.json");
+    let path = module_dir(dir, m)?.join("config.json");
     let p = read_json(&path)?;
     let on = |k: &str| p[k].as_bool().unwrap_or(false);
     if on("pooling_mode_mean_tokens") {
@@ -423,7 +543,7 @@ fn pooling_type(dir: &Path) -> Result<Option<u32>, ConvertError> {
 
 /// The sentence-transformers Dense modules that have weights, as
 /// (`dense_2` / `dense_3`, module path), in modules.json order.
-fn dense_modules(dir: &Path) -> Result<Vec<(&'static str, String)>, ConvertError> {
+fn dense_modules(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>, ConvertError> {
     let Some(Json::Array(mods)) = read_json_opt(&dir.join("modules.json"))? else {
         return Ok(Vec::new());
     };
@@ -432,15 +552,15 @@ fn dense_modules(dir: &Path) -> Result<Vec<(&'static str, String)>, ConvertError
         if !m["type"].as_str().is_some_and(|t| t.ends_with("Dense")) {
             continue;
         }
-        let path = m["path"].as_str().unwrap_or("").to_owned();
-        if !dir.join(&path).join("model.safetensors").is_file() {
+        let path = module_dir(dir, m)?;
+        if !path.join("model.safetensors").is_file() {
             return Err(ConvertError::MissingFile {
                 dir: dir.to_owned(),
-                file: format!("{path}/model.safetensors"),
+                file: format!("{}/model.safetensors", m["path"].as_str().unwrap_or("")),
             });
         }
         // llama.cpp knows exactly two: the one after pooling and the last.
-        let prefix = if path == "2_Dense" {
+        let prefix = if m["path"] == "2_Dense" {
             "dense_2"
         } else {
             "dense_3"

@@ -66,6 +66,14 @@ pub enum ConvertError {
     Write { path: PathBuf, source: WriteError },
     #[error("unsupported checkpoint: {0}")]
     Unsupported(String),
+    /// A config or tokenizer value that is present but out of range.
+    #[error("{path}: `{key}` = {value} is invalid: {why}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        why: String,
+    },
 }
 
 impl ConvertError {

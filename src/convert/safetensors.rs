@@ -133,7 +133,10 @@ impl SafeTensors {
                 .iter()
                 .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| bad(format!("tensor {name}: shape overflows")))?;
-            if end < begin || end - begin != n_bytes || data_start + end > file_len {
+            if end < begin
+                || end - begin != n_bytes
+                || data_start.checked_add(end).is_none_or(|e| e > file_len)
+            {
                 return Err(bad(format!(
                     "tensor {name}: data [{begin}, {end}) does not match its shape or the file size (truncated file?)"
                 )));

@@ -23,6 +23,11 @@ pub mod token_type {
     pub const BYTE: i32 = 6;
 }
 
+/// Most tokens a vocabulary may have (`vocab_size` or the largest id):
+/// 8x the largest real vocabularies (~262K), so that a hostile id cannot
+/// size the tables.
+pub const MAX_VOCAB: usize = 1 << 21;
+
 /// Score given to added tokens (as llama.cpp's converter does).
 const ADDED_TOKEN_SCORE: f32 = -1000.0;
 /// Score of padding entries beyond the tokenizer's own vocabulary.
@@ -112,7 +117,8 @@ pub fn sentencepiece(dir: &Path, vocab_size: Option<usize>) -> Result<Vocab, Con
 /// space" form: word-start pieces get U+2581 in front, `##` continuations
 /// lose their `##`, control tokens stay as they are.
 pub fn wordpiece(dir: &Path, vocab_size: Option<usize>) -> Result<Vocab, ConvertError> {
-    let tok_json = read_json_opt(&dir.join("tokenizer.json"))?;
+    let tok_path = dir.join("tokenizer.json");
+    let tok_json = read_json_opt(&tok_path)?;
     let mut by_id: Vec<Option<String>> = Vec::new();
     let mut put = |id: usize, t: String| {
         if by_id.len() <= id {
@@ -128,13 +134,30 @@ pub fn wordpiece(dir: &Path, vocab_size: Option<usize>) -> Result<Vocab, Convert
         Some(vocab) => {
             for (t, id) in vocab {
                 if let Some(id) = id.as_u64() {
-                    put(id as usize, t.clone());
+                    let id = usize::try_from(id)
+                        .ok()
+                        .filter(|&i| i < MAX_VOCAB)
+                        .ok_or_else(|| ConvertError::Invalid {
+                            path: tok_path.clone(),
+                            key: format!("model.vocab[{t:?}]"),
+                            value: id.to_string(),
+                            why: format!("token ids must be below {MAX_VOCAB}"),
+                        })?;
+                    put(id, t.clone());
                 }
             }
         }
         None => {
             let path = dir.join("vocab.txt");
             let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+            if text.lines().count() > MAX_VOCAB {
+                return Err(ConvertError::Invalid {
+                    path,
+                    key: "lines".into(),
+                    value: text.lines().count().to_string(),
+                    why: format!("at most {MAX_VOCAB} tokens"),
+                });
+            }
             for (id, line) in text.lines().enumerate() {
                 put(id, line.to_owned());
             }
@@ -232,7 +255,7 @@ fn token_id(content: &Json, tok_json: Option<&Json>, vocab: &Vocab) -> Option<u3
             .find(|a| a["content"].as_str() == Some(text))
             .and_then(|a| a["id"].as_u64())
     {
-        return Some(id as u32);
+        return u32::try_from(id).ok();
     }
     vocab
         .tokens
@@ -275,7 +298,7 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>,
                 name.replace('~', "~0").replace('/', "~1")
             ))?
             .as_u64()
-            .map(|i| i as u32)
+            .and_then(|i| u32::try_from(i).ok())
     };
 
     let from_cfg = |key: &str| {
@@ -286,7 +309,7 @@ pub fn special_tokens(dir: &Path, vocab: &Vocab) -> Result<Vec<(String, Value)>,
         model_cfg
             .get(format!("{key}_token_id"))
             .and_then(Json::as_u64)
-            .map(|i| i as u32)
+            .and_then(|i| u32::try_from(i).ok())
     };
 
     let bos = template_id(&first)

