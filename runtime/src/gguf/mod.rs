@@ -270,6 +270,10 @@ pub struct FileIdentity {
     pub inode: u64,
     /// Device number (0 where the platform has none).
     pub device: u64,
+    /// Status-change time, nanoseconds (wrapping; 0 where the platform has
+    /// none). Unlike the mtime, any write sets it to now and no tool sets it
+    /// back, so it tells a same-size edit whose mtime was restored.
+    pub ctime_ns: u64,
 }
 
 impl FileIdentity {
@@ -281,17 +285,21 @@ impl FileIdentity {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?;
         #[cfg(unix)]
-        let (inode, device) = {
+        let (inode, device, ctime_ns) = {
             use std::os::unix::fs::MetadataExt;
-            (md.ino(), md.dev())
+            let ctime_ns = (md.ctime() as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(md.ctime_nsec() as u64);
+            (md.ino(), md.dev(), ctime_ns)
         };
         #[cfg(not(unix))]
-        let (inode, device) = (0, 0);
+        let (inode, device, ctime_ns) = (0, 0, 0);
         Some(FileIdentity {
             len: md.len(),
             mtime_ns: u64::try_from(mtime.as_nanos()).ok()?,
             inode,
             device,
+            ctime_ns,
         })
     }
 }

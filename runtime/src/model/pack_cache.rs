@@ -160,59 +160,16 @@ fn header_hash(head: &[u8], index: &[u8]) -> u64 {
     u64::from(h.finalize())
 }
 
-/// The GGUF a cache is made from: its identity as opened, and its
-/// status-change time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SourceId {
-    id: FileIdentity,
-    /// Status-change time in nanoseconds (wrapping), 0 where the platform
-    /// has none. Unlike the mtime, any write to the file sets it to now and
-    /// nothing sets it back, so it tells a same-size edit whose mtime was
-    /// restored.
-    ctime_ns: u64,
-}
-
-impl SourceId {
-    /// `file`'s identity with its ctime, or `None` if the file at its path
-    /// is no longer the one opened (other inode, length or mtime): a cache
-    /// would then be keyed to a file the model was not read from. The
-    /// ctime comes from the path, not the open file, as `FileIdentity`
-    /// does not carry it; matching inode and device make it the same file.
-    fn of(file: &GgufFile) -> Option<Self> {
-        let id = *file.identity()?;
-        let md = std::fs::metadata(file.path()).ok()?;
-        #[cfg(unix)]
-        let (same, ctime_ns) = {
-            use std::os::unix::fs::MetadataExt;
-            let ctime = (md.ctime() as u64)
-                .wrapping_mul(1_000_000_000)
-                .wrapping_add(md.ctime_nsec() as u64);
-            (md.ino() == id.inode && md.dev() == id.device, ctime)
-        };
-        #[cfg(not(unix))]
-        let (same, ctime_ns) = (true, 0);
-        let mtime_ns = md
-            .modified()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_nanos();
-        (same && md.len() == id.len && mtime_ns == u128::from(id.mtime_ns))
-            .then_some(SourceId { id, ctime_ns })
-    }
-}
-
-fn header(src: &SourceId, index_offset: u64, index: &[u8]) -> [u8; HEADER] {
+fn header(id: &FileIdentity, index_offset: u64, index: &[u8]) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..8].copy_from_slice(MAGIC);
-    let id = &src.id;
     let fields = [
         LAYOUT_VERSION,
         id.len,
         id.mtime_ns,
         id.inode,
         id.device,
-        src.ctime_ns,
+        id.ctime_ns,
         index_offset,
         index.len() as u64,
     ];
@@ -280,7 +237,7 @@ impl PackCache {
     /// the file `id` names, and every weight in it was made from the tensor
     /// of that name in `file` as it is now; `None` otherwise (never an
     /// error: a bad cache only means repacking).
-    pub(crate) fn open(path: &Path, file: &GgufFile, id: &SourceId) -> Option<Self> {
+    pub(crate) fn open(path: &Path, file: &GgufFile, id: &FileIdentity) -> Option<Self> {
         let f = open_regular(path)?;
         // Populated while the tokenizer is built beside the model: the
         // first forward pass then finds every page mapped (and checking
@@ -299,7 +256,7 @@ impl PackCache {
 
     /// Reads the header and index, checking the header's checksum and that the
     /// weights tile the space between header and index in order.
-    fn parse(b: &[u8], id: &SourceId) -> Option<Vec<Entry>> {
+    fn parse(b: &[u8], id: &FileIdentity) -> Option<Vec<Entry>> {
         let mut fields = b.get(INDEX_FIELDS_AT..INDEX_FIELDS_AT + 16)?;
         let (start, index_len) = (usize_from(&mut fields)?, usize_from(&mut fields)?);
         let index = b.get(start..start.checked_add(index_len)?)?;
@@ -382,7 +339,7 @@ pub(crate) struct PackWriter {
 struct Writing {
     tmp: PathBuf,
     path: PathBuf,
-    id: SourceId,
+    id: FileIdentity,
     out: BufWriter<File>,
     pos: u64,
     index: Vec<u8>,
@@ -392,7 +349,7 @@ impl PackWriter {
     /// A writer for `path`, or `None` when the file cannot be created
     /// (read-only directory, no space): the model then simply repacks at
     /// every open.
-    pub(crate) fn create(path: PathBuf, file: Arc<GgufFile>, id: SourceId) -> Option<Self> {
+    pub(crate) fn create(path: PathBuf, file: Arc<GgufFile>, id: FileIdentity) -> Option<Self> {
         let dir = path.parent()?;
         std::fs::create_dir_all(dir).ok()?;
         // Unique per process and open: two opens writing at once (threads
@@ -526,7 +483,7 @@ pub(crate) enum Packs {
 impl Packs {
     /// The cache for `file` in `dir` (`None`: no cache).
     pub(crate) fn for_file(file: &Arc<GgufFile>, dir: Option<&Path>) -> Self {
-        let (Some(dir), Some(id)) = (dir, SourceId::of(file)) else {
+        let (Some(dir), Some(id)) = (dir, file.identity().copied()) else {
             return Packs::Off;
         };
         let path = cache_path(dir, file.path());
@@ -584,8 +541,8 @@ mod tests {
         Arc::new(GgufFile::open(&path).unwrap())
     }
 
-    fn id(file: &GgufFile) -> SourceId {
-        SourceId::of(file).unwrap()
+    fn id(file: &GgufFile) -> FileIdentity {
+        file.identity().copied().unwrap()
     }
 
     fn blocks(n: usize, seed: u8) -> Vec<BlockQ8_0x8> {
@@ -657,7 +614,7 @@ mod tests {
         write(&path, &file);
         assert!(PackCache::open(&path, &file, &id(&file)).is_some());
         let mut other = id(&file);
-        other.id.mtime_ns += 1;
+        other.mtime_ns += 1;
         assert!(PackCache::open(&path, &file, &other).is_none());
         // Only the ctime differs (a same-size edit whose mtime was put
         // back): refused on the identity alone.
@@ -696,9 +653,11 @@ mod tests {
         std::fs::create_dir(&path).unwrap();
         assert!(PackCache::open(&path, &file, &id(&file)).is_none());
         std::fs::remove_dir(&path).unwrap();
-        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
         assert!(PackCache::open(&path, &file, &id(&file)).is_none());
     }
 
