@@ -30,7 +30,10 @@ struct TestServer {
 
 impl TestServer {
     fn start(tune: impl FnOnce(&mut Config)) -> TestServer {
-        let embedder = embedder();
+        TestServer::start_with(embedder(), tune)
+    }
+
+    fn start_with(embedder: Arc<Embedder>, tune: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::new("all-MiniLM-L6-v2", &embedder);
         tune(&mut config);
         let server = Server::new(embedder.clone(), config).unwrap();
@@ -747,4 +750,49 @@ fn graceful_shutdown_finishes_in_flight_requests() {
         agent().get(&s.url("/health")).call().is_err(),
         "the listener is closed after shutdown"
     );
+}
+
+/// The MiniLM fixture with one NaN in a norm weight, in memory: every
+/// vector it computes is NaN.
+fn embedder_with_a_nan_weight() -> Arc<Embedder> {
+    use kiln::runtime::gguf::{GgufFile, GgufWriter};
+    let src = GgufFile::open(fixture()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata().iter() {
+        w.add_metadata(k, v.clone()).unwrap();
+    }
+    for t in src.tensors() {
+        w.add_tensor(&t.name, &t.dims, t.ty).unwrap();
+    }
+    let mut out = w.begin(Vec::new()).unwrap();
+    for t in src.tensors() {
+        let mut bytes = src.tensor_bytes(t).to_vec();
+        if t.name == "token_embd_norm.weight" {
+            bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        out.write_tensor(&t.name, &bytes).unwrap();
+    }
+    let file = GgufFile::from_vec(out.finish().unwrap(), "minilm-nan.gguf").unwrap();
+    Arc::new(
+        Embedder::builder()
+            .threads(1)
+            .pack_cache(None)
+            .open_file(Arc::new(file))
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_non_finite_vector_is_an_error_not_a_200() {
+    let server = TestServer::start_with(embedder_with_a_nan_weight(), |_| {});
+    let (status, body) = post(
+        &server.url("/v1/embeddings"),
+        &json!({"input": ["hello", "world"]}),
+    );
+    assert_openai_error(status, &body, 500, "non-finite");
+    let (status, body) = post(&server.url("/embed"), &json!({"inputs": "hello"}));
+    assert_tei_error(status, &body, 500, "non-finite");
+    // The server keeps serving: the failure is the request's, not the worker's.
+    let (status, _) = get(&server.url("/health"), None);
+    assert_eq!(status, 200);
 }
