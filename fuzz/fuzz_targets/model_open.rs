@@ -47,7 +47,10 @@ struct Input {
 }
 
 static BASE: LazyLock<GgufFile> = LazyLock::new(|| {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf"
+    );
     GgufFile::open(path).expect("the MiniLM fixture opens")
 });
 
@@ -64,7 +67,14 @@ fn rewrite(edits: &[Edit]) -> Option<Vec<u8>> {
     let mut tensors: Vec<(String, Vec<u64>, _, Option<&[u8]>)> = src
         .tensors()
         .iter()
-        .map(|t| (t.name.clone(), t.dims.clone(), t.ty, Some(src.tensor_bytes(t))))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dims.clone(),
+                t.ty,
+                Some(src.tensor_bytes(t)),
+            )
+        })
         .collect();
     let mut keep = vec![true; tensors.len()];
     for e in edits.iter().take(8) {
@@ -145,6 +155,9 @@ fuzz_target!(|input: Input| {
         return;
     };
     if let Ok(v) = e.embed(&input.text) {
-        assert!(v.iter().all(|x| x.is_finite()), "non-finite vector returned as a result");
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "non-finite vector returned as a result"
+        );
     }
 });

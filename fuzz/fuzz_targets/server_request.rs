@@ -41,7 +41,10 @@ struct Harness {
 }
 
 static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf"
+    );
     let embedder = Arc::new(
         kiln::Embedder::builder()
             .threads(1)
@@ -78,16 +81,16 @@ fuzz_target!(|input: Input| {
         return;
     };
     let router = h.server.router();
-    let resp = h
-        .rt
-        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), router.oneshot(req)).await })
+    let resp =
+        h.rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), router.oneshot(req)).await
+        })
         .expect("a response within 10 s")
         .expect("the router is infallible");
     let status = resp.status();
-    let body = h
-        .rt
-        .block_on(to_bytes(resp.into_body(), 16 << 20))
-        .expect("a body under 16 MiB");
+    let body =
+        h.rt.block_on(to_bytes(resp.into_body(), 16 << 20))
+            .expect("a body under 16 MiB");
     if status.is_client_error() || status.is_server_error() {
         assert!(status.as_u16() != 500, "500 for {route}");
         assert!(

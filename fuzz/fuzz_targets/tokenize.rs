@@ -26,8 +26,15 @@ static TOKENIZERS: LazyLock<Vec<Tokenizer>> = LazyLock::new(|| {
     let mut paths = vec![manifest.join("../tests/fixtures/all-MiniLM-L6-v2-Q8_0.gguf")];
     // One file per cached model; the F32 variants share their tokenizer.
     if let Ok(dir) = std::fs::read_dir(cache_dir().join("models")) {
-        for model in dir.flatten().filter(|m| !m.file_name().to_string_lossy().ends_with("-f32")) {
-            for file in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
+        for model in dir
+            .flatten()
+            .filter(|m| !m.file_name().to_string_lossy().ends_with("-f32"))
+        {
+            for file in std::fs::read_dir(model.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if file.path().extension().is_some_and(|e| e == "gguf") {
                     paths.push(file.path());
                 }
@@ -59,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let n = t.vocab_size();
-        assert!(ids.iter().all(|&id| (id as usize) < n), "id out of vocabulary");
+        assert!(
+            ids.iter().all(|&id| (id as usize) < n),
+            "id out of vocabulary"
+        );
         let _ = t.decode(&ids);
         let keep = usize::from(flags >> 2);
         t.truncate(&mut ids, keep);
