@@ -12,11 +12,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -104,20 +104,9 @@ pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
         .with_state(state)
 }
 
-/// Logs one line per request: method, route, status, latency (for a
-/// stream, until its head).
+/// Logs one line per request (no metrics for generations yet).
 async fn log_request(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    let ms = start.elapsed().as_secs_f64() * 1e3;
-    tracing::info!(%method, route, status = resp.status().as_u16(), ms, "request");
-    resp
+    super::run_logged(req, next).await.0
 }
 
 /// Fields shared by both routes (OpenAI's names; `top_k`, `min_p` and

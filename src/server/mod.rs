@@ -179,6 +179,15 @@ impl Server {
 
 /// Counts every request by route and status, with its latency, and logs it.
 async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let (resp, route, secs) = run_logged(req, next).await;
+    s.metrics.request(&route, resp.status().as_u16(), secs);
+    resp
+}
+
+/// Runs a request and logs one line: method, route, status and latency (for
+/// a stream, until its head). Returns the response with its route and
+/// seconds for the caller's metrics.
+pub(crate) async fn run_logged(req: Request, next: Next) -> (Response, String, f64) {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -189,9 +198,8 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
     let resp = next.run(req).await;
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    s.metrics.request(&route, status, secs);
     tracing::info!(%method, route, status, ms = secs * 1e3, "request");
-    resp
+    (resp, route, secs)
 }
 
 /// Requires `Authorization: Bearer KEY` on every route but `/health` when a

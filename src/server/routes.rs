@@ -51,6 +51,21 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
+/// A 429 for a full queue (`what` names it), counted as rejected.
+fn at_capacity(s: &AppState, flavor: Flavor, what: &str) -> ApiError {
+    s.metrics
+        .rejected_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiError::new(
+        flavor,
+        Kind::Overloaded,
+        format!(
+            "the server is at capacity ({} {what}); retry later",
+            s.config.max_concurrent_requests
+        ),
+    )
+}
+
 /// Runs CPU-heavy request work (tokenizing) on a blocking thread: at most
 /// one per core at once, and at most `max_concurrent_requests` waiting; past
 /// that the request gets 429 at once. The async threads stay free for I/O.
@@ -60,17 +75,7 @@ async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let Ok(_queued) = s.cpu_queue.clone().try_acquire_owned() else {
-        s.metrics
-            .rejected_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(ApiError::new(
-            flavor,
-            Kind::Overloaded,
-            format!(
-                "the server is at capacity ({} requests tokenizing); retry later",
-                s.config.max_concurrent_requests
-            ),
-        ));
+        return Err(at_capacity(s, flavor, "requests tokenizing"));
     };
     let unavailable = || ApiError::new(flavor, Kind::Unavailable, "the server is shutting down");
     let running = s
@@ -315,19 +320,7 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     };
     match s.batcher.try_submit(job) {
         Ok(()) => {}
-        Err(SubmitError::Full) => {
-            s.metrics
-                .rejected_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(ApiError::new(
-                flavor,
-                Kind::Overloaded,
-                format!(
-                    "the server is at capacity ({} queued requests); retry later",
-                    s.config.max_concurrent_requests
-                ),
-            ));
-        }
+        Err(SubmitError::Full) => return Err(at_capacity(s, flavor, "queued requests")),
         Err(SubmitError::Closed) => {
             return Err(ApiError::new(
                 flavor,
