@@ -205,9 +205,14 @@ fn embedding_server_outlives_idle_slow_and_oversized_clients() {
     let mut rss = RssWatch::start();
     // 300 silent and 100 slow connections: more than the cap of 256.
     let (idle, slow) = hold(&addr, 300, 100);
+    // Right after the burst the accept loop still works through the 144
+    // connections over the cap, one eviction each, before it reaches this
+    // one: about a second on a loaded 2-core machine (1.02 s seen once in
+    // CI). Once the burst is absorbed, /health must answer within a second
+    // (checked below, under oversized and abandoned requests).
     let (status, took) = health(&addr);
     assert_eq!(status, 200);
-    assert!(took < Duration::from_secs(1), "/health took {took:?}");
+    assert!(took < Duration::from_secs(2), "/health took {took:?}");
 
     // Oversized bodies, four at a time: a million-word /tokenize (under the
     // 2 MB body limit), the same for /embed, and a 3 MB body.
