@@ -1,7 +1,7 @@
 //! Kernel benches at EmbeddingGemma-300M shapes, and this machine's limits.
 //!
 //! First measures single-thread DRAM read bandwidth and the int8 dot peak of
-//! the ISA in use, then prints the bars of issue 4 as fractions of them:
+//! the ISA in use, then prints the speed bars below as fractions of them:
 //! - Q8_0 matvec with weights streamed from DRAM (working set ≫ L3) vs read
 //!   bandwidth (bar: ≥ 80%);
 //! - Q8_0 matmul on 64+ tokens with weights in cache vs int8 peak (bar: ≥ 60%);

@@ -654,7 +654,7 @@ impl Drop for WorkerGuard<'_> {
 }
 
 /// Tokens in one packed forward pass at most; a longer text runs alone.
-/// Measured on EmbeddingGemma with ~30-token texts (see issue 9): the
+/// Measured on EmbeddingGemma with ~30-token texts: the
 /// weights are streamed once per pack, and past a few hundred tokens the
 /// matmuls are compute-bound, so larger packs only cost scratch memory.
 const PACK_TOKENS: usize = 512;
