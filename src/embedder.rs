@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::kernels::L2NormalizeFn;
 use kiln_runtime::model::{self, EncoderModel, ModelOptions, Pooling, Workspace};
 use kiln_runtime::tokenizer::{EncodeOptions, Tokenizer, TokenizerScratch};
 
 use crate::Error;
 use crate::prompts;
+use crate::quantize::{self, Embedding, Precision, QuantRange};
 
 /// How texts are embedded. Built with [`EmbedderBuilder`] and fixed for the
 /// life of an [`Embedder`].
@@ -33,6 +35,8 @@ pub struct EmbedOptions {
     pub normalize: bool,
     /// Cut inputs longer than the context instead of failing.
     pub truncate: bool,
+    /// Which end truncation cuts.
+    pub truncate_direction: TruncateDirection,
     /// Parse special-token strings (`<bos>`, `[CLS]`, …) in the input as
     /// control tokens. Off by default: input text is text.
     pub parse_special: bool,
@@ -48,6 +52,7 @@ impl Default for EmbedOptions {
             prompt: None,
             normalize: true,
             truncate: false,
+            truncate_direction: TruncateDirection::Right,
             parse_special: false,
             pooling: None,
         }
@@ -65,7 +70,10 @@ pub enum TruncateDirection {
 }
 
 /// Per-call overrides of an [`Embedder`]'s options: `None` keeps the
-/// embedder's. Used by [`Embedder::embed_batch_with`] and friends.
+/// embedder's. Every front end (library, CLI, server, Python,
+/// `#[kiln::model]`) expresses its options as one of these, and the
+/// embedder alone applies them: prompt, length limit and truncation, vocabulary
+/// check of token ids, Matryoshka width, L2 normalization and precision.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// Matryoshka output width for this call.
@@ -79,9 +87,15 @@ pub struct CallOptions {
     /// Cut over-long inputs instead of failing.
     pub truncate: Option<bool>,
     /// Which end truncation cuts.
-    pub truncate_direction: TruncateDirection,
+    pub truncate_direction: Option<TruncateDirection>,
     /// A length limit below the model's context (e.g. a server's cap).
     pub max_tokens: Option<usize>,
+    /// Output precision of the methods that return [`Embedding`]s
+    /// ([`Embedder::embed_batch_as`], [`Embedder::embed_tokens_groups`]);
+    /// the methods that return `f32` vectors give the float vector.
+    pub precision: Precision,
+    /// The range `int8`/`uint8` quantize over.
+    pub quantization_range: QuantRange,
 }
 
 /// Options of one call, merged and checked.
@@ -92,6 +106,8 @@ struct Resolved<'a> {
     truncate: bool,
     direction: TruncateDirection,
     max: usize,
+    precision: Precision,
+    range: QuantRange,
 }
 
 /// Builds an [`Embedder`] with options.
@@ -137,6 +153,12 @@ impl EmbedderBuilder {
     /// Cuts over-long inputs to the context instead of failing.
     pub fn truncate(mut self, on: bool) -> Self {
         self.options.truncate = on;
+        self
+    }
+
+    /// Which end truncation cuts (default: the end, [`TruncateDirection::Right`]).
+    pub fn truncate_direction(mut self, direction: TruncateDirection) -> Self {
+        self.options.truncate_direction = direction;
         self
     }
 
@@ -209,6 +231,7 @@ impl EmbedderBuilder {
         }
         Ok(Embedder {
             arch,
+            l2: kernels.l2_normalize(),
             model,
             tokenizer,
             options: self.options,
@@ -232,6 +255,8 @@ struct Worker {
 /// threads; concurrent callers each get their own scratch memory.
 pub struct Embedder {
     arch: String,
+    /// The `l2_normalize` kernel of the set the model runs on.
+    l2: L2NormalizeFn,
     model: Box<dyn EncoderModel>,
     tokenizer: Tokenizer,
     options: EmbedOptions,
@@ -294,8 +319,15 @@ impl Embedder {
     /// Token ids of `text` exactly as [`embed`](Self::embed) feeds them to
     /// the model (prompt included, before truncation).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
+        self.tokenize_unlimited(text, &CallOptions::default())
+    }
+
+    /// Token ids of `text` with `call`'s prompt and special tokens, before
+    /// the length limit (what an over-long input would be cut from).
+    pub fn tokenize_unlimited(&self, text: &str, call: &CallOptions) -> Result<Vec<u32>, Error> {
+        let r = self.resolve(call)?;
         let mut w = self.worker();
-        self.tokenize_into(text, self.options.prompt.as_deref(), &mut w)?;
+        self.tokenize_into(text, r.prompt, &mut w)?;
         Ok(w.ids.clone())
     }
 
@@ -310,10 +342,38 @@ impl Embedder {
         Ok(w.ids.clone())
     }
 
+    /// Already-tokenized input as [`embed_tokens_batch`](Self::embed_tokens_batch)
+    /// feeds it to the model with `call`: every id checked against the
+    /// vocabulary ([`Error::BadToken`]), not empty ([`Error::Empty`]), and
+    /// truncated (or rejected, [`Error::TooLong`]) at the length limit from
+    /// `call`'s end, keeping the start and end special tokens exactly as
+    /// for text. No prompt is added.
+    pub fn prepare_tokens(&self, ids: &[u32], call: &CallOptions) -> Result<Vec<u32>, Error> {
+        let r = self.resolve(call)?;
+        let mut out = Vec::new();
+        self.load_tokens(ids, &mut out)?;
+        self.limit(&mut out, &r)?;
+        Ok(out)
+    }
+
+    /// The width of the vectors a call with `call` returns, checked
+    /// ([`Error::BadDim`]).
+    pub fn dim_with(&self, call: &CallOptions) -> Result<usize, Error> {
+        Ok(self.resolve(call)?.dim)
+    }
+
     /// Embeds one text.
     pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
         let mut out = vec![0.0; self.dim()];
         self.embed_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// Embeds one text with per-call options (`None` fields keep the
+    /// embedder's).
+    pub fn embed_with(&self, text: &str, call: &CallOptions) -> Result<Vec<f32>, Error> {
+        let mut out = vec![0.0; self.dim_with(call)?];
+        self.embed_into_with(text, call, &mut out)?;
         Ok(out)
     }
 
@@ -366,111 +426,171 @@ impl Embedder {
         call: &CallOptions,
     ) -> Result<Vec<Vec<f32>>, Error> {
         let r = self.resolve(call)?;
-        self.batch(
-            texts,
-            |text, w| self.tokenize_into(text.as_ref(), r.prompt, w),
-            &r,
-        )
+        let rows = self.text_rows(texts, &r)?;
+        Ok(rows.into_iter().map(|row| self.finish(row, &r)).collect())
+    }
+
+    /// [`embed_batch_with`](Self::embed_batch_with) at `call`'s
+    /// [`precision`](CallOptions::precision).
+    pub fn embed_batch_as<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        call: &CallOptions,
+    ) -> Result<Vec<Embedding>, Error> {
+        let r = self.resolve(call)?;
+        let rows = self.text_rows(texts, &r)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| self.finish_as(row, &r))
+            .collect())
     }
 
     /// Embeds already-tokenized inputs, fed to the model exactly as given
-    /// (no prompt, no special tokens added). Every id must be in the
-    /// vocabulary; over-long inputs follow `call`'s truncation.
+    /// (no prompt, no special tokens added), after
+    /// [`prepare_tokens`](Self::prepare_tokens)' checks and truncation.
     pub fn embed_tokens_batch<T: AsRef<[u32]> + Sync>(
         &self,
         inputs: &[T],
         call: &CallOptions,
     ) -> Result<Vec<Vec<f32>>, Error> {
         let r = self.resolve(call)?;
-        let vocab = self.tokenizer.vocab_size();
-        self.batch(
-            inputs,
-            |ids, w| {
-                let ids = ids.as_ref();
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(Error::BadToken { id, vocab });
-                }
-                w.ids.clear();
-                w.ids.extend_from_slice(ids);
-                if w.ids.is_empty() {
-                    return Err(Error::Empty);
-                }
-                Ok(())
-            },
-            &r,
-        )
+        let ids = inputs
+            .iter()
+            .map(|ids| {
+                let mut v = Vec::new();
+                self.load_tokens(ids.as_ref(), &mut v)?;
+                self.limit(&mut v, &r)?;
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let rows = self.raw_rows(&ids)?;
+        Ok(rows.into_iter().map(|row| self.finish(row, &r)).collect())
     }
 
-    /// Embeds `items`, one output row each, in input order. `ids_of` puts
-    /// an item's token ids into the worker's `ids`. One item runs with all
-    /// threads inside it; several are packed: consecutive texts share one
-    /// forward pass of up to [`PACK_TOKENS`] tokens, so the weights are read
-    /// once per pack rather than once per text, and the packs run in
-    /// parallel, one thread each.
-    fn batch<I: Sync>(
+    /// Embeds groups of already-tokenized inputs, each group with its own
+    /// options, in shared forward passes: what a server's batching worker
+    /// needs to merge requests that ask for different widths, normalization
+    /// or precisions. One list of vectors per group, in order; each vector
+    /// equals what [`embed_tokens_batch`](Self::embed_tokens_batch) (then
+    /// [`quantize`](crate::quantize::quantize)) gives for it alone.
+    pub fn embed_tokens_groups<T: AsRef<[u32]> + Sync>(
         &self,
-        items: &[I],
-        ids_of: impl Fn(&I, &mut Worker) -> Result<(), Error> + Sync,
+        groups: &[(&[T], &CallOptions)],
+    ) -> Result<Vec<Vec<Embedding>>, Error> {
+        let resolved = groups
+            .iter()
+            .map(|(_, call)| self.resolve(call))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let mut ids = Vec::with_capacity(groups.iter().map(|(g, _)| g.len()).sum());
+        for ((inputs, _), r) in groups.iter().zip(&resolved) {
+            for input in inputs.iter() {
+                let mut v = Vec::new();
+                self.load_tokens(input.as_ref(), &mut v)?;
+                self.limit(&mut v, r)?;
+                ids.push(v);
+            }
+        }
+        let mut rows = self.raw_rows(&ids)?.into_iter();
+        Ok(groups
+            .iter()
+            .zip(&resolved)
+            .map(|((inputs, _), r)| {
+                rows.by_ref()
+                    .take(inputs.len())
+                    .map(|row| self.finish_as(row, r))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Tokenizes `texts` (prompt, length limit) in parallel and returns
+    /// the model's full-width vectors.
+    fn text_rows<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
         r: &Resolved<'_>,
     ) -> Result<Vec<Vec<f32>>, Error> {
         use rayon::prelude::*;
-        let threads = self.options.threads;
-        if let [item] = items {
-            let mut out = vec![0.0; r.dim];
-            let mut w = self.worker();
-            self.pool.install(|| {
-                ids_of(item, &mut w)?;
-                self.run_ids(&mut out, &mut w, r, threads)
-            })?;
-            return Ok(vec![out]);
-        }
-        self.pool.install(|| {
-            let ids: Vec<Vec<u32>> = items
+        let ids: Vec<Vec<u32>> = self.pool.install(|| {
+            texts
                 .par_iter()
                 .map_init(
                     || self.worker(),
-                    |w, item| {
-                        ids_of(item, w)?;
+                    |w, text| {
+                        self.tokenize_into(text.as_ref(), r.prompt, w)?;
                         self.limit(&mut w.ids, r)?;
                         Ok(w.ids.clone())
                     },
                 )
-                .collect::<Result<_, Error>>()?;
-            let packs = packs(&ids, threads);
+                .collect::<Result<_, Error>>()
+        })?;
+        self.raw_rows(&ids)
+    }
+
+    /// The model's full-width vectors (before the Matryoshka cut and
+    /// normalization) of inputs already within the length limit, in input
+    /// order. One input runs with all threads inside it; several are
+    /// packed: consecutive inputs share one forward pass of up to
+    /// [`PACK_TOKENS`] tokens, so the weights are read once per pack rather
+    /// than once per input, and the packs run in parallel, one thread each.
+    fn raw_rows(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, Error> {
+        use rayon::prelude::*;
+        let threads = self.options.threads;
+        let full_dim = self.model.dim();
+        if let [one] = ids {
+            let mut out = vec![0.0; full_dim];
+            let mut w = self.worker();
+            self.pool
+                .install(|| self.model.embed_tokens(one, &mut w.ws, &mut out, threads))?;
+            return Ok(vec![out]);
+        }
+        self.pool.install(|| {
+            let packs = packs(ids, threads);
             let per_pack = if packs.len() == 1 { threads } else { 1 };
             let rows: Vec<Vec<Vec<f32>>> = packs
                 .par_iter()
                 .map_init(
                     || self.worker(),
-                    |w, range| self.run_pack(&ids[range.clone()], w, r, per_pack),
+                    |w, range| self.run_pack(&ids[range.clone()], w, per_pack),
                 )
                 .collect::<Result<_, Error>>()?;
             Ok(rows.into_iter().flatten().collect())
         })
     }
 
-    /// Embeds one pack of tokenized texts in one forward pass.
+    /// Embeds one pack of tokenized inputs in one forward pass: full-width
+    /// rows.
     fn run_pack(
         &self,
         ids: &[Vec<u32>],
         w: &mut Worker,
-        r: &Resolved<'_>,
         threads: usize,
     ) -> Result<Vec<Vec<f32>>, Error> {
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let full_dim = self.model.dim();
         let full = grown(&mut w.full, seqs.len() * full_dim);
         self.model.embed_packed(&seqs, &mut w.ws, full, threads)?;
-        Ok(full
-            .chunks_exact(full_dim)
-            .map(|row| {
-                let mut out = row[..r.dim].to_vec();
-                if r.normalize {
-                    l2_normalize(&mut out);
-                }
-                out
-            })
-            .collect())
+        Ok(full.chunks_exact(full_dim).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Finishes a full-width row as a float vector: the Matryoshka cut,
+    /// then L2 normalization. The one place both happen.
+    fn finish(&self, mut row: Vec<f32>, r: &Resolved<'_>) -> Vec<f32> {
+        row.truncate(r.dim);
+        self.finish_in_place(&mut row, r);
+        row
+    }
+
+    /// [`finish`](Self::finish), then the call's precision.
+    fn finish_as(&self, row: Vec<f32>, r: &Resolved<'_>) -> Embedding {
+        quantize::quantize(self.finish(row, r), r.precision, r.range)
+    }
+
+    /// Normalizes an already cut row when the call asks for it.
+    fn finish_in_place(&self, out: &mut [f32], r: &Resolved<'_>) {
+        if r.normalize {
+            normalize_with(self.l2, out);
+        }
     }
 
     /// The embedder's own options, resolved (never allocates).
@@ -480,12 +600,15 @@ impl Embedder {
             prompt: self.options.prompt.as_deref(),
             normalize: self.options.normalize,
             truncate: self.options.truncate,
-            direction: TruncateDirection::Right,
+            direction: self.options.truncate_direction,
             max: self.model.context_length(),
+            precision: Precision::Float32,
+            range: QuantRange::DEFAULT,
         }
     }
 
-    /// Merges per-call options over the embedder's, checking them.
+    /// Merges per-call options over the embedder's, checking them. The one
+    /// place a width is checked.
     fn resolve<'a>(&'a self, call: &'a CallOptions) -> Result<Resolved<'a>, Error> {
         let mut r = self.defaults();
         if let Some(dim) = call.dim {
@@ -514,10 +637,14 @@ impl Embedder {
         if let Some(t) = call.truncate {
             r.truncate = t;
         }
-        r.direction = call.truncate_direction;
+        if let Some(d) = call.truncate_direction {
+            r.direction = d;
+        }
         if let Some(max) = call.max_tokens {
             r.max = r.max.min(max.max(1));
         }
+        r.precision = call.precision;
+        r.range = call.quantization_range;
         Ok(r)
     }
 
@@ -536,29 +663,17 @@ impl Embedder {
             });
         }
         self.tokenize_into(text, r.prompt, w)?;
-        self.run_ids(out, w, r, threads)
-    }
-
-    /// Embeds `w.ids` (after the length limit) into `out`.
-    fn run_ids(
-        &self,
-        out: &mut [f32],
-        w: &mut Worker,
-        r: &Resolved<'_>,
-        threads: usize,
-    ) -> Result<(), Error> {
         self.limit(&mut w.ids, r)?;
         let full = grown(&mut w.full, self.model.dim());
         self.model.embed_tokens(&w.ids, &mut w.ws, full, threads)?;
         out.copy_from_slice(&full[..r.dim]);
-        if r.normalize {
-            l2_normalize(out);
-        }
+        self.finish_in_place(out, r);
         Ok(())
     }
 
     /// Applies the length limit: cuts (from the chosen end, keeping the
-    /// start and end special tokens) or fails.
+    /// start and end special tokens) or fails. The one place inputs, text
+    /// or token ids, are cut.
     fn limit(&self, ids: &mut Vec<u32>, r: &Resolved<'_>) -> Result<(), Error> {
         if ids.len() <= r.max {
             return Ok(());
@@ -580,6 +695,21 @@ impl Embedder {
                 ids.drain(keep_start..keep_start + cut);
             }
         }
+        Ok(())
+    }
+
+    /// Copies token ids into `out` after checking them against the
+    /// vocabulary.
+    fn load_tokens(&self, ids: &[u32], out: &mut Vec<u32>) -> Result<(), Error> {
+        let vocab = self.tokenizer.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::BadToken { id, vocab });
+        }
+        if ids.is_empty() {
+            return Err(Error::Empty);
+        }
+        out.clear();
+        out.extend_from_slice(ids);
         Ok(())
     }
 
@@ -688,23 +818,31 @@ fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[..len]
 }
 
-/// Scales `v` to unit L2 norm (a zero vector stays zero).
+/// Scales `v` to unit L2 norm (a zero vector stays zero), with the
+/// `l2_normalize` kernel of the best kernel set for this CPU (the one
+/// embedders normalize with).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt();
-    if norm > 0.0 {
-        let inv = (1.0 / norm) as f32;
-        if inv.is_finite() {
-            v.iter_mut().for_each(|x| *x *= inv);
-        } else {
-            // A norm so small that its inverse overflows f32: divide in f64.
-            v.iter_mut()
-                .for_each(|x| *x = (f64::from(*x) / norm) as f32);
-        }
+    normalize_with(crate::kernels::best().l2_normalize(), v);
+}
+
+/// Largest magnitudes the kernel handles as they are: it sums squares in
+/// f32, which is exact enough for the magnitudes models produce but
+/// underflows to a zero norm below about 1e-19 and overflows above about
+/// 1e19 (and `1 / norm` overflows for the smallest norms).
+const L2_SAFE: std::ops::RangeInclusive<f32> = 1.0 / (1u64 << 40) as f32..=(1u64 << 40) as f32;
+
+/// Runs `kernel` on `v`, first scaling vectors whose largest magnitude is
+/// outside [`L2_SAFE`] by a power of two: exact, and the direction (so the
+/// result) does not change.
+fn normalize_with(kernel: L2NormalizeFn, v: &mut [f32]) {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if max > 0.0 && max.is_finite() && !L2_SAFE.contains(&max) {
+        // In f64: the factor for the smallest subnormals (2^149) is not an f32.
+        let scale = 2f64.powi(-(f64::from(max).log2().floor() as i32));
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) * scale) as f32);
     }
+    kernel(v);
 }
 
 /// Cosine similarity of two vectors of equal length.

@@ -14,6 +14,7 @@ mod generate;
 pub mod hub;
 pub mod kernels;
 pub mod prompts;
+pub mod quantize;
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -30,6 +31,7 @@ pub use kiln_runtime as runtime;
 pub use kiln_runtime::model::KvType;
 pub use kiln_runtime::model::Pooling;
 pub use kiln_runtime::sampling::SamplingOptions;
+pub use quantize::{Embedding, Precision, QuantRange};
 
 /// What `#[kiln::model]` expansions use; not a public API.
 #[doc(hidden)]

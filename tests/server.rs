@@ -320,7 +320,7 @@ fn tei_embed_options_equal_library() {
                 &[long],
                 &CallOptions {
                     truncate: Some(true),
-                    truncate_direction: d,
+                    truncate_direction: Some(d),
                     max_tokens: Some(16),
                     ..CallOptions::default()
                 },
@@ -354,6 +354,40 @@ fn tei_embed_options_equal_library() {
         &json!({"inputs": "x", "dimensions": 1000}),
     );
     assert_tei_error(status, &body, 422, "dimensions 1000");
+}
+
+/// Over-long token-id inputs are cut as the library cuts them: from the
+/// left the [CLS] start token stays, from the right the [SEP] end token
+/// does (the server used to drop them).
+#[test]
+fn token_id_truncation_keeps_the_special_tokens() {
+    let s = TestServer::start(|c| c.max_input_tokens = 8);
+    let ids = s
+        .embedder
+        .tokenize("one two three four five six seven eight nine ten eleven twelve")
+        .unwrap();
+    assert!(ids.len() > 8);
+    for (name, dir) in [
+        ("left", TruncateDirection::Left),
+        ("right", TruncateDirection::Right),
+    ] {
+        let call = CallOptions {
+            truncate: Some(true),
+            truncate_direction: Some(dir),
+            max_tokens: Some(8),
+            ..CallOptions::default()
+        };
+        let kept = s.embedder.prepare_tokens(&ids, &call).unwrap();
+        assert_eq!(kept.len(), 8);
+        assert_eq!((kept[0], kept[7]), (ids[0], ids[ids.len() - 1]), "{name}");
+        let want = s.embedder.embed_tokens_batch(&[&kept], &call).unwrap();
+        let (status, body) = post(
+            &s.url("/embed"),
+            &json!({"inputs": [ids], "truncate": true, "truncation_direction": name}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(floats(&body[0]), want[0], "{name}");
+    }
 }
 
 #[test]

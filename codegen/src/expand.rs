@@ -372,10 +372,7 @@ fn emit(
                 text: &str,
                 call: &::kiln::CallOptions,
             ) -> ::core::result::Result<::std::vec::Vec<f32>, ::kiln::Error> {
-                let e = Self::embedder()?;
-                let mut out = ::std::vec![0.0f32; call.dim.unwrap_or(e.dim())];
-                e.embed_into_with(text, call, &mut out)?;
-                ::core::result::Result::Ok(out)
+                Self::embedder()?.embed_with(text, call)
             }
 
             /// Embeds many texts (packed into shared forward passes that run in

@@ -162,7 +162,7 @@ class Embedder:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, not {precision!r}")
         prompt = self._prompt(prompt_name, prompt)
-        dim = self.dimension if truncate_dim is None else _as_dim(truncate_dim, self.dimension)
+        dim = self._model.width(None if truncate_dim is None else _as_dim(truncate_dim))
 
         out = np.empty((len(texts), dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
@@ -227,11 +227,10 @@ def _as_texts(sentences: Union[str, Iterable[str]]) -> list[str]:
     return [t if type(t) is str else str(t) for t in texts]
 
 
-def _as_dim(truncate_dim: int, model_dim: int) -> int:
+def _as_dim(truncate_dim: int) -> int:
+    """``truncate_dim`` as an int (kiln checks its range)."""
     if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, (int, np.integer)):
         raise TypeError(f"truncate_dim must be an int, not {type(truncate_dim).__name__}")
-    if not 1 <= truncate_dim <= model_dim:
-        raise ValueError(f"truncate_dim {truncate_dim} is not between 1 and the model's {model_dim}")
     return int(truncate_dim)
 
 

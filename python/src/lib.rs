@@ -5,14 +5,10 @@
 //! `f32` rows. The Python half (`kiln/__init__.py`) wraps it in the
 //! sentence-transformers call shape, makes the numpy array and quantizes.
 //!
-//! Per-call options (prompt, Matryoshka width, normalization) are applied
-//! here rather than baked into the embedder, so one mapped model serves
-//! every `encode` call: the embedder is built with normalization off and no
-//! prompt, the prompt is prepended to each text (exactly what the embedder
-//! does with its own prompt), and rows are cut to the asked width and then
-//! L2-normalized (what the embedder does with `dim`).
-
-use std::borrow::Cow;
+//! Per-call options (prompt, Matryoshka width, normalization) go to the
+//! embedder as a `kiln::CallOptions` with each call, so one mapped model
+//! serves every `encode` call and the vectors are finished by the same
+//! library code as the CLI's, the server's and `#[kiln::model]`'s.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -64,7 +60,6 @@ impl Model {
             let path = kiln::hub::resolve_model(model).map_err(|e| e.to_string())?;
             let embedder = kiln::Embedder::builder()
                 .threads(threads)
-                .normalize(false)
                 .truncate(truncate)
                 .open(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -90,17 +85,15 @@ impl Model {
         dim: Option<usize>,
         normalize: bool,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let full = self.inner.dim();
-        let dim = dim.unwrap_or(full);
-        if dim == 0 || dim > full {
-            let e = kiln::Error::BadDim {
-                dim,
-                model_dim: full,
-            };
-            return Err(PyValueError::new_err(e.to_string()));
-        }
+        let call = kiln::CallOptions {
+            prompt: prompt.map(str::to_owned),
+            dim,
+            normalize: Some(normalize),
+            ..kiln::CallOptions::default()
+        };
+        let dim = self.checked_dim(py, &call)?;
         let flat = py
-            .detach(|| self.embed_rows(&texts, prompt, dim, normalize))
+            .detach(|| self.embed_rows(&texts, &call, dim))
             .map_err(|e| kiln_err(py, e))?;
         PyByteArray::new_with(py, flat.len() * 4, |buf| {
             for (bytes, x) in buf.chunks_exact_mut(4).zip(&flat) {
@@ -110,12 +103,35 @@ impl Model {
         })
     }
 
+    /// The width of vectors cut to `dim` (`None`: the model's), checked by
+    /// the library: `ValueError` when the model cannot give it.
+    #[pyo3(signature = (dim=None))]
+    fn width(&self, py: Python<'_>, dim: Option<i64>) -> PyResult<usize> {
+        let dim = match dim {
+            None => None,
+            Some(d) => Some(usize::try_from(d).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "truncate_dim {d} is not between 1 and the model's {}",
+                    self.inner.dim()
+                ))
+            })?),
+        };
+        let call = kiln::CallOptions {
+            dim,
+            ..kiln::CallOptions::default()
+        };
+        self.checked_dim(py, &call)
+    }
+
     /// Token ids of `prompt + text` exactly as `embed` feeds them to the
     /// model (special tokens included, before truncation).
     #[pyo3(signature = (text, prompt=None))]
     fn tokenize(&self, py: Python<'_>, text: &str, prompt: Option<&str>) -> PyResult<Vec<u32>> {
-        let input = with_prompt(prompt, text);
-        py.detach(|| self.inner.tokenize(&input))
+        let call = kiln::CallOptions {
+            prompt: prompt.map(str::to_owned),
+            ..kiln::CallOptions::default()
+        };
+        py.detach(|| self.inner.tokenize_unlimited(text, &call))
             .map_err(|e| kiln_err(py, e))
     }
 
@@ -190,48 +206,42 @@ impl Model {
 }
 
 impl Model {
-    /// Embeds every text into one flat buffer of `dim`-wide rows. Runs
-    /// without the GIL.
+    /// The width `call` gives; a width the model cannot give is a
+    /// `ValueError` worded for `encode`'s `truncate_dim`.
+    fn checked_dim(&self, py: Python<'_>, call: &kiln::CallOptions) -> PyResult<usize> {
+        match self.inner.dim_with(call) {
+            Ok(dim) => Ok(dim),
+            Err(kiln::Error::BadDim { dim, model_dim }) => Err(PyValueError::new_err(format!(
+                "truncate_dim {dim} is not between 1 and the model's {model_dim}"
+            ))),
+            Err(e) => Err(kiln_err(py, e)),
+        }
+    }
+
+    /// Embeds every text with `call` into one flat buffer of `dim`-wide
+    /// rows. Runs without the GIL.
     fn embed_rows(
         &self,
         texts: &[String],
-        prompt: Option<&str>,
+        call: &kiln::CallOptions,
         dim: usize,
-        normalize: bool,
     ) -> Result<Vec<f32>, kiln::Error> {
         let mut flat = Vec::with_capacity(texts.len() * dim);
-        let mut push = |row: &[f32]| {
-            let start = flat.len();
-            flat.extend_from_slice(&row[..dim]);
-            if normalize {
-                kiln::l2_normalize(&mut flat[start..]);
-            }
-        };
         if self.opened.threads > 1 && texts.len() > 1 {
             // Across texts on kiln's own pool.
-            let inputs: Vec<Cow<'_, str>> = texts.iter().map(|t| with_prompt(prompt, t)).collect();
-            for row in self.inner.embed_batch(&inputs)? {
-                push(&row);
+            for row in self.inner.embed_batch_with(texts, call)? {
+                flat.extend_from_slice(&row);
             }
         } else {
             // One text at a time; with one thread this runs on the calling
             // thread, so several Python threads run truly in parallel.
-            let mut row = vec![0.0; self.inner.dim()];
+            let mut row = vec![0.0; dim];
             for text in texts {
-                self.inner
-                    .embed_into(&with_prompt(prompt, text), &mut row)?;
-                push(&row);
+                self.inner.embed_into_with(text, call, &mut row)?;
+                flat.extend_from_slice(&row);
             }
         }
         Ok(flat)
-    }
-}
-
-/// `prompt + text`, borrowing when there is no prompt.
-fn with_prompt<'a>(prompt: Option<&str>, text: &'a str) -> Cow<'a, str> {
-    match prompt {
-        Some(p) if !p.is_empty() => Cow::Owned(format!("{p}{text}")),
-        _ => Cow::Borrowed(text),
     }
 }
 

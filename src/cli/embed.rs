@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use kiln::{Embedder, Pooling};
+use kiln::{CallOptions, Embedder, Embedding, Pooling, Precision, QuantRange, TruncateDirection};
 
 /// Output formats of `kiln embed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,6 +17,51 @@ pub enum Format {
     Jsonl,
     /// One row of comma-separated values per text.
     Csv,
+}
+
+/// Truncation directions on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DirectionArg {
+    /// Keep the beginning, cut the end.
+    Right,
+    /// Keep the end, cut the beginning.
+    Left,
+}
+
+impl From<DirectionArg> for TruncateDirection {
+    fn from(d: DirectionArg) -> TruncateDirection {
+        match d {
+            DirectionArg::Right => TruncateDirection::Right,
+            DirectionArg::Left => TruncateDirection::Left,
+        }
+    }
+}
+
+/// Output precisions on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// 32-bit floats.
+    Float32,
+    /// Signed bytes over `--quantization-range`.
+    Int8,
+    /// Unsigned bytes over `--quantization-range`.
+    Uint8,
+    /// Sign bits, 8 per byte, as int8.
+    Binary,
+    /// Sign bits, 8 per byte, as uint8.
+    Ubinary,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Float32 => Precision::Float32,
+            PrecisionArg::Int8 => Precision::Int8,
+            PrecisionArg::Uint8 => Precision::Uint8,
+            PrecisionArg::Binary => Precision::Binary,
+            PrecisionArg::Ubinary => Precision::Ubinary,
+        }
+    }
 }
 
 /// Pooling choices on the command line.
@@ -64,6 +109,9 @@ pub struct ModelArgs {
     /// Cut texts longer than the model's context instead of failing.
     #[arg(long)]
     pub truncate: bool,
+    /// Which end `--truncate` cuts.
+    #[arg(long, value_enum, default_value = "right")]
+    pub truncation_direction: DirectionArg,
     /// Parse special-token strings such as `<bos>` or `[CLS]` in the input.
     #[arg(long)]
     pub parse_special: bool,
@@ -79,6 +127,7 @@ impl ModelArgs {
         let mut b = Embedder::builder()
             .normalize(!self.no_normalize)
             .truncate(self.truncate)
+            .truncate_direction(self.truncation_direction.into())
             .parse_special(self.parse_special);
         if let Some(t) = self.threads {
             b = b.threads(t);
@@ -113,6 +162,13 @@ pub struct EmbedArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "jsonl")]
     pub format: Format,
+    /// Output precision (sentence-transformers' quantize_embeddings rules;
+    /// int8/uint8 over `--quantization-range`).
+    #[arg(long, value_enum, default_value = "float32")]
+    pub precision: PrecisionArg,
+    /// The range int8/uint8 map onto their 256 codes, for every dimension.
+    #[arg(long, value_names = ["LOW", "HIGH"], num_args = 2, allow_negative_numbers = true)]
+    pub quantization_range: Option<Vec<f32>>,
     /// Write to this file instead of stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -163,9 +219,17 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if texts.is_empty() {
         bail!("no input texts");
     }
+    let call = CallOptions {
+        precision: args.precision.into(),
+        quantization_range: match args.quantization_range.as_deref() {
+            Some(&[lo, hi]) => QuantRange::new(lo, hi)?,
+            _ => QuantRange::DEFAULT,
+        },
+        ..CallOptions::default()
+    };
     let embedder = args.model.open()?;
     let start = Instant::now();
-    let vectors = embed_with_progress(&embedder, &texts)?;
+    let vectors = embed_with_progress(&embedder, &texts, &call)?;
     let elapsed = start.elapsed();
 
     let out: Box<dyn Write> = match &args.output {
@@ -209,9 +273,13 @@ const PROGRESS_MIN_TEXTS: usize = 256;
 
 /// Embeds `texts` in order; large inputs go in chunks behind a progress bar
 /// when stderr is a terminal.
-fn embed_with_progress(embedder: &Embedder, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+fn embed_with_progress(
+    embedder: &Embedder,
+    texts: &[String],
+    call: &CallOptions,
+) -> anyhow::Result<Vec<Embedding>> {
     if texts.len() < PROGRESS_MIN_TEXTS || !std::io::stderr().is_terminal() {
-        return Ok(embedder.embed_batch(texts)?);
+        return Ok(embedder.embed_batch_as(texts, call)?);
     }
     let bar = indicatif::ProgressBar::new(texts.len() as u64);
     bar.set_style(
@@ -220,11 +288,20 @@ fn embed_with_progress(embedder: &Embedder, texts: &[String]) -> anyhow::Result<
     );
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(64) {
-        out.extend(embedder.embed_batch(chunk)?);
+        out.extend(embedder.embed_batch_as(chunk, call)?);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     Ok(out)
+}
+
+/// One vector's values as JSON numbers.
+fn json_values(v: &Embedding) -> serde_json::Value {
+    match v {
+        Embedding::Float32(v) => serde_json::json!(v),
+        Embedding::Int8(v) => serde_json::json!(v),
+        Embedding::Uint8(v) => serde_json::json!(v),
+    }
 }
 
 /// Writes vectors in one of the output formats.
@@ -232,7 +309,7 @@ pub fn write_vectors(
     out: &mut impl Write,
     format: Format,
     texts: &[String],
-    vectors: &[Vec<f32>],
+    vectors: &[Embedding],
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => {
@@ -240,7 +317,9 @@ pub fn write_vectors(
                 .iter()
                 .zip(vectors)
                 .enumerate()
-                .map(|(i, (t, v))| serde_json::json!({"index": i, "text": t, "embedding": v}))
+                .map(|(i, (t, v))| {
+                    serde_json::json!({"index": i, "text": t, "embedding": json_values(v)})
+                })
                 .collect();
             serde_json::to_writer(&mut *out, &rows)?;
             writeln!(out)?;
@@ -249,24 +328,34 @@ pub fn write_vectors(
             for (i, (t, v)) in texts.iter().zip(vectors).enumerate() {
                 serde_json::to_writer(
                     &mut *out,
-                    &serde_json::json!({"index": i, "text": t, "embedding": v}),
+                    &serde_json::json!({"index": i, "text": t, "embedding": json_values(v)}),
                 )?;
                 writeln!(out)?;
             }
         }
         Format::Csv => {
             for v in vectors {
-                let mut first = true;
-                for x in v {
-                    if !first {
-                        write!(out, ",")?;
-                    }
-                    first = false;
-                    write!(out, "{x}")?;
+                match v {
+                    Embedding::Float32(v) => write_csv_row(out, v)?,
+                    Embedding::Int8(v) => write_csv_row(out, v)?,
+                    Embedding::Uint8(v) => write_csv_row(out, v)?,
                 }
-                writeln!(out)?;
             }
         }
     }
+    Ok(())
+}
+
+/// One comma-separated row.
+fn write_csv_row<T: std::fmt::Display>(out: &mut impl Write, v: &[T]) -> anyhow::Result<()> {
+    let mut first = true;
+    for x in v {
+        if !first {
+            write!(out, ",")?;
+        }
+        first = false;
+        write!(out, "{x}")?;
+    }
+    writeln!(out)?;
     Ok(())
 }

@@ -3,11 +3,13 @@
 //! Handlers tokenize, then `try_submit` a [`Job`] into a bounded queue (full
 //! → the caller answers 429 at once). The worker takes the first waiting job,
 //! then every job already queued while the batch stays under the token
-//! budget, runs them as one `embed_tokens_batch` on the embedder's thread
-//! pool, and answers each job through its oneshot channel. Nothing waits for
-//! a batch to fill: under load requests pile up while the previous batch
-//! computes, so batches grow exactly when there is work to merge. A job whose
-//! client went away (its receiver was dropped) is skipped before computing.
+//! budget, runs them as one `embed_tokens_groups` on the embedder's thread
+//! pool (the jobs share forward passes; the library finishes each job's
+//! vectors with the job's own options), and answers each job through its
+//! oneshot channel. Nothing waits for a batch to fill: under load requests
+//! pile up while the previous batch computes, so batches grow exactly when
+//! there is work to merge. A job whose client went away (its receiver was
+//! dropped) is skipped before computing.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -17,20 +19,18 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::metrics::Metrics;
-use crate::{CallOptions, Embedder, l2_normalize};
+use crate::{CallOptions, Embedder, Embedding};
 
 /// What a job gets back: one vector per input, or the error's message.
-pub type Reply = Result<Vec<Vec<f32>>, String>;
+pub type Reply = Result<Vec<Embedding>, String>;
 
 /// One request's inputs, tokenized and checked.
 #[derive(Debug)]
 pub struct Job {
     /// Token ids of each input, within the length limit.
     pub inputs: Vec<Vec<u32>>,
-    /// Output width.
-    pub dim: usize,
-    /// Scale each vector to unit length.
-    pub normalize: bool,
+    /// The request's options (width, normalization, precision, …), checked.
+    pub call: CallOptions,
     /// Where the answer goes; dropped by the handler if the client leaves.
     pub reply: oneshot::Sender<Reply>,
     /// When the job was queued.
@@ -180,40 +180,25 @@ fn compute(embedder: &Embedder, batch: Vec<Job>, metrics: &Metrics) {
         .iter()
         .map(|j| start.duration_since(j.queued).as_secs_f64())
         .collect();
-    let all: Vec<&[u32]> = batch
+    let groups: Vec<(&[Vec<u32>], &CallOptions)> = batch
         .iter()
-        .flat_map(|j| j.inputs.iter().map(Vec::as_slice))
+        .map(|j| (j.inputs.as_slice(), &j.call))
         .collect();
-    let tokens: usize = all.iter().map(|ids| ids.len()).sum();
-    let raw = CallOptions {
-        normalize: Some(false),
-        ..CallOptions::default()
-    };
-    let result = embedder.embed_tokens_batch(&all, &raw);
+    let inputs: usize = batch.iter().map(|j| j.inputs.len()).sum();
+    let tokens: usize = batch.iter().map(Job::tokens).sum();
+    let result = embedder.embed_tokens_groups(&groups);
     let seconds = start.elapsed().as_secs_f64();
-    metrics.batch(all.len(), tokens, &waits, seconds);
+    metrics.batch(inputs, tokens, &waits, seconds);
     tracing::debug!(
         requests = batch.len(),
-        inputs = all.len(),
+        inputs,
         tokens,
         ms = seconds * 1e3,
         "batch"
     );
     match result {
         Ok(vectors) => {
-            let mut rows = vectors.into_iter();
-            for job in batch {
-                let mine: Vec<Vec<f32>> = rows
-                    .by_ref()
-                    .take(job.inputs.len())
-                    .map(|mut v| {
-                        v.truncate(job.dim);
-                        if job.normalize {
-                            l2_normalize(&mut v);
-                        }
-                        v
-                    })
-                    .collect();
+            for (job, mine) in batch.into_iter().zip(vectors) {
                 // The client may have left meanwhile; nothing to do then.
                 let _ = job.reply.send(Ok(mine));
             }

@@ -18,6 +18,7 @@ use super::AppState;
 use super::batcher::{Job, SubmitError};
 use super::encoding::{self, Encoded, Encoding};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
+use crate::quantize::QuantRange;
 use crate::runtime::tokenizer::{EncodeOptions, TokenType};
 use crate::{CallOptions, TruncateDirection};
 
@@ -170,7 +171,7 @@ struct Embedding {
     direction: TruncateDirection,
     prompt_name: Option<String>,
     encoding: Encoding,
-    range: (f32, f32),
+    range: QuantRange,
 }
 
 /// Vectors for a request, and its token count.
@@ -195,68 +196,74 @@ fn parse_encoding(flavor: Flavor, s: Option<&str>) -> Result<Encoding, ApiError>
     }
 }
 
-fn parse_range(flavor: Flavor, r: Option<(f32, f32)>) -> Result<(f32, f32), ApiError> {
+fn parse_range(flavor: Flavor, r: Option<(f32, f32)>) -> Result<QuantRange, ApiError> {
     match r {
-        None => Ok(encoding::DEFAULT_RANGE),
-        Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo < hi => Ok((lo, hi)),
-        Some((lo, hi)) => Err(ApiError::new(
-            flavor,
-            Kind::Validation,
-            format!("quantization_range [{lo}, {hi}] must be two finite numbers, low < high"),
-        )
-        .param("quantization_range")),
+        None => Ok(QuantRange::DEFAULT),
+        Some((lo, hi)) => QuantRange::new(lo, hi).map_err(|_| {
+            ApiError::new(
+                flavor,
+                Kind::Validation,
+                format!("quantization_range [{lo}, {hi}] must be two finite numbers, low < high"),
+            )
+            .param("quantization_range")
+        }),
     }
 }
 
-/// Tokenizes, checks limits, queues, waits, encodes.
+/// Tokenizes, checks limits, queues, waits, encodes. Every option goes
+/// to the library as one [`CallOptions`]: the width, prompt, length limit,
+/// truncation, vocabulary, normalization and precision are checked and
+/// applied there, as for every other front end.
 async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     let flavor = req.flavor;
-    let model_dim = s.embedder.dim();
-    let dim = match req.dim {
-        None => model_dim,
-        Some(d) if (1..=model_dim).contains(&d) => d,
-        Some(d) => {
-            return Err(ApiError::new(
-                flavor,
-                Kind::Validation,
-                format!("dimensions {d} is not between 1 and the model's {model_dim}"),
-            )
-            .param("dimensions"));
-        }
-    };
     let max = s.config.max_input_tokens;
     let call = CallOptions {
+        dim: req.dim,
         task: req.prompt_name.clone(),
+        normalize: Some(req.normalize),
         truncate: Some(req.truncate),
-        truncate_direction: req.direction,
+        truncate_direction: Some(req.direction),
         max_tokens: Some(max),
+        precision: req.encoding.precision(),
+        quantization_range: req.range,
         ..CallOptions::default()
     };
-    let too_long = move |i: usize, n: usize| {
-        ApiError::new(
+    // The request's options, checked once before any input.
+    s.embedder.dim_with(&call).map_err(|e| match e {
+        crate::Error::BadDim { dim, model_dim } => ApiError::new(
+            flavor,
+            Kind::Validation,
+            format!("dimensions {dim} is not between 1 and the model's {model_dim}"),
+        )
+        .param("dimensions"),
+        e => from_kiln(flavor, &e),
+    })?;
+    let per_input = move |i: usize, e: crate::Error| match e {
+        crate::Error::TooLong { n_tokens, .. } => ApiError::new(
             flavor,
             Kind::TooLarge,
             format!(
-                "input {i} has {n} tokens, more than the limit of {max} (set `truncate` to cut it)"
+                "input {i} has {n_tokens} tokens, more than the limit of {max} (set `truncate` to cut it)"
             ),
-        )
+        ),
+        e => {
+            let mut a = from_kiln(flavor, &e);
+            a.message = format!("input {i}: {}", a.message);
+            a
+        }
     };
     let ids: Vec<Vec<u32>> = match req.inputs {
         Inputs::Texts(texts) => {
             let embedder = s.embedder.clone();
+            let call = call.clone();
             off_thread(s, flavor, move || {
                 texts
                     .iter()
                     .enumerate()
                     .map(|(i, t)| {
-                        embedder.tokenize_with(t, &call).map_err(|e| match e {
-                            crate::Error::TooLong { n_tokens, .. } => too_long(i, n_tokens),
-                            e => {
-                                let mut a = from_kiln(flavor, &e);
-                                a.message = format!("input {i}: {}", a.message);
-                                a
-                            }
-                        })
+                        embedder
+                            .tokenize_with(t, &call)
+                            .map_err(|e| per_input(i, e))
                     })
                     .collect::<Result<_, _>>()
             })
@@ -271,30 +278,13 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
                 )
                 .param("prompt_name"));
             }
-            let vocab = s.embedder.tokenizer().vocab_size();
             lists
-                .into_iter()
+                .iter()
                 .enumerate()
-                .map(|(i, mut l)| {
-                    if let Some(id) = l.iter().find(|&&id| id as usize >= vocab) {
-                        return Err(ApiError::new(
-                            flavor,
-                            Kind::Validation,
-                            format!("input {i}: token id {id} is not in the vocabulary of {vocab} tokens"),
-                        ));
-                    }
-                    if l.len() > max {
-                        if !req.truncate {
-                            return Err(too_long(i, l.len()));
-                        }
-                        match req.direction {
-                            TruncateDirection::Right => l.truncate(max),
-                            TruncateDirection::Left => {
-                                l.drain(..l.len() - max);
-                            }
-                        }
-                    }
-                    Ok(l)
+                .map(|(i, l)| {
+                    s.embedder
+                        .prepare_tokens(l, &call)
+                        .map_err(|e| per_input(i, e))
                 })
                 .collect::<Result<_, _>>()?
         }
@@ -313,8 +303,7 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     let (tx, rx) = oneshot::channel();
     let job = Job {
         inputs: ids,
-        dim,
-        normalize: req.normalize,
+        call,
         reply: tx,
         queued: Instant::now(),
     };
@@ -345,7 +334,7 @@ async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     Ok(Embedded {
         vectors: vectors
             .into_iter()
-            .map(|v| encoding::encode(v, req.encoding, req.range))
+            .map(|v| encoding::encode(v, req.encoding))
             .collect(),
         tokens,
     })
