@@ -28,9 +28,8 @@ fn main() {
     // AVX-512; aarch64: scalar, NEON, NEON+dotprod; others: scalar).
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let start = Instant::now();
-    let generated = generate(&shapes::builtin(), &lower::for_target_arch(&arch));
-    write_if_changed(&out.join("kernels.rs"), &generated.kernels);
-    write_if_changed(&out.join("kernel_sources.rs"), &generated.sources);
+    let kernels = generate(&shapes::builtin(), &lower::for_target_arch(&arch));
+    write_if_changed(&out.join("kernels.rs"), &kernels);
     write_if_changed(
         &out.join("generator_time.txt"),
         &format!("{} ms\n", start.elapsed().as_millis()),

@@ -12,14 +12,21 @@ use crate::lower::Lowering;
 use crate::ops::OPS;
 use crate::shapes::ShapeTable;
 
-/// One generated function, kept for `kiln kernels --show`.
+/// One generated function, for `kiln kernels --show` and the snapshots
+/// (formatted only when asked for: formatting every function of every ISA
+/// would cost the build as much as generating them).
 pub struct Source {
-    /// ISA module (`avx2`).
-    pub isa: String,
     /// Function name (`rms_norm_768`, `q8_dot`).
     pub name: String,
-    /// Formatted Rust source.
-    pub text: String,
+    /// The function's tokens.
+    pub tokens: TokenStream,
+}
+
+impl Source {
+    /// The function's formatted Rust source.
+    pub fn text(&self) -> String {
+        format_tokens(self.tokens.clone())
+    }
 }
 
 fn parse<T: syn::parse::Parse>(s: &str) -> T {
@@ -38,7 +45,6 @@ fn feature_attr(l: &dyn Lowering) -> TokenStream {
 fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
     let attr = feature_attr(l);
     OPS.iter()
-        .chain(crate::kquant::OPS)
         .map(|op| {
             let sig: syn::Signature = parse(op.sig);
             let body = l
@@ -66,6 +72,9 @@ fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
 
 /// The keys a family is specialized for, then the generic key.
 fn keys(f: &Family, shapes: &ShapeTable) -> Vec<Vec<Option<usize>>> {
+    if f.reference_only {
+        return vec![vec![None; f.key.len()]];
+    }
     let mut out: Vec<Vec<Option<usize>>> = shapes
         .keys(f.getter)
         .iter()
@@ -78,7 +87,7 @@ fn keys(f: &Family, shapes: &ShapeTable) -> Vec<Vec<Option<usize>>> {
 }
 
 /// The argument names of a parameter list.
-fn arg_names(params: &str) -> Vec<syn::Ident> {
+pub(crate) fn arg_names(params: &str) -> Vec<syn::Ident> {
     let inputs: syn::punctuated::Punctuated<syn::FnArg, syn::Token![,]> =
         parse::<syn::ItemFn>(&format!("fn f({params}) {{}}"))
             .sig
@@ -110,24 +119,42 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let mut getters = Vec::new();
     let mut variants = Vec::new();
     for f in FAMILIES.iter().chain(crate::kquant::FAMILIES) {
-        let params: TokenStream = parse(f.params);
-        let args = arg_names(f.params);
+        let params = f.fn_type.params();
+        let args = arg_names(f.fn_type.params);
         let mut arms = Vec::new();
         let mut generic_entry = None;
+        // Keys whose bodies are the same tokens share one function (the
+        // 8-row-group matmuls only specialize `k`, so every `n` of a `k`
+        // would otherwise compile the same code again).
+        let mut groups: Vec<(TokenStream, Vec<Vec<Option<usize>>>)> = Vec::new();
         for key in keys(f, shapes) {
-            let name = f.variant_name(&key);
-            let kernel = format_ident!("{name}");
             let body = (f.body)(&key);
-            let spec = if key.iter().all(Option::is_some) && !key.is_empty() {
-                let parts: Vec<String> = f
-                    .key
-                    .iter()
-                    .zip(&key)
-                    .map(|(k, v)| format!("{k} = {}", v.expect("specialized")))
-                    .collect();
-                format!(" Specialized for {}.", parts.join(", "))
-            } else {
+            let text = body.to_string();
+            match groups.iter_mut().find(|(b, _)| b.to_string() == text) {
+                Some((_, same)) => same.push(key),
+                None => groups.push((body, vec![key])),
+            }
+        }
+        for (body, same) in groups {
+            let name = f.variant_name(&same[0]);
+            let kernel = format_ident!("{name}");
+            let specialized: Vec<String> = same
+                .iter()
+                .filter(|key| key.iter().all(Option::is_some) && !key.is_empty())
+                .map(|key| {
+                    let parts: Vec<String> = f
+                        .key
+                        .iter()
+                        .zip(key)
+                        .map(|(k, v)| format!("{k} = {}", v.expect("specialized")))
+                        .collect();
+                    parts.join(", ")
+                })
+                .collect();
+            let spec = if specialized.is_empty() {
                 String::new()
+            } else {
+                format!(" Specialized for {}.", specialized.join("; "))
             };
             let doc = format!(" {}{spec}", f.doc);
             let kernel_fn = quote! {
@@ -157,15 +184,17 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             } else {
                 kernel
             };
-            if key.iter().all(Option::is_some) && !key.is_empty() {
-                let vals = key.iter().map(|v| v.expect("specialized"));
-                arms.push(quote!((#(#vals,)*) => #entry,));
-            } else {
-                generic_entry = Some(entry);
+            for key in &same {
+                if key.iter().all(Option::is_some) && !key.is_empty() {
+                    let vals = key.iter().map(|v| v.expect("specialized"));
+                    arms.push(quote!((#(#vals,)*) => #entry,));
+                } else {
+                    generic_entry = Some(entry.clone());
+                }
             }
         }
         let getter = format_ident!("{}", f.getter);
-        let fn_type = format_ident!("{}", f.fn_type);
+        let fn_type = format_ident!("{}", f.fn_type.name);
         let key_ids: Vec<_> = f.key.iter().map(|k| format_ident!("{k}")).collect();
         let generic = generic_entry.expect("every family has a generic variant");
         let body = if key_ids.is_empty() {
@@ -183,7 +212,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         });
     }
     // The int8 peak probe for benches: not a KernelSet kernel.
-    let probe_body = crate::kernels::int8_dot_probe();
+    let probe_body = crate::kernels::matmul::int8_dot_probe();
     let probe_fn = quote! {
         /// Times nothing itself: 8 chains of `q8_dot`, `iters` rounds (see `kiln_kernels_gen::kernels::int8_dot_probe`).
         #attr
@@ -252,11 +281,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     };
     let sources = named
         .into_iter()
-        .map(|(name, t)| Source {
-            isa: l.module().replace('_', "-"),
-            name,
-            text: format_tokens(t),
-        })
+        .map(|(name, tokens)| Source { name, tokens })
         .collect();
     (tokens, sources)
 }

@@ -2,8 +2,9 @@
 //! DSL and their kernel families.
 //!
 //! The formats only differ in how a weight block turns into int8 operands,
-//! so one register-tiled matmul ([`kq_matmul`]) serves all three through a
-//! [`Format`] that says how to unpack a block and combine its scales:
+//! so the register-tiled row matmul of Q8_0
+//! ([`row_matmul`](crate::kernels::matmul::row_matmul)) serves all three
+//! through a [`Format`] that says how to unpack a block and combine its scales:
 //!
 //! - **Q4_K × Q8_K**: 8 sub-blocks of 32 unsigned 4-bit values with a 6-bit
 //!   scale and min each. Per 32-value chunk `ku_dot` gives the exact
@@ -27,209 +28,83 @@
 //! multiply by the 8 rows' scales. Same integer sums, so the same results
 //! as the row kernels up to float rounding; 2-3x their speed on many tokens.
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use crate::kernels::Family;
-use crate::ops::OpDef;
-
-/// Extra abstract types each lowering defines (see [`Lowering::kquant_prelude`](crate::lower::Lowering::kquant_prelude)):
-///
-/// | type | meaning |
-/// |------|---------|
-/// | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for `ku_dot` |
-/// | `KS` | the scales of a chunk's two 16-value halves, prepared for `ku_dot` |
-pub const OPS: &[OpDef] = &[
-    OpDef {
-        sig: "fn acc_splat(x: f32) -> A",
-        doc: "`x` in every accumulator lane.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ks_pair(lo: i32, hi: i32) -> KS",
-        doc: "Chunk scales: `lo` for values 0..16, `hi` for 16..32 (each in `-128..=127`).",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ku_dot(w: KW, x: QX, s: KS) -> I",
-        doc: "Exact `Σ s·w·x` over a 32-value chunk (unsigned 6-bit `w`, int8 `x` in \
-              `[-127, 127]`, scale per 16-value half), as int32 partial sums in lanes.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn i16_dot(a: &[i16; 16], b: &[i16; 16]) -> I",
-        doc: "Exact `Σ a·b` of 16 int16 pairs (products and pair sums must fit int32), \
-              as int32 partial sums in lanes.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q4k_w(qs: &[u8; 128], c: usize) -> KW",
-        doc: "Chunk `c` (0..8, values `32c..32c+32`) of a Q4_K block: the low nibbles of \
-              `qs[32(c/2)..]` for even `c`, the high ones for odd `c`.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q6k_w(ql: &[u8; 128], qh: &[u8; 64], c: usize) -> KW",
-        doc: "Chunk `c` (0..8) of a Q6_K block as unsigned 6-bit values (`q + 32`): half \
-              `h = c/4`, `j = c%4`; low 4 bits from nibble `j/2` of `ql[64h + 32(j%2)..]`, \
-              high 2 bits from bits `2j..2j+2` of `qh[32h..]`.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q5_0_w(b: &BlockQ5_0) -> QW",
-        doc: "A Q5_0 block as signed `q - 16` (`-16..=15`), prepared for `q8_dot`.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q8k_quant(x: &[f32], out: &mut BlockQ8K)",
-        doc: "`d` and `qs` of one Q8_K block from the first 256 values of `x`, bit-identical \
-              to `quantize_row_q8_k_reference` (`bsums` are left to the caller).",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q8k_x(qs: &[i8; 256], c: usize) -> QX",
-        doc: "Activation chunk `c` (values `32c..32c+32`) of a Q8_K block.",
-        composite: Some(|| {
-            quote! {
-                let chunk: &[i8; 32] = qs[32 * c..32 * c + 32].try_into().expect("32 values");
-                q8_load_x(chunk)
-            }
-        }),
-    },
-    OpDef {
-        sig: "fn q4k_scales(s: &[u8; 12]) -> ([i32; 8], [i16; 16])",
-        doc: "The 8 six-bit scales of a Q4_K block, and its 8 mins each repeated twice \
-              (one per 16-value activation sum).",
-        composite: Some(|| {
-            quote! {
-                let mut sc = [0i32; 8];
-                let mut mn = [0i16; 16];
-                let mut j = 0;
-                while j < 8 {
-                    let (a, m) = if j < 4 {
-                        (s[j] & 63, s[j + 4] & 63)
-                    } else {
-                        ((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
-                    };
-                    sc[j] = i32::from(a);
-                    mn[2 * j] = i16::from(m);
-                    mn[2 * j + 1] = i16::from(m);
-                    j += 1;
-                }
-                (sc, mn)
-            }
-        }),
-    },
-    OpDef {
-        sig: "fn q4x8_w(qs: &[u8; 32], hi: usize) -> RW",
-        doc: "The low (`hi == 0`) or high (`hi == 1`) nibbles of 32 packed bytes: 4 columns \
-              of a group's 8 rows as non-negative int8, prepared for `ru_dot_acc`.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn q6x8_w(ql: &[u8; 32], hi: usize, qh: &[u8; 32], j: usize) -> RW",
-        doc: "Nibble `hi` of `ql` plus bits `2j..2j+2` of `qh` as bits 4-5: 4 columns of a \
-              group's 8 rows as unsigned 6-bit values, prepared for `ru_dot_acc`.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ru_dot_acc(acc: RI, w: RW, x: RX) -> RI",
-        doc: "`q8r_dot_acc` for weights known to be in `0..=63`, exact in int32 (unsigned \
-              operands need no sign fix-up where the ISA multiplies unsigned by signed bytes).",
-        composite: Some(|| quote!(q8r_dot_acc(acc, w, x))),
-    },
-    OpDef {
-        sig: "fn ri_from_i8(s: &[i8; 8]) -> RI",
-        doc: "8 int8 widened to the 8 int32 lanes (one per row of a group).",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ri_mul_acc(acc: RI, p: RI, s: RI) -> RI",
-        doc: "`acc + p·s` per lane, in int32 (callers keep it in range).",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ri_sub_splat(p: RI, v: i32) -> RI",
-        doc: "`p - v` in every lane.",
-        composite: None,
-    },
-    OpDef {
-        sig: "fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI",
-        doc: "`acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the \
-              low and high int16 halves of `pair` (exact in int32).",
-        composite: None,
-    },
-];
+use crate::interface;
+use crate::kernels::matmul::{Format, id, id2, lit};
+use crate::kernels::{Family, bind};
 
 /// The families of this module, in `KernelSet` order.
 pub const FAMILIES: &[Family] = &[
     Family {
         getter: "quantize_q8_k",
-        fn_type: "QuantizeQ8KFn",
+        reference_only: false,
+        fn_type: &interface::QUANTIZE_Q8_K,
+        getter_doc: "Quantize rows of `k` values to Q8_K.",
         key: &["k"],
-        params: "x: &[f32], out: &mut [BlockQ8K]",
         doc: "Quantizes rows of `k` values to Q8_K, bit-identical to `quantize_row_q8_k_reference`.",
+        test: "kquant_kernels::quantize_q8_k_is_bit_exact_with_reference",
         body: quantize_q8_k,
     },
     Family {
         getter: "matmul_q4_k",
-        fn_type: "MatmulQ4KFn",
+        reference_only: true,
+        fn_type: &interface::MATMUL_Q4_K,
+        getter_doc: "Q4_K matmul for a weight of `n` rows of `k`.",
         key: &["n", "k"],
-        params: "w: &[BlockQ4K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·Σ_c sc·(wq·xq) - dmin·dx·Σ m·bsum` over Q4_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
-        body: |key| kq_matmul(&Q4K, key),
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        body: |key| crate::kernels::matmul::row_matmul(&Q4K, key),
     },
     Family {
         getter: "matmul_q6_k",
-        fn_type: "MatmulQ6KFn",
+        reference_only: true,
+        fn_type: &interface::MATMUL_Q6_K,
+        getter_doc: "Q6_K matmul for a weight of `n` rows of `k`.",
         key: &["n", "k"],
-        params: "w: &[BlockQ6K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
         doc: "`out[i][j] (+)= bias[j] + Σ_b d·dx·(Σ_c sc·(wq·xq) - 32·Σ sc·bsum)` over Q6_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
-        body: |key| kq_matmul(&Q6K, key),
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        body: |key| crate::kernels::matmul::row_matmul(&Q6K, key),
     },
     Family {
         getter: "matmul_q4_kx8",
-        fn_type: "MatmulQ4Kx8Fn",
+        reference_only: false,
+        fn_type: &interface::MATMUL_Q4_KX8,
+        getter_doc: "Q4_K matmul over 8-row-interleaved weights of `n` rows of `k`.",
         key: &["n", "k"],
-        params: "w: &[BlockQ4Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
         doc: "As `matmul_q4_k` over weights repacked in groups of 8 rows: each int8 step yields \
               the 8 rows' partial dots in one vector, each sub-block one integer scale multiply \
               per 8 rows, each super-block two scaled fmas. Panels of `X8_PANEL` groups, register \
               tiles of `X8_MR` tokens × 8 rows.",
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
         body: |key| kx8_matmul(&Q4KX8, key),
     },
     Family {
         getter: "matmul_q6_kx8",
-        fn_type: "MatmulQ6Kx8Fn",
+        reference_only: false,
+        fn_type: &interface::MATMUL_Q6_KX8,
+        getter_doc: "Q6_K matmul over 8-row-interleaved weights of `n` rows of `k`.",
         key: &["n", "k"],
-        params: "w: &[BlockQ6Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
         doc: "As `matmul_q6_k` over weights repacked in groups of 8 rows (see `matmul_q4_kx8`); \
               the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
         body: |key| kx8_matmul(&Q6KX8, key),
     },
     Family {
         getter: "matmul_q5_0",
-        fn_type: "MatmulQ5_0Fn",
+        reference_only: true,
+        fn_type: &interface::MATMUL_Q5_0,
+        getter_doc: "Q5_0 matmul for a weight of `n` rows of `k`.",
         key: &["n", "k"],
-        params: "w: &[BlockQ5_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·((wq - 16)·xq)` over Q5_0 × Q8_0 blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
-        body: |key| kq_matmul(&Q5_0, key),
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        body: |key| crate::kernels::matmul::row_matmul(&Q5_0, key),
     },
 ];
-
-fn bind(name: &str, v: Option<usize>, runtime: TokenStream) -> TokenStream {
-    let id = format_ident!("{name}");
-    match v {
-        Some(v) => {
-            let v = Literal::usize_unsuffixed(v);
-            quote!(let #id: usize = #v;)
-        }
-        None => quote!(let #id: usize = #runtime;),
-    }
-}
 
 fn quantize_q8_k(key: &[Option<usize>]) -> TokenStream {
     let k = bind("k", key[0], quote!(x.len().max(256)));
@@ -251,62 +126,13 @@ fn quantize_q8_k(key: &[Option<usize>]) -> TokenStream {
     }
 }
 
-/// Register tile of the K-quant matmuls: `MR` tokens × `NR` weight rows for
-/// many tokens, `1 × NR1` for one token, weight panels of `PANEL` rows.
-pub const MR: usize = 3;
-/// See [`MR`].
-pub const NR: usize = 2;
-/// See [`MR`].
-pub const NR1: usize = 2;
-/// See [`MR`].
-pub const PANEL: usize = 64;
-/// How far ahead (in weight rows) the one-token matmul prefetches.
-pub const PREFETCH_ROWS: usize = 8;
-
-/// How one weight format plugs into [`kq_matmul`]. Each hook returns tokens
-/// for weight row `j` / token `i` of the tile; the block of row `j` is bound
-/// as `wb{j}`, the activation block of token `i` as `xb{i}`.
-pub struct Format {
-    /// Name used in assertion messages.
-    pub name: &'static str,
-    /// Values per block.
-    pub qk: usize,
-    /// 32-value chunks per block.
-    pub chunks: usize,
-    /// Bytes per weight block (for prefetching).
-    pub bytes: usize,
-    /// Statements computing per-weight-block values (scales) for row `j`.
-    pub w_prep: fn(j: usize) -> TokenStream,
-    /// Statements computing per-activation-block values for token `i`.
-    pub x_prep: fn(i: usize) -> TokenStream,
-    /// The weight operand of chunk `c` of row `j`.
-    pub w_chunk: fn(j: usize, c: usize) -> TokenStream,
-    /// The activation operand of chunk `c` of token `i`.
-    pub x_chunk: fn(i: usize, c: usize) -> TokenStream,
-    /// The int32 lanes of chunk `c` (weights `w{j}`, activations `x{i}`).
-    pub dot: fn(i: usize, j: usize, c: usize) -> TokenStream,
-    /// Statements folding the block's integer sum `s{i}_{j}` into `acc{i}_{j}`.
-    pub finish: fn(i: usize, j: usize) -> TokenStream,
-}
-
-fn id(p: &str, a: usize) -> proc_macro2::Ident {
-    format_ident!("{p}{a}")
-}
-
-fn id2(p: &str, a: usize, b: usize) -> proc_macro2::Ident {
-    format_ident!("{p}{a}_{b}")
-}
-
-fn lit(v: usize) -> Literal {
-    Literal::usize_unsuffixed(v)
-}
-
 /// Q4_K weights, Q8_K activations.
 pub const Q4K: Format = Format {
     name: "matmul_q4_k",
     qk: 256,
     chunks: 8,
     bytes: 144,
+    nr1: 2,
     w_prep: |j| {
         let (wb, sc, mn, dw, dm) = (
             id("wb", j),
@@ -356,6 +182,7 @@ pub const Q6K: Format = Format {
     qk: 256,
     chunks: 8,
     bytes: 210,
+    nr1: 2,
     w_prep: |j| {
         let (wb, mn, dw) = (id("wb", j), id("mn", j), id("dw", j));
         quote! {
@@ -407,6 +234,7 @@ pub const Q5_0: Format = Format {
     qk: 32,
     chunks: 1,
     bytes: 22,
+    nr1: 2,
     w_prep: |j| {
         let (wb, dw) = (id("wb", j), id("dw", j));
         quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
@@ -432,202 +260,6 @@ pub const Q5_0: Format = Format {
         quote!(#acc = acc_fma(acc_mul(#dw, #dx), #s, #acc);)
     },
 };
-
-/// One `mr × nr` register tile at token `i0`, weight row `j0`.
-fn kq_tile(f: &Format, mr: usize, nr: usize) -> TokenStream {
-    let wrows = (0..nr).map(|j| {
-        let (wr, jl) = (id("wr", j), lit(j));
-        quote!(let #wr = &w[(j0 + #jl) * kb..][..kb];)
-    });
-    let xrows = (0..mr).map(|i| {
-        let (xr, il) = (id("xr", i), lit(i));
-        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
-    });
-    let mut accs = Vec::new();
-    let mut sums = Vec::new();
-    let mut finish = Vec::new();
-    let mut stores = Vec::new();
-    for i in 0..mr {
-        let (row, il) = (id("row", i), lit(i));
-        let mut per_j = Vec::new();
-        for j in 0..nr {
-            let (acc, s, jl) = (id2("acc", i, j), id2("s", i, j), lit(j));
-            accs.push(quote!(let mut #acc = acc_zero();));
-            sums.push(quote!(let mut #s = i_zero();));
-            finish.push((f.finish)(i, j));
-            per_j.push(quote! {
-                let mut v = acc_hsum(#acc);
-                if let Some(bias) = bias {
-                    v += bias[j0 + #jl];
-                }
-                #row[j0 + #jl] = if accumulate { #row[j0 + #jl] + v } else { v };
-            });
-        }
-        stores.push(quote! {
-            let #row = out.row(i0 + #il);
-            #(#per_j)*
-        });
-    }
-    let wprep = (0..nr).map(|j| {
-        let (wr, wb) = (id("wr", j), id("wb", j));
-        let prep = (f.w_prep)(j);
-        quote!(let #wb = &#wr[b]; #prep)
-    });
-    // One token streams the weights from memory: prefetch every cache line
-    // of the same block `PREFETCH_ROWS` rows ahead (never faults, even past
-    // the end of the weight).
-    let prefetch = (0..nr).filter(|_| mr == 1).map(|j| {
-        let ahead = lit(PREFETCH_ROWS + j);
-        crate::kernels::prefetch_lines(
-            quote!(w.as_ptr().wrapping_add((j0 + #ahead) * kb + b)),
-            f.bytes,
-        )
-    });
-    let xprep = (0..mr).map(|i| {
-        let (xr, xb) = (id("xr", i), id("xb", i));
-        let prep = (f.x_prep)(i);
-        quote!(let #xb = &#xr[b]; #prep)
-    });
-    let chunks = (0..f.chunks).map(|c| {
-        let ws = (0..nr).map(|j| {
-            let (w, e) = (id("w", j), (f.w_chunk)(j, c));
-            quote!(let #w = #e;)
-        });
-        let xs = (0..mr).map(|i| {
-            let (x, e) = (id("x", i), (f.x_chunk)(i, c));
-            quote!(let #x = #e;)
-        });
-        let dots = (0..mr).flat_map(|i| {
-            (0..nr).map(move |j| {
-                let (s, d) = (id2("s", i, j), (f.dot)(i, j, c));
-                quote!(#s = i_add(#s, #d);)
-            })
-        });
-        quote! {
-            #(#ws)*
-            #(#xs)*
-            #(#dots)*
-        }
-    });
-    quote! {
-        {
-            #(#wrows)*
-            #(#xrows)*
-            #(#accs)*
-            for b in 0..kb {
-                #(#prefetch)*
-                #(#wprep)*
-                #(#xprep)*
-                #(#sums)*
-                #(#chunks)*
-                #(#finish)*
-            }
-            #(#stores)*
-        }
-    }
-}
-
-/// Walks weight rows `[jp, je)` in tiles of `nr` with a 1-row tail unless
-/// `exact` says the range is a multiple of `nr`.
-fn kq_cols(f: &Format, mr: usize, nr: usize, exact: bool) -> TokenStream {
-    let main = kq_tile(f, mr, nr);
-    let nrl = lit(nr);
-    let tail = if exact || nr == 1 {
-        quote!()
-    } else {
-        let one = kq_tile(f, mr, 1);
-        quote! {
-            while j0 < je {
-                #one
-                j0 += 1;
-            }
-        }
-    };
-    quote! {
-        let mut j0 = jp;
-        while j0 + #nrl <= je {
-            #main
-            j0 += #nrl;
-        }
-        #tail
-    }
-}
-
-/// The matmul of format `f`: panels of `PANEL` weight rows; within a panel,
-/// `MR × NR` tiles over the tokens (`1 × NR1` for a single token).
-pub fn kq_matmul(f: &Format, key: &[Option<usize>]) -> TokenStream {
-    let name = f.name;
-    let qk = lit(f.qk);
-    // Threads split a matmul by column blocks (multiples of
-    // `MATMUL_COL_ALIGN`), so `n` stays the block's width at run time and
-    // only its divisibility by the panel is specialized.
-    let n = bind("n", None, quote!(out.cols()));
-    let kb = bind(
-        "kb",
-        key[1].map(|k| k / f.qk),
-        quote!(if m == 0 { 0 } else { x.len() / m }),
-    );
-    let exact = key[0].is_some_and(|n| n.is_multiple_of(PANEL));
-    let je = if exact {
-        quote!(let je = jp + PANEL;)
-    } else {
-        quote!(let je = (jp + PANEL).min(n);)
-    };
-    let vec = kq_cols(f, 1, NR1, exact && PANEL.is_multiple_of(NR1));
-    let many = kq_cols(f, MR, NR, exact && PANEL.is_multiple_of(NR));
-    let rest = kq_cols(f, 1, NR, exact && PANEL.is_multiple_of(NR));
-    let mut checks = Vec::new();
-    if let Some(k) = key[1] {
-        let k = lit(k);
-        let msg = format!("{name}: wrong k");
-        checks.push(quote!(assert_eq!(k, #k, #msg);));
-    }
-    if exact {
-        let msg = format!("{name}: {{n}} columns is not a multiple of the panel");
-        checks.push(quote!(assert!(n % PANEL == 0, #msg);));
-    }
-    let (m_cols, m_x, m_w, m_bias) = (
-        format!("{name}: output columns vs n"),
-        format!("{name}: activations are not {{m}} rows of {{k}}"),
-        format!("{name}: weight is not {{n}} rows of {{k}}"),
-        format!("{name}: bias length"),
-    );
-    let (panel, mr) = (lit(PANEL), lit(MR));
-    quote! {
-        const PANEL: usize = #panel;
-        let mut out = out;
-        let m = out.rows();
-        #n
-        #kb
-        let k = kb * #qk;
-        #(#checks)*
-        assert_eq!(out.cols(), n, #m_cols);
-        assert_eq!(x.len(), m * kb, #m_x);
-        assert_eq!(w.len(), n * kb, #m_w);
-        if let Some(bias) = bias {
-            assert_eq!(bias.len(), n, #m_bias);
-        }
-        let mut jp = 0;
-        while jp < n {
-            #je
-            if m == 1 {
-                let i0 = 0;
-                #vec
-            } else {
-                let mut i0 = 0;
-                while i0 + #mr <= m {
-                    #many
-                    i0 += #mr;
-                }
-                while i0 < m {
-                    #rest
-                    i0 += 1;
-                }
-            }
-            jp = je;
-        }
-    }
-}
 
 /// How a K-quant format plugs into [`kx8_matmul`]: the statements of one
 /// super-block `blk` (a group block) for the tile's tokens `xb0..`, adding
@@ -789,9 +421,9 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
         let (xb, xr) = (id("xb", i), id("xr", i));
         quote!(let #xb = &#xr[b];)
     });
-    let prefetch = crate::kernels::x8_prefetch(mr, f.bytes, KX8_PREFETCH);
+    let prefetch = crate::kernels::matmul::x8_prefetch(mr, f.bytes, KX8_PREFETCH);
     let block = (f.block)(mr);
-    crate::kernels::x8_tile(
+    crate::kernels::matmul::x8_tile(
         mr,
         prefetch,
         quote! {
@@ -804,11 +436,11 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
 /// The matmul of an 8-row-group K-quant format, on the driver the Q8_0
 /// groups use.
 pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
-    crate::kernels::x8_matmul(
+    crate::kernels::matmul::x8_matmul(
         f.name,
         QK_K_VALUES,
         key,
-        [&kx8_tile(f, crate::kernels::X8_MR), &kx8_tile(f, 1)],
+        [&kx8_tile(f, crate::kernels::matmul::X8_MR), &kx8_tile(f, 1)],
         [&quote!(), &quote!()],
     )
 }
@@ -819,20 +451,3 @@ pub const KX8_PREFETCH: usize = 2;
 
 /// Values per K-quant super-block.
 const QK_K_VALUES: usize = 256;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn op_signatures_parse_and_names_are_new() {
-        for op in OPS {
-            syn::parse_str::<syn::Signature>(op.sig).expect(op.sig);
-            assert!(
-                !crate::ops::OPS.iter().any(|o| o.name() == op.name()),
-                "{} is already an op",
-                op.name()
-            );
-        }
-    }
-}

@@ -14,6 +14,10 @@
 //! | `RI` | 8 int32 dot products, one per row of the group |
 //! | `RW` | 4 columns of the 8 rows (32 int8), prepared for [`q8r_dot_acc`](OPS) |
 //! | `RX` | 4 activation int8, prepared (broadcast) for the same |
+//! | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for `ku_dot` |
+//! | `KS` | the scales of a chunk's two 16-value halves, prepared for `ku_dot` |
+//!
+//! (`KW` and `KS` come from [`Lowering::kquant_prelude`](crate::lower::Lowering::kquant_prelude).)
 //!
 //! A *primitive* op has no default body: every [`Lowering`](crate::lower::Lowering)
 //! must supply one. A *composite* op has a default body written once in terms
@@ -57,6 +61,11 @@ const fn comp(sig: &'static str, doc: &'static str, body: fn() -> TokenStream) -
         doc,
         composite: Some(body),
     }
+}
+
+/// Every op of the DSL (the one registry: [`OPS`]).
+pub fn all_ops() -> impl Iterator<Item = &'static OpDef> {
+    OPS.iter()
 }
 
 /// Every op, primitives first, then composites in dependency order.
@@ -401,6 +410,126 @@ pub const OPS: &[OpDef] = &[
             }
         },
     ),
+    // --- K-quant and Q5_0 weights (see `crate::kquant`) ---
+    OpDef {
+        sig: "fn acc_splat(x: f32) -> A",
+        doc: "`x` in every accumulator lane.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ks_pair(lo: i32, hi: i32) -> KS",
+        doc: "Chunk scales: `lo` for values 0..16, `hi` for 16..32 (each in `-128..=127`).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ku_dot(w: KW, x: QX, s: KS) -> I",
+        doc: "Exact `Σ s·w·x` over a 32-value chunk (unsigned 6-bit `w`, int8 `x` in \
+              `[-127, 127]`, scale per 16-value half), as int32 partial sums in lanes.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn i16_dot(a: &[i16; 16], b: &[i16; 16]) -> I",
+        doc: "Exact `Σ a·b` of 16 int16 pairs (products and pair sums must fit int32), \
+              as int32 partial sums in lanes.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q4k_w(qs: &[u8; 128], c: usize) -> KW",
+        doc: "Chunk `c` (0..8, values `32c..32c+32`) of a Q4_K block: the low nibbles of \
+              `qs[32(c/2)..]` for even `c`, the high ones for odd `c`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q6k_w(ql: &[u8; 128], qh: &[u8; 64], c: usize) -> KW",
+        doc: "Chunk `c` (0..8) of a Q6_K block as unsigned 6-bit values (`q + 32`): half \
+              `h = c/4`, `j = c%4`; low 4 bits from nibble `j/2` of `ql[64h + 32(j%2)..]`, \
+              high 2 bits from bits `2j..2j+2` of `qh[32h..]`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q5_0_w(b: &BlockQ5_0) -> QW",
+        doc: "A Q5_0 block as signed `q - 16` (`-16..=15`), prepared for `q8_dot`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q8k_quant(x: &[f32], out: &mut BlockQ8K)",
+        doc: "`d` and `qs` of one Q8_K block from the first 256 values of `x`, bit-identical \
+              to `quantize_row_q8_k_reference` (`bsums` are left to the caller).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q8k_x(qs: &[i8; 256], c: usize) -> QX",
+        doc: "Activation chunk `c` (values `32c..32c+32`) of a Q8_K block.",
+        composite: Some(|| {
+            quote! {
+                let chunk: &[i8; 32] = qs[32 * c..32 * c + 32].try_into().expect("32 values");
+                q8_load_x(chunk)
+            }
+        }),
+    },
+    OpDef {
+        sig: "fn q4k_scales(s: &[u8; 12]) -> ([i32; 8], [i16; 16])",
+        doc: "The 8 six-bit scales of a Q4_K block, and its 8 mins each repeated twice \
+              (one per 16-value activation sum).",
+        composite: Some(|| {
+            quote! {
+                let mut sc = [0i32; 8];
+                let mut mn = [0i16; 16];
+                let mut j = 0;
+                while j < 8 {
+                    let (a, m) = if j < 4 {
+                        (s[j] & 63, s[j + 4] & 63)
+                    } else {
+                        ((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+                    };
+                    sc[j] = i32::from(a);
+                    mn[2 * j] = i16::from(m);
+                    mn[2 * j + 1] = i16::from(m);
+                    j += 1;
+                }
+                (sc, mn)
+            }
+        }),
+    },
+    OpDef {
+        sig: "fn q4x8_w(qs: &[u8; 32], hi: usize) -> RW",
+        doc: "The low (`hi == 0`) or high (`hi == 1`) nibbles of 32 packed bytes: 4 columns \
+              of a group's 8 rows as non-negative int8, prepared for `ru_dot_acc`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn q6x8_w(ql: &[u8; 32], hi: usize, qh: &[u8; 32], j: usize) -> RW",
+        doc: "Nibble `hi` of `ql` plus bits `2j..2j+2` of `qh` as bits 4-5: 4 columns of a \
+              group's 8 rows as unsigned 6-bit values, prepared for `ru_dot_acc`.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ru_dot_acc(acc: RI, w: RW, x: RX) -> RI",
+        doc: "`q8r_dot_acc` for weights known to be in `0..=63`, exact in int32 (unsigned \
+              operands need no sign fix-up where the ISA multiplies unsigned by signed bytes).",
+        composite: Some(|| quote!(q8r_dot_acc(acc, w, x))),
+    },
+    OpDef {
+        sig: "fn ri_from_i8(s: &[i8; 8]) -> RI",
+        doc: "8 int8 widened to the 8 int32 lanes (one per row of a group).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_mul_acc(acc: RI, p: RI, s: RI) -> RI",
+        doc: "`acc + p·s` per lane, in int32 (callers keep it in range).",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_sub_splat(p: RI, v: i32) -> RI",
+        doc: "`p - v` in every lane.",
+        composite: None,
+    },
+    OpDef {
+        sig: "fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI",
+        doc: "`acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the \
+              low and high int16 halves of `pair` (exact in int32).",
+        composite: None,
+    },
 ];
 
 fn exp_body() -> TokenStream {

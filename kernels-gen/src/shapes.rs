@@ -55,13 +55,11 @@ impl ShapeTable {
     /// Adds every specialization a model needs.
     pub fn add_model(&mut self, m: &ModelShapes) -> &mut Self {
         for &(n, k) in &m.matmuls {
-            self.add("matmul_q8_0", &[n, k]);
             self.add("matmul_q8_0x8", &[n, k]);
             self.add("quantize_q8_0", &[k]);
         }
         if m.rms_norm {
             self.add("rms_norm", &[m.hidden]);
-            self.add("rms_norm_q8_0", &[m.hidden]);
             if m.head_norm {
                 self.add("rms_norm", &[m.head_dim]);
             }
@@ -138,25 +136,49 @@ pub fn builtin() -> ShapeTable {
     });
     // gemma-3-270m as shipped (Q4_K_M): weights by type, from the dump's
     // tensor table (ggml shape [k, n] = n rows of k):
-    // Q5_0 attn_q [640, 1024], attn_k/attn_v [640, 256], ffn_gate/up [640, 2048];
+    // Q5_0 attn_q [640, 1024], attn_k/attn_v [640, 256], ffn_gate/up [640, 2048]
+    // (re-encoded as Q8_0 at open, so they run on the Q8_0 groups above);
     // Q4_K attn_output [1024, 640] and half the ffn_down [2048, 640];
     // Q6_K the other ffn_down; Q8_0 some attn_v and token_embd [640, 262144]
     // (the tied output projection).
-    for (n, k) in [(1024, 640), (256, 640), (2048, 640)] {
-        t.add("matmul_q5_0", &[n, k]);
-    }
     for (n, k) in [(640, 1024), (640, 2048)] {
-        t.add("matmul_q4_k", &[n, k]);
         t.add("matmul_q4_kx8", &[n, k]);
         t.add("quantize_q8_k", &[k]);
     }
-    t.add("matmul_q6_k", &[640, 2048]);
     t.add("matmul_q6_kx8", &[640, 2048]);
-    t.add("matmul_q8_0", &[262_144, 640]);
+    t.add("matmul_q8_0x8", &[262_144, 640]);
     t
 }
 
 impl ShapeTable {
+    /// Checks that every getter names a family that gets specialized
+    /// variants and every key has that family's arity: a typo or a
+    /// reference-only family would otherwise leave a shape generic silently.
+    pub fn check(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for (getter, keys) in &self.keys {
+            match crate::kernels::family(getter) {
+                None => errors.push(format!("`{getter}` names no kernel family")),
+                Some(f) if f.reference_only => errors.push(format!(
+                    "`{getter}` is reference-only: it gets its generic variant only"
+                )),
+                Some(f) => {
+                    for key in keys.iter().filter(|k| k.len() != f.key.len()) {
+                        errors.push(format!(
+                            "`{getter}{key:?}`: the family's key is {:?}",
+                            f.key
+                        ));
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("shape table: {}", errors.join("; ")))
+        }
+    }
+
     /// The `getter(key)` entries of `needed` that this table lacks, e.g.
     /// `matmul_q8_0(384, 1536)`.
     pub fn missing(&self, needed: &ShapeTable) -> Vec<String> {
@@ -192,7 +214,25 @@ mod tests {
             head_norm: false,
         });
         assert!(table.missing(&minilm).is_empty());
-        minilm.add("matmul_q8_0", &[384, 999]);
-        assert_eq!(table.missing(&minilm), ["matmul_q8_0(384, 999)"]);
+        minilm.add("matmul_q8_0x8", &[384, 999]);
+        assert_eq!(table.missing(&minilm), ["matmul_q8_0x8(384, 999)"]);
+    }
+
+    #[test]
+    fn builtin_is_valid_and_typos_are_errors() {
+        builtin().check().expect("the builtin table is valid");
+        let mut t = ShapeTable::new();
+        t.add("rms_nrom", &[768]);
+        assert!(
+            t.check()
+                .unwrap_err()
+                .contains("`rms_nrom` names no kernel family")
+        );
+        let mut t = ShapeTable::new();
+        t.add("matmul_q8_0", &[768, 768]);
+        assert!(t.check().unwrap_err().contains("reference-only"));
+        let mut t = ShapeTable::new();
+        t.add("rms_norm", &[768, 768]);
+        assert!(t.check().is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::bail;
 use clap::Args;
-use kiln::kernels::{SOURCES, best, compiled, compiled_isa, for_isa, limits, source, variants};
+use kiln::kernels::{best, compiled, compiled_isa, for_isa, limits, source, variants};
 
 /// Arguments of `kiln kernels`.
 #[derive(Args)]
@@ -63,9 +63,8 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     }
     if let Some(name) = &args.show {
         match source(isa, name) {
-            Some(text) => write!(out, "{text}")?,
-            None => {
-                let known = SOURCES.iter().filter(|s| s.0 == isa.name()).count();
+            Ok(text) => write!(out, "{text}")?,
+            Err(known) => {
                 bail!(
                     "no generated function `{name}` for {} ({known} exist; `kiln kernels` lists the kernels)",
                     isa.name()

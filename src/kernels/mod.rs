@@ -21,13 +21,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-mod sources {
-    include!(concat!(env!("OUT_DIR"), "/kernel_sources.rs"));
-}
-
 pub mod limits;
-
-pub use sources::SOURCES;
 
 /// ISAs in order of preference, best first.
 const PREFERENCE: &[Isa] = &[
@@ -114,10 +108,19 @@ pub fn variants(isa: Isa) -> &'static [&'static str] {
 }
 
 /// The formatted generated source of function `name` (a kernel variant or
-/// an op) for `isa`.
-pub fn source(isa: Isa, name: &str) -> Option<&'static str> {
-    SOURCES
+/// an op) for `isa`, or the number of functions `isa` has if there is no
+/// such function.
+///
+/// The source is generated again from the shape table the build used
+/// (`kiln_kernels_gen` is deterministic), so the binary does not carry the
+/// text of every function (about 2.8 MB) for this one command.
+pub fn source(isa: Isa, name: &str) -> Result<String, usize> {
+    let module = isa.name().replace('-', "_");
+    let sources = kiln_kernels_gen::sources(&kiln_kernels_gen::shapes::builtin(), &module)
+        .unwrap_or_default();
+    sources
         .iter()
-        .find(|(i, n, _)| *i == isa.name() && *n == name)
-        .map(|(_, _, s)| *s)
+        .find(|s| s.name == name)
+        .map(kiln_kernels_gen::Source::text)
+        .ok_or(sources.len())
 }

@@ -5,7 +5,7 @@
 //! of [`crate::ops`] in its prelude, and gives a body for every primitive op.
 //! Adding an ISA means adding one file here and listing it in [`all`].
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Delimiter, TokenStream, TokenTree};
 
 mod avx2;
 mod avx512;
@@ -34,9 +34,9 @@ pub trait Lowering {
     fn prelude(&self) -> TokenStream;
     /// The body of op `name`; `None` takes the op's composite default.
     fn op(&self, name: &str) -> Option<TokenStream>;
-    /// The types `KW` and `KS` of [`crate::kquant::OPS`].
+    /// The types `KW` and `KS` of the K-quant ops of [`crate::ops::OPS`].
     fn kquant_prelude(&self) -> TokenStream;
-    /// The body of op `name` of [`crate::kquant::OPS`] (asked after [`Lowering::op`]).
+    /// The body of K-quant op `name` of [`crate::ops::OPS`] (asked after [`Lowering::op`]).
     fn kquant_op(&self, name: &str) -> Option<TokenStream>;
 }
 
@@ -57,4 +57,92 @@ pub fn all() -> Vec<Box<dyn Lowering>> {
         Box::new(Neon { dotprod: false }),
         Box::new(Neon { dotprod: true }),
     ]
+}
+
+/// The lowering tables' source, scanned by [`check_tables`].
+const TABLES: &[(&str, &str)] = &[
+    ("scalar.rs", include_str!("scalar.rs")),
+    ("avx2.rs", include_str!("avx2.rs")),
+    ("avx512.rs", include_str!("avx512.rs")),
+    ("neon.rs", include_str!("neon.rs")),
+];
+
+/// Checks that every arm of every `match name { ... }` in the lowering
+/// tables names an op of [`crate::ops::OPS`]: `op(name)` is only ever asked
+/// for declared ops, so an entry with a misspelled or removed name would
+/// otherwise be dead code that nobody notices. [`crate::generate`] runs
+/// this, so such an entry fails the build.
+pub fn check_tables() -> Result<(), String> {
+    let known: Vec<&str> = crate::ops::all_ops().map(crate::ops::OpDef::name).collect();
+    let mut unknown = Vec::new();
+    for (file, src) in TABLES {
+        let tokens: TokenStream = src
+            .parse()
+            .map_err(|e| format!("lowering table {file} does not tokenize: {e}"))?;
+        for name in match_arm_names(tokens) {
+            if !known.contains(&name.as_str()) {
+                unknown.push(format!("{file}: `{name}`"));
+            }
+        }
+    }
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "lowering-table entries that name no op: {}",
+            unknown.join(", ")
+        ))
+    }
+}
+
+/// The string-literal patterns of the arms of every `match name { .. }` in
+/// `tokens` (a literal directly inside the match braces, followed by `=>`,
+/// `|` or an `if` guard).
+fn match_arm_names(tokens: TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, t) in trees.iter().enumerate() {
+        if let TokenTree::Group(g) = t {
+            let is_match = i >= 2
+                && matches!(&trees[i - 2], TokenTree::Ident(m) if m == "match")
+                && matches!(&trees[i - 1], TokenTree::Ident(n) if n == "name")
+                && g.delimiter() == Delimiter::Brace;
+            if is_match {
+                let arms: Vec<TokenTree> = g.stream().into_iter().collect();
+                for (j, a) in arms.iter().enumerate() {
+                    let TokenTree::Literal(lit) = a else { continue };
+                    let follows = match arms.get(j + 1) {
+                        Some(TokenTree::Punct(p)) => p.as_char() == '=' || p.as_char() == '|',
+                        Some(TokenTree::Ident(id)) => id == "if",
+                        _ => false,
+                    };
+                    let text = lit.to_string();
+                    if follows && text.starts_with('"') {
+                        out.push(text.trim_matches('"').to_string());
+                    }
+                }
+            }
+            out.extend(match_arm_names(g.stream()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_entry_names_an_op() {
+        check_tables().unwrap();
+        // The scan sees the tables' entries (scalar alone lowers every primitive).
+        let scalar = match_arm_names(TABLES[0].1.parse().unwrap());
+        assert!(scalar.len() > 50, "{} entries", scalar.len());
+        let names = match_arm_names(
+            r#"fn op(name: &str) { match name { "f_add" | "f_sub" => 1, "q8_dot" if x => 2, "oops" => 3, _ => 4 } }"#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(names, ["f_add", "f_sub", "q8_dot", "oops"]);
+    }
 }
