@@ -12,8 +12,26 @@
 use minijinja::{Environment, Error as JinjaError, ErrorKind, context};
 
 use crate::Error;
-use crate::generate::ChatMessage;
 use kiln_runtime::tokenizer::Tokenizer;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` (Gemma's `model` is accepted too).
+    pub role: String,
+    /// The text; never parsed for special tokens.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
 
 /// Marker around a message index in the rendered template (private-use
 /// characters no tokenizer or user text is expected to hold).

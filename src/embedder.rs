@@ -115,7 +115,7 @@ struct Resolved<'a> {
 pub struct EmbedderBuilder {
     options: EmbedOptions,
     task: Option<String>,
-    /// `None`: the default ([`hub::default_pack_dir`](crate::hub::default_pack_dir)).
+    /// `None`: the default ([`config::default_pack_dir`](crate::config::default_pack_dir)).
     pack_dir: Option<Option<PathBuf>>,
 }
 
@@ -213,7 +213,7 @@ impl EmbedderBuilder {
             pack_dir: self
                 .pack_dir
                 .take()
-                .unwrap_or_else(crate::hub::default_pack_dir),
+                .unwrap_or_else(crate::config::default_pack_dir),
         };
         let (model, tokenizer) = pool.install(|| {
             rayon::join(

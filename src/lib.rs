@@ -7,6 +7,7 @@
 //! into a binary.
 
 mod chat;
+pub mod config;
 pub mod convert;
 mod embedder;
 mod error;
@@ -18,12 +19,13 @@ pub mod quantize;
 #[cfg(feature = "server")]
 pub mod server;
 
+pub use chat::ChatMessage;
 pub use embedder::{
     CallOptions, EmbedOptions, Embedder, EmbedderBuilder, TruncateDirection, cosine, l2_normalize,
 };
 pub use error::Error;
 pub use generate::{
-    ChatMessage, ClassScore, Classification, FinishReason, GenerateOptions, Generation, Generator,
+    ClassScore, Classification, FinishReason, GenerateOptions, Generation, Generator,
     GeneratorBuilder, Metrics, ModelInfo, Token,
 };
 pub use kiln_codegen::model;

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln::hub::{Cache, PullOptions};
 
 /// The model every command uses when `--model` is not given.
-pub const DEFAULT_MODEL: &str = "embeddinggemma";
+pub use kiln::hub::DEFAULT_MODEL;
 
 /// Resolves a `--model` argument: a path to a GGUF file, or a short name of
 /// the model cache (pulled on first use).

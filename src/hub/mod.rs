@@ -1,17 +1,12 @@
 //! The model cache: `kiln pull`, short names, and resolving `--model`.
 //!
-//! Layout of `$KILN_HOME` (default `~/.cache/kiln`):
-//!
-//! ```text
-//! models/<short name>/<file>.gguf   finished models (+ licence files)
-//! tmp/<short name>/                 staging of a pull in progress
-//! tmp/<short name>.lock             pid of the pull in progress
-//! ```
-//!
-//! A model appears under `models/` only by an atomic rename once it is
-//! complete and verified, so an interrupted or failed pull never leaves a
-//! half-written model there; its staging directory is removed on error and
-//! cleared by the next pull if the process was killed.
+//! A cache is a directory laid out as [`config`](crate::config) describes
+//! (`$KILN_HOME` by default): finished models under `models/`, pulls in
+//! progress staged under `tmp/`. A model appears under `models/` only by an
+//! atomic rename once it is complete and verified, so an interrupted or
+//! failed pull never leaves a half-written model there; its staging
+//! directory is removed on error and cleared by the next pull if the
+//! process was killed.
 
 pub mod catalog;
 mod error;
@@ -21,34 +16,11 @@ mod wheel;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::config::{KILN_HOME, KILN_PACK_CACHE, default_pack_dir};
 pub use catalog::{CATALOG, ModelSpec, Source};
 pub use error::HubError;
 pub use pull::{PullOptions, PullReport};
 pub use wheel::urlsafe_b64;
-
-/// The environment variable that overrides the cache directory.
-pub const KILN_HOME: &str = "KILN_HOME";
-
-/// Environment variable: `off`, `0`, `false` or `no` turns the pack cache off; any
-/// other value is the directory to use instead of `$KILN_HOME/packed`.
-pub const KILN_PACK_CACHE: &str = "KILN_PACK_CACHE";
-
-/// The default pack cache (repacked weights saved at a model's first open
-/// and mapped by later opens): `$KILN_PACK_CACHE` if set, else
-/// `$KILN_HOME/packed`; `None` when `KILN_PACK_CACHE` says off or
-/// there is no home directory.
-pub fn default_pack_dir() -> Option<PathBuf> {
-    if let Some(v) = std::env::var_os(KILN_PACK_CACHE).filter(|v| !v.is_empty()) {
-        let off = v.to_str().is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "0" | "off" | "false" | "no"
-            )
-        });
-        return (!off).then(|| PathBuf::from(v));
-    }
-    Cache::from_env().ok().map(|c| c.root().join("packed"))
-}
 
 /// The model used when a command is given none.
 pub const DEFAULT_MODEL: &str = "embeddinggemma";
@@ -78,13 +50,7 @@ impl Cache {
 
     /// The cache of this environment: `$KILN_HOME`, else `$HOME/.cache/kiln`.
     pub fn from_env() -> Result<Self, HubError> {
-        if let Some(dir) = std::env::var_os(KILN_HOME).filter(|d| !d.is_empty()) {
-            return Ok(Self::new(dir));
-        }
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .ok_or(HubError::NoHome)?;
-        Ok(Self::new(Path::new(&home).join(".cache").join("kiln")))
+        crate::config::home().map(Self::new).ok_or(HubError::NoHome)
     }
 
     /// The cache's root directory.
@@ -94,7 +60,9 @@ impl Cache {
 
     /// Where a short name's model lives once pulled.
     pub fn model_path(&self, spec: &ModelSpec) -> PathBuf {
-        self.root.join("models").join(spec.name).join(spec.file)
+        crate::config::models_dir(&self.root)
+            .join(spec.name)
+            .join(spec.file)
     }
 
     /// The pulled model of a short name, if it is in the cache.

@@ -46,7 +46,7 @@ struct Staging {
 
 impl Staging {
     fn new(cache: &Cache, name: &str) -> Result<Self, HubError> {
-        let tmp = cache.root().join("tmp");
+        let tmp = crate::config::staging_dir(cache.root());
         fs::create_dir_all(&tmp).map_err(|e| HubError::io(&tmp, e))?;
         let lock = tmp.join(format!("{name}.lock"));
         if let Ok(pid) = fs::read_to_string(&lock).map(|s| s.trim().parse::<u32>().unwrap_or(0))

@@ -1,0 +1,120 @@
+//! Opening a decoder: threads, context, KV cache type, pack cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::model::{self, DecoderOptions, KvType};
+use kiln_runtime::tokenizer::Tokenizer;
+
+use super::generator::{Generator, Metrics};
+use crate::Error;
+
+/// Builds a [`Generator`].
+#[derive(Clone, Debug)]
+pub struct GeneratorBuilder {
+    threads: usize,
+    context: Option<usize>,
+    kv_type: KvType,
+    /// `None`: the default ([`config::default_pack_dir`](crate::config::default_pack_dir)).
+    pack_dir: Option<Option<PathBuf>>,
+}
+
+impl Default for GeneratorBuilder {
+    fn default() -> Self {
+        GeneratorBuilder {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            context: None,
+            kv_type: KvType::F32,
+            pack_dir: None,
+        }
+    }
+}
+
+impl GeneratorBuilder {
+    /// Threads per generation (a batch runs one generation per thread).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Context in tokens (default 4096, at most the model's).
+    pub fn context(mut self, context: usize) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Where repacked weights are saved at a model's first open and mapped
+    /// from by later opens (`None`: repack at every open). Default
+    /// `$KILN_HOME/packed` (`KILN_PACK_CACHE=off` turns it off).
+    pub fn pack_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.pack_dir = Some(dir);
+        self
+    }
+
+    /// KV cache element type (default f32).
+    pub fn kv_type(mut self, kv: KvType) -> Self {
+        self.kv_type = kv;
+        self
+    }
+
+    /// Opens the GGUF at `path`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Generator, Error> {
+        self.open_file(Arc::new(GgufFile::open(path.as_ref())?))
+    }
+
+    /// Builds the generator over an opened GGUF.
+    pub fn open_file(self, file: Arc<GgufFile>) -> Result<Generator, Error> {
+        let md = file.metadata();
+        let arch = md.get_str("general.architecture")?.to_owned();
+        let name = md.get_str("general.name").ok().map(str::to_owned);
+        let quantization = md
+            .get_u32("general.file_type")
+            .map_or_else(|_| "unknown".to_owned(), kiln_runtime::gguf::file_type_name);
+        let chat_template = md
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_owned);
+        let kernels = crate::kernels::best();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .thread_name(|i| format!("kiln-gen-{i}"))
+            .build()
+            .map_err(|e| Error::Threads(e.to_string()))?;
+        // The plan (layers in parallel) and the tokenizer side by side, on
+        // the generator's own threads.
+        let options = DecoderOptions {
+            context: self.context,
+            pack_dir: self
+                .pack_dir
+                .unwrap_or_else(crate::config::default_pack_dir),
+        };
+        let (model, tokenizer) = pool.install(|| {
+            rayon::join(
+                || model::open_decoder(file.clone(), kernels, &options),
+                || Tokenizer::from_gguf(&file),
+            )
+        });
+        let (model, tokenizer) = (model?, tokenizer?);
+        model::check_vocab(tokenizer.vocab_size(), model.n_vocab())?;
+        // End-of-generation tokens: EOS, and Gemma's end of turn.
+        let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
+        eog.extend(tokenizer.token_id("<end_of_turn>"));
+        Ok(Generator {
+            arch,
+            name,
+            quantization,
+            chat_template,
+            model,
+            tokenizer,
+            eog,
+            threads: self.threads,
+            kv_type: self.kv_type,
+            pool,
+            states: Mutex::new(Vec::new()),
+            metrics: Mutex::new(Metrics::default()),
+            isa: kernels.isa().name(),
+            _file: file,
+        })
+    }
+}

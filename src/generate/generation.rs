@@ -1,0 +1,309 @@
+//! One generation: a lazy iterator of tokens over a pooled session,
+//! cancellable, with its own speed.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use kiln_runtime::model::DecoderState;
+use kiln_runtime::sampling::Sampler;
+
+use super::generator::{Generator, Metrics};
+use super::options::GenerateOptions;
+use super::stream::{StopCut, Utf8Stream};
+use crate::Error;
+
+/// One generated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    /// Its id.
+    pub id: u32,
+    /// The text it completes: whole UTF-8 characters only, so a character
+    /// split across byte tokens appears with the token that finishes it
+    /// (earlier ones have empty text). Cut short where a stop string starts.
+    pub text: String,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// OpenAI's name (`stop`, `length`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// A generation in progress: an iterator of tokens. Created by
+/// [`Generator::generate`] and [`Generator::chat`]; dropping it stops.
+pub struct Generation<'a> {
+    owner: &'a Generator,
+    prompt: Option<Vec<u32>>,
+    error: Option<Error>,
+    state: Option<DecoderState>,
+    sampler: Sampler,
+    logits: Vec<f32>,
+    history: Vec<u32>,
+    max_tokens: usize,
+    context: usize,
+    threads: usize,
+    utf8: Utf8Stream,
+    stop: StopCut,
+    ready: VecDeque<Token>,
+    finish: Option<FinishReason>,
+    done: bool,
+    /// Record this generation's metrics as the generator's last call.
+    pub(super) record: bool,
+    n_prompt: usize,
+    start: Instant,
+    first_token: Option<Instant>,
+    prefill_seconds: f64,
+    /// Asked between prefill chunks and before each token: true stops.
+    cancel: Option<Box<dyn Fn() -> bool + Send + Sync + 'a>>,
+}
+
+/// Prompt tokens fed at once when a generation can be cancelled.
+const CANCELLABLE_PREFILL_CHUNK: usize = 64;
+
+impl<'a> Generation<'a> {
+    pub(super) fn new(
+        owner: &'a Generator,
+        ids: Result<Vec<u32>, Error>,
+        opts: &GenerateOptions,
+        threads: usize,
+    ) -> Self {
+        let context = opts
+            .context
+            .map_or(owner.model.context(), |c| c.min(owner.model.context()));
+        let (prompt, error) = match ids {
+            Ok(ids) if ids.len() > context => (
+                None,
+                Some(Error::PromptTooLong {
+                    n_tokens: ids.len(),
+                    context,
+                }),
+            ),
+            Ok(ids) => (Some(ids), None),
+            Err(e) => (None, Some(e)),
+        };
+        Generation {
+            owner,
+            n_prompt: prompt.as_ref().map_or(0, Vec::len),
+            prompt,
+            error,
+            state: None,
+            sampler: Sampler::new(opts.sampling.clone()),
+            logits: Vec::new(),
+            history: Vec::new(),
+            max_tokens: opts.max_tokens,
+            context,
+            threads,
+            utf8: Utf8Stream::default(),
+            stop: StopCut::new(opts.stop.clone()),
+            ready: VecDeque::new(),
+            finish: None,
+            done: false,
+            record: true,
+            start: Instant::now(),
+            first_token: None,
+            prefill_seconds: 0.0,
+            cancel: None,
+        }
+    }
+
+    /// Stops the generation early, without an error, once `cancelled`
+    /// returns true: it is asked before each token and between chunks of
+    /// the prompt, so a server can drop the work of a client that left.
+    pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + Sync + 'a) -> Self {
+        self.cancel = Some(Box::new(cancelled));
+        self
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c())
+    }
+
+    /// Why the generation ended (`None` while it runs or after an error).
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.n_prompt
+    }
+
+    /// Tokens generated so far.
+    pub fn generated_tokens(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Runs to the end and returns the whole text.
+    pub fn text(mut self) -> Result<String, Error> {
+        let mut s = String::new();
+        for t in self.by_ref() {
+            s.push_str(&t?.text);
+        }
+        Ok(s)
+    }
+
+    /// This generation's speed so far.
+    pub fn metrics(&self) -> Metrics {
+        let now = Instant::now();
+        let decode = self
+            .first_token
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        let n = self.history.len();
+        Metrics {
+            prompt_tokens: self.n_prompt,
+            generated_tokens: n,
+            prefill_seconds: self.prefill_seconds,
+            prefill_tokens_per_second: self.n_prompt as f64 / self.prefill_seconds.max(1e-9),
+            decode_seconds: decode,
+            decode_tokens_per_second: if n > 1 {
+                (n - 1) as f64 / decode.max(1e-9)
+            } else {
+                0.0
+            },
+            time_to_first_token: self
+                .first_token
+                .map_or(0.0, |t| t.duration_since(self.start).as_secs_f64()),
+            peak_rss_bytes: kiln_runtime::memory::peak_rss().unwrap_or(0),
+        }
+    }
+
+    /// Computes the next token's logits, samples it, and queues what can
+    /// be released. Sets `done` at the end.
+    fn step(&mut self) -> Result<(), Error> {
+        let owner = self.owner;
+        if self.state.is_none() {
+            kiln_runtime::memory::reset_peak_rss();
+            self.start = Instant::now();
+            let prompt = self.prompt.take().ok_or(Error::Empty)?;
+            let mut state = owner.state();
+            self.logits.resize(owner.model.n_vocab(), 0.0);
+            let t0 = Instant::now();
+            let threads = self.threads;
+            let logits = &mut self.logits;
+            let cancel = self.cancel.as_deref();
+            let r = owner.run(|| match cancel {
+                None => owner
+                    .model
+                    .forward(&prompt, &mut state, Some(logits), threads)
+                    .map(|()| false),
+                Some(cancelled) => {
+                    let n = prompt.len().div_ceil(CANCELLABLE_PREFILL_CHUNK);
+                    for (i, chunk) in prompt.chunks(CANCELLABLE_PREFILL_CHUNK).enumerate() {
+                        if cancelled() {
+                            return Ok(true);
+                        }
+                        let out = if i + 1 == n {
+                            Some(&mut logits[..])
+                        } else {
+                            None
+                        };
+                        owner.model.forward(chunk, &mut state, out, threads)?;
+                    }
+                    Ok(false)
+                }
+            });
+            self.state = Some(state);
+            if r? {
+                self.done = true;
+                return Ok(());
+            }
+            self.prefill_seconds = t0.elapsed().as_secs_f64();
+        } else {
+            let last = *self.history.last().ok_or(Error::Empty)?;
+            let state = self.state.as_mut().ok_or(Error::Empty)?;
+            let logits = &mut self.logits;
+            let threads = self.threads;
+            owner.run(|| owner.model.forward(&[last], state, Some(logits), threads))?;
+        }
+        let id = self.sampler.sample(&mut self.logits, &self.history);
+        if self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        if owner.eog.contains(&id) {
+            return self.end(FinishReason::Stop);
+        }
+        self.history.push(id);
+        let mut bytes = Vec::new();
+        owner.tokenizer.token_bytes(id, false, &mut bytes);
+        let text = self.utf8.push(&bytes);
+        if self.stop.push(id, text, &mut self.ready) {
+            return self.end(FinishReason::Stop);
+        }
+        let in_cache = self.state.as_ref().map_or(0, DecoderState::len);
+        if self.history.len() >= self.max_tokens || in_cache + 1 > self.context {
+            return self.end(FinishReason::Length);
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, why: FinishReason) -> Result<(), Error> {
+        if why == FinishReason::Length || !self.stop.stopped {
+            let tail = self.utf8.finish();
+            self.stop.flush(tail, &mut self.ready);
+        }
+        self.finish = Some(why);
+        self.done = true;
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if let Some(s) = self.state.take() {
+            self.owner.put_state(s);
+            if self.record {
+                *self.owner.metrics.lock().unwrap_or_else(|e| e.into_inner()) = self.metrics();
+            }
+        }
+    }
+}
+
+impl Iterator for Generation<'_> {
+    type Item = Result<Token, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(t) = self.ready.pop_front() {
+                return Some(Ok(t));
+            }
+            if let Some(e) = self.error.take() {
+                self.done = true;
+                return Some(Err(e));
+            }
+            if self.done {
+                self.release();
+                return None;
+            }
+            if self.max_tokens == 0 {
+                self.finish = Some(FinishReason::Length);
+                self.done = true;
+                continue;
+            }
+            if self.cancelled() {
+                self.done = true;
+                continue;
+            }
+            if let Err(e) = self.step() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl Drop for Generation<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
