@@ -1,8 +1,8 @@
 //! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
 //! threads by output columns.
 
-use super::pack_cache::{PackCache, PackKind, PackWriter};
-use super::weights::{ActRound, Data, WeightData};
+use super::pack_cache::{PackCache, PackKind, PackWriter, Packs};
+use super::weights::{ActRound, Data, Tensors, WeightData};
 use crate::gguf::{AnonVec, Plain};
 use crate::kernels::{
     KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4Kx8Fn, MatmulQ6Kx8Fn, MatmulQ8_0x8Fn,
@@ -88,6 +88,35 @@ impl Groups<'_> {
             writer.add(name, kind, data.get());
         }
         data
+    }
+}
+
+impl Tensors<'_> {
+    /// A linear layer over `weight`, tensor `name`, its 8-row groups
+    /// mapped from the pack cache when it has them. When its kernel works
+    /// on a copy (repacked into 8-row groups, types converted at open), the
+    /// file's pages of the original leave the resident set.
+    ///
+    /// Defined here rather than beside the other views in `weights` so that
+    /// weights never depend on the layers built over them.
+    pub(crate) fn linear(
+        &self,
+        name: &str,
+        weight: WeightData,
+        (k, n): (usize, usize),
+        bias: Option<Data<f32>>,
+        kernels: &dyn KernelSet,
+    ) -> Linear {
+        let groups = match self.packs() {
+            Packs::Off => Groups::Repack,
+            Packs::Mapped(c) => Groups::Cached(c, name),
+            Packs::Writing(w) => Groups::Record(w, name),
+        };
+        let l = Linear::new(weight, bias, k, n, kernels, groups);
+        if l.copies_weight() {
+            self.release_tensor(name);
+        }
+        l
     }
 }
 

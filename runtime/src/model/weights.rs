@@ -1,9 +1,12 @@
 //! Typed, checked views of tensors inside a mapped GGUF.
+//!
+//! The bottom of the model layer: [`linear`](super::linear) builds layers
+//! over these views (and adds [`Tensors::linear`]); nothing here knows
+//! about layers.
 
 use std::sync::Arc;
 
 use super::ModelError;
-use super::linear::Groups;
 use super::pack_cache::Packs;
 use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
 use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
@@ -180,28 +183,15 @@ impl<'f> Tensors<'f> {
         })
     }
 
-    /// A linear layer over `weight`, tensor `name`, its 8-row groups
-    /// mapped from the pack cache when it has them. When its kernel works
-    /// on a copy (repacked into 8-row groups, types converted at open), the
-    /// file's pages of the original leave the resident set.
-    pub(crate) fn linear(
-        &self,
-        name: &str,
-        weight: WeightData,
-        (k, n): (usize, usize),
-        bias: Option<Data<f32>>,
-        kernels: &dyn crate::kernels::KernelSet,
-    ) -> super::linear::Linear {
-        let groups = match self.packs {
-            Packs::Off => Groups::Repack,
-            Packs::Mapped(c) => Groups::Cached(c, name),
-            Packs::Writing(w) => Groups::Record(w, name),
-        };
-        let l = super::linear::Linear::new(weight, bias, k, n, kernels, groups);
-        if l.copies_weight() {
-            self.file.release_tensor(name);
-        }
-        l
+    /// Where repacked weights come from or go to.
+    pub(crate) fn packs(&self) -> &'f Packs {
+        self.packs
+    }
+
+    /// Drops the file's resident pages of tensor `name` (its data now lives
+    /// in a copy).
+    pub(crate) fn release_tensor(&self, name: &str) {
+        self.file.release_tensor(name);
     }
 
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
