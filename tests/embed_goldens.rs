@@ -1,13 +1,17 @@
 //! End-to-end: kiln's vectors against the reference goldens, on real models.
 //!
-//! Bars (from the issues): EmbeddingGemma Q8_0 vs float32 sentence-transformers
-//! cosine >= 0.999 each and >= 0.9995 on average; MiniLM Q8_0 >= 0.9985 each
-//! and >= 0.9995 on average; vs llama.cpp on the same GGUF >= 0.999 where the
-//! token ids agree; F32 GGUFs >= 0.99999 against float32.
+//! Bars (the `common` cosine constants): EmbeddingGemma Q8_0 vs float32
+//! sentence-transformers cosine >= 0.999 each and >= 0.9995 on average;
+//! MiniLM Q8_0 >= 0.9985 each and >= 0.9995 on average; vs llama.cpp on the
+//! same GGUF >= 0.999 where the token ids agree; F32 GGUFs >= 0.99999
+//! against float32.
 
 mod common;
 
-use common::{Golden, cached_model, cosine, goldens};
+use common::{
+    F32_VS_F32_MIN, Golden, MINILM_Q8_VS_F32_MIN, Q8_VS_F32_MEAN, Q8_VS_F32_MIN, SAME_GGUF_MIN,
+    cached_model, cosine, goldens,
+};
 use kiln::Embedder;
 
 /// What a comparison of one model with one golden file found.
@@ -71,8 +75,13 @@ fn embeddinggemma_q8_0_matches_float32_reference() {
         );
     }
     let r = compare(&e, &st, false);
-    assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
-    assert!(r.mean >= 0.9995, "mean cosine {}", r.mean);
+    assert!(
+        r.min >= Q8_VS_F32_MIN,
+        "min cosine {} on {:?}",
+        r.min,
+        r.worst
+    );
+    assert!(r.mean >= Q8_VS_F32_MEAN, "mean cosine {}", r.mean);
 }
 
 /// kiln and llama.cpp run the same GGUF but llama.cpp's GELU goes through an
@@ -102,7 +111,7 @@ fn embeddinggemma_q8_0_agrees_with_llamacpp() {
         r.min,
         r.worst
     );
-    assert!(r.mean >= 0.9995, "mean cosine {}", r.mean);
+    assert!(r.mean >= Q8_VS_F32_MEAN, "mean cosine {}", r.mean);
 }
 
 #[test]
@@ -122,8 +131,13 @@ fn minilm_q8_0_matches_float32_reference() {
         );
     }
     let r = compare(&e, &st, false);
-    assert!(r.min >= 0.9985, "min cosine {} on {:?}", r.min, r.worst);
-    assert!(r.mean >= 0.9995, "mean cosine {}", r.mean);
+    assert!(
+        r.min >= MINILM_Q8_VS_F32_MIN,
+        "min cosine {} on {:?}",
+        r.min,
+        r.worst
+    );
+    assert!(r.mean >= Q8_VS_F32_MEAN, "mean cosine {}", r.mean);
 }
 
 #[test]
@@ -134,7 +148,12 @@ fn minilm_q8_0_agrees_with_llamacpp_where_tokens_agree() {
         &goldens("all-MiniLM-L6-v2.llamacpp.jsonl"),
         true,
     );
-    assert!(r.min >= 0.999, "min cosine {} on {:?}", r.min, r.worst);
+    assert!(
+        r.min >= SAME_GGUF_MIN,
+        "min cosine {} on {:?}",
+        r.min,
+        r.worst
+    );
 }
 
 /// One line of the task-prompt × Matryoshka goldens.
@@ -182,7 +201,11 @@ fn embeddinggemma_task_prompts_and_matryoshka_dims() {
                 let v = e.embed(&g.text).unwrap();
                 assert_eq!(v.len(), dim);
                 let s = cosine(&v, &g.embedding);
-                assert!(s >= 0.999, "{task:?} dim {dim} {:?}: cosine {s}", g.text);
+                assert!(
+                    s >= Q8_VS_F32_MIN,
+                    "{task:?} dim {dim} {:?}: cosine {s}",
+                    g.text
+                );
                 sims.push(s);
             }
         }
@@ -193,7 +216,7 @@ fn embeddinggemma_task_prompts_and_matryoshka_dims() {
         "prompts x dims: min {:.6}, mean {mean:.6}",
         sims.iter().cloned().fold(f64::MAX, f64::min)
     );
-    assert!(mean >= 0.9995, "mean cosine {mean}");
+    assert!(mean >= Q8_VS_F32_MEAN, "mean cosine {mean}");
 }
 
 /// F32 GGUFs separate the implementation from quantization: llama.cpp gets
@@ -204,7 +227,12 @@ fn f32_fidelity(name: &str, golden: &str) {
     };
     let e = open(&path);
     let r = compare(&e, &goldens(golden), false);
-    assert!(r.min >= 0.99999, "min cosine {} on {:?}", r.min, r.worst);
+    assert!(
+        r.min >= F32_VS_F32_MIN,
+        "min cosine {} on {:?}",
+        r.min,
+        r.worst
+    );
 }
 
 #[test]

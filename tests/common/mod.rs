@@ -283,6 +283,30 @@ pub fn cached_model(name: &str) -> Option<PathBuf> {
     }
 }
 
+// Cosine bars of the end-to-end embedding tests. Measured worst and mean
+// against float32 sentence-transformers: EmbeddingGemma Q8_0 0.99923 /
+// 0.99953, MiniLM Q8_0 0.99873 / 0.99953.
+
+/// Worst input, a Q8_0 GGUF against the float32 model: int8 weights and
+/// activations cost up to about 1e-3 of cosine (the project's quality bar).
+pub const Q8_VS_F32_MIN: f64 = 0.999;
+
+/// Mean over a golden file, Q8_0 against float32: most inputs lose far
+/// less than the worst, so a drift of the whole set shows here first.
+pub const Q8_VS_F32_MEAN: f64 = 0.9995;
+
+/// Worst input of MiniLM Q8_0 against float32: a 6-layer, 384-wide model
+/// averages out less int8 rounding per dimension than EmbeddingGemma.
+pub const MINILM_Q8_VS_F32_MIN: f64 = 0.9985;
+
+/// kiln against llama.cpp on the same GGUF, where their token ids agree:
+/// the same quantized arithmetic, summed in another order.
+pub const SAME_GGUF_MIN: f64 = 0.999;
+
+/// An F32 GGUF against float32: no quantization left, only f32 rounding and
+/// summation order (llama.cpp reaches 0.999998 this way).
+pub const F32_VS_F32_MIN: f64 = 0.99999;
+
 /// Cosine similarity in f64.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     f64::from(kiln::cosine(a, b))
