@@ -217,3 +217,25 @@ fn batch_equals_one_by_one() {
         "every tensor type has a kernel"
     );
 }
+
+/// The f16 KV cache (prefill goes through the cache, where the f32 cache
+/// attends a fresh chunk directly) reproduces llama.cpp's greedy tokens of
+/// [`PROMPT`]; tests/generate_goldens.rs holds it to llama.cpp's logits.
+#[test]
+fn f16_cache_streams_llamacpp_greedy_tokens() {
+    let Some(path) = cached_model("gemma3-270m") else {
+        return;
+    };
+    let f16 = Generator::builder()
+        .threads(2)
+        .context(512)
+        .kv_type(kiln::KvType::F16)
+        .open(path)
+        .unwrap();
+    let ids: Vec<u32> = f16
+        .generate(PROMPT, &GenerateOptions::greedy(12))
+        .map(|t| t.map(|t| t.id))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, GREEDY_IDS);
+}

@@ -17,6 +17,7 @@
 //! An f16 cache is read in plain Rust, converting rows as it goes.
 
 use half::f16;
+use half::slice::HalfBitsSliceExt;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
@@ -56,21 +57,26 @@ impl KvType {
 
 enum Buf {
     F32(Vec<f32>),
-    F16(Vec<f16>),
+    /// f16 bits: a zeroed `Vec<u16>` comes from the allocator's zeroed pages
+    /// and costs memory only as positions fill, like the f32 cache, where
+    /// `vec![f16::ZERO; n]` would write every page up front.
+    F16(Vec<u16>),
 }
 
 impl Buf {
     fn new(ty: KvType, len: usize) -> Self {
         match ty {
             KvType::F32 => Buf::F32(vec![0.0; len]),
-            KvType::F16 => Buf::F16(vec![f16::ZERO; len]),
+            KvType::F16 => Buf::F16(vec![0; len]),
         }
     }
 
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
             Buf::F32(b) => b[at..at + src.len()].copy_from_slice(src),
-            Buf::F16(b) => b[at..at + src.len()].convert_from_f32_slice(src),
+            Buf::F16(b) => b[at..at + src.len()]
+                .reinterpret_cast_mut::<f16>()
+                .convert_from_f32_slice(src),
         }
     }
 
@@ -79,7 +85,9 @@ impl Buf {
         match self {
             Buf::F32(b) => &b[at..at + tmp.len()],
             Buf::F16(b) => {
-                b[at..at + tmp.len()].convert_to_f32_slice(tmp);
+                b[at..at + tmp.len()]
+                    .reinterpret_cast::<f16>()
+                    .convert_to_f32_slice(tmp);
                 tmp
             }
         }
