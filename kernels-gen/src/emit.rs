@@ -29,10 +29,6 @@ impl Source {
     }
 }
 
-fn parse<T: syn::parse::Parse>(s: &str) -> T {
-    syn::parse_str(s).unwrap_or_else(|e| panic!("generator: cannot parse `{s}`: {e}"))
-}
-
 /// `#[inline] #[target_feature(...)]` for ops, `#[target_feature(...)]` for kernels.
 fn feature_attr(l: &dyn Lowering) -> TokenStream {
     match l.features() {
@@ -46,16 +42,15 @@ fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
     let attr = feature_attr(l);
     OPS.iter()
         .map(|op| {
-            let sig: syn::Signature = parse(op.sig);
+            let sig = (op.sig)();
             let body = l
-                .op(op.name())
-                .or_else(|| l.kquant_op(op.name()))
+                .op(op.op)
                 .or_else(|| op.composite.map(|c| c()))
                 .unwrap_or_else(|| {
                     panic!(
                         "lowering {} has no body for primitive {}",
                         l.module(),
-                        op.name()
+                        op.name
                     )
                 });
             let doc = format!(" {}", op.doc);
@@ -65,7 +60,7 @@ fn ops(l: &dyn Lowering) -> Vec<(String, TokenStream)> {
                 #attr
                 #sig { #body }
             };
-            (op.name().to_string(), tokens)
+            (op.name.to_string(), tokens)
         })
         .collect()
 }
@@ -86,30 +81,11 @@ fn keys(f: &Family, shapes: &ShapeTable) -> Vec<Vec<Option<usize>>> {
     out
 }
 
-/// The argument names of a parameter list.
-pub(crate) fn arg_names(params: &str) -> Vec<syn::Ident> {
-    let inputs: syn::punctuated::Punctuated<syn::FnArg, syn::Token![,]> =
-        parse::<syn::ItemFn>(&format!("fn f({params}) {{}}"))
-            .sig
-            .inputs;
-    inputs
-        .into_iter()
-        .map(|a| match a {
-            syn::FnArg::Typed(t) => match *t.pat {
-                syn::Pat::Ident(p) => p.ident,
-                _ => panic!("generator: parameter pattern in `{params}`"),
-            },
-            syn::FnArg::Receiver(_) => panic!("generator: receiver in `{params}`"),
-        })
-        .collect()
-}
-
 /// The generated module of one ISA and the sources of its functions.
 pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<Source>) {
     let module = format_ident!("{}", l.module());
     let attr = feature_attr(l);
     let prelude = l.prelude();
-    let kquant_prelude = l.kquant_prelude();
     let mut items = Vec::new();
     let mut named = Vec::new();
     for (name, t) in ops(l) {
@@ -119,8 +95,13 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let mut getters = Vec::new();
     let mut variants = Vec::new();
     for f in FAMILIES.iter().chain(crate::kquant::FAMILIES) {
-        let params = f.fn_type.params();
-        let args = arg_names(f.fn_type.params);
+        let params = (f.fn_type.params)();
+        let args: Vec<_> = f
+            .fn_type
+            .args
+            .iter()
+            .map(|a| format_ident!("{a}"))
+            .collect();
         let mut arms = Vec::new();
         let mut generic_entry = None;
         // Keys whose bodies are the same tokens share one function (the
@@ -256,7 +237,6 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
                 BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
             };
             #prelude
-            #kquant_prelude
             #(#items)*
             /// This ISA's kernel set; only [`detect`] hands it out.
             pub struct Kernels {

@@ -17,207 +17,275 @@ use quote::{format_ident, quote};
 use crate::kernels::{Family, all_families};
 
 /// A fn-pointer type of `kiln_runtime::kernels`: what a family's getter
-/// returns (several families may share one, as the two GELUs do).
+/// returns (several families may share one, as the two GELUs do). Written
+/// with `fn_type!` as the type alias it generates.
 pub struct FnType {
     /// The type's name, e.g. `RmsNormFn`.
     pub name: &'static str,
     /// Its parameter list; a kernel of a family returning it has the same.
-    pub params: &'static str,
-    /// What a function of the type computes (its doc comment; intra-doc
-    /// links resolve in `kiln_runtime::kernels`).
-    pub doc: &'static str,
+    pub params: fn() -> TokenStream,
+    /// The parameters' names, in order.
+    pub args: &'static [&'static str],
+    /// What a function of the type computes: its doc comment, one string
+    /// per line as `///` gives them (intra-doc links resolve in
+    /// `kiln_runtime::kernels`).
+    pub doc: &'static [&'static str],
 }
 
-impl FnType {
-    /// The parameter list as tokens.
-    pub fn params(&self) -> TokenStream {
-        self.params
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: parameters `{}`: {e}", self.name, self.params))
-    }
+/// A [`FnType`] from a documented `type Name = fn(arg: Type, ..);`: the
+/// names must be identifiers and the types Rust types, so a malformed
+/// parameter list does not compile.
+macro_rules! fn_type {
+    (
+        $(#[doc = $doc:literal])+
+        type $name:ident = fn($($arg:ident: $ty:ty),* $(,)?);
+    ) => {
+        FnType {
+            name: stringify!($name),
+            params: || quote!($($arg: $ty),*),
+            args: &[$(stringify!($arg)),*],
+            doc: &[$($doc),+],
+        }
+    };
 }
 
 /// Rows of `x` quantized to Q8_0.
-pub const QUANTIZE_Q8_0: FnType = FnType {
-    name: "QuantizeQ8_0Fn",
-    params: "x: &[f32], out: &mut [BlockQ8_0]",
-    doc: "`out` = rows of `x` quantized to Q8_0 (`x.len() == 32 · out.len()`).",
+pub const QUANTIZE_Q8_0: FnType = fn_type! {
+    /// `out` = rows of `x` quantized to Q8_0 (`x.len() == 32 · out.len()`).
+    type QuantizeQ8_0Fn = fn(x: &[f32], out: &mut [BlockQ8_0]);
 };
 
 /// The Q8_0 row-layout matmul.
-pub const MATMUL_Q8_0: FnType = FnType {
-    name: "MatmulQ8_0Fn",
-    params: "w: &[BlockQ8_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "`out[i][j] (+)= bias[j] + Σ_k x[i][k]·W[j][k]` with Q8_0 weights and
-activations; `m = out.rows()`, `n = out.cols()`, `k = 32 · x.len() / m`.
-With `accumulate` the result is added to `out` (fused residual add).
-`w`, `bias` and `out` may be a block of columns of the full layer (see
-[`MATMUL_COL_ALIGN`]).",
+pub const MATMUL_Q8_0: FnType = fn_type! {
+    /// `out[i][j] (+)= bias[j] + Σ_k x[i][k]·W[j][k]` with Q8_0 weights and
+    /// activations; `m = out.rows()`, `n = out.cols()`, `k = 32 · x.len() / m`.
+    /// With `accumulate` the result is added to `out` (fused residual add).
+    /// `w`, `bias` and `out` may be a block of columns of the full layer (see
+    /// [`MATMUL_COL_ALIGN`]).
+    type MatmulQ8_0Fn = fn(
+        w: &[BlockQ8_0],
+        x: &[BlockQ8_0],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The Q8_0 matmul over 8-row groups.
-pub const MATMUL_Q8_0X8: FnType = FnType {
-    name: "MatmulQ8_0x8Fn",
-    params: "w: &[BlockQ8_0x8], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "The same over weights repacked into groups of 8 rows
-([`repack_q8_0x8`](crate::quant::repack_q8_0x8)): `w` holds the
-`ceil(n / 8)` groups covering `out`'s columns, `k / 32` blocks each.
-Faster than [`MatmulQ8_0Fn`] for many tokens (no horizontal sums, one
-scale multiply per 8 weight rows).",
+pub const MATMUL_Q8_0X8: FnType = fn_type! {
+    /// The same over weights repacked into groups of 8 rows
+    /// ([`repack_q8_0x8`](crate::quant::repack_q8_0x8)): `w` holds the
+    /// `ceil(n / 8)` groups covering `out`'s columns, `k / 32` blocks each.
+    /// Faster than [`MatmulQ8_0Fn`] for many tokens (no horizontal sums, one
+    /// scale multiply per 8 weight rows).
+    type MatmulQ8_0x8Fn = fn(
+        w: &[BlockQ8_0x8],
+        x: &[BlockQ8_0],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// Rows of `x` quantized to Q8_K.
-pub const QUANTIZE_Q8_K: FnType = FnType {
-    name: "QuantizeQ8KFn",
-    params: "x: &[f32], out: &mut [BlockQ8K]",
-    doc: "`out` = rows of `x` quantized to Q8_K (`x.len() == 256 · out.len()`),
-bit-identical to [`quantize_row_q8_k_reference`](crate::quant::quantize_row_q8_k_reference):
-the activations of the K-quant matmuls.",
+pub const QUANTIZE_Q8_K: FnType = fn_type! {
+    /// `out` = rows of `x` quantized to Q8_K (`x.len() == 256 · out.len()`),
+    /// bit-identical to [`quantize_row_q8_k_reference`](crate::quant::quantize_row_q8_k_reference):
+    /// the activations of the K-quant matmuls.
+    type QuantizeQ8KFn = fn(x: &[f32], out: &mut [BlockQ8K]);
 };
 
 /// The Q4_K row-layout matmul.
-pub const MATMUL_Q4_K: FnType = FnType {
-    name: "MatmulQ4KFn",
-    params: "w: &[BlockQ4K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "As [`MatmulQ8_0Fn`] with Q4_K weights and Q8_K activations
-(`k = 256 · x.len() / m`).",
+pub const MATMUL_Q4_K: FnType = fn_type! {
+    /// As [`MatmulQ8_0Fn`] with Q4_K weights and Q8_K activations
+    /// (`k = 256 · x.len() / m`).
+    type MatmulQ4KFn = fn(
+        w: &[BlockQ4K],
+        x: &[BlockQ8K],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The Q6_K row-layout matmul.
-pub const MATMUL_Q6_K: FnType = FnType {
-    name: "MatmulQ6KFn",
-    params: "w: &[BlockQ6K], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "As [`MatmulQ8_0Fn`] with Q6_K weights and Q8_K activations
-(`k = 256 · x.len() / m`).",
+pub const MATMUL_Q6_K: FnType = fn_type! {
+    /// As [`MatmulQ8_0Fn`] with Q6_K weights and Q8_K activations
+    /// (`k = 256 · x.len() / m`).
+    type MatmulQ6KFn = fn(
+        w: &[BlockQ6K],
+        x: &[BlockQ8K],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The Q4_K matmul over 8-row groups.
-pub const MATMUL_Q4_KX8: FnType = FnType {
-    name: "MatmulQ4Kx8Fn",
-    params: "w: &[BlockQ4Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "As [`MatmulQ4KFn`] over weights repacked into groups of 8 rows
-([`repack_q4_kx8`](crate::quant::repack_q4_kx8)): `w` holds the
-`ceil(n / 8)` groups covering `out`'s columns, `k / 256` blocks each.",
+pub const MATMUL_Q4_KX8: FnType = fn_type! {
+    /// As [`MatmulQ4KFn`] over weights repacked into groups of 8 rows
+    /// ([`repack_q4_kx8`](crate::quant::repack_q4_kx8)): `w` holds the
+    /// `ceil(n / 8)` groups covering `out`'s columns, `k / 256` blocks each.
+    type MatmulQ4Kx8Fn = fn(
+        w: &[BlockQ4Kx8],
+        x: &[BlockQ8K],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The Q6_K matmul over 8-row groups.
-pub const MATMUL_Q6_KX8: FnType = FnType {
-    name: "MatmulQ6Kx8Fn",
-    params: "w: &[BlockQ6Kx8], x: &[BlockQ8K], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "As [`MatmulQ6KFn`] over weights repacked into groups of 8 rows
-([`repack_q6_kx8`](crate::quant::repack_q6_kx8)).",
+pub const MATMUL_Q6_KX8: FnType = fn_type! {
+    /// As [`MatmulQ6KFn`] over weights repacked into groups of 8 rows
+    /// ([`repack_q6_kx8`](crate::quant::repack_q6_kx8)).
+    type MatmulQ6Kx8Fn = fn(
+        w: &[BlockQ6Kx8],
+        x: &[BlockQ8K],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The Q5_0 row-layout matmul.
-pub const MATMUL_Q5_0: FnType = FnType {
-    name: "MatmulQ5_0Fn",
-    params: "w: &[BlockQ5_0], x: &[BlockQ8_0], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "As [`MatmulQ8_0Fn`] with Q5_0 weights and Q8_0 activations (llama.cpp's
-pairing; `k = 32 · x.len() / m`).",
+pub const MATMUL_Q5_0: FnType = fn_type! {
+    /// As [`MatmulQ8_0Fn`] with Q5_0 weights and Q8_0 activations (llama.cpp's
+    /// pairing; `k = 32 · x.len() / m`).
+    type MatmulQ5_0Fn = fn(
+        w: &[BlockQ5_0],
+        x: &[BlockQ8_0],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// The f32 matmul.
-pub const MATMUL_F32: FnType = FnType {
-    name: "MatmulF32Fn",
-    params: "w: &[f32], x: &[f32], bias: Option<&[f32]>, out: MatMut<'_>, accumulate: bool",
-    doc: "The same with f32 weights and f32 activations.",
+pub const MATMUL_F32: FnType = fn_type! {
+    /// The same with f32 weights and f32 activations.
+    type MatmulF32Fn = fn(
+        w: &[f32],
+        x: &[f32],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
 };
 
 /// RMSNorm.
-pub const RMS_NORM: FnType = FnType {
-    name: "RmsNormFn",
-    params: "x: &[f32], w: &[f32], eps: f32, out: &mut [f32]",
-    doc: "RMSNorm of each row of `x` (`dim = w.len()`): `out = x / sqrt(mean(x²) + eps) · w`.
-The weight is used as stored in the GGUF (llama.cpp's converter already
-adds Gemma's `1 +`).",
+pub const RMS_NORM: FnType = fn_type! {
+    /// RMSNorm of each row of `x` (`dim = w.len()`): `out = x / sqrt(mean(x²) + eps) · w`.
+    /// The weight is used as stored in the GGUF (llama.cpp's converter already
+    /// adds Gemma's `1 +`).
+    type RmsNormFn = fn(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]);
 };
 
 /// RMSNorm fused with Q8_0 quantization.
-pub const RMS_NORM_Q8_0: FnType = FnType {
-    name: "RmsNormQ8_0Fn",
-    params: "x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8_0]",
-    doc: "RMSNorm fused with quantization of its output to Q8_0.",
+pub const RMS_NORM_Q8_0: FnType = fn_type! {
+    /// RMSNorm fused with quantization of its output to Q8_0.
+    type RmsNormQ8_0Fn = fn(x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8_0]);
 };
 
 /// LayerNorm.
-pub const LAYER_NORM: FnType = FnType {
-    name: "LayerNormFn",
-    params: "x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]",
-    doc: "LayerNorm of each row with weight and bias: `out = (x - μ)/sqrt(σ² + eps)·w + b`.",
+pub const LAYER_NORM: FnType = fn_type! {
+    /// LayerNorm of each row with weight and bias: `out = (x - μ)/sqrt(σ² + eps)·w + b`.
+    type LayerNormFn = fn(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]);
 };
 
 /// Rotary position embedding.
-pub const ROPE: FnType = FnType {
-    name: "RopeFn",
-    params: "x: &mut [f32], n_heads: usize, head_dim: usize, pos0: usize, cos: &[f32], sin: &[f32], neox: bool",
-    doc: "Rotary position embedding, in place, over rows of `n_heads · head_dim`
-values (`x.len() = rows · n_heads · head_dim`); row `r` has position
-`pos0 + r` and every head of a row is rotated the same way; `cos`/`sin`
-are tables of `[position][head_dim / 2]` (`θ(p, i) = p·base^(-2i/d)`);
-`neox` selects the split-halves pairing (`x[i]`, `x[i + d/2]`, as
-Gemma uses) instead of adjacent pairs (`x[2i]`, `x[2i+1]`).",
+pub const ROPE: FnType = fn_type! {
+    /// Rotary position embedding, in place, over rows of `n_heads · head_dim`
+    /// values (`x.len() = rows · n_heads · head_dim`); row `r` has position
+    /// `pos0 + r` and every head of a row is rotated the same way; `cos`/`sin`
+    /// are tables of `[position][head_dim / 2]` (`θ(p, i) = p·base^(-2i/d)`);
+    /// `neox` selects the split-halves pairing (`x[i]`, `x[i + d/2]`, as
+    /// Gemma uses) instead of adjacent pairs (`x[2i]`, `x[2i+1]`).
+    type RopeFn = fn(
+        x: &mut [f32],
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        cos: &[f32],
+        sin: &[f32],
+        neox: bool,
+    );
 };
 
 /// Attention over a sequence.
-pub const ATTENTION: FnType = FnType {
-    name: "AttentionFn",
-    params: "q: &[f32], k: &[f32], v: &[f32], shape: &AttnShape, rows: core::ops::Range<usize>, out: &mut [f32], scratch: &mut [f32]",
-    doc: "Attention for query rows `rows` of one sequence: `q` is
-`[n_tokens][n_head·head_dim]`, `k`/`v` are `[n_tokens][n_head_kv·head_dim]`,
-`out` receives `[rows.len()][n_head·head_dim]`; `scratch` holds at least
-`n_tokens` f32 (one score row), and with [`attention_scratch_len`] f32
-the kernel runs tiles of up to [`ATTN_TILE_ROWS`] queries (much faster: each
-value row is read once per tile, and the scores are FMAs into vectors of
-transposed keys instead of dot products).",
+pub const ATTENTION: FnType = fn_type! {
+    /// Attention for query rows `rows` of one sequence: `q` is
+    /// `[n_tokens][n_head·head_dim]`, `k`/`v` are `[n_tokens][n_head_kv·head_dim]`,
+    /// `out` receives `[rows.len()][n_head·head_dim]`; `scratch` holds at least
+    /// `n_tokens` f32 (one score row), and with [`attention_scratch_len`] f32
+    /// the kernel runs tiles of up to [`ATTN_TILE_ROWS`] queries (much faster: each
+    /// value row is read once per tile, and the scores are FMAs into vectors of
+    /// transposed keys instead of dot products).
+    type AttentionFn = fn(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: &AttnShape,
+        rows: core::ops::Range<usize>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    );
 };
 
 /// Attention over a decoder's cache.
-pub const ATTEND_CACHE: FnType = FnType {
-    name: "AttendCacheFn",
-    params: "q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>, out: &mut [f32], scratch: &mut [f32]",
-    doc: "Attention of the query heads in `q` (`[q.len() / head_dim][head_dim]`,
-heads that share one KV head) over cached keys and values: rows
-`at.spans` of `k` and `v` (row `j` starts at `j · stride`). `out`
-receives `[q.len() / head_dim][head_dim]`; `scratch` holds at least
-`q.len() / head_dim` × (rows in the spans) f32. Each key and value row
-is read once for all the heads: the grouped query heads of one position
-of a decoder, over its cache.",
+pub const ATTEND_CACHE: FnType = fn_type! {
+    /// Attention of the query heads in `q` (`[q.len() / head_dim][head_dim]`,
+    /// heads that share one KV head) over cached keys and values: rows
+    /// `at.spans` of `k` and `v` (row `j` starts at `j · stride`). `out`
+    /// receives `[q.len() / head_dim][head_dim]`; `scratch` holds at least
+    /// `q.len() / head_dim` × (rows in the spans) f32. Each key and value row
+    /// is read once for all the heads: the grouped query heads of one position
+    /// of a decoder, over its cache.
+    type AttendCacheFn = fn(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        at: &CacheAttn<'_>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    );
 };
 
 /// An element-wise activation.
-pub const UNARY: FnType = FnType {
-    name: "UnaryFn",
-    params: "x: &mut [f32]",
-    doc: "Element-wise activation in place (GELU, tanh approximation or erf).",
+pub const UNARY: FnType = fn_type! {
+    /// Element-wise activation in place (GELU, tanh approximation or erf).
+    type UnaryFn = fn(x: &mut [f32]);
 };
 
 /// GeGLU fused with Q8_0 quantization.
-pub const GEGLU_Q8_0: FnType = FnType {
-    name: "GegluQ8_0Fn",
-    params: "gate: &[f32], up: &[f32], out: &mut [BlockQ8_0]",
-    doc: "GeGLU fused with quantization: `out = Q8_0(gelu_tanh(gate) ⊙ up)`.",
+pub const GEGLU_Q8_0: FnType = fn_type! {
+    /// GeGLU fused with quantization: `out = Q8_0(gelu_tanh(gate) ⊙ up)`.
+    type GegluQ8_0Fn = fn(gate: &[f32], up: &[f32], out: &mut [BlockQ8_0]);
 };
 
 /// Embedding-row gather.
-pub const GATHER_Q8_0: FnType = FnType {
-    name: "GatherQ8_0Fn",
-    params: "table: &[BlockQ8_0], dim: usize, ids: &[u32], scale: f32, out: &mut [f32]",
-    doc: "Gathers rows `ids` of a Q8_0 table of `dim`-wide rows, dequantized and
-multiplied by `scale`, into `out` (`[ids.len()][dim]`).",
+pub const GATHER_Q8_0: FnType = fn_type! {
+    /// Gathers rows `ids` of a Q8_0 table of `dim`-wide rows, dequantized and
+    /// multiplied by `scale`, into `out` (`[ids.len()][dim]`).
+    type GatherQ8_0Fn = fn(
+        table: &[BlockQ8_0],
+        dim: usize,
+        ids: &[u32],
+        scale: f32,
+        out: &mut [f32],
+    );
 };
 
 /// Mean pooling.
-pub const MEAN_POOL: FnType = FnType {
-    name: "MeanPoolFn",
-    params: "x: &[f32], out: &mut [f32]",
-    doc: "Mean of the rows of `x` (`[rows][dim]`, `dim = out.len()`) into `out`.",
+pub const MEAN_POOL: FnType = fn_type! {
+    /// Mean of the rows of `x` (`[rows][dim]`, `dim = out.len()`) into `out`.
+    type MeanPoolFn = fn(x: &[f32], out: &mut [f32]);
 };
 
 /// L2 normalization.
-pub const L2_NORMALIZE: FnType = FnType {
-    name: "L2NormalizeFn",
-    params: "x: &mut [f32]",
-    doc: "Scales `x` to unit L2 norm in place (a zero vector stays zero).",
+pub const L2_NORMALIZE: FnType = fn_type! {
+    /// Scales `x` to unit L2 norm in place (a zero vector stays zero).
+    type L2NormalizeFn = fn(x: &mut [f32]);
 };
 
 fn doc_attrs(doc: &str) -> TokenStream {
@@ -245,9 +313,9 @@ fn fn_types<'a>(families: &[&'a Family]) -> Vec<&'a FnType> {
 pub fn runtime_source() -> String {
     let families: Vec<&Family> = all_families().collect();
     let types = fn_types(&families).into_iter().map(|t| {
-        let (name, params, doc) = (format_ident!("{}", t.name), t.params(), doc_attrs(t.doc));
+        let (name, params, doc) = (format_ident!("{}", t.name), (t.params)(), t.doc);
         quote! {
-            #doc
+            #(#[doc = #doc])*
             pub type #name = fn(#params);
         }
     });
@@ -269,9 +337,7 @@ pub fn runtime_source() -> String {
             format_ident!("{}", f.fn_type.name),
         );
         let key = f.key.iter().map(|_| quote!(_: usize));
-        let args = crate::emit::arg_names(f.fn_type.params)
-            .into_iter()
-            .map(|_| quote!(_));
+        let args = f.fn_type.args.iter().map(|_| quote!(_));
         quote! {
             fn #getter(&self, #(#key),*) -> #ty {
                 |#(#args),*| {}

@@ -6,6 +6,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::Lowering;
+use crate::ops::Op;
 
 /// AVX2 + FMA + F16C.
 pub struct Avx2;
@@ -47,71 +48,74 @@ impl Lowering for Avx2 {
             /// `(|w|, w)`, as for `QW`.
             type RW = (__m256i, __m256i);
             type RX = __m256i;
+            // 32 bytes, and 16 int16 scales (8 per 128-bit half).
+            type KW = __m256i;
+            type KS = __m256i;
         }
     }
-    fn op(&self, name: &str) -> Option<TokenStream> {
-        x86_256_op(name).or_else(|| {
-            Some(match name {
-                "q8_dot" => quote! {
+    fn op(&self, op: Op) -> Option<TokenStream> {
+        x86_256_op(op).or_else(|| {
+            Some(match op {
+                Op::q8_dot => quote! {
                     let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
                     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
                 },
-                "q8r_dot_acc" => quote! {
+                Op::q8r_dot_acc => quote! {
                     let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
                     _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
                 },
-                "f_zero" => quote!(_mm256_setzero_ps()),
-                "f_splat" => quote!(_mm256_set1_ps(x)),
-                "f_load" => quote! {
+                Op::f_zero => quote!(_mm256_setzero_ps()),
+                Op::f_splat => quote!(_mm256_set1_ps(x)),
+                Op::f_load => quote! {
                     assert!(s.len() >= LANES);
                     __SAFETY__!("`s` holds at least 8 values (asserted above).");
                     unsafe { _mm256_loadu_ps(s.as_ptr()) }
                 },
-                "f_store" => quote! {
+                Op::f_store => quote! {
                     assert!(s.len() >= LANES);
                     __SAFETY__!("`s` holds at least 8 values (asserted above).");
                     unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
                 },
-                "f_from_i8" => quote! {
+                Op::f_from_i8 => quote! {
                     assert!(s.len() >= LANES);
                     __SAFETY__!("`s` holds at least 8 bytes (asserted above).");
                     let v = unsafe { _mm_loadl_epi64(s.as_ptr().cast()) };
                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
                 },
-                "f_add" => quote!(_mm256_add_ps(a, b)),
-                "f_sub" => quote!(_mm256_sub_ps(a, b)),
-                "f_mul" => quote!(_mm256_mul_ps(a, b)),
-                "f_div" => quote!(_mm256_div_ps(a, b)),
-                "f_max" => quote!(_mm256_max_ps(a, b)),
-                "f_min" => quote!(_mm256_min_ps(a, b)),
-                "f_fma" => quote!(_mm256_fmadd_ps(a, b, c)),
-                "f_abs" => quote!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a)),
-                "f_copysign" => quote! {
+                Op::f_add => quote!(_mm256_add_ps(a, b)),
+                Op::f_sub => quote!(_mm256_sub_ps(a, b)),
+                Op::f_mul => quote!(_mm256_mul_ps(a, b)),
+                Op::f_div => quote!(_mm256_div_ps(a, b)),
+                Op::f_max => quote!(_mm256_max_ps(a, b)),
+                Op::f_min => quote!(_mm256_min_ps(a, b)),
+                Op::f_fma => quote!(_mm256_fmadd_ps(a, b, c)),
+                Op::f_abs => quote!(_mm256_andnot_ps(_mm256_set1_ps(-0.0), a)),
+                Op::f_copysign => quote! {
                     let m = _mm256_set1_ps(-0.0);
                     _mm256_or_ps(_mm256_andnot_ps(m, mag), _mm256_and_ps(m, sign))
                 },
-                "f_round" => quote! {
+                Op::f_round => quote! {
                     _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
                 },
-                "f_pow2i" => quote! {
+                Op::f_pow2i => quote! {
                     let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
                     _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
                 },
-                "f_hsum" | "acc_hsum" => quote! {
+                Op::f_hsum | Op::acc_hsum => quote! {
                     let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
                     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
                     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
                 },
-                "f_hmax" => quote! {
+                Op::f_hmax => quote! {
                     let s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
                     let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
                     _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
                 },
-                "acc_zero" => quote!(_mm256_setzero_ps()),
-                "acc_splat_f16" => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
-                "acc_mul" => quote!(_mm256_mul_ps(a, b)),
-                "acc_fma" => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
-                "q8_quant" => quote! {
+                Op::acc_zero => quote!(_mm256_setzero_ps()),
+                Op::acc_splat_f16 => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
+                Op::acc_mul => quote!(_mm256_mul_ps(a, b)),
+                Op::acc_fma => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
+                Op::q8_quant => quote! {
                     let v = [
                         f_load(&x[0..]),
                         f_load(&x[8..]),
@@ -148,48 +152,86 @@ impl Lowering for Avx2 {
             })
         })
     }
-    fn kquant_prelude(&self) -> TokenStream {
-        x86_256_kquant_prelude()
-    }
-    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
-        x86_256_kquant_op(name)
-    }
 }
 
-/// `KW`: 32 bytes; `KS`: 16 int16 scales (8 per 128-bit half).
-pub(super) fn x86_256_kquant_prelude() -> TokenStream {
-    quote! {
-        type KW = __m256i;
-        type KS = __m256i;
-    }
-}
-
-/// The K-quant / Q5_0 ops on 256-bit vectors (AVX2 and AVX-512 VL): the
-/// chunk dot is `vpmaddubsw` (unsigned weights ≤ 63 × int8: pair sums ≤
-/// 16002, no saturation) then `vpmaddwd` with the int16 scales.
-pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
-    Some(match name {
-        "acc_splat" => quote!(_mm256_set1_ps(x)),
-        "ks_pair" => quote!(_mm256_set_m128i(
+/// Ops shared by every lowering on 256-bit integer vectors (AVX2 and AVX-512 VL),
+/// the K-quant and Q5_0 ones among them.
+pub(super) fn x86_256_op(op: Op) -> Option<TokenStream> {
+    Some(match op {
+        Op::f16_to_f32 => quote!(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+            bits
+        ))))),
+        Op::i_zero => quote!(_mm256_setzero_si256()),
+        Op::prefetch => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
+        Op::i_add => quote!(_mm256_add_epi32(a, b)),
+        Op::i_hsum => quote! {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+        },
+        Op::q8_load_w => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            (_mm256_sign_epi8(w, w), w)
+        },
+        Op::r8_zero => quote!(_mm256_setzero_ps()),
+        Op::r8_scales => quote! {
+            __SAFETY__!("`d` is 8 halves: one 128-bit load.");
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) })
+        },
+        Op::r8_load => quote! {
+            assert!(s.len() >= 8);
+            __SAFETY__!("`s` holds at least 8 values (asserted above).");
+            unsafe { _mm256_loadu_ps(s.as_ptr()) }
+        },
+        Op::r8_store => quote! {
+            assert!(s.len() >= 8);
+            __SAFETY__!("`s` holds at least 8 values (asserted above).");
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
+        },
+        Op::r8_add => quote!(_mm256_add_ps(a, b)),
+        Op::r8_fma_block => quote! {
+            _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(p), acc)
+        },
+        Op::ri_zero => quote!(_mm256_setzero_si256()),
+        Op::q8r_load_w => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            (_mm256_sign_epi8(w, w), w)
+        },
+        Op::q8r_load_x => quote! {
+            assert!(quad < 8);
+            __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
+            _mm256_set1_epi32(unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() })
+        },
+        Op::q8_load_x => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+        },
+        // K-quant and Q5_0: the chunk dot is `vpmaddubsw` (unsigned weights
+        // <= 63 × int8: pair sums <= 16002, no saturation) then `vpmaddwd`
+        // with the int16 scales.
+        Op::acc_splat => quote!(_mm256_set1_ps(x)),
+        Op::ks_pair => quote!(_mm256_set_m128i(
             _mm_set1_epi16(hi as i16),
             _mm_set1_epi16(lo as i16)
         )),
-        "ku_dot" => quote!(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), s)),
-        "i16_dot" => quote! {
+        Op::ku_dot => quote!(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), s)),
+        Op::i16_dot => quote! {
             __SAFETY__!("`a` and `b` are 32 bytes each, one 256-bit load each.");
             let (a, b) = unsafe {
                 (_mm256_loadu_si256(a.as_ptr().cast()), _mm256_loadu_si256(b.as_ptr().cast()))
             };
             _mm256_madd_epi16(a, b)
         },
-        "q4k_w" => quote! {
+        Op::q4k_w => quote! {
             assert!(c < 8);
             __SAFETY__!("`c < 8` (asserted), so bytes `32(c/2)..32(c/2)+32` lie inside the 128 of `qs`.");
             let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(32 * (c / 2)).cast()) };
             let v = if c % 2 == 1 { _mm256_srli_epi16::<4>(v) } else { v };
             _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
         },
-        "q6k_w" => quote! {
+        Op::q6k_w => quote! {
             assert!(c < 8);
             let (h, j) = (c / 4, c % 4);
             __SAFETY__!("`c < 8` (asserted): `64h + 32(j%2) + 32 <= 128` bytes of `ql`, `32h + 32 <= 64` of `qh`.");
@@ -210,14 +252,14 @@ pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
             let hb = _mm256_slli_epi16::<4>(_mm256_and_si256(hb, _mm256_set1_epi8(3)));
             _mm256_or_si256(l, hb)
         },
-        "q4x8_w" => quote! {
+        Op::q4x8_w => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             let v = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
             let v = if hi == 1 { _mm256_srli_epi16::<4>(v) } else { v };
             let v = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
             (v, v)
         },
-        "q6x8_w" => quote! {
+        Op::q6x8_w => quote! {
             __SAFETY__!("`ql` and `qh` are 32 bytes each, one 256-bit load each.");
             let (l, h) = unsafe {
                 (_mm256_loadu_si256(ql.as_ptr().cast()), _mm256_loadu_si256(qh.as_ptr().cast()))
@@ -235,23 +277,23 @@ pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
             let v = _mm256_or_si256(l, _mm256_and_si256(h, _mm256_set1_epi8(0x30)));
             (v, v)
         },
-        "ru_dot_acc" => quote! {
+        Op::ru_dot_acc => quote! {
             // Unsigned weights <= 63 times int8: pair sums <= 16002, no saturation.
             let p = _mm256_maddubs_epi16(w.0, x);
             _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
         },
-        "ri_from_i8" => quote! {
+        Op::ri_from_i8 => quote! {
             __SAFETY__!("`s` is 8 bytes, one 64-bit load.");
             _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(s.as_ptr().cast()) })
         },
-        "ri_mul_acc" => quote!(_mm256_add_epi32(acc, _mm256_mullo_epi32(p, s))),
-        "ri_sub_splat" => quote!(_mm256_sub_epi32(p, _mm256_set1_epi32(v))),
-        "ri_madd_pair_acc" => quote! {
+        Op::ri_mul_acc => quote!(_mm256_add_epi32(acc, _mm256_mullo_epi32(p, s))),
+        Op::ri_sub_splat => quote!(_mm256_sub_epi32(p, _mm256_set1_epi32(v))),
+        Op::ri_madd_pair_acc => quote! {
             __SAFETY__!("`m` is 16 int16, one 256-bit load.");
             let m = unsafe { _mm256_loadu_si256(m.as_ptr().cast()) };
             _mm256_add_epi32(acc, _mm256_madd_epi16(m, _mm256_set1_epi32(pair)))
         },
-        "q5_0_w" => quote! {
+        Op::q5_0_w => quote! {
             __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
             let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
             let nib = _mm256_and_si256(
@@ -273,7 +315,7 @@ pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
             let w = _mm256_sub_epi8(q5, _mm256_set1_epi8(16));
             (_mm256_sign_epi8(w, w), w)
         },
-        "q8k_quant" => quote! {
+        Op::q8k_quant => quote! {
             let x = &x[..256];
             let absmask = _mm256_set1_ps(-0.0);
             let mut m = _mm256_setzero_ps();
@@ -317,63 +359,6 @@ pub(super) fn x86_256_kquant_op(name: &str) -> Option<TokenStream> {
                 unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), p) }
             }
             out.d = 1.0 / iscale;
-        },
-        _ => return None,
-    })
-}
-
-/// Ops shared by every lowering on 256-bit integer vectors (AVX2 and AVX-512 VL).
-pub(super) fn x86_256_op(name: &str) -> Option<TokenStream> {
-    Some(match name {
-        "f16_to_f32" => quote!(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-            bits
-        ))))),
-        "i_zero" => quote!(_mm256_setzero_si256()),
-        "prefetch" => quote!(_mm_prefetch::<_MM_HINT_T0>(p.cast())),
-        "i_add" => quote!(_mm256_add_epi32(a, b)),
-        "i_hsum" => quote! {
-            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
-        },
-        "q8_load_w" => quote! {
-            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
-            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
-            (_mm256_sign_epi8(w, w), w)
-        },
-        "r8_zero" => quote!(_mm256_setzero_ps()),
-        "r8_scales" => quote! {
-            __SAFETY__!("`d` is 8 halves: one 128-bit load.");
-            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) })
-        },
-        "r8_load" => quote! {
-            assert!(s.len() >= 8);
-            __SAFETY__!("`s` holds at least 8 values (asserted above).");
-            unsafe { _mm256_loadu_ps(s.as_ptr()) }
-        },
-        "r8_store" => quote! {
-            assert!(s.len() >= 8);
-            __SAFETY__!("`s` holds at least 8 values (asserted above).");
-            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), v) }
-        },
-        "r8_add" => quote!(_mm256_add_ps(a, b)),
-        "r8_fma_block" => quote! {
-            _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(p), acc)
-        },
-        "ri_zero" => quote!(_mm256_setzero_si256()),
-        "q8r_load_w" => quote! {
-            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
-            let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
-            (_mm256_sign_epi8(w, w), w)
-        },
-        "q8r_load_x" => quote! {
-            assert!(quad < 8);
-            __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
-            _mm256_set1_epi32(unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() })
-        },
-        "q8_load_x" => quote! {
-            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
-            unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
         },
         _ => return None,
     })

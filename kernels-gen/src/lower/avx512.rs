@@ -11,7 +11,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::Lowering;
-use super::avx2::{x86_256_kquant_op, x86_256_kquant_prelude, x86_256_op};
+use super::avx2::x86_256_op;
+use crate::ops::Op;
 
 /// AVX-512 F/BW/VL + VNNI (with AVX2, FMA, F16C, which every such CPU has).
 pub struct Avx512Vnni;
@@ -57,36 +58,31 @@ impl Lowering for Avx512Vnni {
             /// `(u, w)`: unsigned bytes for `vpdpbusd` (Q8_0: `w + 128`) and the weights as loaded.
             type RW = (__m256i, __m256i);
             type RX = __m256i;
+            // 32 bytes, and 16 int16 scales (8 per 128-bit half).
+            type KW = __m256i;
+            type KS = __m256i;
         }
     }
-    fn op(&self, name: &str) -> Option<TokenStream> {
+    fn op(&self, op: Op) -> Option<TokenStream> {
         // Its own ops first: some (the offset Q8_0 weight loads) replace the shared AVX2 ones.
-        avx512_op(name).or_else(|| x86_256_op(name))
-    }
-    fn kquant_prelude(&self) -> TokenStream {
-        x86_256_kquant_prelude()
-    }
-    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
-        // The chunk dot could be `vpdpbusd` then a 32-bit multiply by the
-        // scales; `vpmaddubsw + vpmaddwd` is as many uops and shared with AVX2.
-        // The 8-row groups' unsigned dot is one `vpdpbusd`.
-        match name {
-            "ru_dot_acc" => Some(quote!(_mm256_dpbusd_epi32(acc, w.0, x))),
-            _ => x86_256_kquant_op(name),
-        }
+        avx512_op(op).or_else(|| x86_256_op(op))
     }
 }
 
 /// The ops AVX-512 VNNI lowers differently from AVX2 (or only it has).
-fn avx512_op(name: &str) -> Option<TokenStream> {
-    Some(match name {
-        "q8_dot" => quote! {
+fn avx512_op(op: Op) -> Option<TokenStream> {
+    Some(match op {
+        Op::q8_dot => quote! {
             _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.0, _mm256_sign_epi8(x, w.1))
         },
-        "q8r_dot_acc" => quote!(_mm256_dpbusd_epi32(acc, w.0, x)),
-        "q8r_offset" => quote!(true),
-        "q8r_init" => quote!(_mm256_set1_epi32(bias)),
-        "q8r_x_bias" => quote! {
+        Op::q8r_dot_acc => quote!(_mm256_dpbusd_epi32(acc, w.0, x)),
+        // The 8-row groups' unsigned dot is one `vpdpbusd`. (The K-quant
+        // chunk dot could be `vpdpbusd` then a 32-bit multiply by the scales;
+        // the shared `vpmaddubsw + vpmaddwd` is as many uops.)
+        Op::ru_dot_acc => quote!(_mm256_dpbusd_epi32(acc, w.0, x)),
+        Op::q8r_offset => quote!(true),
+        Op::q8r_init => quote!(_mm256_set1_epi32(bias)),
+        Op::q8r_x_bias => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             let x = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
             // Σ(x + 128) as sums of absolute differences from 0, 4 × 8 bytes.
@@ -95,68 +91,68 @@ fn avx512_op(name: &str) -> Option<TokenStream> {
             let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
             -128 * (_mm_cvtsi128_si32(s) - 32 * 128)
         },
-        "q8r_load_w" => quote! {
+        Op::q8r_load_w => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
             (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), w)
         },
-        "f_zero" => quote!(_mm512_setzero_ps()),
-        "f_splat" => quote!(_mm512_set1_ps(x)),
-        "f_load" => quote! {
+        Op::f_zero => quote!(_mm512_setzero_ps()),
+        Op::f_splat => quote!(_mm512_set1_ps(x)),
+        Op::f_load => quote! {
             assert!(s.len() >= LANES);
             __SAFETY__!("`s` holds at least 16 values (asserted above).");
             unsafe { _mm512_loadu_ps(s.as_ptr()) }
         },
-        "f_store" => quote! {
+        Op::f_store => quote! {
             assert!(s.len() >= LANES);
             __SAFETY__!("`s` holds at least 16 values (asserted above).");
             unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
         },
-        "f_from_i8" => quote! {
+        Op::f_from_i8 => quote! {
             assert!(s.len() >= LANES);
             __SAFETY__!("`s` holds at least 16 bytes (asserted above).");
             let v = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
         },
-        "f_add" => quote!(_mm512_add_ps(a, b)),
-        "f_sub" => quote!(_mm512_sub_ps(a, b)),
-        "f_mul" => quote!(_mm512_mul_ps(a, b)),
-        "f_div" => quote!(_mm512_div_ps(a, b)),
-        "f_max" => quote!(_mm512_max_ps(a, b)),
-        "f_min" => quote!(_mm512_min_ps(a, b)),
-        "f_fma" => quote!(_mm512_fmadd_ps(a, b, c)),
-        "f_abs" => quote! {
+        Op::f_add => quote!(_mm512_add_ps(a, b)),
+        Op::f_sub => quote!(_mm512_sub_ps(a, b)),
+        Op::f_mul => quote!(_mm512_mul_ps(a, b)),
+        Op::f_div => quote!(_mm512_div_ps(a, b)),
+        Op::f_max => quote!(_mm512_max_ps(a, b)),
+        Op::f_min => quote!(_mm512_min_ps(a, b)),
+        Op::f_fma => quote!(_mm512_fmadd_ps(a, b, c)),
+        Op::f_abs => quote! {
             _mm512_castsi512_ps(_mm512_and_si512(
                 _mm512_castps_si512(a),
                 _mm512_set1_epi32(0x7fff_ffff),
             ))
         },
-        "f_copysign" => quote! {
+        Op::f_copysign => quote! {
             let m = _mm512_set1_epi32(i32::MIN);
             _mm512_castsi512_ps(_mm512_or_si512(
                 _mm512_andnot_si512(m, _mm512_castps_si512(mag)),
                 _mm512_and_si512(m, _mm512_castps_si512(sign)),
             ))
         },
-        "f_round" => quote! {
+        Op::f_round => quote! {
             _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a)
         },
-        "f_pow2i" => quote! {
+        Op::f_pow2i => quote! {
             let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
             _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
         },
-        "f_hsum" => quote!(_mm512_reduce_add_ps(a)),
-        "f_hmax" => quote!(_mm512_reduce_max_ps(a)),
-        "acc_hsum" => quote! {
+        Op::f_hsum => quote!(_mm512_reduce_add_ps(a)),
+        Op::f_hmax => quote!(_mm512_reduce_max_ps(a)),
+        Op::acc_hsum => quote! {
             let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
             _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
         },
-        "acc_zero" => quote!(_mm256_setzero_ps()),
-        "acc_splat_f16" => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
-        "acc_mul" => quote!(_mm256_mul_ps(a, b)),
-        "acc_fma" => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
-        "q8_quant" => quote! {
+        Op::acc_zero => quote!(_mm256_setzero_ps()),
+        Op::acc_splat_f16 => quote!(_mm256_cvtph_ps(_mm_set1_epi16(bits as i16))),
+        Op::acc_mul => quote!(_mm256_mul_ps(a, b)),
+        Op::acc_fma => quote!(_mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc)),
+        Op::q8_quant => quote! {
             let v = [f_load(&x[0..]), f_load(&x[16..])];
             let d = f_hmax(f_max(f_abs(v[0]), f_abs(v[1]))) / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };

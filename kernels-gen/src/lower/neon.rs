@@ -7,6 +7,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::Lowering;
+use crate::ops::Op;
 
 /// NEON, optionally with `dotprod`.
 pub struct Neon {
@@ -54,11 +55,14 @@ impl Lowering for Neon {
             type RW = (int8x16_t, int8x16_t);
             /// The 4 values repeated in every 32-bit lane.
             type RX = int8x16_t;
+            /// Two 16-byte halves; values <= 63 so they read as int8 too.
+            type KW = (int8x16_t, int8x16_t);
+            type KS = (int32x4_t, int32x4_t);
         }
     }
-    fn op(&self, name: &str) -> Option<TokenStream> {
-        Some(match name {
-            "q8_dot" if self.dotprod => quote! {
+    fn op(&self, op: Op) -> Option<TokenStream> {
+        Some(match op {
+            Op::q8_dot if self.dotprod => quote! {
                 let mut acc = vdupq_n_s32(0);
                 __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
                 unsafe {
@@ -75,13 +79,13 @@ impl Lowering for Neon {
                 }
                 acc
             },
-            "q8_dot" => quote! {
+            Op::q8_dot => quote! {
                 // |127·127·2| fits the int16 pair sums.
                 let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)), w.0, x.0);
                 let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)), w.1, x.1);
                 vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1))
             },
-            "q8r_dot_acc" if self.dotprod => quote! {
+            Op::q8r_dot_acc if self.dotprod => quote! {
                 let (mut a0, mut a1) = acc;
                 __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
                 unsafe {
@@ -98,7 +102,7 @@ impl Lowering for Neon {
                 }
                 (a0, a1)
             },
-            "q8r_dot_acc" => quote! {
+            Op::q8r_dot_acc => quote! {
                 // Per row: 4 int16 products summed pairwise into int32.
                 let half = |w: int8x16_t| {
                     let lo = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(x)));
@@ -107,18 +111,18 @@ impl Lowering for Neon {
                 };
                 (vaddq_s32(acc.0, half(w.0)), vaddq_s32(acc.1, half(w.1)))
             },
-            "r8_zero" => quote!((vdupq_n_f32(0.0), vdupq_n_f32(0.0))),
-            "r8_scales" => quote! {
+            Op::r8_zero => quote!((vdupq_n_f32(0.0), vdupq_n_f32(0.0))),
+            Op::r8_scales => quote! {
                 let f: [f32; 8] = d.map(f16::to_f32);
                 __SAFETY__!("`f` is 8 values: two 4-value loads.");
                 unsafe { (vld1q_f32(f.as_ptr()), vld1q_f32(f.as_ptr().add(4))) }
             },
-            "r8_load" => quote! {
+            Op::r8_load => quote! {
                 assert!(s.len() >= 8);
                 __SAFETY__!("`s` holds at least 8 values (asserted above).");
                 unsafe { (vld1q_f32(s.as_ptr()), vld1q_f32(s.as_ptr().add(4))) }
             },
-            "r8_store" => quote! {
+            Op::r8_store => quote! {
                 assert!(s.len() >= 8);
                 __SAFETY__!("`s` holds at least 8 values (asserted above).");
                 unsafe {
@@ -126,71 +130,71 @@ impl Lowering for Neon {
                     vst1q_f32(s.as_mut_ptr().add(4), v.1);
                 }
             },
-            "r8_add" => quote!((vaddq_f32(a.0, b.0), vaddq_f32(a.1, b.1))),
-            "r8_fma_block" => quote! {
+            Op::r8_add => quote!((vaddq_f32(a.0, b.0), vaddq_f32(a.1, b.1))),
+            Op::r8_fma_block => quote! {
                 let s = vdupq_n_f32(dx);
                 (
                     vfmaq_f32(acc.0, vmulq_f32(dw.0, s), vcvtq_f32_s32(p.0)),
                     vfmaq_f32(acc.1, vmulq_f32(dw.1, s), vcvtq_f32_s32(p.1)),
                 )
             },
-            "ri_zero" => quote!((vdupq_n_s32(0), vdupq_n_s32(0))),
-            "q8r_load_w" => quote! {
+            Op::ri_zero => quote!((vdupq_n_s32(0), vdupq_n_s32(0))),
+            Op::q8r_load_w => quote! {
                 __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
                 unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
             },
-            "q8r_load_x" => quote! {
+            Op::q8r_load_x => quote! {
                 assert!(quad < 8);
                 __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `qs`.");
                 let v = unsafe { qs.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() };
                 vreinterpretq_s8_s32(vdupq_n_s32(v))
             },
-            "f_zero" | "acc_zero" => quote!(vdupq_n_f32(0.0)),
-            "f_splat" => quote!(vdupq_n_f32(x)),
-            "f_load" => quote! {
+            Op::f_zero | Op::acc_zero => quote!(vdupq_n_f32(0.0)),
+            Op::f_splat => quote!(vdupq_n_f32(x)),
+            Op::f_load => quote! {
                 assert!(s.len() >= LANES);
                 __SAFETY__!("`s` holds at least 4 values (asserted above).");
                 unsafe { vld1q_f32(s.as_ptr()) }
             },
-            "f_store" => quote! {
+            Op::f_store => quote! {
                 assert!(s.len() >= LANES);
                 __SAFETY__!("`s` holds at least 4 values (asserted above).");
                 unsafe { vst1q_f32(s.as_mut_ptr(), v) }
             },
-            "f_from_i8" => quote! {
+            Op::f_from_i8 => quote! {
                 let a = [f32::from(s[0]), f32::from(s[1]), f32::from(s[2]), f32::from(s[3])];
                 __SAFETY__!("`a` is 4 values.");
                 unsafe { vld1q_f32(a.as_ptr()) }
             },
-            "f_add" => quote!(vaddq_f32(a, b)),
-            "i_zero" => quote!(vdupq_n_s32(0)),
+            Op::f_add => quote!(vaddq_f32(a, b)),
+            Op::i_zero => quote!(vdupq_n_s32(0)),
             // `_prefetch` is unstable on aarch64; rely on the hardware prefetcher.
-            "prefetch" => quote!(let _ = p;),
-            "i_add" => quote!(vaddq_s32(a, b)),
-            "i_hsum" => quote!(vaddvq_s32(a)),
-            "f_sub" => quote!(vsubq_f32(a, b)),
-            "f_mul" | "acc_mul" => quote!(vmulq_f32(a, b)),
-            "f_div" => quote!(vdivq_f32(a, b)),
-            "f_max" => quote!(vmaxq_f32(a, b)),
-            "f_min" => quote!(vminq_f32(a, b)),
-            "f_fma" => quote!(vfmaq_f32(c, a, b)),
-            "f_abs" => quote!(vabsq_f32(a)),
-            "f_copysign" => quote!(vbslq_f32(vdupq_n_u32(0x8000_0000), sign, mag)),
-            "f_round" => quote!(vrndnq_f32(a)),
-            "f_pow2i" => quote! {
+            Op::prefetch => quote!(let _ = p;),
+            Op::i_add => quote!(vaddq_s32(a, b)),
+            Op::i_hsum => quote!(vaddvq_s32(a)),
+            Op::f_sub => quote!(vsubq_f32(a, b)),
+            Op::f_mul | Op::acc_mul => quote!(vmulq_f32(a, b)),
+            Op::f_div => quote!(vdivq_f32(a, b)),
+            Op::f_max => quote!(vmaxq_f32(a, b)),
+            Op::f_min => quote!(vminq_f32(a, b)),
+            Op::f_fma => quote!(vfmaq_f32(c, a, b)),
+            Op::f_abs => quote!(vabsq_f32(a)),
+            Op::f_copysign => quote!(vbslq_f32(vdupq_n_u32(0x8000_0000), sign, mag)),
+            Op::f_round => quote!(vrndnq_f32(a)),
+            Op::f_pow2i => quote! {
                 let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
                 vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
             },
-            "f_hsum" | "acc_hsum" => quote!(vaddvq_f32(a)),
-            "f_hmax" => quote!(vmaxvq_f32(a)),
-            "f16_to_f32" => quote!(f16::from_bits(bits).to_f32()),
-            "acc_splat_f16" => quote!(vdupq_n_f32(f16::from_bits(bits).to_f32())),
-            "acc_fma" => quote!(vfmaq_f32(acc, s, vcvtq_f32_s32(p))),
-            "q8_load_w" | "q8_load_x" => quote! {
+            Op::f_hsum | Op::acc_hsum => quote!(vaddvq_f32(a)),
+            Op::f_hmax => quote!(vmaxvq_f32(a)),
+            Op::f16_to_f32 => quote!(f16::from_bits(bits).to_f32()),
+            Op::acc_splat_f16 => quote!(vdupq_n_f32(f16::from_bits(bits).to_f32())),
+            Op::acc_fma => quote!(vfmaq_f32(acc, s, vcvtq_f32_s32(p))),
+            Op::q8_load_w | Op::q8_load_x => quote! {
                 __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
                 unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
             },
-            "q8_quant" => quote! {
+            Op::q8_quant => quote! {
                 let x = &x[..32];
                 let mut m = f_zero();
                 for c in x.chunks_exact(4) {
@@ -209,19 +213,7 @@ impl Lowering for Neon {
                     unsafe { vst1_s8(o.as_mut_ptr(), q) }
                 }
             },
-            _ => return None,
-        })
-    }
-    fn kquant_prelude(&self) -> TokenStream {
-        quote! {
-            /// Two 16-byte halves; values <= 63 so they read as int8 too.
-            type KW = (int8x16_t, int8x16_t);
-            type KS = (int32x4_t, int32x4_t);
-        }
-    }
-    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
-        Some(match name {
-            "ku_dot" if self.dotprod => quote! {
+            Op::ku_dot if self.dotprod => quote! {
                 let (mut a, mut b) = (vdupq_n_s32(0), vdupq_n_s32(0));
                 __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
                 unsafe {
@@ -239,15 +231,15 @@ impl Lowering for Neon {
                 }
                 vmlaq_s32(vmulq_s32(a, s.0), b, s.1)
             },
-            "ku_dot" => quote! {
+            Op::ku_dot => quote! {
                 // 63·127·2 fits the int16 pair sums.
                 let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(w.0), vget_low_s8(x.0)), w.0, x.0);
                 let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(w.1), vget_low_s8(x.1)), w.1, x.1);
                 vmlaq_s32(vmulq_s32(vpaddlq_s16(p0), s.0), vpaddlq_s16(p1), s.1)
             },
-            "acc_splat" => quote!(vdupq_n_f32(x)),
-            "ks_pair" => quote!((vdupq_n_s32(lo), vdupq_n_s32(hi))),
-            "i16_dot" => quote! {
+            Op::acc_splat => quote!(vdupq_n_f32(x)),
+            Op::ks_pair => quote!((vdupq_n_s32(lo), vdupq_n_s32(hi))),
+            Op::i16_dot => quote! {
                 __SAFETY__!("`a` and `b` are 16 int16 each: two 8-lane loads each.");
                 let (a0, a1, b0, b1) = unsafe {
                     (
@@ -260,7 +252,7 @@ impl Lowering for Neon {
                 let r = vmlal_high_s16(vmull_s16(vget_low_s16(a0), vget_low_s16(b0)), a0, b0);
                 vmlal_high_s16(vmlal_s16(r, vget_low_s16(a1), vget_low_s16(b1)), a1, b1)
             },
-            "q4k_w" => quote! {
+            Op::q4k_w => quote! {
                 assert!(c < 8);
                 __SAFETY__!("`c < 8` (asserted): bytes `32(c/2)..32(c/2)+32` lie inside the 128 of `qs`.");
                 let (v0, v1) = unsafe {
@@ -273,7 +265,7 @@ impl Lowering for Neon {
                 };
                 (f(v0), f(v1))
             },
-            "q6k_w" => quote! {
+            Op::q6k_w => quote! {
                 assert!(c < 8);
                 let (h, j) = (c / 4, c % 4);
                 __SAFETY__!("`c < 8` (asserted): `64h + 32(j%2) + 32 <= 128` bytes of `ql`, `32h + 32 <= 64` of `qh`.");
@@ -290,7 +282,7 @@ impl Lowering for Neon {
                 };
                 (f(l0, h0), f(l1, h1))
             },
-            "q4x8_w" => quote! {
+            Op::q4x8_w => quote! {
                 __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
                 let (v0, v1) = unsafe { (vld1q_u8(qs.as_ptr()), vld1q_u8(qs.as_ptr().add(16))) };
                 let f = |v: uint8x16_t| {
@@ -299,7 +291,7 @@ impl Lowering for Neon {
                 };
                 (f(v0), f(v1))
             },
-            "q6x8_w" => quote! {
+            Op::q6x8_w => quote! {
                 __SAFETY__!("`ql` and `qh` are 32 bytes each: two 16-byte loads each.");
                 let (l0, l1, h0, h1) = unsafe {
                     (
@@ -317,17 +309,17 @@ impl Lowering for Neon {
                 };
                 (f(l0, h0), f(l1, h1))
             },
-            "ri_from_i8" => quote! {
+            Op::ri_from_i8 => quote! {
                 __SAFETY__!("`s` is 8 bytes, one 64-bit load.");
                 let v = vmovl_s8(unsafe { vld1_s8(s.as_ptr()) });
                 (vmovl_s16(vget_low_s16(v)), vmovl_high_s16(v))
             },
-            "ri_mul_acc" => quote!((vmlaq_s32(acc.0, p.0, s.0), vmlaq_s32(acc.1, p.1, s.1))),
-            "ri_sub_splat" => quote! {
+            Op::ri_mul_acc => quote!((vmlaq_s32(acc.0, p.0, s.0), vmlaq_s32(acc.1, p.1, s.1))),
+            Op::ri_sub_splat => quote! {
                 let v = vdupq_n_s32(v);
                 (vsubq_s32(p.0, v), vsubq_s32(p.1, v))
             },
-            "ri_madd_pair_acc" => quote! {
+            Op::ri_madd_pair_acc => quote! {
                 __SAFETY__!("`m` is 16 int16: one de-interleaving load of 2 × 8.");
                 let m = unsafe { vld2q_s16(m.as_ptr()) };
                 let (lo, hi) = (pair as i16, (pair >> 16) as i16);
@@ -335,7 +327,7 @@ impl Lowering for Neon {
                 let a1 = vmlal_high_n_s16(vmlal_high_n_s16(acc.1, m.0, lo), m.1, hi);
                 (a0, a1)
             },
-            "q5_0_w" => quote! {
+            Op::q5_0_w => quote! {
                 __SAFETY__!("`b.qs` is 16 bytes, one 128-bit load.");
                 let q = unsafe { vld1q_u8(b.qs.as_ptr()) };
                 let qh = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(b.qh)));
@@ -355,7 +347,7 @@ impl Lowering for Neon {
                 };
                 (f(vandq_u8(q, vdupq_n_u8(0x0f)), i0), f(vshrq_n_u8::<4>(q), i1))
             },
-            "q8k_quant" => quote! {
+            Op::q8k_quant => quote! {
                 let x = &x[..256];
                 let mut m = vdupq_n_f32(0.0);
                 for c in x.chunks_exact(4) {

@@ -4,6 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::Lowering;
+use crate::ops::Op;
 
 /// Portable scalar code (`LANES = 1`, exact `f32::exp`/`tanh`).
 pub struct Scalar;
@@ -38,40 +39,42 @@ impl Lowering for Scalar {
             type RI = [i32; 8];
             type RW = [i8; 32];
             type RX = [i8; 4];
+            type KW = [u8; 32];
+            type KS = (i32, i32);
         }
     }
-    fn op(&self, name: &str) -> Option<TokenStream> {
-        Some(match name {
-            "f_zero" => quote!(0.0),
-            "f_splat" => quote!(x),
-            "f_load" => quote!(s[0]),
-            "f_store" => quote!(s[0] = v;),
-            "f_from_i8" => quote!(f32::from(s[0])),
-            "f_add" => quote!(a + b),
-            "f_sub" => quote!(a - b),
-            "f_mul" => quote!(a * b),
-            "f_div" => quote!(a / b),
-            "f_max" => quote!(a.max(b)),
-            "f_min" => quote!(a.min(b)),
-            "f_fma" => quote!(a * b + c),
-            "f_abs" => quote!(a.abs()),
-            "f_copysign" => quote!(mag.copysign(sign)),
-            "f_round" => quote!(a.round()),
-            "f_pow2i" => quote!(f32::from_bits(((n as i32 + 127) as u32) << 23)),
-            "f_hsum" | "f_hmax" | "acc_hsum" => quote!(a),
-            "f16_to_f32" | "acc_splat_f16" => quote!(f16::from_bits(bits).to_f32()),
-            "acc_zero" => quote!(0.0),
-            "i_zero" => quote!(0),
-            "prefetch" => quote!(let _ = p;),
-            "i_add" => quote!(a.wrapping_add(b)),
-            "i_hsum" => quote!(a),
-            "acc_mul" => quote!(a * b),
-            "acc_fma" => quote!(acc + s * p as f32),
-            "q8_load_w" | "q8_load_x" => quote!(*qs),
-            "q8_dot" => quote! {
+    fn op(&self, op: Op) -> Option<TokenStream> {
+        Some(match op {
+            Op::f_zero => quote!(0.0),
+            Op::f_splat => quote!(x),
+            Op::f_load => quote!(s[0]),
+            Op::f_store => quote!(s[0] = v;),
+            Op::f_from_i8 => quote!(f32::from(s[0])),
+            Op::f_add => quote!(a + b),
+            Op::f_sub => quote!(a - b),
+            Op::f_mul => quote!(a * b),
+            Op::f_div => quote!(a / b),
+            Op::f_max => quote!(a.max(b)),
+            Op::f_min => quote!(a.min(b)),
+            Op::f_fma => quote!(a * b + c),
+            Op::f_abs => quote!(a.abs()),
+            Op::f_copysign => quote!(mag.copysign(sign)),
+            Op::f_round => quote!(a.round()),
+            Op::f_pow2i => quote!(f32::from_bits(((n as i32 + 127) as u32) << 23)),
+            Op::f_hsum | Op::f_hmax | Op::acc_hsum => quote!(a),
+            Op::f16_to_f32 | Op::acc_splat_f16 => quote!(f16::from_bits(bits).to_f32()),
+            Op::acc_zero => quote!(0.0),
+            Op::i_zero => quote!(0),
+            Op::prefetch => quote!(let _ = p;),
+            Op::i_add => quote!(a.wrapping_add(b)),
+            Op::i_hsum => quote!(a),
+            Op::acc_mul => quote!(a * b),
+            Op::acc_fma => quote!(acc + s * p as f32),
+            Op::q8_load_w | Op::q8_load_x => quote!(*qs),
+            Op::q8_dot => quote! {
                 w.iter().zip(x.iter()).map(|(&a, &b)| i32::from(a) * i32::from(b)).sum()
             },
-            "q8_quant" => quote! {
+            Op::q8_quant => quote! {
                 let x = &x[..32];
                 let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let d = amax / 127.0;
@@ -82,42 +85,31 @@ impl Lowering for Scalar {
                     *q = (v * id).round() as i8;
                 }
             },
-            "r8_zero" => quote!([0.0; 8]),
-            "r8_scales" => quote!(d.map(f16::to_f32)),
-            "r8_load" => quote!(core::array::from_fn(|r| s[r])),
-            "r8_store" => quote!(s[..8].copy_from_slice(&v);),
-            "r8_add" => quote!(core::array::from_fn(|r| a[r] + b[r])),
-            "r8_fma_block" => quote!(core::array::from_fn(|r| acc[r] + dw[r] * dx * p[r] as f32)),
-            "ri_zero" => quote!([0; 8]),
-            "q8r_load_w" => quote!(*qs),
-            "q8r_load_x" => quote!([
+            Op::r8_zero => quote!([0.0; 8]),
+            Op::r8_scales => quote!(d.map(f16::to_f32)),
+            Op::r8_load => quote!(core::array::from_fn(|r| s[r])),
+            Op::r8_store => quote!(s[..8].copy_from_slice(&v);),
+            Op::r8_add => quote!(core::array::from_fn(|r| a[r] + b[r])),
+            Op::r8_fma_block => quote!(core::array::from_fn(|r| acc[r] + dw[r] * dx * p[r] as f32)),
+            Op::ri_zero => quote!([0; 8]),
+            Op::q8r_load_w => quote!(*qs),
+            Op::q8r_load_x => quote!([
                 qs[4 * quad],
                 qs[4 * quad + 1],
                 qs[4 * quad + 2],
                 qs[4 * quad + 3]
             ]),
-            "q8r_dot_acc" => quote! {
+            Op::q8r_dot_acc => quote! {
                 core::array::from_fn(|r| {
                     let d: i32 = (0..4).map(|e| i32::from(w[4 * r + e]) * i32::from(x[e])).sum();
                     acc[r].wrapping_add(d)
                 })
             },
-            "f_exp" => quote!(x.exp()),
-            "f_tanh" => quote!(x.tanh()),
-            _ => return None,
-        })
-    }
-    fn kquant_prelude(&self) -> TokenStream {
-        quote! {
-            type KW = [u8; 32];
-            type KS = (i32, i32);
-        }
-    }
-    fn kquant_op(&self, name: &str) -> Option<TokenStream> {
-        Some(match name {
-            "acc_splat" => quote!(x),
-            "ks_pair" => quote!((lo, hi)),
-            "ku_dot" => quote! {
+            Op::f_exp => quote!(x.exp()),
+            Op::f_tanh => quote!(x.tanh()),
+            Op::acc_splat => quote!(x),
+            Op::ks_pair => quote!((lo, hi)),
+            Op::ku_dot => quote! {
                 let (mut a, mut b) = (0i32, 0i32);
                 for i in 0..16 {
                     a += i32::from(w[i]) * i32::from(x[i]);
@@ -125,14 +117,14 @@ impl Lowering for Scalar {
                 }
                 a * s.0 + b * s.1
             },
-            "i16_dot" => quote! {
+            Op::i16_dot => quote! {
                 a.iter().zip(b).map(|(&p, &q)| i32::from(p) * i32::from(q)).sum()
             },
-            "q4k_w" => quote! {
+            Op::q4k_w => quote! {
                 let q = &qs[32 * (c / 2)..][..32];
                 core::array::from_fn(|i| if c % 2 == 0 { q[i] & 0x0f } else { q[i] >> 4 })
             },
-            "q6k_w" => quote! {
+            Op::q6k_w => quote! {
                 let (h, j) = (c / 4, c % 4);
                 let l = &ql[64 * h + 32 * (j % 2)..][..32];
                 let hb = &qh[32 * h..][..32];
@@ -141,21 +133,21 @@ impl Lowering for Scalar {
                     lo | (((hb[i] >> (2 * j)) & 3) << 4)
                 })
             },
-            "q4x8_w" => quote!(core::array::from_fn(|i| ((qs[i] >> (4 * hi)) & 0x0f) as i8)),
-            "q6x8_w" => quote! {
+            Op::q4x8_w => quote!(core::array::from_fn(|i| ((qs[i] >> (4 * hi)) & 0x0f) as i8)),
+            Op::q6x8_w => quote! {
                 core::array::from_fn(|i| {
                     let lo = (ql[i] >> (4 * hi)) & 0x0f;
                     (lo | (((qh[i] >> (2 * j)) & 3) << 4)) as i8
                 })
             },
-            "ri_from_i8" => quote!(s.map(i32::from)),
-            "ri_mul_acc" => quote!(core::array::from_fn(|r| acc[r] + p[r] * s[r])),
-            "ri_sub_splat" => quote!(p.map(|a| a - v)),
-            "ri_madd_pair_acc" => quote! {
+            Op::ri_from_i8 => quote!(s.map(i32::from)),
+            Op::ri_mul_acc => quote!(core::array::from_fn(|r| acc[r] + p[r] * s[r])),
+            Op::ri_sub_splat => quote!(p.map(|a| a - v)),
+            Op::ri_madd_pair_acc => quote! {
                 let (lo, hi) = (i32::from(pair as i16), i32::from((pair >> 16) as i16));
                 core::array::from_fn(|r| acc[r] + i32::from(m[2 * r]) * lo + i32::from(m[2 * r + 1]) * hi)
             },
-            "q5_0_w" => quote! {
+            Op::q5_0_w => quote! {
                 let qh = u32::from_le_bytes(b.qh);
                 core::array::from_fn(|i| {
                     let nib = if i < 16 { b.qs[i] & 0x0f } else { b.qs[i - 16] >> 4 };
@@ -163,7 +155,7 @@ impl Lowering for Scalar {
                     (nib | (hi << 4)) as i8 - 16
                 })
             },
-            "q8k_quant" => quote! {
+            Op::q8k_quant => quote! {
                 let x = &x[..256];
                 let (mut amax, mut max) = (0.0f32, 0.0f32);
                 for &v in x {
