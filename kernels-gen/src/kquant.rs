@@ -1,5 +1,6 @@
-//! K-quant (Q4_K, Q6_K) and Q5_0 matmuls: the ops these formats add to the
-//! DSL and their kernel families.
+//! K-quant (Q4_K, Q6_K) and Q5_0 matmuls: their block formats and kernel
+//! families (the ops that unpack their blocks are in [`crate::ops`] with the
+//! others).
 //!
 //! The formats only differ in how a weight block turns into int8 operands,
 //! so the register-tiled row matmul of Q8_0
