@@ -33,7 +33,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::interface;
-use crate::kernels::matmul::{Format, id, id2, lit};
+use crate::kernels::matmul::{self, Format, id, id2, lit};
 use crate::kernels::{Family, bind};
 
 /// The families of this module, in `KernelSet` order.
@@ -236,14 +236,8 @@ pub const Q5_0: Format = Format {
     chunks: 1,
     bytes: 22,
     nr1: 2,
-    w_prep: |j| {
-        let (wb, dw) = (id("wb", j), id("dw", j));
-        quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
-    },
-    x_prep: |i| {
-        let (xb, dx) = (id("xb", i), id("dx", i));
-        quote!(let #dx = acc_splat_f16(#xb.d.to_bits());)
-    },
+    w_prep: matmul::w_block_scale,
+    x_prep: matmul::x_block_scale,
     w_chunk: |j, _| {
         let wb = id("wb", j);
         quote!(q5_0_w(#wb))

@@ -57,6 +57,19 @@ pub(crate) fn lit(v: usize) -> Literal {
     Literal::usize_unsuffixed(v)
 }
 
+/// `dw_j`: weight block `j`'s f16 scale in every lane (the Q8_0 layout's
+/// `d`, shared by the 32-value formats).
+pub(crate) fn w_block_scale(j: usize) -> TokenStream {
+    let (wb, dw) = (id("wb", j), id("dw", j));
+    quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
+}
+
+/// `dx_i`: activation block `i`'s f16 scale in every lane (Q8_0).
+pub(crate) fn x_block_scale(i: usize) -> TokenStream {
+    let (xb, dx) = (id("xb", i), id("dx", i));
+    quote!(let #dx = acc_splat_f16(#xb.d.to_bits());)
+}
+
 /// Q8_0 weights, Q8_0 activations: one 32-value block, one `q8_dot`.
 pub const Q8_0: Format = Format {
     name: "matmul_q8_0",
@@ -64,14 +77,8 @@ pub const Q8_0: Format = Format {
     chunks: 1,
     bytes: 34,
     nr1: 4,
-    w_prep: |j| {
-        let (wb, dw) = (id("wb", j), id("dw", j));
-        quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
-    },
-    x_prep: |i| {
-        let (xb, dx) = (id("xb", i), id("dx", i));
-        quote!(let #dx = acc_splat_f16(#xb.d.to_bits());)
-    },
+    w_prep: w_block_scale,
+    x_prep: x_block_scale,
     w_chunk: |j, _| {
         let wb = id("wb", j);
         quote!(q8_load_w(&#wb.qs))
