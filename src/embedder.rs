@@ -72,8 +72,8 @@ pub enum TruncateDirection {
 /// Per-call overrides of an [`Embedder`]'s options: `None` keeps the
 /// embedder's. Every front end (library, CLI, server, Python,
 /// `#[kiln::model]`) expresses its options as one of these, and the
-/// embedder alone applies them: prompt, length limit and truncation, vocabulary
-/// check of token ids, Matryoshka width, L2 normalization and precision.
+/// embedder alone applies them: prompt, special tokens, length limit and
+/// truncation, vocabulary check of token ids, Matryoshka width, L2 normalization and precision.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
     /// Matryoshka output width for this call.
@@ -90,6 +90,10 @@ pub struct CallOptions {
     pub truncate_direction: Option<TruncateDirection>,
     /// A length limit below the model's context (e.g. a server's cap).
     pub max_tokens: Option<usize>,
+    /// Add the model's start and end special tokens (`[CLS]`/`[SEP]`,
+    /// BOS/EOS) to text inputs; on unless set off. Models are trained with
+    /// them, so off is mostly for inspecting tokenization.
+    pub add_special: Option<bool>,
     /// Output precision of the methods that return [`Embedding`]s
     /// ([`Embedder::embed_batch_as`], [`Embedder::embed_tokens_groups`]);
     /// the methods that return `f32` vectors give the float vector.
@@ -106,6 +110,7 @@ struct Resolved<'a> {
     truncate: bool,
     direction: TruncateDirection,
     max: usize,
+    add_special: bool,
     precision: Precision,
     range: QuantRange,
 }
@@ -327,7 +332,7 @@ impl Embedder {
     pub fn tokenize_unlimited(&self, text: &str, call: &CallOptions) -> Result<Vec<u32>, Error> {
         let r = self.resolve(call)?;
         let mut w = self.worker();
-        self.tokenize_into(text, r.prompt, &mut w)?;
+        self.tokenize_into(text, &r, &mut w)?;
         Ok(w.ids.clone())
     }
 
@@ -337,7 +342,7 @@ impl Embedder {
     pub fn tokenize_with(&self, text: &str, call: &CallOptions) -> Result<Vec<u32>, Error> {
         let r = self.resolve(call)?;
         let mut w = self.worker();
-        self.tokenize_into(text, r.prompt, &mut w)?;
+        self.tokenize_into(text, &r, &mut w)?;
         self.limit(&mut w.ids, &r)?;
         Ok(w.ids.clone())
     }
@@ -517,7 +522,7 @@ impl Embedder {
                 .map_init(
                     || self.worker(),
                     |w, text| {
-                        self.tokenize_into(text.as_ref(), r.prompt, w)?;
+                        self.tokenize_into(text.as_ref(), r, w)?;
                         self.limit(&mut w.ids, r)?;
                         Ok(w.ids.clone())
                     },
@@ -602,6 +607,7 @@ impl Embedder {
             truncate: self.options.truncate,
             direction: self.options.truncate_direction,
             max: self.model.context_length(),
+            add_special: true,
             precision: Precision::Float32,
             range: QuantRange::DEFAULT,
         }
@@ -643,6 +649,9 @@ impl Embedder {
         if let Some(max) = call.max_tokens {
             r.max = r.max.min(max.max(1));
         }
+        if let Some(on) = call.add_special {
+            r.add_special = on;
+        }
         r.precision = call.precision;
         r.range = call.quantization_range;
         Ok(r)
@@ -662,7 +671,7 @@ impl Embedder {
                 dim: r.dim,
             });
         }
-        self.tokenize_into(text, r.prompt, w)?;
+        self.tokenize_into(text, r, w)?;
         self.limit(&mut w.ids, r)?;
         let full = grown(&mut w.full, self.model.dim());
         self.model.embed_tokens(&w.ids, &mut w.ws, full, threads)?;
@@ -713,12 +722,12 @@ impl Embedder {
         Ok(())
     }
 
-    fn tokenize_into(&self, text: &str, prompt: Option<&str>, w: &mut Worker) -> Result<(), Error> {
+    fn tokenize_into(&self, text: &str, r: &Resolved<'_>, w: &mut Worker) -> Result<(), Error> {
         let opts = EncodeOptions {
-            add_special: true,
+            add_special: r.add_special,
             parse_special: self.options.parse_special,
         };
-        let input = match prompt {
+        let input = match r.prompt {
             Some(prompt) => {
                 w.text.clear();
                 w.text.push_str(prompt);

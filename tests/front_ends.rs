@@ -12,10 +12,9 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kiln::server::{Config, Server};
+use common::server::TestServer;
 use kiln::{CallOptions, Embedder, Embedding, Precision, TruncateDirection};
 use serde_json::{Value, json};
 
@@ -192,73 +191,32 @@ fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// The server in-process on a free loopback port; stops when dropped.
-struct TestServer {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+fn start_server(embedder: Arc<Embedder>) -> TestServer {
+    TestServer::embedding(embedder, "all-MiniLM-L6-v2", |_| {})
 }
 
-impl TestServer {
-    fn start(embedder: Arc<Embedder>) -> TestServer {
-        let config = Config::new("all-MiniLM-L6-v2", &embedder);
-        let server = Server::new(embedder, config).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            rt.block_on(server.serve(listener, async {
-                let _ = rx.await;
-            }))
-            .unwrap();
-        });
-        TestServer {
-            base,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// POSTs `body` to `/v1/embeddings`; the `embedding` of each row.
-    fn embeddings(&self, body: &Value) -> Vec<Value> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        let mut resp = agent
-            .post(&format!("{}/v1/embeddings", self.base))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap();
-        assert_eq!(status, 200, "{text}");
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["embedding"].clone())
-            .collect()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// POSTs `body` to `/v1/embeddings`; the `embedding` of each row.
+fn embeddings(server: &TestServer, body: &Value) -> Vec<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&server.url("/v1/embeddings"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"].clone())
+        .collect()
 }
 
 /// One options object for the server: `input` plus the case's fields.
@@ -271,7 +229,7 @@ fn request(input: Value, options: Value) -> Value {
 #[test]
 fn texts_give_the_same_bits_in_every_front_end() {
     let lib = library();
-    let server = TestServer::start(lib.clone());
+    let server = start_server(lib.clone());
     let texts = texts();
     assert!(lib.tokenize(&texts[2]).unwrap().len() > lib.max_tokens());
     for case in CASES {
@@ -297,7 +255,7 @@ fn texts_give_the_same_bits_in_every_front_end() {
             assert_bits(&format!("CLI, {case:?}, text {i}"), &floats(v), &want[i]);
         }
         let body = request(json!(texts), case.server_options());
-        for (i, v) in server.embeddings(&body).iter().enumerate() {
+        for (i, v) in embeddings(&server, &body).iter().enumerate() {
             assert_bits(&format!("server, {case:?}, text {i}"), &floats(v), &want[i]);
         }
     }
@@ -316,7 +274,7 @@ fn texts_give_the_same_bits_in_every_front_end() {
 #[test]
 fn token_ids_are_truncated_like_text_and_keep_the_special_tokens() {
     let lib = library();
-    let server = TestServer::start(lib.clone());
+    let server = start_server(lib.clone());
     let long = long_text();
     let ids = lib.tokenize(&long).unwrap();
     let max = lib.max_tokens();
@@ -340,7 +298,7 @@ fn token_ids_are_truncated_like_text_and_keep_the_special_tokens() {
         let body = request(json!([ids]), case.server_options());
         assert_bits(
             &format!("server token ids, {case:?}"),
-            &floats(&server.embeddings(&body)[0]),
+            &floats(&embeddings(&server, &body)[0]),
             &want,
         );
     }
@@ -349,7 +307,7 @@ fn token_ids_are_truncated_like_text_and_keep_the_special_tokens() {
 #[test]
 fn quantized_precisions_are_the_same_everywhere() {
     let lib = library();
-    let server = TestServer::start(lib.clone());
+    let server = start_server(lib.clone());
     let texts = texts();
     for precision in [
         Precision::Int8,
@@ -403,7 +361,7 @@ fn quantized_precisions_are_the_same_everywhere() {
             "encoding_format": precision.name(),
             "quantization_range": [-0.25, 0.25],
         });
-        let got: Vec<Vec<i64>> = server.embeddings(&body).iter().map(ints).collect();
+        let got: Vec<Vec<i64>> = embeddings(&server, &body).iter().map(ints).collect();
         assert_eq!(got, want, "server {precision}");
     }
 }

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::server::TestServer;
 use kiln::server::generation::{GenConfig, router};
 use kiln::{ChatMessage, GenerateOptions, Generator};
 use serde_json::{Value, json};
@@ -54,53 +55,36 @@ fn generator() -> Option<&'static Arc<Generator>> {
 }
 
 /// Serves `config` on a free loopback port, with kiln's connection limits.
-fn serve(g: &Arc<Generator>, config: GenConfig) -> String {
+fn serve(g: &Arc<Generator>, config: GenConfig) -> TestServer {
     let limits = config.connections;
-    let app = router(g.clone(), config);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        rt.block_on(kiln::server::conn::serve(
-            listener,
-            app,
-            limits,
-            std::future::pending(),
-        ))
-        .unwrap();
-    });
-    base
+    TestServer::router(router(g.clone(), config), limits)
 }
 
-/// One server for most of the file.
+/// One server for most of the file (kept in a static, so it runs until
+/// the test binary exits).
 fn server() -> Option<(&'static str, &'static Arc<Generator>)> {
-    static S: OnceLock<String> = OnceLock::new();
+    static S: OnceLock<TestServer> = OnceLock::new();
     let g = generator()?;
-    let base = S.get_or_init(|| {
+    let s = S.get_or_init(|| {
         let mut config = GenConfig::new("gemma3-270m");
         config.max_concurrent = 2;
         serve(g, config)
     });
-    Some((base.as_str(), g))
+    Some((s.base.as_str(), g))
 }
 
 /// A server with an API key, one generation at a time and one waiting.
 fn keyed() -> Option<&'static str> {
-    static S: OnceLock<String> = OnceLock::new();
+    static S: OnceLock<TestServer> = OnceLock::new();
     let g = generator()?;
-    Some(S.get_or_init(|| {
+    let s = S.get_or_init(|| {
         let mut config = GenConfig::new("gemma3-270m");
         config.max_concurrent = 1;
         config.max_waiting = 1;
         config.api_key = Some("k3y".into());
         serve(g, config)
-    }))
+    });
+    Some(s.base.as_str())
 }
 
 fn call(method: &str, url: &str, key: Option<&str>, body: Option<&Value>) -> (u16, String) {

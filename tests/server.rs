@@ -2,12 +2,13 @@
 //! MiniLM fixture and a real HTTP client (ureq) calls every route and every
 //! error path; vectors must equal the library's.
 
+mod common;
+
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine;
-use kiln::server::{Config, Server};
+use kiln::server::Config;
 use kiln::{CallOptions, Embedder, TruncateDirection};
 use serde_json::{Value, json};
 
@@ -20,12 +21,11 @@ fn embedder() -> Arc<Embedder> {
     Arc::new(Embedder::builder().threads(2).open(fixture()).unwrap())
 }
 
-/// A server on a free loopback port; stops (gracefully) when dropped.
+/// The MiniLM server and the embedder it serves; stops (gracefully) when
+/// dropped.
 struct TestServer {
-    base: String,
+    server: common::server::TestServer,
     embedder: Arc<Embedder>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -34,51 +34,23 @@ impl TestServer {
     }
 
     fn start_with(embedder: Arc<Embedder>, tune: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::new("all-MiniLM-L6-v2", &embedder);
-        tune(&mut config);
-        let server = Server::new(embedder.clone(), config).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            rt.block_on(server.serve(listener, async {
-                let _ = rx.await;
-            }))
-            .unwrap();
-        });
         TestServer {
-            base,
+            server: common::server::TestServer::embedding(
+                embedder.clone(),
+                "all-MiniLM-L6-v2",
+                tune,
+            ),
             embedder,
-            stop: Some(tx),
-            thread: Some(thread),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.server.url(path)
     }
 
     /// Stops accepting, finishes in-flight requests, joins the server thread.
     fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 
@@ -597,6 +569,59 @@ fn api_key_guards_every_route_but_health() {
     }
 }
 
+/// `/tokenize` tokenizes as the library does: the embedder's prompt, the
+/// special tokens on or off, and the check of `prompt_name`.
+#[test]
+fn tokenize_follows_the_library() {
+    let prompted = Arc::new(
+        Embedder::builder()
+            .threads(2)
+            .prompt("query: ")
+            .open(fixture())
+            .unwrap(),
+    );
+    let s = TestServer::start_with(prompted.clone(), |_| {});
+    let url = s.url("/tokenize");
+    let ids = |body: &Value| -> Vec<u32> {
+        body[0]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap() as u32)
+            .collect()
+    };
+    let (status, body) = post(&url, &json!({"inputs": TEXTS[1]}));
+    assert_eq!(status, 200, "{body}");
+    let full = embedder()
+        .tokenize(&format!("query: {}", TEXTS[1]))
+        .unwrap();
+    assert_eq!(ids(&body), full);
+    assert_eq!(ids(&body), prompted.tokenize(TEXTS[1]).unwrap());
+
+    let (status, body) = post(
+        &url,
+        &json!({"inputs": TEXTS[1], "add_special_tokens": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let bare = CallOptions {
+        add_special: Some(false),
+        ..CallOptions::default()
+    };
+    assert_eq!(ids(&body), prompted.tokenize_with(TEXTS[1], &bare).unwrap());
+    assert_eq!(ids(&body), full[1..full.len() - 1]);
+    let (status, body) = post(&url, &json!({"inputs": "x", "prompt_name": "query"}));
+    assert_tei_error(status, &body, 422, "unknown prompt_name `query`");
+
+    // Without a prompt, spaces and no special tokens are no tokens, not an
+    // error.
+    let plain = TestServer::start(|_| {});
+    let (status, body) = post(
+        &plain.url("/tokenize"),
+        &json!({"inputs": "   ", "add_special_tokens": false}),
+    );
+    assert_eq!((status, body), (200, json!([[]])));
+}
+
 #[test]
 fn tokenize_obeys_the_embed_token_limits() {
     let s = TestServer::start(|c| c.max_batch_tokens = 600);
@@ -654,7 +679,7 @@ fn tokenize_gives_429_when_busy() {
 fn a_slow_body_gets_408() {
     use std::io::{Read, Write};
     let s = TestServer::start(|c| c.connections.body_read_timeout = Duration::from_millis(300));
-    let addr = s.base.trim_start_matches("http://").to_owned();
+    let addr = s.server.addr().to_owned();
     let mut sock = std::net::TcpStream::connect(&addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let start = std::time::Instant::now();

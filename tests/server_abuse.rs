@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::server::{KilnServe, TestServer};
 use kiln::Embedder;
 use kiln::server::conn::ConnLimits;
-use kiln::server::{Config, Server};
 use serde_json::{Value, json};
 
 /// Tests run one at a time: the memory and latency checks must not see
@@ -38,31 +38,11 @@ fn limits(max_connections: usize) -> ConnLimits {
     }
 }
 
-/// Runs `serve` on a runtime thread; returns the address.
-fn spawn<F>(serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static) -> String
-where
-    F: std::future::Future<Output = std::io::Result<()>>,
-{
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || rt.block_on(serve(listener)).unwrap());
-    addr
-}
-
-/// An embedding server with MiniLM; runs until the test binary exits.
+/// An embedding server with MiniLM; runs until the test binary exits (a
+/// graceful stop would wait for the connections the test leaves hanging).
 fn embedding_server(connections: ConnLimits) -> String {
     let embedder = Arc::new(Embedder::builder().threads(2).open(fixture()).unwrap());
-    let mut config = Config::new("minilm", &embedder);
-    config.connections = connections;
-    let server = Server::new(embedder, config).unwrap();
-    spawn(move |l| async move { server.serve(l, std::future::pending()).await })
+    TestServer::embedding(embedder, "minilm", |c| c.connections = connections).detach()
 }
 
 /// Sends `head` and `body`, reads the answer until the connection closes or
@@ -205,14 +185,13 @@ fn embedding_server_outlives_idle_slow_and_oversized_clients() {
     let mut rss = RssWatch::start();
     // 300 silent and 100 slow connections: more than the cap of 256.
     let (idle, slow) = hold(&addr, 300, 100);
-    // Right after the burst the accept loop still works through the 144
-    // connections over the cap, one eviction each, before it reaches this
-    // one: about a second on a loaded 2-core machine (1.02 s seen once in
-    // CI). Once the burst is absorbed, /health must answer within a second
-    // (checked below, under oversized and abandoned requests).
+    // Right after the burst: the 144 connections over the cap each evict an
+    // idle one, but none waits for its eviction, so this one is accepted at
+    // once.
     let (status, took) = health(&addr);
+    eprintln!("/health right after the burst took {took:?}");
     assert_eq!(status, 200);
-    assert!(took < Duration::from_secs(2), "/health took {took:?}");
+    assert!(took < Duration::from_secs(1), "/health took {took:?}");
 
     // Oversized bodies, four at a time: a million-word /tokenize (under the
     // 2 MB body limit), the same for /embed, and a 3 MB body.
@@ -352,8 +331,7 @@ fn generation_server_outlives_idle_slow_and_abandoned_clients() {
     config.max_waiting = 4;
     let connections = config.connections;
     let app = kiln::server::generation::router(g, config);
-    let addr =
-        spawn(move |l| kiln::server::conn::serve(l, app, connections, std::future::pending()));
+    let addr = TestServer::router(app, connections).detach();
     let (idle, slow) = hold(&addr, 200, 50);
     // Streams abandoned after their first event, and long prompts
     // abandoned during prefill.
@@ -392,40 +370,6 @@ fn generation_server_outlives_idle_slow_and_abandoned_clients() {
     assert_eq!(closed(&idle), idle.len(), "silent connections left open");
 }
 
-/// Starts the `kiln` binary; returns the child and its address.
-fn run_kiln(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut b = [0u8; 1];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if err.read(&mut b).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push(b[0]);
-        if seen.ends_with(b"\n") && String::from_utf8_lossy(&seen).contains("listening on http://")
-        {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&seen).into_owned();
-    let addr = text
-        .split("listening on http://")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {text}"))
-        .to_owned();
-    // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    (child, addr)
-}
-
 #[test]
 fn cli_flags_are_documented_and_responses_show_no_model_path() {
     let _one = exclusive();
@@ -445,8 +389,7 @@ fn cli_flags_are_documented_and_responses_show_no_model_path() {
     }
     assert!(help.contains("[default: 10]"), "{help}");
     let model = fixture();
-    let (mut child, addr) = run_kiln(&[
-        "serve",
+    let mut served = KilnServe::start(&[
         "-m",
         model.to_str().unwrap(),
         "--port",
@@ -458,6 +401,7 @@ fn cli_flags_are_documented_and_responses_show_no_model_path() {
         "--header-read-timeout",
         "0.5",
     ]);
+    let addr = served.addr.clone();
     let get = |path: &str| {
         exchange(
             &addr,
@@ -475,8 +419,7 @@ fn cli_flags_are_documented_and_responses_show_no_model_path() {
     let t = Instant::now();
     let cut = slow.read(&mut [0u8; 16]).map_or(true, |n| n == 0);
     let waited = t.elapsed();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    served.kill();
     assert_eq!(status, 200, "{models}");
     let body = |t: &str| -> Value {
         serde_json::from_str(t.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap()

@@ -9,6 +9,13 @@
 //! connections); when every connection is busy it gets a 503 and is closed
 //! at once, never queued. So held or slow sockets cannot keep `/health` or
 //! real requests out.
+//!
+//! The accept loop never waits for an evicted connection to close: the new
+//! one is served at once and the cap is overcommitted by the evictions still
+//! pending, at most [`EVICTING`]. Waiting for each one would make a burst
+//! over the cap cost a task switch per connection before the next accept,
+//! which on a loaded machine delayed the connections behind it by a second
+//! or more.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -58,10 +65,11 @@ impl Default for ConnLimits {
 }
 
 /// 1024, or fewer when the open-file limit leaves less room: 64 descriptors
-/// stay free for the model file, the listener and logs.
+/// stay free for the model file, the listener and logs, and [`EVICTING`]
+/// more for evicted connections that have not closed yet.
 pub fn default_max_connections() -> usize {
     match open_file_limit() {
-        Some(n) => n.saturating_sub(64).max(n / 2).clamp(1, 1024),
+        Some(n) => n.saturating_sub(64 + EVICTING).max(n / 2).clamp(1, 1024),
         None => 1024,
     }
 }
@@ -89,41 +97,168 @@ struct Conn {
     idle_since: AtomicU64,
     /// When the first byte of the next head arrived, 0 while none has.
     head_since: AtomicU64,
-    /// Asks the connection to close if it is still idle.
+    /// Asks the connection to close: at once if it is idle, else after the
+    /// response in flight.
     evict: Notify,
+    /// Whether it has been asked to close (changed under the table's lock).
+    evicting: AtomicBool,
 }
 
-/// State shared by the accept loop and every connection.
-struct Shared {
-    limits: ConnLimits,
-    start: Instant,
-    slots: Arc<Semaphore>,
-    conns: Mutex<HashMap<u64, Arc<Conn>>>,
-}
-
-impl Shared {
-    /// Milliseconds since the server started, at least 1 (0 means "never").
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64 + 1
+impl Conn {
+    fn new(now: u64) -> Conn {
+        Conn {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: AtomicU64::new(now),
+            head_since: AtomicU64::new(0),
+            evict: Notify::new(),
+            evicting: AtomicBool::new(false),
+        }
     }
+}
 
+/// Evicted connections that may still be open at once: the cap is
+/// overcommitted by at most this many while they close.
+const EVICTING: usize = 64;
+
+/// The open connections.
+#[derive(Default)]
+struct Table {
+    conns: HashMap<u64, Arc<Conn>>,
+    /// How many of them have been asked to close.
+    evicting: usize,
+}
+
+impl Table {
     /// Asks the idle connection that has waited longest to close; silent
     /// ones go before ones that have started a head. False if none is idle.
-    fn evict_one(&self) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = conns
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .conns
             .values()
-            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|c| {
+                !c.evicting.load(Ordering::Relaxed) && c.in_flight.load(Ordering::Acquire) == 0
+            })
             .min_by_key(|c| {
                 let head = c.head_since.load(Ordering::Relaxed);
                 (head != 0, head.max(c.idle_since.load(Ordering::Relaxed)))
             });
         match victim {
             Some(c) => {
+                c.evicting.store(true, Ordering::Relaxed);
                 c.evict.notify_one();
+                self.evicting += 1;
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// Whether a new connection may open.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    /// Every connection is busy.
+    Busy,
+    /// [`EVICTING`] evicted connections are still closing.
+    Closing,
+}
+
+/// State shared by the accept loop and every connection.
+struct Shared {
+    limits: ConnLimits,
+    start: Instant,
+    /// The cap, at least 1.
+    max: usize,
+    table: Mutex<Table>,
+    /// Woken whenever a connection closes.
+    closed: Notify,
+}
+
+impl Shared {
+    fn new(limits: ConnLimits) -> Shared {
+        Shared {
+            limits,
+            start: Instant::now(),
+            max: limits.max_connections.max(1),
+            table: Mutex::new(Table::default()),
+            closed: Notify::new(),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds since the server started, at least 1 (0 means "never").
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Asks an idle connection to close (see [`Table::evict_one`]).
+    fn evict_one(&self) -> bool {
+        self.table().evict_one()
+    }
+
+    /// Opens `conn` as `id` if it fits under the cap, evicting an idle
+    /// connection to make room; it does not wait for that one to close.
+    fn try_admit(&self, id: u64, conn: &Arc<Conn>) -> Admission {
+        let mut table = self.table();
+        if table.conns.len() - table.evicting >= self.max {
+            if table.evicting >= EVICTING {
+                return Admission::Closing;
+            }
+            if !table.evict_one() {
+                return Admission::Busy;
+            }
+        }
+        table.conns.insert(id, conn.clone());
+        Admission::Admitted
+    }
+
+    /// [`Shared::try_admit`], waiting up to 100 ms for evicted connections
+    /// to close when too many are still closing.
+    async fn admit(&self, id: u64, conn: &Arc<Conn>) -> Admission {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        loop {
+            let closed = self.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            // Registered before the check, so a close in between still wakes.
+            closed.as_mut().enable();
+            match self.try_admit(id, conn) {
+                Admission::Closing => {
+                    if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                        return Admission::Closing;
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Forgets a closed connection.
+    fn remove(&self, id: u64) {
+        let mut table = self.table();
+        if let Some(c) = table.conns.remove(&id)
+            && c.evicting.load(Ordering::Relaxed)
+        {
+            table.evicting -= 1;
+        }
+        drop(table);
+        self.closed.notify_waiters();
+    }
+
+    /// Returns once every connection has closed.
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if self.table().conns.is_empty() {
+                return;
+            }
+            closed.await;
         }
     }
 }
@@ -280,13 +415,7 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let shared = Arc::new(Shared {
-        limits,
-        start: Instant::now(),
-        slots: Arc::new(Semaphore::new(max)),
-        conns: Mutex::new(HashMap::new()),
-    });
+    let shared = Arc::new(Shared::new(limits));
     let (stop_tx, stop_rx) = watch::channel(false);
     let lingering = Arc::new(Semaphore::new(LINGERING));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -307,62 +436,34 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match shared.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let freed = if shared.evict_one() {
-                    tokio::time::timeout(
-                        Duration::from_millis(100),
-                        shared.slots.clone().acquire_owned(),
-                    )
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                } else {
-                    None
-                };
-                match freed {
-                    Some(p) => p,
-                    None => {
-                        tracing::warn!(max, "connection refused: every connection is busy");
-                        refuse(stream, &lingering);
-                        continue;
-                    }
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
         let id = next_id;
         next_id += 1;
-        let conn = Arc::new(Conn {
-            in_flight: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            idle_since: AtomicU64::new(shared.now()),
-            head_since: AtomicU64::new(0),
-            evict: Notify::new(),
-        });
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, conn.clone());
+        let conn = Arc::new(Conn::new(shared.now()));
+        match shared.admit(id, &conn).await {
+            Admission::Admitted => {}
+            refused => {
+                let max = shared.max;
+                if refused == Admission::Busy {
+                    tracing::warn!(max, "connection refused: every connection is busy");
+                } else {
+                    tracing::warn!(max, "connection refused: evicted connections still closing");
+                }
+                refuse(stream, &lingering);
+                continue;
+            }
+        }
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let router = router.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             run_connection(stream, router, conn, &shared, stop).await;
-            shared
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            drop(permit);
+            shared.remove(id);
         });
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    // Every permit back means every connection has closed.
-    let _ = shared.slots.acquire_many(max as u32).await;
+    shared.all_closed().await;
     Ok(())
 }
 
@@ -421,6 +522,12 @@ async fn run_connection(
                 if conn.in_flight.load(Ordering::Acquire) == 0 {
                     tracing::debug!("closed an idle connection to make room");
                     return;
+                }
+                // A request arrived after it was chosen: it stays counted
+                // as closing, so it must close once that response is sent.
+                if !stopping {
+                    stopping = true;
+                    http.as_mut().graceful_shutdown();
                 }
             }
             _ = ticks.tick() => {
@@ -526,6 +633,89 @@ pub async fn read_body(State(l): State<BodyLimits>, req: Request, next: Next) ->
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::{Admission, Conn, ConnLimits, EVICTING, Shared};
+
+    fn shared(max_connections: usize) -> Arc<Shared> {
+        Arc::new(Shared::new(ConnLimits {
+            max_connections,
+            ..ConnLimits::default()
+        }))
+    }
+
+    fn conn(s: &Shared) -> Arc<Conn> {
+        Arc::new(Conn::new(s.now()))
+    }
+
+    /// The id of a connection asked to close.
+    fn an_evicted(s: &Shared) -> u64 {
+        let table = s.table();
+        let evicted = table
+            .conns
+            .iter()
+            .find(|(_, c)| c.evicting.load(Ordering::Relaxed));
+        *evicted.unwrap().0
+    }
+
+    #[test]
+    fn evictions_overcommit_the_cap_by_a_bounded_amount() {
+        let s = shared(2);
+        for id in 0..2 {
+            assert_eq!(s.try_admit(id, &conn(&s)), Admission::Admitted);
+        }
+        // Over the cap, each new connection evicts an idle one and opens
+        // without waiting for it to close...
+        let over = 2 + EVICTING as u64;
+        for id in 2..over {
+            assert_eq!(s.try_admit(id, &conn(&s)), Admission::Admitted);
+        }
+        assert_eq!(s.table().conns.len(), 2 + EVICTING);
+        assert_eq!(s.table().evicting, EVICTING);
+        // ...until too many are still closing.
+        assert_eq!(s.try_admit(over, &conn(&s)), Admission::Closing);
+        s.remove(an_evicted(&s));
+        assert_eq!(s.try_admit(over, &conn(&s)), Admission::Admitted);
+        assert_eq!(s.table().conns.len(), 2 + EVICTING);
+        // Once every open connection is busy, new ones are refused.
+        for c in s.table().conns.values() {
+            c.in_flight.store(1, Ordering::Release);
+        }
+        while s.table().evicting > 0 {
+            s.remove(an_evicted(&s));
+        }
+        assert_eq!(s.try_admit(over + 1, &conn(&s)), Admission::Busy);
+        assert_eq!(s.table().conns.len(), 2);
+    }
+
+    #[test]
+    fn admission_waits_briefly_for_evicted_connections_to_close() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = shared(1);
+            for id in 0..=EVICTING as u64 {
+                assert_eq!(s.try_admit(id, &conn(&s)), Admission::Admitted);
+            }
+            let id = EVICTING as u64 + 1;
+            let t = std::time::Instant::now();
+            assert_eq!(s.admit(id, &conn(&s)).await, Admission::Closing);
+            assert!(t.elapsed() >= std::time::Duration::from_millis(100));
+            let closer = {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    s.remove(an_evicted(&s));
+                })
+            };
+            assert_eq!(s.admit(id, &conn(&s)).await, Admission::Admitted);
+            closer.await.unwrap();
+        });
+    }
+
     #[test]
     fn default_cap_is_bounded() {
         let n = super::default_max_connections();

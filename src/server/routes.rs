@@ -19,7 +19,7 @@ use super::batcher::{Job, SubmitError};
 use super::encoding::{self, Encoded, Encoding};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
 use crate::quantize::QuantRange;
-use crate::runtime::tokenizer::{EncodeOptions, TokenType};
+use crate::runtime::tokenizer::TokenType;
 use crate::{CallOptions, TruncateDirection};
 
 type Shared = State<Arc<AppState>>;
@@ -471,29 +471,27 @@ pub(super) async fn tokenize(
             "`inputs` must be a string or an array of strings",
         ));
     };
-    let prompt = match &r.prompt_name {
-        None => s.embedder.options().prompt.clone().unwrap_or_default(),
-        Some(name) => crate::prompts::lookup(s.embedder.arch(), name)
-            .ok_or_else(|| {
-                ApiError::new(
-                    f,
-                    Kind::Validation,
-                    format!(
-                        "unknown prompt_name `{name}` for {} (known: {})",
-                        s.embedder.arch(),
-                        crate::prompts::names(s.embedder.arch()).join(", ")
-                    ),
-                )
-            })?
-            .to_owned(),
-    };
-    let opts = EncodeOptions {
-        add_special: r.add_special_tokens.unwrap_or(true),
-        parse_special: s.embedder.options().parse_special,
-    };
-    let embedder = s.embedder.clone();
     let max_input = s.config.max_input_tokens;
     let max_request = s.config.max_batch_tokens;
+    // The prompt, special tokens and length limit are the library's, as for
+    // `/embed`; over-long inputs are refused, never cut.
+    let call = CallOptions {
+        task: r.prompt_name,
+        add_special: r.add_special_tokens,
+        truncate: Some(false),
+        max_tokens: Some(max_input),
+        ..CallOptions::default()
+    };
+    let unknown_prompt = |e: crate::Error| match e {
+        crate::Error::UnknownTask { task, arch, known } => ApiError::new(
+            f,
+            Kind::Validation,
+            format!("unknown prompt_name `{task}` for {arch} (known: {known})"),
+        ),
+        e => from_kiln(f, &e),
+    };
+    s.embedder.dim_with(&call).map_err(unknown_prompt)?;
+    let embedder = s.embedder.clone();
     // Tokenizing and the response (a JSON object per token) are built off
     // the async threads, and both are bounded by the same token limits as
     // `/embed`.
@@ -502,19 +500,27 @@ pub(super) async fn tokenize(
         let mut out = Vec::with_capacity(texts.len());
         let mut total = 0;
         for (i, t) in texts.iter().enumerate() {
-            let ids = tok
-                .encode(&format!("{prompt}{t}"), &opts)
-                .map_err(|e| ApiError::new(f, Kind::Validation, format!("input {i}: {e}")))?;
-            if ids.len() > max_input {
-                return Err(ApiError::new(
-                    f,
-                    Kind::TooLarge,
-                    format!(
-                        "input {i} has {} tokens, more than the limit of {max_input}",
-                        ids.len()
-                    ),
-                ));
-            }
+            let ids = match embedder.tokenize_with(t, &call) {
+                Ok(ids) => ids,
+                // The library refuses an input with no tokens at all (empty
+                // text without special tokens) since it cannot be embedded;
+                // here it simply tokenizes to nothing.
+                Err(crate::Error::Empty) => Vec::new(),
+                Err(crate::Error::TooLong { n_tokens, .. }) => {
+                    return Err(ApiError::new(
+                        f,
+                        Kind::TooLarge,
+                        format!(
+                            "input {i} has {n_tokens} tokens, more than the limit of {max_input}"
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    let mut a = from_kiln(f, &e);
+                    a.message = format!("input {i}: {}", a.message);
+                    return Err(a);
+                }
+            };
             total += ids.len();
             if total > max_request {
                 return Err(ApiError::new(

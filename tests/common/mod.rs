@@ -8,6 +8,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use std::collections::BTreeSet;
