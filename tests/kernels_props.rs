@@ -484,6 +484,99 @@ fn attend_cache_matches_reference() {
     }
 }
 
+/// f16 bits of `x`, and `x` rounded to f16 (what an f16 cache holds).
+fn halves(x: &[f32]) -> (Vec<u16>, Vec<f32>) {
+    let h: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+    (
+        h.iter().map(|v| v.to_bits()).collect(),
+        h.iter().map(|v| v.to_f32()).collect(),
+    )
+}
+
+/// The f16 cache kernel on the shapes of [`attend_cache_matches_reference`]:
+/// against the f64 formula over the rounded rows, and bit for bit against
+/// the same ISA's f32 kernel over them (the same sums in the same order).
+#[test]
+fn attend_cache_f16_matches_reference() {
+    let check = |q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>, what: &str| {
+        let ((kb, kf), (vb, vf)) = (halves(k), halves(v));
+        let want = attend_cache_ref(q, &kf, &vf, at);
+        let nq = q.len() / at.head_dim;
+        let nk: usize = at.spans.iter().map(|s| s.len()).sum();
+        for set in sets(what) {
+            let mut out = vec![f32::NAN; q.len()];
+            let mut scratch = vec![0.0; nq * nk];
+            set.attend_cache_f16(at.head_dim)(q, &kb, &vb, at, &mut out, &mut scratch);
+            assert_close(what, set.isa(), &out, &want, EXP_TOL);
+            let mut out32 = vec![f32::NAN; q.len()];
+            set.attend_cache(at.head_dim)(q, &kf, &vf, at, &mut out32, &mut scratch);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&out),
+                bits(&out32),
+                "{what}/{}: vs the f32 kernel",
+                set.isa().name()
+            );
+        }
+    };
+    proptest!(cases(40), |(nq in 1usize..6, hd in prop::sample::select(vec![8usize, 32, 256, 12]), n_kv in 1usize..3, slots in 1usize..40, a in 0usize..40, len in 1usize..40, qv in vecf(6 * 256, 1.5), kv in vecf(40 * 2 * 256, 1.5), vv in vecf(40 * 2 * 256, 2.0))| {
+        let a = a % slots;
+        let len = len.min(slots);
+        let b = (a + len) % slots;
+        // One span, or a ring's two.
+        let spans: Vec<_> = if a + len <= slots { std::iter::once(a..a + len).collect() } else { vec![a..slots, 0..b] };
+        let stride = n_kv * hd;
+        // The last KV head: an offset slice.
+        let kh = n_kv - 1;
+        let (k, v) = (&kv[kh * hd..slots * stride], &vv[kh * hd..slots * stride]);
+        let at = CacheAttn { head_dim: hd, stride, spans: &spans, scale: 1.0 / (hd as f32).sqrt() };
+        check(&qv[..nq * hd], k, v, &at, "attend_cache_f16");
+    });
+    // Gemma-3-270M: 4 heads of 256 over one KV head, 700 rows, one span and a
+    // wrapped ring.
+    let (hd, rows) = (256usize, 700usize);
+    let f = |i: usize, m: usize| ((i * m % 1009) as f32 - 504.0) / 300.0;
+    let q: Vec<f32> = (0..4 * hd).map(|i| f(i, 31)).collect();
+    let k: Vec<f32> = (0..rows * hd).map(|i| f(i, 17)).collect();
+    let v: Vec<f32> = (0..rows * hd).map(|i| f(i, 13)).collect();
+    for spans in [std::iter::once(0..rows).collect(), vec![300..rows, 0..212]] {
+        let at = CacheAttn {
+            head_dim: hd,
+            stride: hd,
+            spans: &spans,
+            scale: 1.0 / 16.0,
+        };
+        check(&q, &k, &v, &at, "attend_cache_f16 700");
+    }
+}
+
+/// The f16-to-f32 conversion the f16 cache kernels read with, on every one
+/// of the 65,536 halves (subnormals, infinities and NaNs included), bit for
+/// bit against `half`; through the vector loads and, at an odd offset, the
+/// scalar tail.
+#[test]
+fn f16_widening_is_bit_exact() {
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    for set in sets("widen_f16") {
+        for (start, end) in [(0, all.len()), (1, all.len()), (0, 3)] {
+            let src = &all[start..end];
+            let mut out = vec![0.0f32; src.len()];
+            set.widen_f16()(src, &mut out);
+            for (&b, o) in src.iter().zip(&out) {
+                let want = half::f16::from_bits(b).to_f32();
+                assert_eq!(
+                    o.to_bits(),
+                    want.to_bits(),
+                    "{}: f16 {b:#06x} gave {o} ({:#010x}), want {want} ({:#010x})",
+                    set.isa().name(),
+                    o.to_bits(),
+                    want.to_bits()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn activations_match_reference() {
     proptest!(cases(60), |(len in 1usize..100, xv in vecf(100, 6.0), uv in vecf(96 * 2, 2.0))| {

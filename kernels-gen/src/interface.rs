@@ -251,6 +251,30 @@ pub const ATTEND_CACHE: FnType = fn_type! {
     );
 };
 
+/// Attention over a decoder's f16 cache.
+pub const ATTEND_CACHE_F16: FnType = fn_type! {
+    /// [`AttendCacheFn`] over a cache of IEEE halves: `k` and `v` hold f16
+    /// bits, each converted to f32 exactly as it is read. The arithmetic is
+    /// the f32 kernel's, in the same order: the result equals
+    /// [`AttendCacheFn`]'s over the converted cache, for half the bytes read.
+    type AttendCacheF16Fn = fn(
+        q: &[f32],
+        k: &[u16],
+        v: &[u16],
+        at: &CacheAttn<'_>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    );
+};
+
+/// IEEE halves to f32.
+pub const WIDEN_F16: FnType = fn_type! {
+    /// `out[i] = f32(src[i])` for IEEE halves given as bits (`out` at least
+    /// as long as `src`): exact for every half, subnormals, infinities and
+    /// NaNs included.
+    type WidenF16Fn = fn(src: &[u16], out: &mut [f32]);
+};
+
 /// An element-wise activation.
 pub const UNARY: FnType = fn_type! {
     /// Element-wise activation in place (GELU, tanh approximation or erf).

@@ -124,6 +124,9 @@ ops! {
     fn f_store(s: &mut [f32], v: F);
     /// The first `LANES` int8 of `s` converted to f32 (panics if shorter).
     fn f_from_i8(s: &[i8]) -> F;
+    /// The first `LANES` IEEE halves of `s` (as bits) converted to f32, exactly as
+    /// `f16_to_f32` converts one (panics if shorter).
+    fn f_load_f16(s: &[u16]) -> F;
     /// `a + b`.
     fn f_add(a: F, b: F) -> F;
     /// `a - b`.
@@ -317,6 +320,46 @@ ops! {
         }
         while i < n {
             y[i] += a * x[i];
+            i += 1;
+        }
+    }
+    /// `Σ a[i]·b[i]` over the shorter length with `b` IEEE halves (as bits): the sums of
+    /// `dot_f32` in its order, so the result equals `dot_f32` of `a` and `b` converted.
+    fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut s0, mut s1, mut s2, mut s3) = (f_zero(), f_zero(), f_zero(), f_zero());
+        let mut i = 0;
+        while i + 4 * LANES <= n {
+            s0 = f_fma(f_load(&a[i..]), f_load_f16(&b[i..]), s0);
+            s1 = f_fma(f_load(&a[i + LANES..]), f_load_f16(&b[i + LANES..]), s1);
+            s2 = f_fma(f_load(&a[i + 2 * LANES..]), f_load_f16(&b[i + 2 * LANES..]), s2);
+            s3 = f_fma(f_load(&a[i + 3 * LANES..]), f_load_f16(&b[i + 3 * LANES..]), s3);
+            i += 4 * LANES;
+        }
+        while i + LANES <= n {
+            s0 = f_fma(f_load(&a[i..]), f_load_f16(&b[i..]), s0);
+            i += LANES;
+        }
+        let mut s = f_hsum(f_add(f_add(s0, s1), f_add(s2, s3)));
+        while i < n {
+            s += a[i] * f16_to_f32(b[i]);
+            i += 1;
+        }
+        s
+    }
+    /// `y[i] += a·x[i]` over the shorter length with `x` IEEE halves (as bits): equal to
+    /// `axpy` of `x` converted.
+    fn axpy_f16(y: &mut [f32], a: f32, x: &[u16]) {
+        let n = y.len().min(x.len());
+        let av = f_splat(a);
+        let mut i = 0;
+        while i + LANES <= n {
+            let r = f_fma(av, f_load_f16(&x[i..]), f_load(&y[i..]));
+            f_store(&mut y[i..], r);
+            i += LANES;
+        }
+        while i < n {
+            y[i] += a * f16_to_f32(x[i]);
             i += 1;
         }
     }

@@ -74,6 +74,7 @@ impl ShapeTable {
         }
         self.add("attention", &[m.head_dim]);
         self.add("attend_cache", &[m.head_dim]);
+        self.add("attend_cache_f16", &[m.head_dim]);
         self.add("gather_q8_0", &[m.hidden]);
         self.add("mean_pool", &[m.hidden]);
         self

@@ -10,6 +10,7 @@ fn table() -> ShapeTable {
         .add("rms_norm", &[768])
         .add("attention", &[256])
         .add("attend_cache", &[256])
+        .add("attend_cache_f16", &[256])
         .add("matmul_q4_kx8", &[640, 2048])
         .add("matmul_q6_kx8", &[640, 2048]);
     t
@@ -84,7 +85,12 @@ fn attention() {
         snap(isa, "attention_256");
         snap(isa, "attend_cache_256");
         snap(isa, "exp_sub_sum");
+        // The f16 cache kernel: the f32 one's body over rows converted by
+        // `f_load_f16` as they are read.
+        snap(isa, "attend_cache_f16_256");
+        snap(isa, "f_load_f16");
     }
+    snap("neon", "f_load_f16");
 }
 
 #[test]

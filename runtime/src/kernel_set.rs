@@ -93,6 +93,22 @@ pub type AttendCacheFn = fn(
     out: &mut [f32],
     scratch: &mut [f32],
 );
+/// [`AttendCacheFn`] over a cache of IEEE halves: `k` and `v` hold f16
+/// bits, each converted to f32 exactly as it is read. The arithmetic is
+/// the f32 kernel's, in the same order: the result equals
+/// [`AttendCacheFn`]'s over the converted cache, for half the bytes read.
+pub type AttendCacheF16Fn = fn(
+    q: &[f32],
+    k: &[u16],
+    v: &[u16],
+    at: &CacheAttn<'_>,
+    out: &mut [f32],
+    scratch: &mut [f32],
+);
+/// `out[i] = f32(src[i])` for IEEE halves given as bits (`out` at least
+/// as long as `src`): exact for every half, subnormals, infinities and
+/// NaNs included.
+pub type WidenF16Fn = fn(src: &[u16], out: &mut [f32]);
 /// Element-wise activation in place (GELU, tanh approximation or erf).
 pub type UnaryFn = fn(x: &mut [f32]);
 /// GeGLU fused with quantization: `out = Q8_0(gelu_tanh(gate) ⊙ up)`.
@@ -187,6 +203,10 @@ pub trait KernelSet: Send + Sync {
     fn attention(&self, head_dim: usize) -> AttentionFn;
     /// Attention over a decoder's cache for heads of `head_dim`.
     fn attend_cache(&self, head_dim: usize) -> AttendCacheFn;
+    /// Attention over a decoder's f16 cache for heads of `head_dim`.
+    fn attend_cache_f16(&self, head_dim: usize) -> AttendCacheF16Fn;
+    /// IEEE halves to f32.
+    fn widen_f16(&self) -> WidenF16Fn;
     /// GELU, tanh approximation.
     fn gelu_tanh(&self) -> UnaryFn;
     /// GELU, exact (erf).
@@ -249,6 +269,12 @@ impl KernelSet for NoKernels {
     }
     fn attend_cache(&self, _: usize) -> AttendCacheFn {
         |_, _, _, _, _, _| {}
+    }
+    fn attend_cache_f16(&self, _: usize) -> AttendCacheF16Fn {
+        |_, _, _, _, _, _| {}
+    }
+    fn widen_f16(&self) -> WidenF16Fn {
+        |_, _| {}
     }
     fn gelu_tanh(&self) -> UnaryFn {
         |_| {}

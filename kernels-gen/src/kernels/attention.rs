@@ -1,6 +1,6 @@
 //! Attention over a sequence (tiled) and over a decoder's cache.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
 use super::bind;
@@ -217,20 +217,51 @@ pub(super) fn attention(key: &[Option<usize>]) -> TokenStream {
 }
 
 pub(super) fn attend_cache(key: &[Option<usize>]) -> TokenStream {
+    cache_body("attend_cache", key, quote!(dot_f32), quote!(axpy))
+}
+
+/// The same over a cache of IEEE halves: rows are converted as they are
+/// read, by ops that sum in `dot_f32`'s and `axpy`'s order, so the result
+/// is the f32 kernel's over the converted cache.
+pub(super) fn attend_cache_f16(key: &[Option<usize>]) -> TokenStream {
+    cache_body(
+        "attend_cache_f16",
+        key,
+        quote!(dot_f32_f16),
+        quote!(axpy_f16),
+    )
+}
+
+/// The cache attention body for a row type: `dot` and `axpy` read a key or
+/// value row of it; `name` prefixes the panic messages.
+fn cache_body(
+    name: &str,
+    key: &[Option<usize>],
+    dot: TokenStream,
+    axpy: TokenStream,
+) -> TokenStream {
     let hd = bind("hd", key[0], quote!(at.head_dim));
+    let msg = |m: &str| Literal::string(&format!("{name}: {m}"));
+    let (m_hd, m_heads, m_out, m_scratch, m_rows) = (
+        msg("head_dim"),
+        msg("{} query values are not heads of {hd}"),
+        msg("output too short"),
+        msg("scratch holds fewer than {nq} x {nk} scores"),
+        msg("rows {s:?} (stride {stride}) outside the cache"),
+    );
     quote! {
         #hd
-        assert_eq!(at.head_dim, hd, "attend_cache: head_dim");
+        assert_eq!(at.head_dim, hd, #m_hd);
         let stride = at.stride;
-        assert!(hd > 0 && q.len() % hd == 0, "attend_cache: {} query values are not heads of {hd}", q.len());
+        assert!(hd > 0 && q.len() % hd == 0, #m_heads, q.len());
         let nq = q.len() / hd;
-        assert!(out.len() >= nq * hd, "attend_cache: output too short");
+        assert!(out.len() >= nq * hd, #m_out);
         let nk: usize = at.spans.iter().map(|s| s.len()).sum();
-        assert!(scratch.len() >= nq * nk, "attend_cache: scratch holds fewer than {nq} x {nk} scores");
+        assert!(scratch.len() >= nq * nk, #m_scratch);
         for s in at.spans {
             assert!(
                 s.is_empty() || (s.end - 1) * stride + hd <= k.len().min(v.len()),
-                "attend_cache: rows {s:?} (stride {stride}) outside the cache"
+                #m_rows
             );
         }
         let out = &mut out[..nq * hd];
@@ -246,7 +277,7 @@ pub(super) fn attend_cache(key: &[Option<usize>]) -> TokenStream {
             for row in s.clone() {
                 let kr = &k[row * stride..][..hd];
                 for r in 0..nq {
-                    sc[r * nk + j] = dot_f32(&q[r * hd..][..hd], kr) * at.scale;
+                    sc[r * nk + j] = #dot(&q[r * hd..][..hd], kr) * at.scale;
                 }
                 j += 1;
             }
@@ -263,7 +294,7 @@ pub(super) fn attend_cache(key: &[Option<usize>]) -> TokenStream {
             for row in s.clone() {
                 let vr = &v[row * stride..][..hd];
                 for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-                    axpy(o, sc[r * nk + j], vr);
+                    #axpy(o, sc[r * nk + j], vr);
                 }
                 j += 1;
             }

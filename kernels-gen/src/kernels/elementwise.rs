@@ -1,5 +1,6 @@
 //! Element-wise kernels: quantization to Q8_0, the GELUs, GeGLU fused with
-//! quantization, and the Q8_0 embedding-row gather (dequantization).
+//! quantization, the Q8_0 embedding-row gather (dequantization), and the
+//! widening of IEEE halves.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -80,6 +81,22 @@ pub(super) fn gather_q8_0(key: &[Option<usize>]) -> TokenStream {
                     i += LANES;
                 }
             }
+        }
+    }
+}
+
+pub(super) fn widen_f16() -> TokenStream {
+    quote! {
+        assert!(out.len() >= src.len(), "widen_f16: output too short");
+        let n = src.len();
+        let mut i = 0;
+        while i + LANES <= n {
+            f_store(&mut out[i..], f_load_f16(&src[i..]));
+            i += LANES;
+        }
+        while i < n {
+            out[i] = f16_to_f32(src[i]);
+            i += 1;
         }
     }
 }

@@ -22,8 +22,8 @@ pub mod norm;
 pub mod pooling;
 pub mod rope;
 
-use attention::{attend_cache, attention};
-use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, unary};
+use attention::{attend_cache, attend_cache_f16, attention};
+use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, unary, widen_f16};
 use matmul::{matmul_f32, matmul_q8_0, matmul_q8_0x8};
 use norm::{layer_norm, rms_norm, rms_norm_q8_0};
 use pooling::mean_pool;
@@ -215,6 +215,29 @@ pub const FAMILIES: &[Family] = &[
               weighted sum of `v`. Each key and value row is read once for all the heads.",
         test: "kernels_props::attend_cache_matches_reference",
         body: attend_cache,
+    },
+    Family {
+        getter: "attend_cache_f16",
+        reference_only: false,
+        fn_type: &interface::ATTEND_CACHE_F16,
+        getter_doc: "Attention over a decoder's f16 cache for heads of `head_dim`.",
+        key: &["head_dim"],
+        doc: "`attend_cache` over key and value rows of IEEE halves (as bits), each value converted \
+              to f32 exactly as it is read: the same sums in the same order, so the result is the \
+              f32 kernel's over the converted rows, and half the bytes are read.",
+        test: "kernels_props::attend_cache_f16_matches_reference",
+        body: attend_cache_f16,
+    },
+    Family {
+        getter: "widen_f16",
+        reference_only: true,
+        fn_type: &interface::WIDEN_F16,
+        getter_doc: "IEEE halves to f32.",
+        key: &[],
+        doc: "`out[i] = f32(src[i])` for halves given as bits, exactly: the conversion the f16 cache \
+              kernels read rows with, exposed so that it can be tested on every half.",
+        test: "kernels_props::f16_widening_is_bit_exact",
+        body: |_| widen_f16(),
     },
     Family {
         getter: "gelu_tanh",

@@ -82,6 +82,11 @@ impl Lowering for Avx2 {
                     let v = unsafe { _mm_loadl_epi64(s.as_ptr().cast()) };
                     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
                 },
+                Op::f_load_f16 => quote! {
+                    assert!(s.len() >= LANES);
+                    __SAFETY__!("`s` holds at least 8 halves (asserted above): 16 bytes.");
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
+                },
                 Op::f_add => quote!(_mm256_add_ps(a, b)),
                 Op::f_sub => quote!(_mm256_sub_ps(a, b)),
                 Op::f_mul => quote!(_mm256_mul_ps(a, b)),

@@ -114,6 +114,11 @@ fn avx512_op(op: Op) -> Option<TokenStream> {
             let v = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
         },
+        Op::f_load_f16 => quote! {
+            assert!(s.len() >= LANES);
+            __SAFETY__!("`s` holds at least 16 halves (asserted above): 32 bytes.");
+            _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.as_ptr().cast()) })
+        },
         Op::f_add => quote!(_mm512_add_ps(a, b)),
         Op::f_sub => quote!(_mm512_sub_ps(a, b)),
         Op::f_mul => quote!(_mm512_mul_ps(a, b)),

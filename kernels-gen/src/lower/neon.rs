@@ -166,6 +166,12 @@ impl Lowering for Neon {
                 __SAFETY__!("`a` is 4 values.");
                 unsafe { vld1q_f32(a.as_ptr()) }
             },
+            // `fcvtl`: base Advanced SIMD (no FEAT_FP16), exact for every half.
+            Op::f_load_f16 => quote! {
+                assert!(s.len() >= LANES);
+                __SAFETY__!("`s` holds at least 4 halves (asserted above).");
+                vcvt_f32_f16(vreinterpret_f16_u16(unsafe { vld1_u16(s.as_ptr()) }))
+            },
             Op::f_add => quote!(vaddq_f32(a, b)),
             Op::i_zero => quote!(vdupq_n_s32(0)),
             // `_prefetch` is unstable on aarch64; rely on the hardware prefetcher.

@@ -50,6 +50,7 @@ impl Lowering for Scalar {
             Op::f_load => quote!(s[0]),
             Op::f_store => quote!(s[0] = v;),
             Op::f_from_i8 => quote!(f32::from(s[0])),
+            Op::f_load_f16 => quote!(f16::from_bits(s[0]).to_f32()),
             Op::f_add => quote!(a + b),
             Op::f_sub => quote!(a - b),
             Op::f_mul => quote!(a * b),

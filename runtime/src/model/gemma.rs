@@ -26,11 +26,12 @@ use rayon::prelude::*;
 
 use super::ModelError;
 use super::exec::{RopeTable, Segment};
+use super::kv_cache::CacheKernels;
 use super::linear::{Input, Linear, forward_together};
 use super::weights::{Data, Tensors, WeightData};
 use crate::gguf::Metadata;
 use crate::kernels::{
-    AttendCacheFn, AttentionFn, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn,
+    AttentionFn, GatherQ8_0Fn, GegluQ8_0Fn, KernelSet, RmsNormFn, RopeFn, UnaryFn,
 };
 use crate::quant::{BlockQ8_0, BlockQ8K, QK_K, QK8_0};
 
@@ -185,7 +186,7 @@ pub(crate) struct GemmaKernels {
     pub(crate) gelu_tanh: UnaryFn,
     pub(crate) gather: GatherQ8_0Fn,
     pub(crate) attention: AttentionFn,
-    pub(crate) attend_cache: AttendCacheFn,
+    pub(crate) attend_cache: CacheKernels,
 }
 
 impl GemmaKernels {
@@ -198,7 +199,10 @@ impl GemmaKernels {
             gelu_tanh: k.gelu_tanh(),
             gather: k.gather_q8_0(cfg.hidden),
             attention: k.attention(cfg.head_dim),
-            attend_cache: k.attend_cache(cfg.head_dim),
+            attend_cache: CacheKernels {
+                f32: k.attend_cache(cfg.head_dim),
+                f16: k.attend_cache_f16(cfg.head_dim),
+            },
         }
     }
 }

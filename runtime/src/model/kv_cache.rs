@@ -10,19 +10,19 @@
 //! Keys are stored after RoPE, so the order of slots does not matter to
 //! attention; only which positions a query may see (its mask) does.
 //!
-//! Attention over an f32 cache is the generated `attend_cache` kernel: per
-//! position and KV head, its group of query heads over the one or two spans
-//! of slots the mask allows, each cached row read once for the group (16%
-//! of a Gemma-3-270M decode step at ~700 positions in plain Rust, 13% so).
-//! An f16 cache is read in plain Rust, converting rows as it goes.
+//! Attention over the cache is a generated kernel, `attend_cache` (f32) or
+//! `attend_cache_f16` (which converts rows as it reads them): per position
+//! and KV head, its group of query heads over the one or two spans of slots
+//! the mask allows, each cached row read once for the group. (In plain Rust
+//! the f32 one was 16% of a Gemma-3-270M decode step at ~700 positions, 13%
+//! generated; the f16 one made a 1,864-token prefill 3x slower than f32.)
 
 use half::f16;
-use half::slice::HalfBitsSliceExt;
-use half::slice::HalfFloatSliceExt;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use super::exec::sized;
-use crate::kernels::{AttendCacheFn, CacheAttn};
+use crate::kernels::{AttendCacheF16Fn, AttendCacheFn, CacheAttn};
 
 /// Tokens a forward pass processes at once; longer inputs are split.
 pub const MAX_CHUNK: usize = 512;
@@ -55,61 +55,68 @@ impl KvType {
     }
 }
 
+/// One layer's keys and values, of one element type.
 enum Buf {
-    F32(Vec<f32>),
+    F32 {
+        k: Vec<f32>,
+        v: Vec<f32>,
+    },
     /// f16 bits: a zeroed `Vec<u16>` comes from the allocator's zeroed pages
     /// and costs memory only as positions fill, like the f32 cache, where
     /// `vec![f16::ZERO; n]` would write every page up front.
-    F16(Vec<u16>),
+    F16 {
+        k: Vec<u16>,
+        v: Vec<u16>,
+    },
 }
 
 impl Buf {
     fn new(ty: KvType, len: usize) -> Self {
         match ty {
-            KvType::F32 => Buf::F32(vec![0.0; len]),
-            KvType::F16 => Buf::F16(vec![0; len]),
+            KvType::F32 => Buf::F32 {
+                k: vec![0.0; len],
+                v: vec![0.0; len],
+            },
+            KvType::F16 => Buf::F16 {
+                k: vec![0; len],
+                v: vec![0; len],
+            },
         }
     }
 
-    fn write(&mut self, at: usize, src: &[f32]) {
+    /// Stores one position's keys and values at offset `at`.
+    fn write(&mut self, at: usize, kr: &[f32], vr: &[f32]) {
         match self {
-            Buf::F32(b) => b[at..at + src.len()].copy_from_slice(src),
-            Buf::F16(b) => b[at..at + src.len()]
-                .reinterpret_cast_mut::<f16>()
-                .convert_from_f32_slice(src),
-        }
-    }
-
-    /// Row `at..at + tmp.len()` as f32 (`tmp` is used for f16).
-    fn row<'a>(&'a self, at: usize, tmp: &'a mut [f32]) -> &'a [f32] {
-        match self {
-            Buf::F32(b) => &b[at..at + tmp.len()],
-            Buf::F16(b) => {
-                b[at..at + tmp.len()]
-                    .reinterpret_cast::<f16>()
-                    .convert_to_f32_slice(tmp);
-                tmp
+            Buf::F32 { k, v } => {
+                k[at..at + kr.len()].copy_from_slice(kr);
+                v[at..at + vr.len()].copy_from_slice(vr);
+            }
+            Buf::F16 { k, v } => {
+                for (dst, src) in [(k, kr), (v, vr)] {
+                    dst[at..at + src.len()]
+                        .reinterpret_cast_mut::<f16>()
+                        .convert_from_f32_slice(src);
+                }
             }
         }
     }
 }
 
+/// The generated cache attention kernels, one per element type (the
+/// cache's type picks one).
+#[derive(Clone, Copy)]
+pub(crate) struct CacheKernels {
+    pub(crate) f32: AttendCacheFn,
+    pub(crate) f16: AttendCacheF16Fn,
+}
+
 /// One layer's keys and values.
 struct LayerCache {
-    k: Buf,
-    v: Buf,
+    kv: Buf,
     /// Ring size in positions.
     slots: usize,
     /// Sliding window length, `None` for a global layer.
     window: Option<usize>,
-}
-
-impl LayerCache {
-    /// The first position a query at `pos` sees (the mask of both
-    /// attention paths): `pos + 1 - window` on a sliding-window layer.
-    fn first_visible(&self, pos: usize) -> usize {
-        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
-    }
 }
 
 /// Shape of the cache: one entry per layer, `Some(window)` for a
@@ -145,8 +152,7 @@ impl KvCache {
                     None => shape.context,
                 };
                 LayerCache {
-                    k: Buf::new(ty, slots * shape.kv_dim),
-                    v: Buf::new(ty, slots * shape.kv_dim),
+                    kv: Buf::new(ty, slots * shape.kv_dim),
                     slots,
                     window,
                 }
@@ -220,8 +226,7 @@ impl KvCache {
         let l = &mut self.layers[layer];
         for (r, (kr, vr)) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)).enumerate() {
             let at = ((pos0 + r) % l.slots) * kvd;
-            l.k.write(at, kr);
-            l.v.write(at, vr);
+            l.kv.write(at, kr, vr);
         }
     }
 
@@ -230,47 +235,90 @@ impl KvCache {
     /// shape): query at `p` sees keys `j <= p`, and on a sliding-window layer
     /// only `p - window < j` (llama.cpp's standard SWA mask).
     ///
-    /// An f32 cache goes to the generated kernel `f`, one call per position
-    /// and KV head (its group of query heads read each cached row once); a
-    /// decode step's single position splits its group across `threads`.
-    /// `scratch` holds the scores of a call on one thread.
+    /// One call of the kernel of `f` for the cache's element type per
+    /// position and KV head (its group of query heads read each cached row
+    /// once); a decode step's single position splits its group across
+    /// `threads`. `scratch` holds the scores of a call on one thread.
     #[expect(clippy::too_many_arguments, reason = "one attention call's shape")]
     pub(crate) fn attend(
         &self,
-        f: AttendCacheFn,
+        f: CacheKernels,
         layer: usize,
         q: &[f32],
         pos0: usize,
-        (n_head, head_dim): (usize, usize),
+        heads: (usize, usize),
         scale: f32,
         out: &mut [f32],
         scratch: &mut Vec<f32>,
         threads: usize,
     ) {
         let l = &self.layers[layer];
-        let kvd = self.kv_dim;
+        let call = Call {
+            q,
+            pos0,
+            heads,
+            scale,
+            threads,
+        };
+        match &l.kv {
+            Buf::F32 { k, v } => l.attend(f.f32, k, v, self.kv_dim, call, out, scratch),
+            Buf::F16 { k, v } => l.attend(f.f16, k, v, self.kv_dim, call, out, scratch),
+        }
+    }
+}
+
+/// The queries of one [`KvCache::attend`] call and how to run it.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    q: &'a [f32],
+    pos0: usize,
+    /// `(n_head, head_dim)`.
+    heads: (usize, usize),
+    scale: f32,
+    threads: usize,
+}
+
+/// A cache attention kernel over rows of `T` (the f32 and f16 kernels).
+type Kernel<T> = fn(&[f32], &[T], &[T], &CacheAttn<'_>, &mut [f32], &mut [f32]);
+
+impl LayerCache {
+    /// The first position a query at `pos` sees (the mask of both
+    /// attention paths): `pos + 1 - window` on a sliding-window layer.
+    fn first_visible(&self, pos: usize) -> usize {
+        self.window.map_or(0, |w| (pos + 1).saturating_sub(w))
+    }
+
+    /// [`KvCache::attend`] over this layer's keys `k` and values `v`.
+    #[expect(clippy::too_many_arguments, reason = "one attention call's shape")]
+    fn attend<T: Sync>(
+        &self,
+        f: Kernel<T>,
+        k: &[T],
+        v: &[T],
+        kvd: usize,
+        c: Call<'_>,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let ((n_head, head_dim), q) = (c.heads, c.q);
         let n_kv = kvd / head_dim;
         let group = n_head / n_kv;
         let out = &mut out[..q.len()];
-        let (k, v) = match (&l.k, &l.v) {
-            (Buf::F32(k), Buf::F32(v)) => (k, v),
-            _ => return self.attend_f16(layer, q, pos0, (n_head, head_dim), scale, out, threads),
-        };
         // Heads per call: the whole group, or a part of it when there are
         // fewer (position, KV head) pairs than threads.
         let calls = (q.len() / head_dim / group) * n_kv;
         let mut sub = group;
-        while calls * (group / sub) < threads && sub.is_multiple_of(2) {
+        while calls * (group / sub) < c.threads && sub.is_multiple_of(2) {
             sub /= 2;
         }
         let one = |i: usize, o: &mut [f32], scores: &mut Vec<f32>| {
             let h0 = i * sub;
             let (r, kh) = (h0 / n_head, (h0 % n_head) / group);
-            let pos = pos0 + r;
-            let lo = l.first_visible(pos);
-            let (a, b) = (lo % l.slots, pos % l.slots + 1);
+            let pos = c.pos0 + r;
+            let lo = self.first_visible(pos);
+            let (a, b) = (lo % self.slots, pos % self.slots + 1);
             // The ring holds every key a query sees, so they wrap at most once.
-            let (single, wrapped) = (a..b, [a..l.slots, 0..b]);
+            let (single, wrapped) = (a..b, [a..self.slots, 0..b]);
             let spans = if a < b {
                 std::slice::from_ref(&single)
             } else {
@@ -280,13 +328,13 @@ impl KvCache {
                 head_dim,
                 stride: kvd,
                 spans,
-                scale,
+                scale: c.scale,
             };
             let qv = &q[h0 * head_dim..][..sub * head_dim];
             let scores = sized(scores, sub * (pos + 1 - lo));
             f(qv, &k[kh * head_dim..], &v[kh * head_dim..], &at, o, scores);
         };
-        if threads <= 1 || calls * (group / sub) <= 1 {
+        if c.threads <= 1 || calls * (group / sub) <= 1 {
             for (i, o) in out.chunks_exact_mut(sub * head_dim).enumerate() {
                 one(i, o, scratch);
             }
@@ -295,88 +343,6 @@ impl KvCache {
                 .enumerate()
                 .for_each_init(Vec::new, |scores, (i, o)| one(i, o, scores));
         }
-    }
-
-    /// [`KvCache::attend`] over an f16 cache, in plain Rust (each row
-    /// converted to f32 as it is read).
-    #[expect(clippy::too_many_arguments, reason = "one attention call's shape")]
-    fn attend_f16(
-        &self,
-        layer: usize,
-        q: &[f32],
-        pos0: usize,
-        (n_head, head_dim): (usize, usize),
-        scale: f32,
-        out: &mut [f32],
-        threads: usize,
-    ) {
-        let l = &self.layers[layer];
-        let kvd = self.kv_dim;
-        let group = n_head / (kvd / head_dim);
-        let one = |i: usize, o: &mut [f32], scores: &mut Vec<f32>, tmp: &mut Vec<f32>| {
-            let (r, h) = (i / n_head, i % n_head);
-            let pos = pos0 + r;
-            let lo = l.first_visible(pos);
-            let kh = h / group;
-            let qv = &q[r * n_head * head_dim + h * head_dim..][..head_dim];
-            tmp.resize(head_dim, 0.0);
-            scores.clear();
-            let mut mx = f32::NEG_INFINITY;
-            for j in lo..=pos {
-                let at = (j % l.slots) * kvd + kh * head_dim;
-                let s = dot(qv, l.k.row(at, tmp)) * scale;
-                mx = mx.max(s);
-                scores.push(s);
-            }
-            let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - mx).exp();
-                sum += *s;
-            }
-            o.fill(0.0);
-            for (j, &p) in (lo..=pos).zip(scores.iter()) {
-                let at = (j % l.slots) * kvd + kh * head_dim;
-                axpy(o, p, l.v.row(at, tmp));
-            }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|x| *x *= inv);
-        };
-        if threads <= 1 {
-            let (mut scores, mut tmp) = (Vec::new(), Vec::new());
-            for (i, o) in out.chunks_exact_mut(head_dim).enumerate() {
-                one(i, o, &mut scores, &mut tmp);
-            }
-        } else {
-            out.par_chunks_mut(head_dim).enumerate().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(scores, tmp), (i, o)| one(i, o, scores, tmp),
-            );
-        }
-    }
-}
-
-/// `Σ a[i]·b[i]` with 8 independent sums (so the compiler vectorizes it).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `o += p · v`.
-fn axpy(o: &mut [f32], p: f32, v: &[f32]) {
-    for (a, b) in o.iter_mut().zip(v) {
-        *a += p * b;
     }
 }
 
@@ -453,6 +419,20 @@ mod tests {
         }
     }
 
+    /// [`AttendCacheF16Fn`]: [`attend_ref`] over the rows converted.
+    fn attend_ref_f16(
+        q: &[f32],
+        k: &[u16],
+        v: &[u16],
+        at: &CacheAttn<'_>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        let widen =
+            |x: &[u16]| -> Vec<f32> { x.iter().map(|&b| f16::from_bits(b).to_f32()).collect() };
+        attend_ref(q, &widen(k), &widen(v), at, out, scratch);
+    }
+
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| {
@@ -493,7 +473,10 @@ mod tests {
                     let out = &mut got[a * n_head * hd..b * n_head * hd];
                     let threads = 1 + step % 2;
                     cache.attend(
-                        attend_ref,
+                        CacheKernels {
+                            f32: attend_ref,
+                            f16: attend_ref_f16,
+                        },
                         0,
                         qs,
                         a,
