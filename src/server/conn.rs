@@ -12,7 +12,7 @@
 //!
 //! The accept loop never waits for an evicted connection to close: the new
 //! one is served at once and the cap is overcommitted by the evictions still
-//! pending, at most [`EVICTING`]. Waiting for each one would make a burst
+//! pending, at most 64. Waiting for each one would make a burst
 //! over the cap cost a task switch per connection before the next accept,
 //! which on a loaded machine delayed the connections behind it by a second
 //! or more.
@@ -65,7 +65,7 @@ impl Default for ConnLimits {
 }
 
 /// 1024, or fewer when the open-file limit leaves less room: 64 descriptors
-/// stay free for the model file, the listener and logs, and [`EVICTING`]
+/// stay free for the model file, the listener and logs, and 64
 /// more for evicted connections that have not closed yet.
 pub fn default_max_connections() -> usize {
     match open_file_limit() {
