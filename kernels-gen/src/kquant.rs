@@ -232,28 +232,14 @@ pub const Q6K: Format = Format {
 /// Q5_0 weights, Q8_0 activations.
 pub const Q5_0: Format = Format {
     name: "matmul_q5_0",
-    qk: 32,
-    chunks: 1,
     bytes: 22,
     nr1: 2,
-    w_prep: matmul::w_block_scale,
-    x_prep: matmul::x_block_scale,
+    // The block unpacks to signed `q - 16`; the rest is Q8_0's block dot.
     w_chunk: |j, _| {
         let wb = id("wb", j);
         quote!(q5_0_w(#wb))
     },
-    x_chunk: |i, _| {
-        let xb = id("xb", i);
-        quote!(q8_load_x(&#xb.qs))
-    },
-    dot: |i, j, _| {
-        let (w, x) = (id("w", j), id("x", i));
-        quote!(q8_dot(#w, #x))
-    },
-    finish: |i, j| {
-        let (acc, s, dw, dx) = (id2("acc", i, j), id2("s", i, j), id("dw", j), id("dx", i));
-        quote!(#acc = acc_fma(acc_mul(#dw, #dx), #s, #acc);)
-    },
+    ..matmul::Q8_0
 };
 
 /// How a K-quant format plugs into [`kx8_matmul`]: the statements of one

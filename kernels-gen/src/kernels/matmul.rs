@@ -59,13 +59,13 @@ pub(crate) fn lit(v: usize) -> Literal {
 
 /// `dw_j`: weight block `j`'s f16 scale in every lane (the Q8_0 layout's
 /// `d`, shared by the 32-value formats).
-pub(crate) fn w_block_scale(j: usize) -> TokenStream {
+fn w_block_scale(j: usize) -> TokenStream {
     let (wb, dw) = (id("wb", j), id("dw", j));
     quote!(let #dw = acc_splat_f16(#wb.d.to_bits());)
 }
 
 /// `dx_i`: activation block `i`'s f16 scale in every lane (Q8_0).
-pub(crate) fn x_block_scale(i: usize) -> TokenStream {
+fn x_block_scale(i: usize) -> TokenStream {
     let (xb, dx) = (id("xb", i), id("dx", i));
     quote!(let #dx = acc_splat_f16(#xb.d.to_bits());)
 }
