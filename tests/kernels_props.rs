@@ -439,11 +439,11 @@ fn attend_cache_ref(q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>) -> Vec<
     out
 }
 
-/// The cache kernel on one span, on a ring's two, on a KV head that is not
-/// the first of its row (an offset slice), and on Gemma-3-270M's shape
-/// (4 heads of 256 over one KV head, hundreds of rows).
-#[test]
-fn attend_cache_matches_reference() {
+/// Runs `check(q, k, v, attn, what)` on the cache kernels' cases: random
+/// queries over one span or a ring's two, on a KV head that is not the first
+/// of its row (an offset slice), then Gemma-3-270M's shape (4 heads of 256
+/// over one KV head, 700 rows, one span and a wrapped ring).
+fn cache_cases(what: &str, check: impl Fn(&[f32], &[f32], &[f32], &CacheAttn<'_>, &str)) {
     proptest!(cases(40), |(nq in 1usize..6, hd in prop::sample::select(vec![8usize, 32, 256, 12]), n_kv in 1usize..3, slots in 1usize..40, a in 0usize..40, len in 1usize..40, qv in vecf(6 * 256, 1.5), kv in vecf(40 * 2 * 256, 1.5), vv in vecf(40 * 2 * 256, 2.0))| {
         let a = a % slots;
         let len = len.min(slots);
@@ -453,14 +453,7 @@ fn attend_cache_matches_reference() {
         let kh = n_kv - 1;
         let (k, v) = (&kv[kh * hd..slots * stride], &vv[kh * hd..slots * stride]);
         let at = CacheAttn { head_dim: hd, stride, spans: &spans, scale: 1.0 / (hd as f32).sqrt() };
-        let q = &qv[..nq * hd];
-        let want = attend_cache_ref(q, k, v, &at);
-        for set in sets("attend_cache") {
-            let mut out = vec![f32::NAN; nq * hd];
-            let mut scratch = vec![0.0; nq * len];
-            set.attend_cache(hd)(q, k, v, &at, &mut out, &mut scratch);
-            assert_close("attend_cache", set.isa(), &out, &want, EXP_TOL);
-        }
+        check(&qv[..nq * hd], k, v, &at, what);
     });
     let (hd, rows) = (256usize, 700usize);
     let f = |i: usize, m: usize| ((i * m % 1009) as f32 - 504.0) / 300.0;
@@ -474,14 +467,24 @@ fn attend_cache_matches_reference() {
             spans: &spans,
             scale: 1.0 / 16.0,
         };
-        let want = attend_cache_ref(&q, &k, &v, &at);
-        for set in sets("attend_cache 700") {
-            let mut out = vec![0.0; 4 * hd];
-            let mut scratch = vec![0.0; 4 * rows];
-            set.attend_cache(hd)(&q, &k, &v, &at, &mut out, &mut scratch);
-            assert_close("attend_cache700", set.isa(), &out, &want, EXP_TOL);
-        }
+        check(&q, &k, &v, &at, &format!("{what} 700"));
     }
+}
+
+/// The f32 cache kernel against the f64 formula on [`cache_cases`].
+#[test]
+fn attend_cache_matches_reference() {
+    cache_cases("attend_cache", |q, k, v, at, what| {
+        let want = attend_cache_ref(q, k, v, at);
+        let nq = q.len() / at.head_dim;
+        let nk: usize = at.spans.iter().map(|s| s.len()).sum();
+        for set in sets(what) {
+            let mut out = vec![f32::NAN; q.len()];
+            let mut scratch = vec![0.0; nq * nk];
+            set.attend_cache(at.head_dim)(q, k, v, at, &mut out, &mut scratch);
+            assert_close(what, set.isa(), &out, &want, EXP_TOL);
+        }
+    });
 }
 
 /// f16 bits of `x`, and `x` rounded to f16 (what an f16 cache holds).
@@ -493,12 +496,12 @@ fn halves(x: &[f32]) -> (Vec<u16>, Vec<f32>) {
     )
 }
 
-/// The f16 cache kernel on the shapes of [`attend_cache_matches_reference`]:
-/// against the f64 formula over the rounded rows, and bit for bit against
-/// the same ISA's f32 kernel over them (the same sums in the same order).
+/// The f16 cache kernel on [`cache_cases`]: against the f64 formula over
+/// the rounded rows, and bit for bit against the same ISA's f32 kernel over
+/// them (the same sums in the same order).
 #[test]
 fn attend_cache_f16_matches_reference() {
-    let check = |q: &[f32], k: &[f32], v: &[f32], at: &CacheAttn<'_>, what: &str| {
+    cache_cases("attend_cache_f16", |q, k, v, at, what| {
         let ((kb, kf), (vb, vf)) = (halves(k), halves(v));
         let want = attend_cache_ref(q, &kf, &vf, at);
         let nq = q.len() / at.head_dim;
@@ -518,36 +521,7 @@ fn attend_cache_f16_matches_reference() {
                 set.isa().name()
             );
         }
-    };
-    proptest!(cases(40), |(nq in 1usize..6, hd in prop::sample::select(vec![8usize, 32, 256, 12]), n_kv in 1usize..3, slots in 1usize..40, a in 0usize..40, len in 1usize..40, qv in vecf(6 * 256, 1.5), kv in vecf(40 * 2 * 256, 1.5), vv in vecf(40 * 2 * 256, 2.0))| {
-        let a = a % slots;
-        let len = len.min(slots);
-        let b = (a + len) % slots;
-        // One span, or a ring's two.
-        let spans: Vec<_> = if a + len <= slots { std::iter::once(a..a + len).collect() } else { vec![a..slots, 0..b] };
-        let stride = n_kv * hd;
-        // The last KV head: an offset slice.
-        let kh = n_kv - 1;
-        let (k, v) = (&kv[kh * hd..slots * stride], &vv[kh * hd..slots * stride]);
-        let at = CacheAttn { head_dim: hd, stride, spans: &spans, scale: 1.0 / (hd as f32).sqrt() };
-        check(&qv[..nq * hd], k, v, &at, "attend_cache_f16");
     });
-    // Gemma-3-270M: 4 heads of 256 over one KV head, 700 rows, one span and a
-    // wrapped ring.
-    let (hd, rows) = (256usize, 700usize);
-    let f = |i: usize, m: usize| ((i * m % 1009) as f32 - 504.0) / 300.0;
-    let q: Vec<f32> = (0..4 * hd).map(|i| f(i, 31)).collect();
-    let k: Vec<f32> = (0..rows * hd).map(|i| f(i, 17)).collect();
-    let v: Vec<f32> = (0..rows * hd).map(|i| f(i, 13)).collect();
-    for spans in [std::iter::once(0..rows).collect(), vec![300..rows, 0..212]] {
-        let at = CacheAttn {
-            head_dim: hd,
-            stride: hd,
-            spans: &spans,
-            scale: 1.0 / 16.0,
-        };
-        check(&q, &k, &v, &at, "attend_cache_f16 700");
-    }
 }
 
 /// The f16-to-f32 conversion the f16 cache kernels read with, on every one
