@@ -105,9 +105,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    // The tokens the model runs: after the prompt and the truncation the
+    // batch is embedded with, so tokens/s and the compute floor count work
+    // done, not text that was cut.
     let batch_tokens = texts
         .iter()
-        .map(|t| embedder.tokenize(t).map_or(0, |ids| ids.len()))
+        .map(|t| {
+            embedder
+                .tokenize_with(t, &kiln::CallOptions::default())
+                .map_or(0, |ids| ids.len())
+        })
         .sum();
     let batch_s = (!texts.is_empty())
         .then(|| {
