@@ -354,11 +354,7 @@ impl Embedder {
     /// `call`'s end, keeping the start and end special tokens exactly as
     /// for text. No prompt is added.
     pub fn prepare_tokens(&self, ids: &[u32], call: &CallOptions) -> Result<Vec<u32>, Error> {
-        let r = self.resolve(call)?;
-        let mut out = Vec::new();
-        self.load_tokens(ids, &mut out)?;
-        self.limit(&mut out, &r)?;
-        Ok(out)
+        self.checked_tokens(ids, &self.resolve(call)?)
     }
 
     /// The width of the vectors a call with `call` returns, checked
@@ -461,12 +457,7 @@ impl Embedder {
         let r = self.resolve(call)?;
         let ids = inputs
             .iter()
-            .map(|ids| {
-                let mut v = Vec::new();
-                self.load_tokens(ids.as_ref(), &mut v)?;
-                self.limit(&mut v, &r)?;
-                Ok(v)
-            })
+            .map(|ids| self.checked_tokens(ids.as_ref(), &r))
             .collect::<Result<Vec<_>, Error>>()?;
         let rows = self.raw_rows(&ids)?;
         Ok(rows.into_iter().map(|row| self.finish(row, &r)).collect())
@@ -489,10 +480,7 @@ impl Embedder {
         let mut ids = Vec::with_capacity(groups.iter().map(|(g, _)| g.len()).sum());
         for ((inputs, _), r) in groups.iter().zip(&resolved) {
             for input in inputs.iter() {
-                let mut v = Vec::new();
-                self.load_tokens(input.as_ref(), &mut v)?;
-                self.limit(&mut v, r)?;
-                ids.push(v);
+                ids.push(self.checked_tokens(input.as_ref(), r)?);
             }
         }
         let mut rows = self.raw_rows(&ids)?.into_iter();
@@ -707,9 +695,10 @@ impl Embedder {
         Ok(())
     }
 
-    /// Copies token ids into `out` after checking them against the
-    /// vocabulary.
-    fn load_tokens(&self, ids: &[u32], out: &mut Vec<u32>) -> Result<(), Error> {
+    /// Token ids as given, checked against the vocabulary and not empty,
+    /// then within the length limit: the one path of already-tokenized
+    /// inputs.
+    fn checked_tokens(&self, ids: &[u32], r: &Resolved<'_>) -> Result<Vec<u32>, Error> {
         let vocab = self.tokenizer.vocab_size();
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::BadToken { id, vocab });
@@ -717,9 +706,9 @@ impl Embedder {
         if ids.is_empty() {
             return Err(Error::Empty);
         }
-        out.clear();
-        out.extend_from_slice(ids);
-        Ok(())
+        let mut out = ids.to_vec();
+        self.limit(&mut out, r)?;
+        Ok(out)
     }
 
     fn tokenize_into(&self, text: &str, r: &Resolved<'_>, w: &mut Worker) -> Result<(), Error> {
