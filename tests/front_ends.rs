@@ -12,9 +12,8 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::server::TestServer;
+use common::server::{TestServer, floats, post_raw};
 use kiln::{CallOptions, Embedder, Embedding, Precision, TruncateDirection};
 use serde_json::{Value, json};
 
@@ -156,14 +155,6 @@ fn cli(texts: &[String], args: &[String]) -> Vec<Value> {
         .collect()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 fn ints(v: &Value) -> Vec<i64> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
@@ -197,18 +188,7 @@ fn start_server(embedder: Arc<Embedder>) -> TestServer {
 
 /// POSTs `body` to `/v1/embeddings`; the `embedding` of each row.
 fn embeddings(server: &TestServer, body: &Value) -> Vec<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
-    let mut resp = agent
-        .post(&server.url("/v1/embeddings"))
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap();
+    let (status, text) = post_raw(&server.url("/v1/embeddings"), &body.to_string(), None);
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     v["data"]

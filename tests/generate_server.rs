@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::server::TestServer;
+use common::server::{TestServer, agent, post_raw};
 use kiln::server::generation::{GenConfig, router};
 use kiln::{ChatMessage, GenerateOptions, Generator};
 use serde_json::{Value, json};
@@ -88,11 +88,7 @@ fn keyed() -> Option<&'static str> {
 }
 
 fn call(method: &str, url: &str, key: Option<&str>, body: Option<&Value>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+    let agent = agent();
     let auth = key.map(|k| format!("bearer {k}"));
     let mut resp = match (method, body) {
         ("GET", _) => {
@@ -145,18 +141,7 @@ fn read_until(sock: &mut std::net::TcpStream, needle: &str) -> String {
 }
 
 fn post(url: &str, body: &Value) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
-    let mut resp = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body.to_string())
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().unwrap())
+    post_raw(url, &body.to_string(), None)
 }
 
 /// The `data:` payloads of an SSE body.

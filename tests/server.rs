@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use common::server::{agent, floats, post_raw};
 use kiln::server::Config;
 use kiln::{CallOptions, Embedder, TruncateDirection};
 use serde_json::{Value, json};
@@ -54,25 +55,6 @@ impl TestServer {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-/// POSTs a raw body; returns status and body text.
-fn post_raw(url: &str, body: &str, key: Option<&str>) -> (u16, String) {
-    let mut req = agent().post(url).header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", &format!("Bearer {k}"));
-    }
-    let mut resp = req.send(body).unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.body_mut().read_to_string().unwrap())
-}
-
 /// POSTs JSON; returns status and JSON body.
 fn post(url: &str, body: &Value) -> (u16, Value) {
     let (status, text) = post_raw(url, &body.to_string(), None);
@@ -88,14 +70,6 @@ fn get(url: &str, key: Option<&str>) -> (u16, String) {
     let mut resp = req.call().unwrap();
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap())
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// An OpenAI error body with this status.

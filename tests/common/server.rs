@@ -183,3 +183,34 @@ impl Drop for KilnServe {
         self.kill();
     }
 }
+
+/// An HTTP client for the tests: error statuses come back as responses
+/// (the tests check them), and a request gets two minutes (a heavy one on
+/// a loaded 2-core machine).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// POSTs `body` as JSON, with `Bearer key` when given: status and body text.
+pub fn post_raw(url: &str, body: &str, key: Option<&str>) -> (u16, String) {
+    let mut req = agent().post(url).header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.send(body).unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// The numbers of a JSON array as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
