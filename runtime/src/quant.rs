@@ -102,6 +102,8 @@ pub fn repack_q8_0x8_into(w: &[BlockQ8_0], n: usize, k: usize, out: &mut [BlockQ
 
 /// Elements per Q4_0 block.
 pub const QK4_0: usize = 32;
+/// Elements per Q4_1 block.
+pub const QK4_1: usize = 32;
 /// Elements per Q5_0 block.
 pub const QK5_0: usize = 32;
 /// Elements per k-quant super-block (`QK_K`).
@@ -122,6 +124,20 @@ pub struct BlockQ4_0 {
     pub qs: [u8; QK4_0 / 2],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
+/// Q4_1: 32 4-bit values, an f16 scale and an f16 minimum;
+/// `x = d * q + m`. Nibbles are packed as in Q4_0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ4_1 {
+    /// Scale.
+    pub d: f16,
+    /// Minimum (the value of `q = 0`).
+    pub m: f16,
+    /// Packed nibbles.
+    pub qs: [u8; QK4_1 / 2],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
 /// Q5_0: 32 5-bit values and one f16 scale; `x = d * (q - 16)`.
 ///
@@ -242,6 +258,20 @@ pub fn dequantize_row_q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
         for ((&q, l), h) in b.qs.iter().zip(lo).zip(hi) {
             *l = d * (i32::from(q & 0x0f) - 8) as f32;
             *h = d * (i32::from(q >> 4) - 8) as f32;
+        }
+    }
+}
+
+/// Dequantizes Q4_1 blocks: `y[j] = d * (qs[j] & 15) + m`,
+/// `y[j + 16] = d * (qs[j] >> 4) + m`.
+pub fn dequantize_row_q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
+    check_len(blocks.len(), QK4_1, out);
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK4_1)) {
+        let (d, m) = (b.d.to_f32(), b.m.to_f32());
+        let (lo, hi) = ys.split_at_mut(QK4_1 / 2);
+        for ((&q, l), h) in b.qs.iter().zip(lo).zip(hi) {
+            *l = d * f32::from(q & 0x0f) + m;
+            *h = d * f32::from(q >> 4) + m;
         }
     }
 }
@@ -458,6 +488,21 @@ pub fn dequantize_row_q8_k(blocks: &[BlockQ8K], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q4_1_dequantizes_low_nibbles_first_then_high_plus_the_minimum() {
+        let b = BlockQ4_1 {
+            d: f16::from_f32(0.5),
+            m: f16::from_f32(-3.0),
+            qs: std::array::from_fn(|j| (j as u8) | (15 - j as u8) << 4),
+        };
+        let mut y = [0.0f32; QK4_1];
+        dequantize_row_q4_1(&[b], &mut y);
+        for j in 0..16 {
+            assert_eq!(y[j], 0.5 * j as f32 - 3.0);
+            assert_eq!(y[j + 16], 0.5 * (15 - j) as f32 - 3.0);
+        }
+    }
 
     #[test]
     fn q5_0_as_q8_0_dequantizes_to_the_same_values() {

@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::quant::{
-    BlockQ4_0, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
     BlockQ8_0x8,
 };
 
@@ -102,6 +102,8 @@ unsafe impl Plain for bf16 {}
 unsafe impl Plain for BlockQ8_0 {}
 // SAFETY: as above.
 unsafe impl Plain for BlockQ4_0 {}
+// SAFETY: as above.
+unsafe impl Plain for BlockQ4_1 {}
 // SAFETY: as above.
 unsafe impl Plain for BlockQ5_0 {}
 // SAFETY: as above.

@@ -6,7 +6,7 @@ use half::{bf16, f16};
 use super::backing::{Plain, cast_slice, copy_to_vec};
 use super::types::GgmlType;
 use crate::quant::{
-    BlockQ4_0, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, dequantize_row_q4_0,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, dequantize_row_q4_0, dequantize_row_q4_1,
     dequantize_row_q4_k, dequantize_row_q5_0, dequantize_row_q5_k, dequantize_row_q6_k,
     dequantize_row_q8_0,
 };
@@ -16,7 +16,7 @@ pub(crate) fn supported(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q8_0 | Q4_0 | Q5_0 | Q4_K | Q5_K | Q6_K
+        F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q4_K | Q5_K | Q6_K
     )
 }
 
@@ -45,13 +45,14 @@ fn blocks<T: Plain + Default>(
 /// `bytes` of a tensor of type `ty` as f32; `None` for unsupported types or
 /// a size that is not a whole number of blocks.
 pub(crate) fn dequantize(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
-    use crate::quant::{QK_K, QK4_0, QK5_0, QK8_0};
+    use crate::quant::{QK_K, QK4_0, QK4_1, QK5_0, QK8_0};
     match ty {
         GgmlType::F32 => with_slice::<f32, _>(bytes, <[f32]>::to_vec),
         GgmlType::F16 => with_slice::<f16, _>(bytes, |s| s.iter().map(|v| v.to_f32()).collect()),
         GgmlType::BF16 => with_slice::<bf16, _>(bytes, |s| s.iter().map(|v| v.to_f32()).collect()),
         GgmlType::Q8_0 => blocks::<BlockQ8_0>(bytes, QK8_0, dequantize_row_q8_0),
         GgmlType::Q4_0 => blocks::<BlockQ4_0>(bytes, QK4_0, dequantize_row_q4_0),
+        GgmlType::Q4_1 => blocks::<BlockQ4_1>(bytes, QK4_1, dequantize_row_q4_1),
         GgmlType::Q5_0 => blocks::<BlockQ5_0>(bytes, QK5_0, dequantize_row_q5_0),
         GgmlType::Q4_K => blocks::<BlockQ4K>(bytes, QK_K, dequantize_row_q4_k),
         GgmlType::Q5_K => blocks::<BlockQ5K>(bytes, QK_K, dequantize_row_q5_k),

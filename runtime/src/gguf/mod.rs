@@ -560,7 +560,7 @@ impl GgufFile {
             GgufError::TensorType {
                 path: self.path.clone(),
                 name: name.to_owned(),
-                expected: "a type kiln can dequantize (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)",
+                expected: "a type kiln can dequantize (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K)",
                 found: info.ty,
             }
         })

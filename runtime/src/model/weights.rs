@@ -149,10 +149,10 @@ impl<'f> Tensors<'f> {
             GgmlType::Q6_K if k.is_multiple_of(QK_K) => {
                 Ok(WeightData::Q6K(Data::mapped(self.file.tensor_q6_k(name)?)))
             }
-            // The quantized types without a kernel yet (Q4_0, Q5_K): f32 at
+            // The quantized types without a kernel yet (Q4_0, Q4_1, Q5_K): f32 at
             // open through the reference dequantizers (correct, but 4-8x
             // the file's memory and f32 matmul speed).
-            GgmlType::Q4_0 => Ok(WeightData::Dequantized(
+            GgmlType::Q4_0 | GgmlType::Q4_1 => Ok(WeightData::Dequantized(
                 Data::Owned(self.file.dequantize(name)?),
                 ActRound::Q8_0,
             )),
@@ -162,7 +162,7 @@ impl<'f> Tensors<'f> {
             other => Err(ModelError::TensorType {
                 name: name.to_owned(),
                 ty: format!("{other:?}"),
-                supported: "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16",
+                supported: "Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16",
             }),
         }
     }
