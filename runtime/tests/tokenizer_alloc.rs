@@ -1,4 +1,5 @@
-//! After warm-up, `encode_into` does no heap allocation, for both models.
+//! After warm-up, `encode_into` does no heap allocation, for every model
+//! (WordPiece, SentencePiece, byte-level BPE).
 //!
 //! A counting global allocator counts allocations made by this test's thread
 //! while counting is switched on (other test-harness threads are ignored).
@@ -9,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::tok::{gemma, goldens, minilm};
+use common::tok::{gemma, goldens, minilm, smollm2};
 use kiln_runtime::tokenizer::{EncodeOptions, Tokenizer, TokenizerScratch};
 
 struct Counting;
@@ -67,7 +68,10 @@ fn check(name: &str, tok: &Tokenizer, golden_file: &str) {
     let texts: Vec<String> = goldens(golden_file).into_iter().map(|g| g.text).collect();
     let mut texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     // Special-token strings exercise the partition buffers too.
-    texts.push("<start_of_turn>user [CLS] <b>x</b>\n\n\t\t   y [SEP]");
+    texts.push("<start_of_turn>user [CLS] <b>x</b>\n\n\t\t   y [SEP] <|im_start|>a<|im_end|>");
+    // A word long enough for BPE's queue of merges.
+    let long_word = "Donaudampfschifffahrtsgesellschaft".repeat(8);
+    texts.push(&long_word);
     let mut out = Vec::new();
     let mut scratch = TokenizerScratch::new();
     let all_options = [
@@ -107,5 +111,8 @@ fn encode_into_allocates_nothing_after_warm_up() {
     check("MiniLM", &bert, "all-MiniLM-L6-v2.st.jsonl");
     if let Some(gemma) = gemma() {
         check("Gemma", &gemma, "embeddinggemma-300m.llamacpp.jsonl");
+    }
+    if let Some(smollm2) = smollm2() {
+        check("SmolLM2", &smollm2, "smollm2-135m.cli_tokens.jsonl");
     }
 }

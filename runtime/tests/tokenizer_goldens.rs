@@ -1,14 +1,15 @@
 //! Token ids against the reference tokenizers on the 24 golden inputs:
 //! all-MiniLM-L6-v2 against Hugging Face (sentence-transformers goldens),
-//! Gemma against llama.cpp (which agrees with Hugging Face on all 24).
+//! Gemma against llama.cpp (which agrees with Hugging Face on all 24),
+//! SmolLM2 (byte-level BPE) against llama.cpp.
 
 mod common;
 
 use std::time::Instant;
 
-use common::tok::{embeddinggemma_like, gemma, gemma_path, goldens, minilm};
+use common::tok::{embeddinggemma_like, gemma, gemma_path, goldens, minilm, smollm2, smollm2_path};
 use kiln_runtime::gguf::GgufFile;
-use kiln_runtime::tokenizer::{EncodeOptions, ModelKind, Tokenizer};
+use kiln_runtime::tokenizer::{EncodeOptions, ModelKind, TokenType, Tokenizer, TokenizerScratch};
 
 /// The context MiniLM's references truncate to.
 const MINILM_CONTEXT: usize = 512;
@@ -88,6 +89,139 @@ fn gemma_matches_llama_cpp_on_every_input() {
     ] {
         assert_eq!(check_all(&tok, file), 24, "{file}");
     }
+}
+
+/// SmolLM2's GGUF adds no BOS (`add_bos_token = false`), as the goldens,
+/// which llama.cpp made with the model's own setting.
+#[test]
+fn smollm2_matches_llama_cpp_on_every_input() {
+    let Some(tok) = smollm2() else { return };
+    assert_eq!(tok.model_kind(), ModelKind::Bpe);
+    assert_eq!(tok.vocab_size(), 49_152);
+    assert_eq!(
+        (tok.bos(), tok.eos(), tok.unk()),
+        (Some(1), Some(2), Some(0))
+    );
+    assert_eq!((tok.start_token(), tok.end_token()), (None, None));
+    assert_eq!(check_all(&tok, "smollm2-135m.cli_tokens.jsonl"), 24);
+}
+
+#[test]
+fn smollm2_decodes_the_goldens_token_by_token() {
+    let Some(tok) = smollm2() else { return };
+    let mut split_chars = 0;
+    for g in goldens("smollm2-135m.cli_tokens.jsonl") {
+        assert_eq!(tok.decode(&g.token_ids).unwrap(), g.text);
+        // Streaming: each token's bytes appended in turn give the text,
+        // also where one token holds only part of a character.
+        let mut bytes = Vec::new();
+        for &id in &g.token_ids {
+            let before = bytes.len();
+            tok.token_bytes(id, false, &mut bytes);
+            split_chars += usize::from(std::str::from_utf8(&bytes[before..]).is_err());
+        }
+        assert_eq!(bytes, g.text.as_bytes());
+    }
+    assert!(split_chars > 0, "the goldens split some character");
+}
+
+#[test]
+fn smollm2_special_tokens_only_when_parsed() {
+    let Some(tok) = smollm2() else { return };
+    let plain = EncodeOptions::default();
+    let parse = EncodeOptions {
+        parse_special: true,
+        ..EncodeOptions::default()
+    };
+    let start = tok.token_id("<|im_start|>").unwrap();
+    let end = tok.token_id("<|im_end|>").unwrap();
+    assert_eq!((start, end), (1, 2));
+    let text = "<|im_start|>user\nHi there<|im_end|>\n<|endoftext|>";
+    let off = tok.encode(text, &plain).unwrap();
+    assert!(
+        off.iter()
+            .all(|&t| tok.token_type(t) != Some(TokenType::Control)),
+        "{off:?}"
+    );
+    assert_eq!(tok.decode(&off).unwrap(), text);
+    let on = tok.encode(text, &parse).unwrap();
+    let user = tok.encode("user\nHi there", &plain).unwrap();
+    let mut want = vec![start];
+    want.extend(&user);
+    want.push(end);
+    want.extend(tok.encode("\n", &plain).unwrap());
+    want.push(0);
+    assert_eq!(on, want);
+    // Control tokens are left out of decoded text, shown by token_to_piece.
+    assert_eq!(tok.decode(&on).unwrap(), "user\nHi there\n");
+    assert_eq!(tok.token_to_piece(start).as_deref(), Some("<|im_start|>"));
+    // A chat prompt: template parts parsed, the message's text is text.
+    let seg = tok
+        .encode_segments(
+            &[
+                ("<|im_start|>user\n", true),
+                ("<|im_end|>", false),
+                ("<|im_end|>", true),
+            ],
+            false,
+        )
+        .unwrap();
+    assert_eq!(seg[0], start);
+    assert_eq!(seg.last(), Some(&end));
+    assert!(!seg[1..seg.len() - 1].contains(&end), "{seg:?}");
+}
+
+/// Encoding speed on the golden sentences and on one long text (run with
+/// `cargo test -p kiln-runtime --release --test tokenizer_goldens -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn smollm2_encode_speed() {
+    let Some(tok) = smollm2() else { return };
+    let texts: Vec<String> = goldens("smollm2-135m.cli_tokens.jsonl")
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    let long: String = texts
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .repeat(20);
+    let opts = EncodeOptions::default();
+    let mut out = Vec::new();
+    let mut scratch = TokenizerScratch::new();
+    let mut run = |name: &str, texts: &[&str], reps: usize| {
+        let mut tokens = 0;
+        let mut bytes = 0;
+        for t in texts {
+            tok.encode_into(t, &opts, &mut out, &mut scratch).unwrap();
+        }
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            for t in texts {
+                tok.encode_into(t, &opts, &mut out, &mut scratch).unwrap();
+                tokens += out.len();
+                bytes += t.len();
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        println!(
+            "{name}: {:.2} M tokens/s, {:.1} MB/s, {:.2} µs per text ({} texts x {reps})",
+            tokens as f64 / dt / 1e6,
+            bytes as f64 / dt / 1e6,
+            dt * 1e6 / (reps * texts.len()) as f64,
+            texts.len()
+        );
+    };
+    let golden: Vec<&str> = texts.iter().map(String::as_str).collect();
+    run("SmolLM2, 24 golden sentences", &golden, 200);
+    let short: Vec<&str> = golden.iter().copied().filter(|t| t.len() < 200).collect();
+    run("SmolLM2, the 22 short sentences", &short, 2000);
+    run(
+        &format!("SmolLM2, one text of {} KB", long.len() / 1000),
+        &[&long],
+        10,
+    );
 }
 
 /// EmbeddingGemma's GGUF marks `<start_of_image>`/`<end_of_image>` as
@@ -213,6 +347,10 @@ fn build_time() {
             .unwrap()
     };
     println!("MiniLM tokenizer built in {:?} (best of 5)", best(&file));
+    if let Some(path) = smollm2_path() {
+        let file = GgufFile::open(path).unwrap();
+        println!("SmolLM2 tokenizer built in {:?} (best of 5)", best(&file));
+    }
     let Some(path) = gemma_path() else { return };
     let file = GgufFile::open(path).unwrap();
     println!("Gemma tokenizer built in {:?} (best of 5)", best(&file));

@@ -9,7 +9,7 @@
 pub enum TokenizerError {
     /// `tokenizer.ggml.model` names a tokenizer kiln does not implement.
     #[error(
-        "unsupported tokenizer model {0:?} (kiln supports \"llama\" (SentencePiece) and \"bert\" (WordPiece))"
+        "unsupported tokenizer model {0:?} (kiln supports \"llama\" (SentencePiece), \"bert\" (WordPiece) and \"gpt2\" (byte-level BPE))"
     )]
     UnknownModel(String),
     /// The GGUF metadata could not be read (missing key, wrong type).
@@ -63,6 +63,27 @@ pub enum TokenizerError {
     /// SentencePiece byte fallback needs `<0xXX>` for a byte the vocabulary lacks.
     #[error("no byte-fallback token <0x{0:02X}> in the vocabulary")]
     NoByteToken(u8),
+    /// `tokenizer.ggml.pre` names a BPE pre-tokenizer (text splitting rule)
+    /// kiln does not implement; guessing one would give wrong ids silently.
+    #[error(
+        "unsupported BPE pre-tokenizer tokenizer.ggml.pre = {name:?} (kiln supports {supported})"
+    )]
+    UnknownPreTokenizer {
+        /// The stored value (`"default"` when the key is absent, as llama.cpp calls it).
+        name: String,
+        /// The values kiln accepts.
+        supported: &'static str,
+    },
+    /// A `tokenizer.ggml.merges` entry is not `"left right"`.
+    #[error("tokenizer.ggml.merges[{index}] = {merge:?}: {reason}")]
+    BadMerge {
+        /// Position in the merges array (its rank).
+        index: usize,
+        /// The entry.
+        merge: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Text is too long for 32-bit offsets (4 GiB).
     #[error("text of {0} bytes is too long to tokenize")]
     TextTooLong(usize),

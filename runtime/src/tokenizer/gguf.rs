@@ -1,12 +1,17 @@
 //! Reading a [`Vocab`] from GGUF metadata (`tokenizer.ggml.*`).
 
+use super::pretok::PreTokenizer;
 use super::{ModelKind, Tokenizer, TokenizerError, Vocab};
 use crate::gguf::{GgufFile, Metadata};
 
 /// `tokenizer.ggml.*` keys this module reads.
 pub mod keys {
-    /// Tokenizer algorithm: `"llama"` or `"bert"`.
+    /// Tokenizer algorithm: `"llama"`, `"bert"` or `"gpt2"`.
     pub const MODEL: &str = "tokenizer.ggml.model";
+    /// BPE pre-tokenizer (how text is cut into words), e.g. `"smollm"`.
+    pub const PRE: &str = "tokenizer.ggml.pre";
+    /// BPE merges, `"left right"`, highest priority first.
+    pub const MERGES: &str = "tokenizer.ggml.merges";
     /// Piece of every token.
     pub const TOKENS: &str = "tokenizer.ggml.tokens";
     /// Merge score of every token (SentencePiece).
@@ -65,6 +70,23 @@ fn opt_bool(md: &Metadata, key: &str, default: bool) -> Result<bool, TokenizerEr
     }
 }
 
+/// An array of strings, all of which must be UTF-8.
+fn str_array<'a>(md: &'a Metadata, key: &'static str) -> Result<Vec<&'a str>, TokenizerError> {
+    let iter = md.get_str_array(key)?;
+    let declared = iter.remaining();
+    let strings: Vec<&str> = iter.collect();
+    if strings.len() as u64 != declared {
+        return Err(TokenizerError::BadKey {
+            key,
+            reason: format!(
+                "only {} of {declared} strings are readable UTF-8",
+                strings.len()
+            ),
+        });
+    }
+    Ok(strings)
+}
+
 impl<'a> Vocab<'a> {
     /// Read a vocabulary from GGUF metadata; absent optional keys take
     /// llama.cpp's defaults.
@@ -72,24 +94,28 @@ impl<'a> Vocab<'a> {
         let name = md.get_str(keys::MODEL)?;
         let model = ModelKind::from_gguf_name(name)
             .ok_or_else(|| TokenizerError::UnknownModel(name.to_owned()))?;
-        let iter = md.get_str_array(keys::TOKENS)?;
-        let declared = iter.remaining();
-        let tokens: Vec<&str> = iter.collect();
-        if tokens.len() as u64 != declared {
-            return Err(TokenizerError::BadKey {
-                key: keys::TOKENS,
-                reason: format!(
-                    "only {} of {declared} strings are readable UTF-8",
-                    tokens.len()
-                ),
-            });
-        }
+        let tokens = str_array(md, keys::TOKENS)?;
         let mut v = Vocab::new(model, tokens);
         v.scores = match (model, md.get(keys::SCORES)) {
             (_, Some(_)) => md.get_f32_array(keys::SCORES)?,
             (ModelKind::Spm, None) => return Err(TokenizerError::MissingKey(keys::SCORES)),
-            (ModelKind::WordPiece, None) => Vec::new(),
+            (ModelKind::WordPiece | ModelKind::Bpe, None) => Vec::new(),
         };
+        if model == ModelKind::Bpe {
+            if md.get(keys::MERGES).is_none() {
+                return Err(TokenizerError::MissingKey(keys::MERGES));
+            }
+            v.merges = str_array(md, keys::MERGES)?;
+            if md.get(keys::PRE).is_some() {
+                v.pre = Some(md.get_str(keys::PRE)?);
+            }
+            // llama.cpp's default when the key is absent depends on the
+            // pre-tokenizer (BOS for Llama 3).
+            v.add_bos = v
+                .pre
+                .and_then(PreTokenizer::from_gguf_name)
+                .is_some_and(PreTokenizer::default_add_bos);
+        }
         if md.get(keys::TOKEN_TYPE).is_some() {
             v.types = md.get_i32_array(keys::TOKEN_TYPE)?;
         }

@@ -1,15 +1,17 @@
 //! Tokenizers built from a GGUF's `tokenizer.ggml.*` metadata: SentencePiece
-//! merge-by-score with byte fallback (`"llama"`, Gemma) and BERT WordPiece
-//! (`"bert"`, all-MiniLM-L6-v2).
+//! merge-by-score with byte fallback (`"llama"`, Gemma), BERT WordPiece
+//! (`"bert"`, all-MiniLM-L6-v2) and GPT-2-style byte-level BPE (`"gpt2"`,
+//! SmolLM2; pre-tokenizers `smollm`, `gpt-2`, `llama3`, `qwen2`).
 //!
 //! Why hand-written rather than on the `tokenizers` crate: an embed call must
 //! do zero heap allocations after warm-up, and `tokenizers` allocates per call
 //! (normalized strings, offsets, encodings); it also has no SentencePiece
 //! model that merges by piece score from a GGUF's arrays (its BPE wants a
-//! merge list). Both algorithms are small; here they run over reusable
+//! merge list), and its regex pre-tokenizers are not llama.cpp's hand-written
+//! splitters. The algorithms are small; here they run over reusable
 //! buffers ([`TokenizerScratch`]) with two small crates for Unicode tables
 //! (`unicode-normalization` for NFD, `unicode-general-category` for the
-//! categories BERT tests).
+//! categories BERT and the BPE pre-tokenizers test).
 //!
 //! What is matched against what:
 //! - Gemma: llama.cpp's tokenizer (its ids equal Hugging Face's on all golden
@@ -20,14 +22,22 @@
 //! - BERT: Hugging Face's `BertNormalizer` + `BertPreTokenizer` + `WordPiece`
 //!   (llama.cpp differs on text whose NFD changes more than accents, e.g.
 //!   Korean).
+//! - BPE: llama.cpp's `llm_tokenizer_bpe` and its pre-tokenizer splitters
+//!   (golden ids of SmolLM2), the same special-token partition as Gemma
+//!   (`<|im_start|>` only with `parse_special`); on random text, a Hugging
+//!   Face `tokenizers` pipeline built from the same vocabulary and merges,
+//!   and for the splitters of every supported `tokenizer.ggml.pre`, the
+//!   regexes llama.cpp lists, run by a regex engine.
 //!
 //! Text is text by default: special-token strings in user input are
-//! tokenized as ordinary text, and (unlike llama.cpp) SentencePiece merges
-//! never produce a control token.
+//! tokenized as ordinary text, and (unlike llama.cpp) SentencePiece and BPE
+//! merges never produce a control token.
 
+mod bpe;
 mod error;
 mod gguf;
 mod pieces;
+mod pretok;
 mod special;
 mod spm;
 mod vocab;
@@ -37,7 +47,9 @@ pub use error::TokenizerError;
 pub use gguf::keys;
 pub use vocab::{ModelKind, TokenType, Vocab};
 
+use bpe::{BpeModel, BpeScratch, BpeTables};
 use pieces::Pieces;
+use pretok::PreTokenizer;
 use special::{Fragment, PartitionScratch, SpecialTokens};
 use spm::{SPACE, SpmModel, SpmScratch};
 use wordpiece::{WordPieceModel, WordPieceScratch};
@@ -69,6 +81,7 @@ pub struct TokenizerScratch {
     partition: PartitionScratch,
     spm: SpmScratch,
     wordpiece: WordPieceScratch,
+    bpe: BpeScratch,
 }
 
 impl TokenizerScratch {
@@ -100,6 +113,8 @@ pub struct Tokenizer {
     end: Option<u32>,
     add_space_prefix: bool,
     lowercase: bool,
+    /// Merges and pre-tokenizer of a BPE vocabulary.
+    bpe: Option<Box<BpeTables>>,
 }
 
 fn check_id(key: &'static str, id: Option<u32>, n: usize) -> Result<Option<u32>, TokenizerError> {
@@ -159,7 +174,7 @@ impl Tokenizer {
                     found: scores.len(),
                 });
             }
-            ModelKind::WordPiece if !scores.is_empty() && scores.len() != n => {
+            ModelKind::WordPiece | ModelKind::Bpe if !scores.is_empty() && scores.len() != n => {
                 return Err(TokenizerError::LengthMismatch {
                     key: "tokenizer.ggml.scores",
                     expected: n,
@@ -207,6 +222,32 @@ impl Tokenizer {
                     .ok_or(TokenizerError::MissingSpecialToken("[UNK]", "WordPiece"))?;
                 (Some(start), Some(end), Some(unk))
             }
+            ModelKind::Bpe => {
+                let start = if v.add_bos {
+                    Some(bos.ok_or(TokenizerError::MissingSpecialToken("BOS", "BPE"))?)
+                } else {
+                    None
+                };
+                let end = if v.add_eos {
+                    Some(eos.ok_or(TokenizerError::MissingSpecialToken("EOS", "BPE"))?)
+                } else {
+                    None
+                };
+                (start, end, unk)
+            }
+        };
+        let bpe = match v.model {
+            ModelKind::Bpe => {
+                let name = v.pre.unwrap_or("default");
+                let pre = PreTokenizer::from_gguf_name(name).ok_or_else(|| {
+                    TokenizerError::UnknownPreTokenizer {
+                        name: name.to_owned(),
+                        supported: pretok::SUPPORTED,
+                    }
+                })?;
+                Some(Box::new(BpeTables::new(&pieces, &types, &v.merges, pre)?))
+            }
+            ModelKind::Spm | ModelKind::WordPiece => None,
         };
         let specials = SpecialTokens::new(&pieces, &types);
         let byte_tokens = Box::new(spm::byte_tokens(&pieces));
@@ -224,29 +265,34 @@ impl Tokenizer {
             pad,
             cls: match v.model {
                 ModelKind::WordPiece => cls.or(bos),
-                ModelKind::Spm => cls,
+                ModelKind::Spm | ModelKind::Bpe => cls,
             },
             mask,
             start,
             end,
             add_space_prefix: v.add_space_prefix,
             lowercase: v.lowercase,
+            bpe,
         })
     }
 
     /// Override whether EOS is appended when adding special tokens (the GGUF's
     /// `add_eos_token`). Gemma-3 generation GGUFs say no; EmbeddingGemma says yes.
+    /// WordPiece always ends with `[SEP]`.
     pub fn with_add_eos(mut self, add: bool) -> Result<Self, TokenizerError> {
-        if self.kind == ModelKind::Spm {
-            self.end = if add {
-                Some(
-                    self.eos
-                        .ok_or(TokenizerError::MissingSpecialToken("EOS", "SentencePiece"))?,
-                )
-            } else {
-                None
-            };
-        }
+        let name = match self.kind {
+            ModelKind::Spm => "SentencePiece",
+            ModelKind::Bpe => "BPE",
+            ModelKind::WordPiece => return Ok(self),
+        };
+        self.end = if add {
+            Some(
+                self.eos
+                    .ok_or(TokenizerError::MissingSpecialToken("EOS", name))?,
+            )
+        } else {
+            None
+        };
         Ok(self)
     }
 
@@ -368,6 +414,11 @@ impl Tokenizer {
                             self.wordpiece_model()
                                 .tokenize(fragment, &mut scratch.wordpiece, out);
                         }
+                        ModelKind::Bpe => {
+                            if let Some(model) = self.bpe_model() {
+                                model.tokenize(fragment, &mut scratch.bpe, out);
+                            }
+                        }
                     }
                     prev_special = false;
                 }
@@ -383,6 +434,15 @@ impl Tokenizer {
             types: &self.types,
             byte_tokens: &self.byte_tokens,
         }
+    }
+
+    /// `Some` for every BPE tokenizer (`build` makes the tables).
+    fn bpe_model(&self) -> Option<BpeModel<'_>> {
+        Some(BpeModel {
+            tables: self.bpe.as_deref()?,
+            pieces: &self.pieces,
+            types: &self.types,
+        })
     }
 
     fn wordpiece_model(&self) -> WordPieceModel<'_> {
@@ -413,13 +473,28 @@ impl Tokenizer {
         let Some(piece) = self.pieces.piece(id) else {
             return;
         };
-        match self.types[id as usize] {
-            TokenType::Control | TokenType::Unknown => {
+        match (self.kind, self.types[id as usize]) {
+            (_, TokenType::Control | TokenType::Unknown) => {
                 if special {
                     out.extend_from_slice(piece.as_bytes());
                 }
             }
-            TokenType::Byte if self.kind == ModelKind::Spm => {
+            (ModelKind::Bpe, TokenType::UserDefined) => out.extend_from_slice(piece.as_bytes()),
+            (ModelKind::Bpe, TokenType::Normal) => {
+                // Each character is one byte; a character outside the
+                // mapping (no such piece in a well-formed vocabulary) is
+                // kept as it is, where llama.cpp writes a debugging marker.
+                let mut buf = [0u8; 4];
+                for c in piece.chars() {
+                    match bpe::char_byte(c) {
+                        Some(b) => out.push(b),
+                        None => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+                    }
+                }
+            }
+            // As llama.cpp: BPE pieces of other types are not text.
+            (ModelKind::Bpe, _) => {}
+            (ModelKind::Spm, TokenType::Byte) => {
                 match piece
                     .strip_prefix("<0x")
                     .and_then(|h| h.strip_suffix('>'))
@@ -441,9 +516,10 @@ impl Tokenizer {
     }
 
     /// Appends the bytes token `id` stands for in text to `out`: byte
-    /// tokens (`<0xNN>`) give their byte, so a character split across tokens
-    /// is whole only once all of them are appended; control tokens give
-    /// nothing unless `special`. Nothing for an id out of range.
+    /// tokens (`<0xNN>`) give their byte and a byte-level BPE token its
+    /// bytes, so a character split across tokens is whole only once all of
+    /// them are appended; control tokens give nothing unless `special`.
+    /// Nothing for an id out of range.
     pub fn token_bytes(&self, id: u32, special: bool, out: &mut Vec<u8>) {
         self.piece_text_bytes(id, special, out);
     }
@@ -458,7 +534,9 @@ impl Tokenizer {
     }
 
     /// Decode ids to text, leaving out control tokens (BOS, EOS, `[CLS]`,
-    /// ...). Invalid UTF-8 from byte tokens becomes U+FFFD.
+    /// ...). Invalid UTF-8 from byte tokens becomes U+FFFD. Byte-level BPE
+    /// text is given back exactly (llama.cpp's `clean_up_tokenization_spaces`,
+    /// which some BPE models ask for, is not applied).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let mut bytes = Vec::new();
         for &id in ids {
@@ -474,6 +552,8 @@ impl Tokenizer {
         let strip = match self.kind {
             ModelKind::WordPiece => true,
             ModelKind::Spm => self.add_space_prefix,
+            // llama.cpp's BPE never adds a space, whatever the GGUF says.
+            ModelKind::Bpe => false,
         };
         let text = if strip && bytes.first() == Some(&b' ') {
             &bytes[1..]

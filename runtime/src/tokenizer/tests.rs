@@ -316,3 +316,240 @@ fn segments_keep_message_text_as_text() {
         .unwrap();
     assert_eq!(joined, vec![id(&t, "ab")]);
 }
+
+/// A tiny byte-level BPE vocabulary: two control tokens, the 256 byte
+/// characters, a few merged pieces. Merges (rank order) are below.
+fn bpe_tokens() -> (Vec<String>, Vec<i32>) {
+    let mut toks: Vec<(String, i32)> = vec![("<|endoftext|>".into(), C), ("ab".into(), C)];
+    for b in 0..=255u8 {
+        toks.push((bpe::byte_char(b).to_string(), N));
+    }
+    for t in ["he", "Ġt", "Ġthe", "er", "qqq", "zz", "<b>"] {
+        toks.push((t.into(), if t == "<b>" { U } else { N }));
+    }
+    (
+        toks.iter().map(|t| t.0.clone()).collect(),
+        toks.iter().map(|t| t.1).collect(),
+    )
+}
+
+const BPE_MERGES: &[&str] = &["h e", "Ġ t", "Ġt he", "e r", "q q", "qq q", "a b", "Ġ Ġ"];
+
+fn bpe_with(pre: &str, merges: &[&str]) -> Result<Tokenizer, TokenizerError> {
+    let (t, ty) = bpe_tokens();
+    let mut v = Vocab::new(ModelKind::Bpe, t.iter().map(String::as_str).collect());
+    v.types = ty;
+    v.bos = Some(0);
+    v.eos = Some(0);
+    v.merges = merges.to_vec();
+    v.pre = Some(pre);
+    let t = Tokenizer::from_vocab(&v)?;
+    Ok(t)
+}
+
+fn bpe(pre: &str) -> Tokenizer {
+    bpe_with(pre, BPE_MERGES).unwrap()
+}
+
+/// The pieces of `ids`, for readable assertions.
+fn pieces_of(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
+    ids.iter()
+        .map(|&i| t.token_text(i).unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn bpe_merges_by_rank_within_words() {
+    let t = bpe("gpt-2");
+    assert_eq!(t.model_kind(), ModelKind::Bpe);
+    // "h e" (rank 0) before "e r" (rank 3); "he r" is no merge.
+    assert_eq!(pieces_of(&t, &ids(&t, "her", false, false)), ["he", "r"]);
+    // The space joins the word: Ġ+t, then Ġt+he.
+    assert_eq!(
+        pieces_of(&t, &ids(&t, "the the", false, false)),
+        ["t", "he", "Ġthe"]
+    );
+    // Leftmost first on equal ranks: qq+q, then "qq q".
+    assert_eq!(pieces_of(&t, &ids(&t, "qqq", false, false)), ["qqq"]);
+    // Merges never cross words: "r" and " t" stay apart.
+    assert_eq!(
+        pieces_of(&t, &ids(&t, "her the", false, false)),
+        ["he", "r", "Ġthe"]
+    );
+    // No BOS by default for BPE; add_special adds nothing here.
+    assert_eq!(ids(&t, "", true, false), Vec::<u32>::new());
+}
+
+#[test]
+fn bpe_merge_results_outside_the_vocabulary_fall_back_like_llama_cpp() {
+    let t = bpe("gpt-2");
+    // "q q" makes "qq", which is no token: llama.cpp writes the tokens of
+    // its one-byte characters.
+    assert_eq!(pieces_of(&t, &ids(&t, "qq", false, false)), ["q", "q"]);
+    // "Ġ Ġ" makes "ĠĠ" (no token); Ġ is not a one-byte character, so
+    // llama.cpp drops it. Only a run of spaces before more text hits this.
+    assert_eq!(
+        pieces_of(&t, &ids(&t, "x   y", false, false)),
+        ["x", "Ġ", "y"]
+    );
+}
+
+#[test]
+fn bpe_ignore_merges_only_for_llama3() {
+    // "zz" is a token no merge reaches.
+    assert_eq!(
+        pieces_of(&bpe("gpt-2"), &ids(&bpe("gpt-2"), "zz", false, false)),
+        ["z", "z"]
+    );
+    let l3 = bpe("llama3");
+    assert_eq!(pieces_of(&l3, &ids(&l3, "zz", false, false)), ["zz"]);
+    // Llama 3 adds BOS when the GGUF does not say otherwise; from_vocab
+    // takes the vocabulary's flag as it is.
+    assert_eq!(l3.start_token(), None);
+}
+
+#[test]
+fn bpe_control_tokens_are_text_unless_parsed() {
+    let t = bpe("smollm");
+    // "a b" would make the control token "ab": never from text.
+    assert_eq!(pieces_of(&t, &ids(&t, "ab", false, false)), ["a", "b"]);
+    assert_eq!(ids(&t, "ab", false, true), [1]);
+    let eot = ids(&t, "x<|endoftext|>", false, false);
+    assert!(!eot.contains(&0), "{eot:?}");
+    assert_eq!(ids(&t, "x<|endoftext|>", false, true)[1..], [0]);
+    // User-defined tokens are cut out either way.
+    let b = t.token_id("<b>").unwrap();
+    assert_eq!(ids(&t, "x<b>", false, false)[1..], [b]);
+    assert_eq!(t.decode(&ids(&t, "x<b>y", false, false)).unwrap(), "x<b>y");
+}
+
+#[test]
+fn bpe_decodes_bytes() {
+    let t = bpe("smollm");
+    for text in ["héllo wörld 12 ", "東京\n\n\t🚀", "\u{0}\u{7f}\u{ad}", ""] {
+        let ids = ids(&t, text, false, false);
+        assert_eq!(t.decode(&ids).unwrap(), text);
+        // Token by token, the bytes add up to the text even where a token
+        // holds part of a character.
+        let mut bytes = Vec::new();
+        for &id in &ids {
+            t.token_bytes(id, false, &mut bytes);
+        }
+        assert_eq!(bytes, text.as_bytes());
+    }
+    // One byte of "é" alone is not UTF-8: token_to_piece shows U+FFFD.
+    let e = ids(&t, "é", false, false);
+    assert_eq!(e.len(), 2);
+    assert_eq!(t.token_to_piece(e[0]).as_deref(), Some("\u{FFFD}"));
+    assert_eq!(t.token_to_piece(0).as_deref(), Some("<|endoftext|>"));
+    assert_eq!(t.decode(&[0]).unwrap(), "");
+}
+
+#[test]
+fn bpe_hostile_vocabularies_are_typed_errors() {
+    // Merges that name strings which are no tokens load, as in llama.cpp.
+    let odd = bpe_with("smollm", &["x y", "nope never", "xy z"]).unwrap();
+    assert_eq!(
+        pieces_of(&odd, &ids(&odd, "xyz", false, false)),
+        ["x", "y", "z"]
+    );
+    for (k, bad) in ["hello", "", " x", "x "].into_iter().enumerate() {
+        let mut merges = vec!["h e"; k];
+        merges.push(bad);
+        match bpe_with("smollm", &merges) {
+            Err(TokenizerError::BadMerge { index, merge, .. }) => {
+                assert_eq!((index, merge.as_str()), (k, bad));
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    match bpe_with("falcon", BPE_MERGES) {
+        Err(e @ TokenizerError::UnknownPreTokenizer { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("\"falcon\"") && msg.contains("smollm"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (t, _) = bpe_tokens();
+    let mut v = Vocab::new(ModelKind::Bpe, t.iter().map(String::as_str).collect());
+    v.merges = BPE_MERGES.to_vec();
+    assert!(matches!(
+        Tokenizer::from_vocab(&v),
+        Err(TokenizerError::UnknownPreTokenizer { name, .. }) if name == "default"
+    ));
+    v.pre = Some("gpt-2");
+    v.add_bos = true;
+    assert!(matches!(
+        Tokenizer::from_vocab(&v),
+        Err(TokenizerError::MissingSpecialToken("BOS", "BPE"))
+    ));
+    v.add_bos = false;
+    v.scores = vec![0.0];
+    assert!(matches!(
+        Tokenizer::from_vocab(&v),
+        Err(TokenizerError::LengthMismatch { .. })
+    ));
+}
+
+/// GGUF metadata of a BPE vocabulary, written and read back in memory.
+fn bpe_gguf(
+    edit: impl FnOnce(&mut Vec<(&'static str, crate::gguf::Value)>),
+) -> crate::gguf::GgufFile {
+    use crate::gguf::{GgufFile, GgufWriter, Value};
+    let (t, ty) = bpe_tokens();
+    let mut kv: Vec<(&'static str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        (keys::MODEL, Value::String("gpt2".into())),
+        (keys::PRE, Value::String("smollm".into())),
+        (keys::TOKENS, Value::string_array(&t)),
+        (keys::TOKEN_TYPE, Value::i32_array(&ty)),
+        (keys::MERGES, Value::string_array(BPE_MERGES)),
+        (keys::BOS, Value::U32(0)),
+        (keys::EOS, Value::U32(0)),
+    ];
+    edit(&mut kv);
+    let mut w = GgufWriter::new();
+    for (k, v) in kv {
+        w.add_metadata(k, v).unwrap();
+    }
+    let bytes = w.begin(Vec::new()).unwrap().finish().unwrap();
+    GgufFile::from_vec(bytes, "bpe.gguf").unwrap()
+}
+
+#[test]
+fn bpe_from_gguf_metadata() {
+    let ok = Tokenizer::from_gguf(&bpe_gguf(|_| {})).unwrap();
+    assert_eq!(pieces_of(&ok, &ids(&ok, "her", false, false)), ["he", "r"]);
+    assert_eq!(ok.start_token(), None);
+    // Llama 3 adds BOS unless the GGUF says otherwise.
+    let l3 = |add: Option<bool>| {
+        Tokenizer::from_gguf(&bpe_gguf(|kv| {
+            kv[2].1 = crate::gguf::Value::String("llama-bpe".into());
+            if let Some(a) = add {
+                kv.push((keys::ADD_BOS, crate::gguf::Value::Bool(a)));
+            }
+        }))
+        .unwrap()
+    };
+    assert_eq!(l3(None).start_token(), Some(0));
+    assert_eq!(l3(Some(false)).start_token(), None);
+    let missing = Tokenizer::from_gguf(&bpe_gguf(|kv| kv.retain(|(k, _)| *k != keys::MERGES)));
+    assert!(
+        matches!(missing, Err(TokenizerError::MissingKey(keys::MERGES))),
+        "{missing:?}"
+    );
+    let wrong = Tokenizer::from_gguf(&bpe_gguf(|kv| {
+        kv[5].1 = crate::gguf::Value::i32_array(&[1, 2]);
+    }));
+    assert!(matches!(wrong, Err(TokenizerError::Gguf(_))), "{wrong:?}");
+    let unknown = Tokenizer::from_gguf(&bpe_gguf(|kv| {
+        kv[2].1 = crate::gguf::Value::String("deepseek-coder".into());
+    }));
+    assert!(
+        matches!(&unknown, Err(TokenizerError::UnknownPreTokenizer { name, .. }) if name == "deepseek-coder"),
+        "{unknown:?}"
+    );
+}

@@ -11,6 +11,9 @@ pub enum ModelKind {
     Spm,
     /// `"bert"`: BERT basic tokenization + greedy longest-match WordPiece.
     WordPiece,
+    /// `"gpt2"`: byte-level BPE, merges applied by rank within words that a
+    /// pre-tokenizer (`tokenizer.ggml.pre`) cuts out of the text.
+    Bpe,
 }
 
 impl ModelKind {
@@ -19,6 +22,7 @@ impl ModelKind {
         match name {
             "llama" => Some(Self::Spm),
             "bert" => Some(Self::WordPiece),
+            "gpt2" => Some(Self::Bpe),
             _ => None,
         }
     }
@@ -28,6 +32,7 @@ impl ModelKind {
         match self {
             Self::Spm => "llama",
             Self::WordPiece => "bert",
+            Self::Bpe => "gpt2",
         }
     }
 }
@@ -76,8 +81,9 @@ impl TokenType {
 
 /// A vocabulary and its settings, borrowed from wherever they are stored.
 ///
-/// Arrays are indexed by token id. `scores` may be empty (WordPiece has
-/// none); `types` may be empty (every token is then [`TokenType::Normal`]).
+/// Arrays are indexed by token id. `scores` may be empty (WordPiece and BPE
+/// have none); `types` may be empty (every token is then
+/// [`TokenType::Normal`]).
 #[derive(Clone, Debug)]
 pub struct Vocab<'a> {
     /// The algorithm.
@@ -112,10 +118,16 @@ pub struct Vocab<'a> {
     pub add_space_prefix: bool,
     /// `tokenizer.ggml.normalizer.lowercase` (WordPiece): lower-case and strip accents.
     pub lowercase: bool,
+    /// `tokenizer.ggml.merges` (BPE): `"left right"` pairs, highest priority first.
+    pub merges: Vec<&'a str>,
+    /// `tokenizer.ggml.pre` (BPE): the pre-tokenizer's name, e.g. `"smollm"`.
+    pub pre: Option<&'a str>,
 }
 
 impl<'a> Vocab<'a> {
-    /// A vocabulary with llama.cpp's defaults for `model` and no special tokens.
+    /// A vocabulary with llama.cpp's defaults for `model` and no special
+    /// tokens (BPE: no BOS; `Tokenizer::from_gguf` applies the defaults of
+    /// the pre-tokenizer, e.g. BOS for `llama3`, when the key is absent).
     pub fn new(model: ModelKind, tokens: Vec<&'a str>) -> Self {
         Self {
             model,
@@ -129,11 +141,13 @@ impl<'a> Vocab<'a> {
             pad: None,
             cls: None,
             mask: None,
-            add_bos: true,
+            add_bos: !matches!(model, ModelKind::Bpe),
             add_eos: false,
             add_sep: matches!(model, ModelKind::WordPiece),
             add_space_prefix: matches!(model, ModelKind::Spm),
             lowercase: true,
+            merges: Vec::new(),
+            pre: None,
         }
     }
 }

@@ -19,9 +19,18 @@ pub struct Golden {
     pub n_tokens_used: Option<usize>,
 }
 
-/// Read `tests/fixtures/goldens/NAME`.
+/// The shared fixtures beside the repository (`../shared/fixtures`), where
+/// goldens land before they are copied into `tests/fixtures`.
+pub fn shared_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+/// Read `tests/fixtures/goldens/NAME`, else the shared fixtures' copy.
 pub fn goldens(name: &str) -> Vec<Golden> {
-    let path = fixtures().join("goldens").join(name);
+    let mut path = fixtures().join("goldens").join(name);
+    if !path.exists() {
+        path = shared_fixtures().join("goldens").join(name);
+    }
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -49,6 +58,50 @@ pub fn minilm() -> (GgufFile, Tokenizer) {
     (file, tok)
 }
 
+/// `$KILN_HOME`, else `$HOME/.cache/kiln` (kiln's `config::home`; empty
+/// values count as unset).
+fn kiln_home() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    var("KILN_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/kiln")))
+}
+
+/// Whether CI asked for every model to be there (`KILN_REQUIRE_MODELS=1`).
+fn models_required() -> bool {
+    std::env::var("KILN_REQUIRE_MODELS").is_ok_and(|v| v == "1")
+}
+
+/// The first existing candidate, or `None` with a message: a skip, or a
+/// failure under `KILN_REQUIRE_MODELS=1`.
+fn find_model(file: &str, name: &str, candidates: &[Option<PathBuf>]) -> Option<PathBuf> {
+    let found = candidates.iter().flatten().find(|p| p.is_file()).cloned();
+    if found.is_none() {
+        if models_required() {
+            panic!("{file} is not in the cache; run `kiln pull {name}`");
+        }
+        println!("skipped: {file} not found (run `kiln pull {name}`)");
+    }
+    found
+}
+
+/// A model pulled into kiln's cache: `$KILN_HOME/models/NAME/FILE`.
+fn cached(name: &str, file: &str) -> Option<PathBuf> {
+    kiln_home().map(|h| h.join("models").join(name).join(file))
+}
+
+/// SmolLM2-135M-Instruct (`kiln pull smollm2`): a byte-level BPE vocabulary.
+pub fn smollm2_path() -> Option<PathBuf> {
+    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    find_model(FILE, "smollm2", &[cached("smollm2", FILE)])
+}
+
+/// SmolLM2's tokenizer, or `None` (skip).
+pub fn smollm2() -> Option<Tokenizer> {
+    let file = GgufFile::open(smollm2_path()?).expect("SmolLM2 GGUF opens");
+    Some(Tokenizer::from_gguf(&file).expect("SmolLM2 tokenizer"))
+}
+
 /// A GGUF with EmbeddingGemma's vocabulary. Until the converted
 /// EmbeddingGemma GGUF is available this is Gemma-3-270M's (same tokens and
 /// scores; its token types differ only for `<start_of_image>` and
@@ -56,16 +109,16 @@ pub fn minilm() -> (GgufFile, Tokenizer) {
 /// golden input contains them). That GGUF says `add_eos_token = false`, so
 /// callers turn EOS on as EmbeddingGemma's GGUF does.
 pub fn gemma_path() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("KILN_HOME")
-            .map(|h| PathBuf::from(h).join("models/gemma-3-270m-q4_k_m.gguf")),
-        Some(PathBuf::from("/work/models/gemma-3-270m-q4_k_m.gguf")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.exists());
-    if found.is_none() {
-        println!("skipped: gemma-3-270m-q4_k_m.gguf not found ($KILN_HOME/models or /work/models)");
-    }
-    found
+    const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+    find_model(
+        FILE,
+        "gemma3-270m",
+        &[
+            cached("gemma3-270m", FILE),
+            kiln_home().map(|h| h.join("models").join(FILE)),
+            Some(PathBuf::from("/work/models").join(FILE)),
+        ],
+    )
 }
 
 /// Gemma's tokenizer with EmbeddingGemma's settings, or `None` (skip).
