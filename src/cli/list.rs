@@ -133,10 +133,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cache = Cache::from_env()?;
     let mut rows = Vec::new();
     for spec in CATALOG {
-        match cache.cached(spec.name) {
-            Some(path) => rows.push(gguf_row(spec.name.to_owned(), &path)),
+        let name = match spec.aliases {
+            [] => spec.name.to_owned(),
+            aliases => format!("{} ({})", spec.name, aliases.join(", ")),
+        };
+        match cache.cached_spec(spec) {
+            Some(path) => rows.push(gguf_row(name, &path)),
             None => rows.push(Row {
-                name: spec.name.to_owned(),
+                name,
                 arch: "-".into(),
                 ty: "-".into(),
                 size: 0,

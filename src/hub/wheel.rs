@@ -107,6 +107,32 @@ impl Wheel {
         Ok(buf)
     }
 
+    /// The size of file `name`, as the zip and RECORD both declare it
+    /// (nothing is read): refuses a symbolic link, a file RECORD does not
+    /// list, and sizes that disagree.
+    pub fn size(&mut self, name: &str) -> Result<u64, HubError> {
+        let what = || format!("{} in {}", name, self.path.display());
+        let entry = self
+            .zip
+            .by_name(name)
+            .map_err(|e| HubError::corrupt(what(), e.to_string()))?;
+        // Whatever RECORD says of it, a link is never written as a file.
+        if entry.is_symlink() {
+            return Err(HubError::SymlinkEntry { what: what() });
+        }
+        let (_, want_size) = self
+            .record
+            .get(name)
+            .ok_or_else(|| HubError::corrupt(what(), "not listed in the wheel's RECORD"))?;
+        if entry.size() != *want_size {
+            return Err(HubError::corrupt(
+                what(),
+                format!("the zip says {} bytes, RECORD {want_size}", entry.size()),
+            ));
+        }
+        Ok(*want_size)
+    }
+
     /// Streams `name` into `out`, checking its sha256 and size against
     /// RECORD; `progress` gets the bytes copied so far. Returns the size.
     /// Refuses a symbolic link, an entry whose sizes disagree, and more
@@ -118,26 +144,13 @@ impl Wheel {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, HubError> {
+        let want_size = self.size(name)?;
+        let want_hash = self.record[name].0.clone();
         let what = || format!("{} in {}", name, self.path.display());
         let mut entry = self
             .zip
             .by_name(name)
             .map_err(|e| HubError::corrupt(what(), e.to_string()))?;
-        // Whatever RECORD says of it, a link is never written as a file.
-        if entry.is_symlink() {
-            return Err(HubError::SymlinkEntry { what: what() });
-        }
-        let (want_hash, want_size) = self
-            .record
-            .get(name)
-            .cloned()
-            .ok_or_else(|| HubError::corrupt(what(), "not listed in the wheel's RECORD"))?;
-        if entry.size() != want_size {
-            return Err(HubError::corrupt(
-                what(),
-                format!("the zip says {} bytes, RECORD {want_size}", entry.size()),
-            ));
-        }
         let too_large = || HubError::ArchiveTooLarge {
             what: what(),
             archive: self.archive,
