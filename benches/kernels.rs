@@ -11,8 +11,13 @@
 //!   weights from DRAM (vs read bandwidth) and 64 tokens in cache (vs the
 //!   Q8_0 int8 peak, which uses a different instruction mix: indicative).
 //!
+//! - the Q4_1 matmul at SmolLM2-135M shapes beside the Q8_0 one at the same
+//!   shapes: GOPS for one token and 64, weights in cache, and one token
+//!   with weights from DRAM.
+//!
 //! Then runs criterion groups named `op/isa/shape`. `KILN_BENCH_ALL_ISAS=1`
-//! benches every ISA the CPU supports instead of only the best one.
+//! benches every ISA the CPU supports instead of only the best one;
+//! `KILN_BENCH_ONLY_SMOLLM2=1` prints only the SmolLM2 bars before them.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +25,9 @@ use criterion::{Criterion, Throughput};
 use kiln::kernels::{best, compiled, for_isa, limits};
 use kiln::runtime::kernels::{AttnShape, KernelSet, Mask, MatMut, attention_scratch_len};
 use kiln::runtime::quant::{
-    BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8K,
-    quantize_row_q8_0_reference, quantize_row_q8_k_reference, repack_q4_kx8, repack_q6_kx8,
-    repack_q8_0x8,
+    BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+    BlockQ8K, quantize_row_q8_0_reference, quantize_row_q8_k_reference, repack_q4_1x8,
+    repack_q4_kx8, repack_q6_kx8, repack_q8_0x8,
 };
 
 /// Deterministic pseudo-random values in `[-1, 1)`.
@@ -221,6 +226,17 @@ fn rand_q5_0(blocks: usize, seed: u32) -> Vec<BlockQ5_0> {
         .collect()
 }
 
+fn rand_q4_1(blocks: usize, seed: u32) -> Vec<BlockQ4_1> {
+    let b = rand_bytes(blocks * 16, seed);
+    b.chunks_exact(16)
+        .map(|c| BlockQ4_1 {
+            d: half::f16::from_f32(0.01),
+            m: half::f16::from_f32(-0.08),
+            qs: c.try_into().expect("16"),
+        })
+        .collect()
+}
+
 /// The gemma-3-270m weights by format: `(format, n, k)`.
 const KQUANT_SHAPES: &[(&str, usize, usize)] = &[
     ("q4_k", 640, 2048),
@@ -232,6 +248,10 @@ const KQUANT_SHAPES: &[(&str, usize, usize)] = &[
     ("q5_0", 2048, 640),
     ("q5_0", 1024, 640),
     ("q5_0", 256, 640),
+    // SmolLM2-135M (every projection Q4_1).
+    ("q4_1x8", 1536, 576),
+    ("q4_1x8", 576, 576),
+    ("q4_1x8", 576, 1536),
 ];
 
 /// Weights (in copies, to stream them from DRAM) and activations of one shape.
@@ -241,6 +261,7 @@ struct KquantCase {
     w5: Vec<Vec<BlockQ5_0>>,
     w4x8: Vec<Vec<BlockQ4Kx8>>,
     w6x8: Vec<Vec<BlockQ6Kx8>>,
+    w41x8: Vec<Vec<BlockQ4_1x8>>,
     xk: Vec<BlockQ8K>,
     x8: Vec<BlockQ8_0>,
 }
@@ -256,6 +277,7 @@ impl KquantCase {
             w5: Vec::new(),
             w4x8: Vec::new(),
             w6x8: Vec::new(),
+            w41x8: Vec::new(),
             xk: Vec::new(),
             x8: Vec::new(),
         };
@@ -281,6 +303,11 @@ impl KquantCase {
                 c.w6x8 = vec![w; copies];
                 c.xk = q8k(&x);
             }
+            "q4_1x8" => {
+                let w = repack_q4_1x8(&rand_q4_1(n * k / 32, 1), n, k);
+                c.w41x8 = vec![w; copies];
+                c.x8 = q8(&x);
+            }
             _ => {
                 let w = rand_q5_0(n * k / 32, 1);
                 c.w5 = vec![w; copies];
@@ -296,6 +323,7 @@ impl KquantCase {
             self.w5.len(),
             self.w4x8.len(),
             self.w6x8.len(),
+            self.w41x8.len(),
         ]
         .into_iter()
         .max()
@@ -307,6 +335,7 @@ impl KquantCase {
             "q6_k" => set.matmul_q6_k(n, k)(&self.w6[i], &self.xk, None, out, false),
             "q4_kx8" => set.matmul_q4_kx8(n, k)(&self.w4x8[i], &self.xk, None, out, false),
             "q6_kx8" => set.matmul_q6_kx8(n, k)(&self.w6x8[i], &self.xk, None, out, false),
+            "q4_1x8" => set.matmul_q4_1x8(n, k)(&self.w41x8[i], &self.x8, None, out, false),
             _ => set.matmul_q5_0(n, k)(&self.w5[i], &self.x8, None, out, false),
         }
     }
@@ -318,6 +347,7 @@ fn kquant_bytes(fmt: &str, n: usize, k: usize) -> usize {
         "q4_k" => n * k / 256 * 144,
         "q6_k" | "q6_kx8" => n * k / 256 * 210,
         "q4_kx8" => n * k / 256 * 156,
+        "q4_1x8" => n * k / 32 * 20,
         _ => n * k / 32 * 22,
     }
 }
@@ -378,6 +408,61 @@ fn kquant_bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
         t.as_secs_f64() * 1e6,
         (x.len() * 4) as f64 / t.as_secs_f64() / 1e9
     );
+}
+
+/// The Q4_1 and Q8_0 8-row-group matmuls side by side at SmolLM2-135M's
+/// shapes (the same activations: both read Q8_0).
+fn smollm2_bars(set: &'static dyn KernelSet, bw: f64) {
+    let isa = set.isa().name();
+    println!("== SmolLM2-135M Q4_1 vs Q8_0 matmuls ({isa}) ==");
+    for (n, k) in [(1536usize, 576usize), (576, 576), (192, 576), (576, 1536)] {
+        let wv = rand_vec(n * k, 21);
+        let w8 = repack_q8_0x8(&q8(&wv), n, k);
+        let w41 = repack_q4_1x8(&rand_q4_1(n * k / 32, 22), n, k);
+        for m in [1usize, 64] {
+            let x = q8(&rand_vec(m * k, 23));
+            let mut out = vec![0.0f32; m * n];
+            let reps = if m == 1 { 2000 } else { 50 };
+            let t41 = min_time(reps, || {
+                set.matmul_q4_1x8(n, k)(&w41, &x, None, MatMut::new(&mut out, m, n, n), false)
+            });
+            let t8 = min_time(reps, || {
+                set.matmul_q8_0x8(n, k)(&w8, &x, None, MatMut::new(&mut out, m, n, n), false)
+            });
+            let gops = |t: Duration| (2 * m * n * k) as f64 / t.as_secs_f64() / 1e9;
+            println!(
+                "n{n} k{k} m{m} in cache: q4_1x8 {:.1} us {:.1} GOPS, q8_0x8 {:.1} us {:.1} GOPS ({:.2}x)",
+                t41.as_secs_f64() * 1e6,
+                gops(t41),
+                t8.as_secs_f64() * 1e6,
+                gops(t8),
+                t8.as_secs_f64() / t41.as_secs_f64()
+            );
+        }
+        // One token, weights streamed from DRAM.
+        let c = KquantCase::new("q4_1x8", n, k, 1, 320 << 20);
+        let mut out = vec![0.0f32; n];
+        let rounds = c.copies() * 2;
+        let t = Instant::now();
+        for r in 0..rounds {
+            c.run(
+                set,
+                "q4_1x8",
+                n,
+                k,
+                r % c.copies(),
+                MatMut::new(&mut out, 1, n, n),
+            );
+        }
+        let per = t.elapsed().as_secs_f64() / rounds as f64;
+        let gbs = kquant_bytes("q4_1x8", n, k) as f64 / per / 1e9;
+        println!(
+            "n{n} k{k} m1 q4_1x8 from DRAM: {:.1} us, {gbs:.1} GB/s = {:.0}% of read bandwidth, {:.1} GOPS",
+            per * 1e6,
+            100.0 * gbs / bw,
+            (2 * n * k) as f64 / per / 1e9
+        );
+    }
 }
 
 fn report(what: &str, spec: Duration, generic: Duration) {
@@ -501,6 +586,11 @@ fn bench_set(c: &mut Criterion, set: &'static dyn KernelSet) {
         b.iter(|| set.geglu_q8_0(1152)(&gate, &up, &mut gb))
     });
     let mut t = gate.clone();
+    let (sgate, sup) = (rand_vec(1536 * 16, 8), rand_vec(1536 * 16, 9));
+    let mut sb = vec![BlockQ8_0::default(); sgate.len() / 32];
+    g.bench_function("swiglu_q8_0_1536_m16", |b| {
+        b.iter(|| set.swiglu_q8_0(1536)(&sgate, &sup, &mut sb))
+    });
     g.bench_function("gelu_tanh_1152_m16", |b| {
         b.iter(|| {
             t.copy_from_slice(&gate);
@@ -549,8 +639,11 @@ fn main() {
             "int8 dot peak ({}, the Q8_0 block-dot instruction sequence): {peak:.1} GOPS",
             set.isa().name()
         );
-        bars(set, bw, peak);
-        kquant_bars(set, bw, peak);
+        if std::env::var_os("KILN_BENCH_ONLY_SMOLLM2").is_none() {
+            bars(set, bw, peak);
+            kquant_bars(set, bw, peak);
+        }
+        smollm2_bars(set, bw);
     }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))

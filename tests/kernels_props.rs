@@ -558,6 +558,7 @@ fn activations_match_reference() {
         let gelu_tanh = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
         let want_t: Vec<f32> = x0.iter().map(|&x| gelu_tanh(f64::from(x)) as f32).collect();
         let want_e: Vec<f32> = x0.iter().map(|&x| (0.5 * f64::from(x) * (1.0 + erf(f64::from(x) / 2f64.sqrt()))) as f32).collect();
+        let want_s: Vec<f32> = x0.iter().map(|&x| (f64::from(x) / (1.0 + (-f64::from(x)).exp())) as f32).collect();
         for set in sets("gelu") {
             let mut a = x0.to_vec();
             set.gelu_tanh()(&mut a);
@@ -573,8 +574,42 @@ fn activations_match_reference() {
             let mut fused = vec![BlockQ8_0::default(); 3];
             set.geglu_q8_0(96)(g, u, &mut fused);
             prop_assert_eq!(&fused, &q8(&prod), "geglu/{}", set.isa().name());
+            // SiLU against f64, and SwiGLU fused with quantization against
+            // quantizing this ISA's SiLU ⊙ up, as for GeGLU.
+            let mut c = x0.to_vec();
+            set.silu()(&mut c);
+            assert_close("silu", set.isa(), &c, &want_s, EXP_TOL);
+            let mut sg = g.to_vec();
+            set.silu()(&mut sg);
+            let prod: Vec<f32> = sg.iter().zip(u).map(|(a, b)| a * b).collect();
+            set.swiglu_q8_0(96)(g, u, &mut fused);
+            prop_assert_eq!(&fused, &q8(&prod), "swiglu/{}", set.isa().name());
         }
     });
+    // SwiGLU at SmolLM2's FFN width (the specialized variant) on two rows,
+    // and SiLU where exp over- and underflows.
+    let gate: Vec<f32> = (0..2 * 1536)
+        .map(|i| ((i * 37 % 211) as f32 - 105.0) / 9.0)
+        .collect();
+    let up: Vec<f32> = (0..2 * 1536)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) / 17.0)
+        .collect();
+    let edges = [
+        -200.0f32, -104.0, -88.5, -87.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.5, 200.0,
+    ];
+    let silu = |x: f32| (f64::from(x) / (1.0 + (-f64::from(x)).exp())) as f32;
+    for set in sets("swiglu/silu") {
+        let mut sg = gate.clone();
+        set.silu()(&mut sg);
+        let prod: Vec<f32> = sg.iter().zip(&up).map(|(a, b)| a * b).collect();
+        let mut fused = vec![BlockQ8_0::default(); gate.len() / 32];
+        set.swiglu_q8_0(1536)(&gate, &up, &mut fused);
+        assert_eq!(fused, q8(&prod), "swiglu 1536/{}", set.isa().name());
+        let mut e = edges.to_vec();
+        set.silu()(&mut e);
+        let want: Vec<f32> = edges.iter().map(|&x| silu(x)).collect();
+        assert_close("silu edges", set.isa(), &e, &want, EXP_TOL);
+    }
 }
 
 /// erf in f64 (Abramowitz & Stegun 7.1.28 is too coarse; use the series /

@@ -1,8 +1,9 @@
-//! The Q4_K, Q6_K and Q5_0 matmuls and the Q8_K quantizer of every ISA this
-//! CPU supports: Q8_K quantization bit for bit against the reference, every
-//! matmul against the f64 dot of the reference-dequantized weights and
-//! activations (random blocks, awkward shapes), and against rows of the real
-//! Gemma-3-270M tensors when the GGUF is on this machine.
+//! The Q4_K, Q6_K, Q5_0 and Q4_1 matmuls and the Q8_K quantizer of every
+//! ISA this CPU supports: Q8_K quantization bit for bit against the
+//! reference, every matmul against the f64 dot of the reference-dequantized
+//! weights and activations (random blocks, awkward shapes), and against rows
+//! of the real Gemma-3-270M and SmolLM2-135M tensors when their GGUFs are on
+//! this machine.
 
 mod common;
 
@@ -11,9 +12,10 @@ use half::f16;
 use kiln::runtime::gguf::GgufFile;
 use kiln::runtime::kernels::{KernelSet, MatMut};
 use kiln::runtime::quant::{
-    BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, dequantize_row_q4_k, dequantize_row_q5_0,
-    dequantize_row_q6_k, dequantize_row_q8_0, dequantize_row_q8_k, quantize_row_q8_0_reference,
-    quantize_row_q8_k_reference, repack_q4_kx8, repack_q6_kx8,
+    BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, BlockQ8K, dequantize_row_q4_1,
+    dequantize_row_q4_k, dequantize_row_q5_0, dequantize_row_q6_k, dequantize_row_q8_0,
+    dequantize_row_q8_k, quantize_row_q8_0_reference, quantize_row_q8_k_reference, repack_q4_1x8,
+    repack_q4_kx8, repack_q6_kx8,
 };
 use proptest::prelude::*;
 
@@ -94,6 +96,16 @@ fn rand_q5_0(r: &mut Rng, n: usize) -> Vec<BlockQ5_0> {
         .collect()
 }
 
+fn rand_q4_1(r: &mut Rng, n: usize) -> Vec<BlockQ4_1> {
+    (0..n)
+        .map(|_| BlockQ4_1 {
+            d: r.scale(1e-3, 3e-2),
+            m: r.scale(1e-3, 0.3),
+            qs: std::array::from_fn(|_| r.byte()),
+        })
+        .collect()
+}
+
 fn rand_f32(r: &mut Rng, n: usize, mag: f32) -> Vec<f32> {
     (0..n).map(|_| r.f(-mag, mag)).collect()
 }
@@ -154,6 +166,24 @@ impl Weight for BlockQ5_0 {
         let mut y = vec![0.0; w.len() * 32];
         dequantize_row_q5_0(w, &mut y);
         let mag = y.iter().map(|v| v.abs()).collect();
+        (y, mag)
+    }
+}
+
+impl Weight for BlockQ4_1 {
+    const QK: usize = 32;
+    fn deq(w: &[Self]) -> (Vec<f32>, Vec<f32>) {
+        let mut y = vec![0.0; w.len() * 32];
+        dequantize_row_q4_1(w, &mut y);
+        // The two parts separately, as for Q4_K: d·q (m = 0) and m (d = 0).
+        let scaled: Vec<BlockQ4_1> = w.iter().map(|b| BlockQ4_1 { m: f16::ZERO, ..*b }).collect();
+        let mut a = vec![0.0; y.len()];
+        dequantize_row_q4_1(&scaled, &mut a);
+        let mag = a
+            .iter()
+            .zip(w.iter().flat_map(|b| [b.m.to_f32(); 32]))
+            .map(|(a, m)| a.abs() + m.abs())
+            .collect();
         (y, mag)
     }
 }
@@ -304,6 +334,18 @@ fn run_q5_0(
     s.matmul_q5_0(n, k)(w, x, b, o, a)
 }
 
+fn run_q4_1x8(
+    s: &dyn KernelSet,
+    w: &[BlockQ4_1],
+    x: &[BlockQ8_0],
+    b: Option<&[f32]>,
+    o: MatMut<'_>,
+    a: bool,
+    (n, k): (usize, usize),
+) {
+    s.matmul_q4_1x8(n, k)(&repack_q4_1x8(w, n, k), x, b, o, a)
+}
+
 /// One random case of each format at `m × n × k`.
 fn case(seed: u64, m: usize, n: usize, kb_k: usize, kb_5: usize, flags: u8) -> f64 {
     let mut r = Rng(seed);
@@ -348,13 +390,26 @@ fn case(seed: u64, m: usize, n: usize, kb_k: usize, kb_5: usize, flags: u8) -> f
     let mut xd = vec![0.0; m * k5];
     dequantize_row_q8_0(&x8, &mut xd);
     let w5 = rand_q5_0(&mut r, n * kb_5);
-    worst.max(check("matmul_q5_0", &run_q5_0, &w5, &x8, &xd, m, n, b, acc))
+    worst = worst.max(check("matmul_q5_0", &run_q5_0, &w5, &x8, &xd, m, n, b, acc));
+    let w41 = rand_q4_1(&mut r, n * kb_5);
+    worst.max(check(
+        "matmul_q4_1x8",
+        &run_q4_1x8,
+        &w41,
+        &x8,
+        &xd,
+        m,
+        n,
+        b,
+        acc,
+    ))
 }
 
 #[test]
 fn matmuls_match_reference_on_awkward_shapes() {
     // Generic variants: one token, odd token counts, n not a multiple of the
-    // tile or the panel, K-quant k of 1-3 super-blocks, Q5_0 k of 1-20 blocks.
+    // tile or the panel, K-quant k of 1-3 super-blocks, Q5_0 and Q4_1 k of
+    // 1-20 blocks.
     proptest!(cases(40), |(seed in any::<u64>(), m in prop::sample::select(vec![1usize, 2, 3, 5, 9]), n in 1usize..70, kb_k in 1usize..4, kb_5 in 1usize..21, flags in 0u8..4)| {
         case(seed, m, n, kb_k, kb_5, flags);
     });
@@ -441,6 +496,45 @@ fn matmuls_match_reference_at_gemma3_shapes() {
 }
 
 #[test]
+fn q4_1x8_matches_reference_at_smollm2_shapes() {
+    // Specialized variants (SmolLM2's shapes: k = 576, not a multiple of
+    // 256, and 1536) at 1, 4, 7 and 9 tokens; generic ones at n = 130 (two
+    // panels and a short group) and at k = 129 blocks, past the activation
+    // sums kept on the stack (`X8_BIAS_CAP`), so computed in every group.
+    let mut worst = 0.0f64;
+    for (n, k, m) in [
+        (576usize, 576usize, 1usize),
+        (192, 576, 4),
+        (1536, 576, 7),
+        (576, 1536, 1),
+        (576, 1536, 9),
+        (130, 544, 5),
+        (24, 129 * 32, 1),
+        (24, 129 * 32, 5),
+    ] {
+        let mut r = Rng(n as u64 * 31 + k as u64 + m as u64);
+        let xv = rand_f32(&mut r, m * k, 2.0);
+        let x8 = q8(&xv);
+        let mut xd = vec![0.0; m * k];
+        dequantize_row_q8_0(&x8, &mut xd);
+        let bias = rand_f32(&mut r, n, 1.0);
+        let w = rand_q4_1(&mut r, n * k / 32);
+        worst = worst.max(check(
+            "q4_1x8 table",
+            &run_q4_1x8,
+            &w,
+            &x8,
+            &xd,
+            m,
+            n,
+            (m % 2 == 1).then_some(&bias[..]),
+            m > 1,
+        ));
+    }
+    eprintln!("q4_1x8 worst error / magnitude: {worst:e} (tolerance {KQ_TOL:e})");
+}
+
+#[test]
 fn matmuls_write_column_blocks() {
     // Threads own column blocks of one output: two halves equal the whole.
     let (m, n, k) = (5usize, 640usize, 1024usize);
@@ -456,6 +550,20 @@ fn matmuls_write_column_blocks() {
         set.matmul_q4_k(192, k)(&w4[..192 * kb], &xk, None, l, false);
         set.matmul_q4_k(n - 192, k)(&w4[192 * kb..], &xk, None, rt, false);
         assert_eq!(split, whole, "{}", set.isa().name());
+    }
+    // Q4_1 groups: a block of 192 columns is 24 groups.
+    let (n, k) = (576usize, 576usize);
+    let kb = k / 32;
+    let x8 = q8(&rand_f32(&mut r, m * k, 1.0));
+    let w = repack_q4_1x8(&rand_q4_1(&mut r, n * kb), n, k);
+    for set in sets("q4_1x8 split") {
+        let mut whole = vec![0.0; m * n];
+        set.matmul_q4_1x8(n, k)(&w, &x8, None, MatMut::new(&mut whole, m, n, n), false);
+        let mut split = vec![0.0; m * n];
+        let (l, rt) = MatMut::new(&mut split, m, n, n).split_cols(192);
+        set.matmul_q4_1x8(192, k)(&w[..24 * kb], &x8, None, l, false);
+        set.matmul_q4_1x8(n - 192, k)(&w[24 * kb..], &x8, None, rt, false);
+        assert_eq!(split, whole, "q4_1x8/{}", set.isa().name());
     }
 }
 
@@ -612,4 +720,54 @@ fn real_gemma3_weights() {
         }
     }
     assert_eq!(seen, [true; 3], "Q4_K, Q6_K and Q5_0 tensors in the GGUF");
+}
+
+#[test]
+fn real_smollm2_weights() {
+    // As `real_gemma3_weights`: the model cache, or a file that
+    // KILN_SMOLLM2_GGUF names. Every projection of SmolLM2-135M is Q4_1.
+    let path = match std::env::var_os("KILN_SMOLLM2_GGUF") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match common::cached_model("smollm2") {
+            Some(p) => p,
+            None => return,
+        },
+    };
+    let g = GgufFile::open(&path).expect("gguf opens");
+    let mut r = Rng(2027);
+    let x: Vec<f32> = (0..1536)
+        .map(|i| {
+            let v = r.f(-1.0, 1.0);
+            if i % 97 == 0 { v * 40.0 } else { v }
+        })
+        .collect();
+    let deq_8 = |x: &[f32]| {
+        let b = q8(x);
+        let mut y = vec![0.0; x.len()];
+        dequantize_row_q8_0(&b, &mut y);
+        y
+    };
+    let mut seen = 0;
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.29.ffn_up.weight",
+        "blk.29.ffn_down.weight",
+    ] {
+        let w = g.tensor_q4_1(name).expect("a Q4_1 projection");
+        let k = g.tensor(name).expect("listed").dims[0] as usize;
+        let x8 = q8(&x[..k]);
+        let run = |s: &dyn KernelSet, w: &[BlockQ4_1], n, k, o: &mut [f32]| {
+            s.matmul_q4_1x8(n, k)(
+                &repack_q4_1x8(w, n, k),
+                &x8,
+                None,
+                MatMut::new(o, 1, n, n),
+                false,
+            )
+        };
+        real_rows(&g, name, w, &run, &x, &deq_8);
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
 }

@@ -234,7 +234,8 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             use half::f16;
             use kiln_runtime::kernels::*;
             use kiln_runtime::quant::{
-                BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
+                BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+                BlockQ8_0x8, BlockQ8K,
             };
             #prelude
             #(#items)*

@@ -161,6 +161,22 @@ pub const MATMUL_Q5_0: FnType = fn_type! {
     );
 };
 
+/// The Q4_1 matmul over 8-row groups.
+pub const MATMUL_Q4_1X8: FnType = fn_type! {
+    /// As [`MatmulQ8_0x8Fn`] with Q4_1 weights repacked into groups of 8 rows
+    /// ([`repack_q4_1x8`](crate::quant::repack_q4_1x8)) and Q8_0 activations
+    /// (llama.cpp pairs Q4_1 with Q8_1: the same quants plus each block's
+    /// sum, which the kernel computes): `w` holds the `ceil(n / 8)` groups
+    /// covering `out`'s columns, `k / 32` blocks each.
+    type MatmulQ4_1x8Fn = fn(
+        w: &[BlockQ4_1x8],
+        x: &[BlockQ8_0],
+        bias: Option<&[f32]>,
+        out: MatMut<'_>,
+        accumulate: bool,
+    );
+};
+
 /// The f32 matmul.
 pub const MATMUL_F32: FnType = fn_type! {
     /// The same with f32 weights and f32 activations.
@@ -277,13 +293,14 @@ pub const WIDEN_F16: FnType = fn_type! {
 
 /// An element-wise activation.
 pub const UNARY: FnType = fn_type! {
-    /// Element-wise activation in place (GELU, tanh approximation or erf).
+    /// Element-wise activation in place (GELU, tanh approximation or erf; SiLU).
     type UnaryFn = fn(x: &mut [f32]);
 };
 
-/// GeGLU fused with Q8_0 quantization.
+/// A gated activation (GeGLU, SwiGLU) fused with Q8_0 quantization.
 pub const GEGLU_Q8_0: FnType = fn_type! {
-    /// GeGLU fused with quantization: `out = Q8_0(gelu_tanh(gate) ⊙ up)`.
+    /// A gated activation fused with quantization: `out = Q8_0(act(gate) ⊙ up)`,
+    /// where `act` is GELU (tanh approximation) for GeGLU and SiLU for SwiGLU.
     type GegluQ8_0Fn = fn(gate: &[f32], up: &[f32], out: &mut [BlockQ8_0]);
 };
 
@@ -370,7 +387,8 @@ pub fn runtime_source() -> String {
     });
     let file = quote! {
         use crate::quant::{
-            BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K,
+            BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
+            BlockQ8K,
         };
         #(#types)*
         /// The kernels of one instruction set, chosen once when a model is opened.

@@ -1,5 +1,5 @@
-//! K-quant (Q4_K, Q6_K) and Q5_0 matmuls: their block formats and kernel
-//! families (the ops that unpack their blocks are in [`crate::ops`] with the
+//! K-quant (Q4_K, Q6_K), Q5_0 and Q4_1 matmuls: their block formats and
+//! kernel families (the ops that unpack their blocks are in [`crate::ops`] with the
 //! others).
 //!
 //! The formats only differ in how a weight block turns into int8 operands,
@@ -20,7 +20,14 @@
 //! Activation blocks for the K-quants are Q8_K (`quantize_q8_k`), bit-identical
 //! to ggml's `quantize_row_q8_K_ref`.
 //!
-//! Those kernels read the file's row layout. The models run Q4_K and Q6_K
+//! - **Q4_1 × Q8_0** (8-row groups only, [`q4_1x8_matmul`]): one 32-value
+//!   block of unsigned nibbles with an f16 scale `d` and minimum `m`. The
+//!   nibbles feed the unsigned × signed int8 dot as they are; per block
+//!   `dx·d·Σ q·x` comes from the exact int32 dot and `dx·m·Σ x` from the
+//!   activation block's sum, computed once per token before the weight
+//!   groups rather than for each group (llama.cpp stores it in Q8_1 blocks).
+//!
+//! The K-quant and Q5_0 kernels above read the file's row layout. The models run Q4_K and Q6_K
 //! on weights repacked at open into groups of 8 rows instead
 //! ([`kx8_matmul`], the Q8_0 groups' driver and tiles): one unsigned int8
 //! step (`ru_dot_acc`, a single `vpdpbusd` on AVX-512 VNNI) gives 8 rows'
@@ -29,7 +36,7 @@
 //! multiply by the 8 rows' scales. Same integer sums, so the same results
 //! as the row kernels up to float rounding; 2-3x their speed on many tokens.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::interface;
@@ -93,6 +100,20 @@ pub const FAMILIES: &[Family] = &[
               the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
         body: |key| kx8_matmul(&Q6KX8, key),
+    },
+    Family {
+        getter: "matmul_q4_1x8",
+        reference_only: false,
+        fn_type: &interface::MATMUL_Q4_1X8,
+        getter_doc: "Q4_1 matmul over 8-row-interleaved weights of `n` rows of `k`.",
+        key: &["n", "k"],
+        doc: "`out[i][j] (+)= bias[j] + Σ_b dx·(dw·(wq·xq) + mw·Σxq)` over Q4_1 × Q8_0 blocks repacked \
+              in groups of 8 rows: each unsigned int8 step yields the 8 rows' partial dots in one \
+              vector, each block two scaled fmas per 8 rows; the activation blocks' sums are \
+              computed once per token tile. Panels of `X8_PANEL` groups, register tiles of \
+              `X8_MR` tokens × 8 rows.",
+        test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        body: q4_1x8_matmul,
     },
     Family {
         getter: "matmul_q5_0",
@@ -432,3 +453,95 @@ pub const KX8_PREFETCH: usize = 2;
 
 /// Values per K-quant super-block.
 const QK_K_VALUES: usize = 256;
+
+/// Bytes of one Q4_1 group block (`BlockQ4_1x8`: 8 scales, 8 minimums, 8 × 16
+/// bytes of nibbles).
+const Q4_1X8_BYTES: usize = 160;
+
+/// How far ahead (in group blocks) the one-token Q4_1 matmul prefetches
+/// while it streams a weight from memory: about the distance of the Q8_0
+/// groups' `X8_PREFETCH` in bytes (~6.4 KB).
+pub const Q4_1X8_PREFETCH: usize = 40;
+
+/// Before a tile's groups: `xs{i}[b] = dx·Σ xq` of block `b` of each of the
+/// `mr` tokens, which every group of the panel reuses (`cap` blocks on the
+/// stack; a longer generic row computes them in every group instead).
+fn q4_1x8_sums(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let rows = (0..mr).map(|i| {
+        let (xs, il) = (id("xs", i), lit(i));
+        quote! {
+            let #xs: [f32; #cap] = if kb <= #cap {
+                let xr = &x[(i0 + #il) * kb..][..kb];
+                core::array::from_fn(|b| {
+                    if b < kb {
+                        f16_to_f32(xr[b].d.to_bits()) * q8_sum(&xr[b].qs) as f32
+                    } else {
+                        0.0
+                    }
+                })
+            } else {
+                [0.0; #cap]
+            };
+        }
+    });
+    quote!(#(#rows)*)
+}
+
+/// The Q4_1 group tile: per block, 4 loads of packed nibbles give the 8
+/// quads (low then high nibbles), each dotted with every token's broadcast
+/// quad; then per token `dw·dx` times the dots and `mw` times `dx·Σ xq`.
+fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let ia = ri_zeros("ia", mr);
+    let quads = (0..4).map(|p| {
+        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
+        let dots = |w: &str, q: &Literal| -> Vec<TokenStream> {
+            let w = format_ident!("{w}");
+            (0..mr)
+                .map(|i| {
+                    let (ia, xr) = (id("ia", i), id("xr", i));
+                    quote!(#ia = ru_dot_acc(#ia, #w, q8r_load_x(&#xr[b].qs, #q));)
+                })
+                .collect()
+        };
+        let (d0, d1) = (dots("w0", &q0), dots("w1", &q1));
+        quote! {
+            let w0 = q4x8_w(&blk.qs[#pl], 0);
+            let w1 = q4x8_w(&blk.qs[#pl], 1);
+            #(#d0)*
+            #(#d1)*
+        }
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xr, xs) = (id("acc", i), id("ia", i), id("xr", i), id("xs", i));
+        quote! {
+            let dx = f16_to_f32(#xr[b].d.to_bits());
+            let sx = if kb <= #cap { #xs[b] } else { dx * q8_sum(&#xr[b].qs) as f32 };
+            #acc = r8_fma_block(dw, dx, #ia, #acc);
+            #acc = r8_fma_splat(mw, sx, #acc);
+        }
+    });
+    let prefetch = matmul::x8_prefetch(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH);
+    let block = quote! {
+        let dw = r8_scales(&blk.d);
+        let mw = r8_scales(&blk.m);
+        #(#ia)*
+        #(#quads)*
+        #(#finish)*
+    };
+    matmul::x8_tile(mr, prefetch, block)
+}
+
+/// The Q4_1 matmul over 8-row groups, on the driver the Q8_0 groups use.
+fn q4_1x8_matmul(key: &[Option<usize>]) -> TokenStream {
+    let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
+    let mr = matmul::X8_MR;
+    matmul::x8_matmul(
+        "matmul_q4_1x8",
+        32,
+        key,
+        [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
+        [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
+    )
+}

@@ -196,6 +196,9 @@ ops! {
     fn r8_add(a: R8, b: R8) -> R8;
     /// `acc + (dw·dx)·f32(p)`: adds one block's 8 scaled dots.
     fn r8_fma_block(dw: R8, dx: f32, p: RI, acc: R8) -> R8;
+    /// `acc + a·s`: adds a scalar times the 8 rows' values (Q4_1's minimums times an activation
+    /// block's sum).
+    fn r8_fma_splat(a: R8, s: f32, acc: R8) -> R8;
     /// 8 zero int32.
     fn ri_zero() -> RI;
     /// Loads 4 columns of a group's 8 rows (`qs[4r + e]`), prepared for `q8r_dot_acc` (plus 128, as
@@ -215,6 +218,8 @@ ops! {
     /// The accumulator a block's `q8r_dot_acc` chain starts from: `bias` in every lane where
     /// `q8r_offset()`, else zero.
     fn q8r_init(bias: i32) -> RI { let _ = bias; ri_zero() }
+    /// `Σ qs[i]`, exact: an activation block's sum, which Q4_1's minimums multiply.
+    fn q8_sum(qs: &[i8; 32]) -> i32 { qs.iter().map(|&v| i32::from(v)).sum::<i32>() }
     // --- composites: math on F ---
     /// `e^x`, Cephes polynomial with range reduction (about 2 ulp); input clamped to `[-87, 88]`.
     fn f_exp(x: F) -> F {
@@ -262,6 +267,11 @@ ops! {
     fn gelu_erf_v(x: F) -> F {
         let e = f_erf(f_mul(x, f_splat(core::f32::consts::FRAC_1_SQRT_2)));
         f_mul(f_mul(f_splat(0.5), x), f_add(f_splat(1.0), e))
+    }
+    /// SiLU: `x / (1 + e^{-x})`, as ggml computes it (`ggml_silu_f32`, and its vector form
+    /// `ggml_v_silu`: the same division of `x` by `1 + exp(-x)`).
+    fn silu_v(x: F) -> F {
+        f_div(x, f_add(f_splat(1.0), f_exp(f_sub(f_zero(), x))))
     }
     // --- composites: slice helpers shared by kernels ---
     /// `Σ a[i]·b[i]` over the shorter length, four vector accumulators.

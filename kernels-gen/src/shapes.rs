@@ -148,6 +148,27 @@ pub fn builtin() -> ShapeTable {
     }
     t.add("matmul_q6_kx8", &[640, 2048]);
     t.add("matmul_q8_0x8", &[262_144, 640]);
+    // SmolLM2-135M-Instruct (llama, as shipped in Q4_1): hidden 576, 9 query
+    // heads / 3 KV heads of 64, FFN 1536 (SwiGLU), vocab 49152. Every
+    // projection is Q4_1 (ggml shape [k, n] = n rows of k): attn_q and
+    // attn_output [576, 576], attn_k/attn_v [576, 192], ffn_gate/up
+    // [576, 1536], ffn_down [1536, 576]; token_embd is Q8_0 [576, 49152],
+    // tied as the output projection.
+    t.add_model(&ModelShapes {
+        hidden: 576,
+        head_dim: 64,
+        ffn: 1536,
+        matmuls: vec![(49_152, 576)],
+        rms_norm: true,
+        geglu: false,
+        rope: true,
+        head_norm: false,
+    });
+    for (n, k) in [(576, 576), (192, 576), (1536, 576), (576, 1536)] {
+        t.add("matmul_q4_1x8", &[n, k]);
+        t.add("quantize_q8_0", &[k]);
+    }
+    t.add("swiglu_q8_0", &[1536]);
     t
 }
 

@@ -12,7 +12,9 @@ fn table() -> ShapeTable {
         .add("attend_cache", &[256])
         .add("attend_cache_f16", &[256])
         .add("matmul_q4_kx8", &[640, 2048])
-        .add("matmul_q6_kx8", &[640, 2048]);
+        .add("matmul_q6_kx8", &[640, 2048])
+        .add("matmul_q4_1x8", &[576, 576])
+        .add("swiglu_q8_0", &[1536]);
     t
 }
 
@@ -69,6 +71,28 @@ fn k_quant_x8_matmuls() {
     snap("avx2", "ru_dot_acc");
     snap("avx512vnni", "ru_dot_acc");
     snap("neon_dotprod", "q6x8_w");
+}
+
+#[test]
+fn q4_1x8_matmul() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "matmul_q4_1x8_n576_k576");
+        snap(isa, "r8_fma_splat");
+        snap(isa, "q8_sum");
+    }
+    // The nibbles go to `vpdpbusd` as they are: no offset, no sign fix-up.
+    snap("avx512vnni", "matmul_q4_1x8_n576_k576");
+    snap("neon", "q8_sum");
+    snap("neon", "r8_fma_splat");
+}
+
+#[test]
+fn swiglu() {
+    for isa in ["scalar", "avx2"] {
+        snap(isa, "swiglu_q8_0_1536");
+        snap(isa, "silu");
+        snap(isa, "silu_v");
+    }
 }
 
 #[test]

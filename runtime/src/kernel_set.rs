@@ -2,8 +2,8 @@
 // Included by `kernels.rs`: the fn-pointer types, `KernelSet` and `NoKernels`.
 
 use crate::quant::{
-    BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
-    BlockQ8K,
+    BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
+    BlockQ8_0x8, BlockQ8K,
 };
 /// `out` = rows of `x` quantized to Q8_0 (`x.len() == 32 · out.len()`).
 pub type QuantizeQ8_0Fn = fn(x: &[f32], out: &mut [BlockQ8_0]);
@@ -109,9 +109,10 @@ pub type AttendCacheF16Fn = fn(
 /// as long as `src`): exact for every half, subnormals, infinities and
 /// NaNs included.
 pub type WidenF16Fn = fn(src: &[u16], out: &mut [f32]);
-/// Element-wise activation in place (GELU, tanh approximation or erf).
+/// Element-wise activation in place (GELU, tanh approximation or erf; SiLU).
 pub type UnaryFn = fn(x: &mut [f32]);
-/// GeGLU fused with quantization: `out = Q8_0(gelu_tanh(gate) ⊙ up)`.
+/// A gated activation fused with quantization: `out = Q8_0(act(gate) ⊙ up)`,
+/// where `act` is GELU (tanh approximation) for GeGLU and SiLU for SwiGLU.
 pub type GegluQ8_0Fn = fn(gate: &[f32], up: &[f32], out: &mut [BlockQ8_0]);
 /// Gathers rows `ids` of a Q8_0 table of `dim`-wide rows, dequantized and
 /// multiplied by `scale`, into `out` (`[ids.len()][dim]`).
@@ -167,6 +168,18 @@ pub type MatmulQ6Kx8Fn = fn(
     out: MatMut<'_>,
     accumulate: bool,
 );
+/// As [`MatmulQ8_0x8Fn`] with Q4_1 weights repacked into groups of 8 rows
+/// ([`repack_q4_1x8`](crate::quant::repack_q4_1x8)) and Q8_0 activations
+/// (llama.cpp pairs Q4_1 with Q8_1: the same quants plus each block's
+/// sum, which the kernel computes): `w` holds the `ceil(n / 8)` groups
+/// covering `out`'s columns, `k / 32` blocks each.
+pub type MatmulQ4_1x8Fn = fn(
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_0],
+    bias: Option<&[f32]>,
+    out: MatMut<'_>,
+    accumulate: bool,
+);
 /// As [`MatmulQ8_0Fn`] with Q5_0 weights and Q8_0 activations (llama.cpp's
 /// pairing; `k = 32 · x.len() / m`).
 pub type MatmulQ5_0Fn = fn(
@@ -211,8 +224,12 @@ pub trait KernelSet: Send + Sync {
     fn gelu_tanh(&self) -> UnaryFn;
     /// GELU, exact (erf).
     fn gelu_erf(&self) -> UnaryFn;
+    /// SiLU (swish).
+    fn silu(&self) -> UnaryFn;
     /// GeGLU over `dim` values fused with Q8_0 quantization.
     fn geglu_q8_0(&self, dim: usize) -> GegluQ8_0Fn;
+    /// SwiGLU over `dim` values fused with Q8_0 quantization.
+    fn swiglu_q8_0(&self, dim: usize) -> GegluQ8_0Fn;
     /// Embedding-row gather from a Q8_0 table.
     fn gather_q8_0(&self, dim: usize) -> GatherQ8_0Fn;
     /// Mean pooling over `dim` values.
@@ -229,6 +246,8 @@ pub trait KernelSet: Send + Sync {
     fn matmul_q4_kx8(&self, n: usize, k: usize) -> MatmulQ4Kx8Fn;
     /// Q6_K matmul over 8-row-interleaved weights of `n` rows of `k`.
     fn matmul_q6_kx8(&self, n: usize, k: usize) -> MatmulQ6Kx8Fn;
+    /// Q4_1 matmul over 8-row-interleaved weights of `n` rows of `k`.
+    fn matmul_q4_1x8(&self, n: usize, k: usize) -> MatmulQ4_1x8Fn;
     /// Q5_0 matmul for a weight of `n` rows of `k`.
     fn matmul_q5_0(&self, n: usize, k: usize) -> MatmulQ5_0Fn;
 }
@@ -282,7 +301,13 @@ impl KernelSet for NoKernels {
     fn gelu_erf(&self) -> UnaryFn {
         |_| {}
     }
+    fn silu(&self) -> UnaryFn {
+        |_| {}
+    }
     fn geglu_q8_0(&self, _: usize) -> GegluQ8_0Fn {
+        |_, _, _| {}
+    }
+    fn swiglu_q8_0(&self, _: usize) -> GegluQ8_0Fn {
         |_, _, _| {}
     }
     fn gather_q8_0(&self, _: usize) -> GatherQ8_0Fn {
@@ -307,6 +332,9 @@ impl KernelSet for NoKernels {
         |_, _, _, _, _| {}
     }
     fn matmul_q6_kx8(&self, _: usize, _: usize) -> MatmulQ6Kx8Fn {
+        |_, _, _, _, _| {}
+    }
+    fn matmul_q4_1x8(&self, _: usize, _: usize) -> MatmulQ4_1x8Fn {
         |_, _, _, _, _| {}
     }
     fn matmul_q5_0(&self, _: usize, _: usize) -> MatmulQ5_0Fn {

@@ -7,8 +7,8 @@ use half::f16;
 
 mod kx8;
 pub use kx8::{
-    BlockQ4Kx8, BlockQ6Kx8, q4_k_values, q6_k_values, repack_q4_kx8, repack_q4_kx8_into,
-    repack_q6_kx8, repack_q6_kx8_into,
+    BlockQ4_1x8, BlockQ4Kx8, BlockQ6Kx8, q4_1_values, q4_k_values, q6_k_values, repack_q4_1x8,
+    repack_q4_1x8_into, repack_q4_kx8, repack_q4_kx8_into, repack_q6_kx8, repack_q6_kx8_into,
 };
 
 /// Elements per Q8_0 block.

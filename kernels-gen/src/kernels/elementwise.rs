@@ -1,5 +1,5 @@
-//! Element-wise kernels: quantization to Q8_0, the GELUs, GeGLU fused with
-//! quantization, the Q8_0 embedding-row gather (dequantization), and the
+//! Element-wise kernels: quantization to Q8_0, the GELUs and SiLU, GeGLU
+//! and SwiGLU fused with quantization, the Q8_0 embedding-row gather (dequantization), and the
 //! widening of IEEE halves.
 
 use proc_macro2::TokenStream;
@@ -42,18 +42,35 @@ pub(super) fn unary(op: TokenStream) -> TokenStream {
 }
 
 pub(super) fn geglu_q8_0(key: &[Option<usize>]) -> TokenStream {
+    gated_q8_0("geglu_q8_0", quote!(gelu_tanh_v), key)
+}
+
+pub(super) fn swiglu_q8_0(key: &[Option<usize>]) -> TokenStream {
+    gated_q8_0("swiglu_q8_0", quote!(silu_v), key)
+}
+
+/// `out = Q8_0(act(gate) ⊙ up)` block by block (kernel `name`): the
+/// activation of each lane is the unary kernel's, so the result equals
+/// quantizing that kernel's output times `up`.
+fn gated_q8_0(name: &str, act: TokenStream, key: &[Option<usize>]) -> TokenStream {
     let dim = bind("dim", key[0], quote!(gate.len().max(32)));
+    let (m_dim, m_up, m_rows, m_out) = (
+        format!("{name}: dim {{dim}} is not a multiple of 32"),
+        format!("{name}: gate vs up"),
+        format!("{name}: {{}} values are not rows of {{dim}}"),
+        format!("{name}: output blocks"),
+    );
     quote! {
         #dim
-        assert!(dim % 32 == 0, "geglu_q8_0: dim {dim} is not a multiple of 32");
-        assert_eq!(gate.len(), up.len(), "geglu_q8_0: gate vs up");
-        assert!(gate.len() % dim == 0, "geglu_q8_0: {} values are not rows of {dim}", gate.len());
-        assert_eq!(out.len() * 32, gate.len(), "geglu_q8_0: output blocks");
+        assert!(dim % 32 == 0, #m_dim);
+        assert_eq!(gate.len(), up.len(), #m_up);
+        assert!(gate.len() % dim == 0, #m_rows, gate.len());
+        assert_eq!(out.len() * 32, gate.len(), #m_out);
         for ((g, u), ob) in gate.chunks_exact(32).zip(up.chunks_exact(32)).zip(out.iter_mut()) {
             let mut buf = [0.0f32; 32];
             let mut i = 0;
             while i < 32 {
-                let r = f_mul(gelu_tanh_v(f_load(&g[i..])), f_load(&u[i..]));
+                let r = f_mul(#act(f_load(&g[i..])), f_load(&u[i..]));
                 f_store(&mut buf[i..], r);
                 i += LANES;
             }

@@ -23,7 +23,7 @@ pub mod pooling;
 pub mod rope;
 
 use attention::{attend_cache, attend_cache_f16, attention};
-use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, unary, widen_f16};
+use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, swiglu_q8_0, unary, widen_f16};
 use matmul::{matmul_f32, matmul_q8_0, matmul_q8_0x8};
 use norm::{layer_norm, rms_norm, rms_norm_q8_0};
 use pooling::mean_pool;
@@ -260,6 +260,16 @@ pub const FAMILIES: &[Family] = &[
         body: |_| unary(quote!(gelu_erf_v)),
     },
     Family {
+        getter: "silu",
+        reference_only: false,
+        fn_type: &interface::UNARY,
+        getter_doc: "SiLU (swish).",
+        key: &[],
+        doc: "SiLU, `x / (1 + e^{-x})`, in place.",
+        test: "kernels_props::activations_match_reference",
+        body: |_| unary(quote!(silu_v)),
+    },
+    Family {
         getter: "geglu_q8_0",
         reference_only: false,
         fn_type: &interface::GEGLU_Q8_0,
@@ -268,6 +278,16 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out = Q8_0(gelu_tanh(gate) ⊙ up)`, block by block.",
         test: "kernels_props::activations_match_reference",
         body: geglu_q8_0,
+    },
+    Family {
+        getter: "swiglu_q8_0",
+        reference_only: false,
+        fn_type: &interface::GEGLU_Q8_0,
+        getter_doc: "SwiGLU over `dim` values fused with Q8_0 quantization.",
+        key: &["dim"],
+        doc: "`out = Q8_0(silu(gate) ⊙ up)`, block by block.",
+        test: "kernels_props::activations_match_reference",
+        body: swiglu_q8_0,
     },
     Family {
         getter: "gather_q8_0",

@@ -198,6 +198,16 @@ pub(super) fn x86_256_op(op: Op) -> Option<TokenStream> {
         Op::r8_fma_block => quote! {
             _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(p), acc)
         },
+        Op::r8_fma_splat => quote!(_mm256_fmadd_ps(a, _mm256_set1_ps(s), acc)),
+        Op::q8_sum => quote! {
+            __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
+            let x = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
+            // Σ(x + 128) as sums of absolute differences from 0, 4 × 8 bytes.
+            let s = _mm256_sad_epu8(_mm256_xor_si256(x, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
+            let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+            _mm_cvtsi128_si32(s) - 32 * 128
+        },
         Op::ri_zero => quote!(_mm256_setzero_si256()),
         Op::q8r_load_w => quote! {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");

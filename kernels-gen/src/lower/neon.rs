@@ -138,6 +138,13 @@ impl Lowering for Neon {
                     vfmaq_f32(acc.1, vmulq_f32(dw.1, s), vcvtq_f32_s32(p.1)),
                 )
             },
+            Op::r8_fma_splat => quote!((vfmaq_n_f32(acc.0, a.0, s), vfmaq_n_f32(acc.1, a.1, s))),
+            Op::q8_sum => quote! {
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
+                let (a, b) = unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) };
+                // Sums of 16 int8 fit the int16 each `saddlv` returns.
+                i32::from(vaddlvq_s8(a)) + i32::from(vaddlvq_s8(b))
+            },
             Op::ri_zero => quote!((vdupq_n_s32(0), vdupq_n_s32(0))),
             Op::q8r_load_w => quote! {
                 __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");

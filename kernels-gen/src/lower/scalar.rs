@@ -92,6 +92,7 @@ impl Lowering for Scalar {
             Op::r8_store => quote!(s[..8].copy_from_slice(&v);),
             Op::r8_add => quote!(core::array::from_fn(|r| a[r] + b[r])),
             Op::r8_fma_block => quote!(core::array::from_fn(|r| acc[r] + dw[r] * dx * p[r] as f32)),
+            Op::r8_fma_splat => quote!(core::array::from_fn(|r| acc[r] + a[r] * s)),
             Op::ri_zero => quote!([0; 8]),
             Op::q8r_load_w => quote!(*qs),
             Op::q8r_load_x => quote!([

@@ -9,8 +9,8 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ6Kx8, BlockQ8_0,
-    BlockQ8_0x8,
+    BlockQ4_0, BlockQ4_1, BlockQ4_1x8, BlockQ4K, BlockQ4Kx8, BlockQ5_0, BlockQ5K, BlockQ6K,
+    BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8,
 };
 
 /// Where a file's bytes live.
@@ -119,6 +119,8 @@ unsafe impl Plain for BlockQ8_0x8 {}
 unsafe impl Plain for BlockQ4Kx8 {}
 // SAFETY: as above (f16, i8 and u8 arrays: 1680 bytes, no gap).
 unsafe impl Plain for BlockQ6Kx8 {}
+// SAFETY: as above (two f16 arrays, then u8 arrays: 160 bytes, no gap).
+unsafe impl Plain for BlockQ4_1x8 {}
 
 /// Zero-initialized values in an anonymous memory map: for weights copied
 /// at open (repacked), where a `Vec` would memset every byte and then fault

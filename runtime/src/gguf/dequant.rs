@@ -6,9 +6,9 @@ use half::{bf16, f16};
 use super::backing::{Plain, cast_slice, copy_to_vec};
 use super::types::GgmlType;
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, dequantize_row_q4_0, dequantize_row_q4_1,
-    dequantize_row_q4_k, dequantize_row_q5_0, dequantize_row_q5_k, dequantize_row_q6_k,
-    dequantize_row_q8_0,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5K, BlockQ6K, BlockQ8_0, dequantize_row_q4_0,
+    dequantize_row_q4_1, dequantize_row_q4_k, dequantize_row_q5_0, dequantize_row_q5_k,
+    dequantize_row_q6_k, dequantize_row_q8_0,
 };
 
 /// Whether [`dequantize`] handles `ty`.

@@ -39,7 +39,7 @@ pub(crate) use value::take;
 pub use value::{Array, ArrayIter, StrIter, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, TensorDataWriter};
 
-use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0};
+use crate::quant::{BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -535,6 +535,11 @@ impl GgufFile {
     /// `r * ne0/32 .. (r+1) * ne0/32`).
     pub fn tensor_q8_0(&self, name: &str) -> Result<&[BlockQ8_0], GgufError> {
         self.view(name, GgmlType::Q8_0, "Q8_0")
+    }
+
+    /// A Q4_1 tensor's blocks, in place (rows of `ne0/32` blocks).
+    pub fn tensor_q4_1(&self, name: &str) -> Result<&[BlockQ4_1], GgufError> {
+        self.view(name, GgmlType::Q4_1, "Q4_1")
     }
 
     /// A Q5_0 tensor's blocks, in place (rows of `ne0/32` blocks).

@@ -1,10 +1,11 @@
-//! Q4_K and Q6_K weights repacked into groups of 8 rows, as
+//! Q4_K, Q6_K and Q4_1 weights repacked into groups of 8 rows, as
 //! [`BlockQ8_0x8`](super::BlockQ8_0x8) does for Q8_0: one 32-byte load holds
 //! the same 4 columns of all 8 rows, so an int8 step yields the 8 rows'
 //! partial dots in one vector (no horizontal sums, no per-row unpacking
 //! repeated for every token), and the sub-block scales of the 8 rows are one
-//! vector too. Values keep their bits (4 for Q4_K, 6 for Q6_K); only the
-//! scales are stored decoded, so the copy is as exact as the original.
+//! vector too. Values keep their bits (4 for Q4_K and Q4_1, 6 for Q6_K);
+//! only the K-quant scales are stored decoded, so the copy is as exact as
+//! the original.
 //!
 //! Within a 256-value super-block, *quad* `q` of a 32-value chunk means
 //! values `4q .. 4q + 4` of it, and byte `4r + e` of a 32-byte row of quads
@@ -13,7 +14,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::{BlockQ4K, BlockQ6K, Q8_0X8_ROWS, QK_K, scale_min_k4};
+use super::{BlockQ4_1, BlockQ4K, BlockQ6K, Q8_0X8_ROWS, QK_K, QK4_1, scale_min_k4};
 
 /// One Q4_K super-block of 8 consecutive weight rows. Row `r`'s value
 /// `32s + 4q + e` (sub-block `s`, quad `q`) is nibble `q % 2` (low, high)
@@ -53,6 +54,31 @@ pub struct BlockQ6Kx8 {
     pub qh: [[u8; 32]; 16],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ6Kx8>() == 1680);
+
+/// One Q4_1 block (32 values) of 8 consecutive weight rows. Row `r`'s value
+/// `4q + e` (quad `q`) is nibble `q % 2` (low, high) of `qs[q / 2][4r + e]`,
+/// the layout of one Q4_K sub-block in [`BlockQ4Kx8`]: one 32-byte load and
+/// a mask or a shift give two quads of the 8 rows as unsigned bytes, which
+/// the unsigned × signed int8 dot (`vpdpbusd`, `vpmaddubsw`) takes as they
+/// are. Its weight is `d·v + m`. The same 160 bytes as the 8 rows, the same
+/// bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BlockQ4_1x8 {
+    /// Scales `d` of the 8 rows.
+    pub d: [f16; Q8_0X8_ROWS],
+    /// Minimums `m` of the 8 rows (the weight of `v = 0`).
+    pub m: [f16; Q8_0X8_ROWS],
+    /// Packed values (see above).
+    pub qs: [[u8; 32]; 4],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1x8>() == 8 * 20);
+
+/// The 32 unsigned 4-bit values of a Q4_1 block, in order: the low nibbles
+/// of `qs` are values 0..16, the high ones 16..32.
+pub fn q4_1_values(b: &BlockQ4_1) -> [u8; QK4_1] {
+    std::array::from_fn(|v| (b.qs[v % 16] >> (4 * (v / 16))) & 0x0f)
+}
 
 /// The 256 unsigned 4-bit values of a Q4_K block, in order.
 pub fn q4_k_values(b: &BlockQ4K) -> [u8; QK_K] {
@@ -146,6 +172,26 @@ pub fn repack_q6_kx8_into(w: &[BlockQ6K], n: usize, k: usize, out: &mut [BlockQ6
     });
 }
 
+/// [`BlockQ4_1x8`] groups of `n` rows of `k` Q4_1 values into `out`
+/// (`ceil(n/8) · k/32` blocks, zeroed), split across the rayon pool.
+pub fn repack_q4_1x8_into(w: &[BlockQ4_1], n: usize, k: usize, out: &mut [BlockQ4_1x8]) {
+    repack_groups(w, (n, k, QK4_1), out, |src, r, blk| {
+        blk.d[r] = src.d;
+        blk.m[r] = src.m;
+        for (v, &q) in q4_1_values(src).iter().enumerate() {
+            let (quad, e) = (v / 4, v % 4);
+            blk.qs[quad / 2][4 * r + e] |= q << (4 * (quad % 2));
+        }
+    });
+}
+
+/// [`repack_q4_1x8_into`] into a new vector.
+pub fn repack_q4_1x8(w: &[BlockQ4_1], n: usize, k: usize) -> Vec<BlockQ4_1x8> {
+    let mut out = vec![BlockQ4_1x8::default(); n.div_ceil(Q8_0X8_ROWS) * (k / QK4_1)];
+    repack_q4_1x8_into(w, n, k, &mut out);
+    out
+}
+
 /// [`repack_q4_kx8_into`] into a new vector.
 pub fn repack_q4_kx8(w: &[BlockQ4K], n: usize, k: usize) -> Vec<BlockQ4Kx8> {
     let mut out = vec![BlockQ4Kx8::default(); n.div_ceil(Q8_0X8_ROWS) * (k / QK_K)];
@@ -163,7 +209,7 @@ pub fn repack_q6_kx8(w: &[BlockQ6K], n: usize, k: usize) -> Vec<BlockQ6Kx8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{dequantize_row_q4_k, dequantize_row_q6_k};
+    use crate::quant::{dequantize_row_q4_1, dequantize_row_q4_k, dequantize_row_q6_k};
 
     fn bytes(seed: u32, len: usize) -> Vec<u8> {
         (0..len as u32)
@@ -239,6 +285,45 @@ mod tests {
         // Padding rows stay zero.
         for blk in &x4[kb..] {
             assert!(blk.d[3..].iter().all(|d| *d == f16::ZERO));
+        }
+    }
+
+    /// Every weight of 11 rows (a short last group) of 3 blocks reads back
+    /// as the reference dequantization gives it, bit for bit.
+    #[test]
+    fn repacked_q4_1_holds_the_same_weights() {
+        let (n, k) = (11usize, 96usize);
+        let kb = k / QK4_1;
+        let raw = bytes(3, n * kb * 16);
+        let w: Vec<BlockQ4_1> = (0..n * kb)
+            .map(|i| BlockQ4_1 {
+                d: f16::from_f32(0.01 + i as f32 * 1e-3),
+                m: f16::from_f32(-0.3 + i as f32 * 7e-3),
+                qs: raw[i * 16..][..16].try_into().unwrap(),
+            })
+            .collect();
+        let mut want = vec![0.0; n * k];
+        dequantize_row_q4_1(&w, &mut want);
+        let x = repack_q4_1x8(&w, n, k);
+        assert_eq!(x.len(), 2 * kb);
+        for row in 0..n {
+            let (g, r) = (row / 8, row % 8);
+            for c in 0..k {
+                let blk = &x[g * kb + c / QK4_1];
+                let (quad, e) = ((c % QK4_1) / 4, c % 4);
+                let q = (blk.qs[quad / 2][4 * r + e] >> (4 * (quad % 2))) & 0x0f;
+                let got = blk.d[r].to_f32() * f32::from(q) + blk.m[r].to_f32();
+                assert_eq!(got.to_bits(), want[row * k + c].to_bits(), "{row} {c}");
+            }
+        }
+        for blk in &x[kb..] {
+            assert!(
+                blk.d[3..]
+                    .iter()
+                    .chain(&blk.m[3..])
+                    .all(|d| *d == f16::ZERO)
+            );
+            assert!(blk.qs.iter().all(|q| q[12..].iter().all(|&b| b == 0)));
         }
     }
 }
