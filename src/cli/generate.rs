@@ -18,7 +18,7 @@ pub enum KvArg {
 /// Options shared by `generate` and `chat`.
 #[derive(Args, Debug, Clone)]
 pub struct GenArgs {
-    /// A GGUF decoder or a short model name (gemma3-270m).
+    /// A GGUF decoder or a short model name (gemma3-270m, smollm2).
     #[arg(short, long, default_value = "gemma3-270m")]
     pub model: String,
     /// Threads (default: all cores).

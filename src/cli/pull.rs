@@ -5,7 +5,7 @@ use kiln::hub::{CATALOG, Cache, PullOptions};
 /// Download a model into the cache by its short name.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Short names (embeddinggemma, minilm, gemma3-270m, smollm2, ...; `kiln list` shows them); all of them with --all.
+    /// Short names (`kiln list` shows them); all of them with --all.
     names: Vec<String>,
     /// Pull every known model.
     #[arg(long)]

@@ -135,7 +135,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", path.display()))?
         .architecture()?
         .to_owned();
-    if arch == "gemma3" {
+    if kiln::runtime::model::is_decoder_arch(&arch) {
         return run_generation(args, &path);
     }
     let mut b = Embedder::builder();

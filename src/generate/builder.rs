@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::model::{self, DecoderOptions, KvType};
-use kiln_runtime::tokenizer::Tokenizer;
+use kiln_runtime::tokenizer::{TokenType, Tokenizer};
 
 use super::generator::{Generator, Metrics};
 use crate::Error;
@@ -97,9 +97,7 @@ impl GeneratorBuilder {
         });
         let (model, tokenizer) = (model?, tokenizer?);
         model::check_vocab(tokenizer.vocab_size(), model.n_vocab())?;
-        // End-of-generation tokens: EOS, and Gemma's end of turn.
-        let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
-        eog.extend(tokenizer.token_id("<end_of_turn>"));
+        let eog = end_of_generation(&tokenizer);
         Ok(Generator {
             arch,
             name,
@@ -117,4 +115,30 @@ impl GeneratorBuilder {
             _file: file,
         })
     }
+}
+
+/// Pieces that end an assistant turn in the chat formats kiln knows
+/// (Gemma, ChatML, Llama 3, Phi), as in llama.cpp's end-of-generation set.
+const END_OF_TURN: &[&str] = &[
+    "<end_of_turn>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|endoftext|>",
+    "<|end|>",
+];
+
+/// The tokens that stop generation: EOS, and the vocabulary's end-of-turn
+/// tokens, taken only where they are special (a normal token that happens
+/// to read `<|end|>` is text).
+fn end_of_generation(tokenizer: &Tokenizer) -> Vec<u32> {
+    let mut eog: Vec<u32> = tokenizer.eos().into_iter().collect();
+    for piece in END_OF_TURN {
+        if let Some(id) = tokenizer.token_id(piece)
+            && tokenizer.token_type(id) != Some(TokenType::Normal)
+            && !eog.contains(&id)
+        {
+            eog.push(id);
+        }
+    }
+    eog
 }

@@ -230,7 +230,10 @@ impl EncoderModel for Bert {
             let rows = &mut t[row * d..(row + ids.len()) * d];
             match &self.token_embd {
                 WeightData::Q8_0(table) => (kn.gather)(table.get(), d, ids, 1.0, rows),
-                WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
+                WeightData::Q4K(_)
+                | WeightData::Q6K(_)
+                | WeightData::Q5_0(_)
+                | WeightData::Q4_1(_) => {
                     unreachable!("Tensors::table converts these to f32")
                 }
                 WeightData::F32(table) | WeightData::Dequantized(table, _) => {

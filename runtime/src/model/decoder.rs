@@ -1,26 +1,30 @@
-//! Gemma 3 decoders (GGUF architecture `gemma3`, e.g. Gemma-3-270M).
+//! The decoder of every generation architecture kiln runs: Gemma 3
+//! (`gemma3`, e.g. Gemma-3-270M) and the llama family (`llama`, e.g.
+//! SmolLM2-135M). Their differences are a [`Style`] and a [`LayerConfig`]
+//! read from the GGUF (see `layers.rs`); the layer loop is one.
 //!
-//! The layers are EmbeddingGemma's (see `gemma.rs`), with causal attention
-//! over a [`KvCache`]: global layers see every earlier position, local
-//! layers the last `attention.sliding_window` positions (query `p` sees keys
-//! `p - window < j <= p`, llama.cpp's standard SWA). Queries are scaled by
-//! `1/sqrt(head_dim)` (llama.cpp's `f_attention_scale` for every size but
-//! 27B, whose `query_pre_attn_scalar` differs: a 27B file is refused).
-//! Logits come from the token embedding (tied output, a Q8_0 matvec over
-//! the 262,144-row vocabulary), computed for the last position only.
+//! Attention is causal over a [`KvCache`]: global layers see every earlier
+//! position, local layers (Gemma) the last `attention.sliding_window`
+//! positions (query `p` sees keys `p - window < j <= p`, llama.cpp's
+//! standard SWA). Queries are scaled by `1/sqrt(head_dim)` (llama.cpp's
+//! `f_attention_scale` for every Gemma 3 size but 27B, whose
+//! `query_pre_attn_scalar` differs: a 27B file is refused). Logits come
+//! from `output.weight` when the file has it, else from the token
+//! embedding (tied output, e.g. a Q8_0 matvec over Gemma's 262,144-row
+//! vocabulary), computed for the last position only.
 //! `final_logit_softcapping` is applied when the GGUF has the key
 //! (`cap · tanh(x / cap)`); Gemma 3 GGUFs have none, and llama.cpp's
 //! sliding-window Gemma 3 graph never caps.
 //!
-//! GGUF keys: the shared ones of `gemma.rs` under `gemma3.`, and
-//! `gemma3.final_logit_softcapping` if present. Tensors: `token_embd`,
-//! `output_norm`, the shared per-layer ones; `output` is not read (tied).
+//! GGUF keys: those of `layers.rs` under the architecture's prefix, and
+//! `ARCH.final_logit_softcapping` if present. Tensors: `token_embd`,
+//! `output_norm`, optional `output`, the per-layer ones.
 
 use std::sync::Arc;
 
 use super::exec::{self, Segment, Workspace, sized};
-use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
 use super::kv_cache::{CacheShape, KvCache, KvType, MAX_CHUNK};
+use super::layers::{BlockBufs, Layer, LayerConfig, LayerKernels, Rope};
 use super::linear::{Input, Linear};
 use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
@@ -29,25 +33,23 @@ use crate::gguf::GgufFile;
 use crate::kernels::{AttnShape, KernelSet, Mask};
 use crate::quant::{QK_K, QK8_0};
 
-const ARCH: &str = "gemma3";
-
 /// Layer count of Gemma 3 27B, whose attention scale is not `1/sqrt(head_dim)`.
 const LAYERS_27B: usize = 62;
 
-/// An opened Gemma 3 decoder.
-pub(crate) struct Gemma3 {
-    cfg: GemmaConfig,
+/// An opened decoder.
+pub(crate) struct Decoder {
+    cfg: LayerConfig,
     /// Positions a session holds (the planned context).
     context: usize,
     token_embd: WeightData,
-    /// The tied output projection: `token_embd` read as a matrix.
+    /// The output projection: `output`, or `token_embd` read as a matrix.
     output: Linear,
     n_vocab: usize,
-    layers: Vec<GemmaLayer>,
+    layers: Vec<Layer>,
     output_norm: Data<f32>,
     softcap: Option<f32>,
-    rope: GemmaRope,
-    kernels: GemmaKernels,
+    rope: Rope,
+    kernels: LayerKernels,
     /// Bytes of weights converted to f32 at open (types without a kernel).
     owned_bytes: usize,
     /// Keep the maps that every `Data` points into alive; declared last.
@@ -55,20 +57,22 @@ pub(crate) struct Gemma3 {
     _file: Arc<GgufFile>,
 }
 
-impl Gemma3 {
+impl Decoder {
+    /// Opens `file` as architecture `arch` (its `general.architecture`).
     pub(crate) fn open(
         file: Arc<GgufFile>,
+        arch: &str,
         kernels: &'static dyn KernelSet,
         options: &DecoderOptions,
     ) -> Result<Self, ModelError> {
         let md = file.metadata();
-        let cfg = GemmaConfig::read(md, ARCH)?;
-        if cfg.n_layer == LAYERS_27B {
+        let cfg = LayerConfig::read(md, arch)?;
+        if arch == "gemma3" && cfg.n_layer == LAYERS_27B {
             return Err(ModelError::Config(
                 "Gemma 3 27B (query_pre_attn_scalar != head_dim) is not supported".into(),
             ));
         }
-        super::check_layer_count(&file, &format!("{ARCH}.block_count"), cfg.n_layer)?;
+        super::check_layer_count(&file, &format!("{arch}.block_count"), cfg.n_layer)?;
         let context = options
             .context
             .unwrap_or(DEFAULT_CONTEXT.min(cfg.context))
@@ -79,7 +83,7 @@ impl Gemma3 {
                 cfg.context
             )));
         }
-        let softcap_key = format!("{ARCH}.final_logit_softcapping");
+        let softcap_key = format!("{arch}.final_logit_softcapping");
         let softcap = match md.get(&softcap_key) {
             Some(_) => {
                 let cap = md.get_f32(&softcap_key)?;
@@ -96,15 +100,20 @@ impl Gemma3 {
         };
         let packs = Packs::for_file(&file, options.pack_dir.as_deref());
         let t = Tensors::new(&file, &packs);
-        let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
+        let layers = super::layers::load_layers(&t, &cfg, kernels)?;
         let n_vocab = super::vocab_rows(&file)?;
         let token_embd = t.table("token_embd.weight", cfg.hidden, n_vocab)?;
-        // Through `Tensors::linear`, so that once the tied output is
-        // repacked the file's pages of the table leave the resident set
-        // (178 MB for Gemma-3-270M): the gather reads only the prompt's rows.
+        // Through `Tensors::linear`, so that once a tied output is repacked
+        // the file's pages of the table leave the resident set (178 MB for
+        // Gemma-3-270M): the gather reads only the prompt's rows.
+        let output_name = if t.has("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
         let output = t.linear(
-            "token_embd.weight",
-            t.matrix("token_embd.weight", cfg.hidden, n_vocab)?,
+            output_name,
+            t.matrix(output_name, cfg.hidden, n_vocab)?,
             (cfg.hidden, n_vocab),
             None,
             kernels,
@@ -116,7 +125,7 @@ impl Gemma3 {
             .chain([&output])
             .map(|l| l.owned_bytes())
             .sum();
-        Ok(Gemma3 {
+        Ok(Decoder {
             context,
             token_embd,
             output,
@@ -124,8 +133,8 @@ impl Gemma3 {
             layers,
             output_norm,
             softcap,
-            rope: GemmaRope::new(&cfg, context),
-            kernels: GemmaKernels::new(kernels, &cfg),
+            rope: Rope::new(&cfg, context),
+            kernels: LayerKernels::new(kernels, &cfg),
             owned_bytes,
             cfg,
             _packs: packs.finish(),
@@ -135,11 +144,7 @@ impl Gemma3 {
 
     fn cache_shape(&self) -> CacheShape {
         CacheShape {
-            windows: self
-                .layers
-                .iter()
-                .map(|l| (!l.global).then_some(self.cfg.window))
-                .collect(),
+            windows: self.layers.iter().map(|l| l.window).collect(),
             kv_dim: self.cfg.kv_dim(),
             context: self.context,
         }
@@ -166,7 +171,7 @@ impl Gemma3 {
             xq: sized(&mut ws.xq, n * wide / QK8_0),
             xqk: sized(&mut ws.xqk, n * wide / QK_K),
         };
-        super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, x);
+        super::layers::embed_rows(&self.token_embd, kn.gather, cfg.style, d, ids, x);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         // A prompt's first chunk sees only its own keys, which an f32 cache
         // holds exactly as computed: the generated (tiled, vector) attention
@@ -192,10 +197,9 @@ impl Gemma3 {
                     n_head_kv: cfg.n_head_kv,
                     head_dim: cfg.head_dim,
                     scale,
-                    mask: if layer.global {
-                        Mask::Causal
-                    } else {
-                        Mask::CausalWindow { window: cfg.window }
+                    mask: match layer.window {
+                        None => Mask::Causal,
+                        Some(window) => Mask::CausalWindow { window },
                     },
                 };
                 exec::attention(
@@ -231,7 +235,7 @@ impl Gemma3 {
 /// Context planned when the caller does not say (the CLI's `--ctx` default).
 pub const DEFAULT_CONTEXT: usize = 4096;
 
-impl DecoderModel for Gemma3 {
+impl DecoderModel for Decoder {
     fn n_vocab(&self) -> usize {
         self.n_vocab
     }
@@ -299,7 +303,7 @@ impl DecoderModel for Gemma3 {
     }
 }
 
-impl Gemma3 {
+impl Decoder {
     /// [`DecoderModel::forward`] after its checks, inside its hot-worker
     /// scope.
     fn run(&self, ids: &[u32], state: &mut DecoderState, logits: Option<&mut [f32]>, th: usize) {
@@ -315,7 +319,7 @@ impl Gemma3 {
             (self.kernels.rms_norm_hidden)(row, self.output_norm.get(), self.cfg.eps, normed);
             let xq = sized(&mut state.xq, d / QK8_0);
             let xqk = sized(&mut state.xqk, d / QK_K);
-            super::gemma::prepare(&[&self.output], normed, xq, xqk);
+            super::layers::prepare(&[&self.output], normed, xq, xqk);
             self.output.forward(
                 Input {
                     f32: normed,

@@ -1,6 +1,6 @@
 //! EmbeddingGemma (GGUF architecture `gemma-embedding`): a Gemma 3 encoder.
 //!
-//! The layers are shared with the decoder (see `gemma.rs`). Per layer: RMSNorm → Q/K/V projections → per-head RMSNorm of Q and K →
+//! The layers are shared with the decoder (see `layers.rs`). Per layer: RMSNorm → Q/K/V projections → per-head RMSNorm of Q and K →
 //! NeoX RoPE (base `rope.freq_base` on global layers, `rope.freq_base_swa` on
 //! local ones) → bidirectional attention (local layers see a symmetric window
 //! of `attention.sliding_window / 2` tokens each side; every 6th layer is
@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use super::exec::{self, Segment, Workspace, sized};
-use super::gemma::{BlockBufs, GemmaConfig, GemmaKernels, GemmaLayer, GemmaRope};
+use super::layers::{BlockBufs, Layer, LayerConfig, LayerKernels, Rope};
 use super::linear::{Input, Linear};
 use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
@@ -37,15 +37,15 @@ const ARCH: &str = "gemma-embedding";
 
 /// An opened EmbeddingGemma model.
 pub(crate) struct GemmaEmbedding {
-    cfg: GemmaConfig,
+    cfg: LayerConfig,
     pooling: Pooling,
     token_embd: WeightData,
     n_vocab: usize,
-    layers: Vec<GemmaLayer>,
+    layers: Vec<Layer>,
     output_norm: Data<f32>,
     dense: Vec<Linear>,
-    rope: GemmaRope,
-    kernels: GemmaKernels,
+    rope: Rope,
+    kernels: LayerKernels,
     attention: AttentionFn,
     mean_pool: MeanPoolFn,
     /// Keeps the maps that every `Data` points into alive; declared last so
@@ -65,7 +65,7 @@ impl GemmaEmbedding {
         options: &ModelOptions,
     ) -> Result<Self, ModelError> {
         let md = file.metadata();
-        let cfg = GemmaConfig::read(md, ARCH)?;
+        let cfg = LayerConfig::read(md, ARCH)?;
         super::check_layer_count(&file, &key("block_count"), cfg.n_layer)?;
         let pooling = match options.pooling {
             Some(p) => p,
@@ -80,7 +80,7 @@ impl GemmaEmbedding {
         let packs = Packs::for_file(&file, options.pack_dir.as_deref());
         let t = Tensors::new(&file, &packs);
         let hidden = cfg.hidden;
-        let layers = super::gemma::load_layers(&t, &cfg, kernels)?;
+        let layers = super::layers::load_layers(&t, &cfg, kernels)?;
         let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
             Ok(t.linear(name, t.matrix_q8(name, k, n)?, (k, n), None, kernels))
         };
@@ -123,8 +123,8 @@ impl GemmaEmbedding {
             layers,
             output_norm,
             dense,
-            rope: GemmaRope::new(&cfg, cfg.context),
-            kernels: GemmaKernels::new(kernels, &cfg),
+            rope: Rope::new(&cfg, cfg.context),
+            kernels: LayerKernels::new(kernels, &cfg),
             attention: kernels.attention(cfg.head_dim),
             mean_pool: kernels.mean_pool(hidden),
             cfg,
@@ -190,7 +190,7 @@ impl EncoderModel for GemmaEmbedding {
         let mut row = 0;
         for ids in seqs {
             let rows = &mut x[row * d..(row + ids.len()) * d];
-            super::gemma::embed_rows(&self.token_embd, kn.gather, d, ids, rows);
+            super::layers::embed_rows(&self.token_embd, kn.gather, cfg.style, d, ids, rows);
             segments.push(Segment {
                 len: ids.len(),
                 pos0: 0,
@@ -213,12 +213,9 @@ impl EncoderModel for GemmaEmbedding {
                     head_dim: hd,
                     scale: 1.0 / (hd as f32).sqrt(),
                     // llama.cpp's symmetric window: `sliding_window / 2` each side.
-                    mask: if layer.global {
-                        Mask::Full
-                    } else {
-                        Mask::Window {
-                            radius: cfg.window / 2,
-                        }
+                    mask: match layer.window {
+                        None => Mask::Full,
+                        Some(window) => Mask::Window { radius: window / 2 },
                     },
                 };
                 let (qs, kvs) = (

@@ -1,23 +1,31 @@
-//! What the Gemma 3 encoder (`gemma-embedding`) and decoder (`gemma3`)
-//! share: hyperparameters, the layer weights, and the per-layer blocks
-//! around attention.
+//! The transformer layer every decoder-style architecture shares: the
+//! Gemma 3 encoder (`gemma-embedding`), the Gemma 3 decoder (`gemma3`) and
+//! the llama family (`llama`: Llama, SmolLM, Mistral-style files). What
+//! differs between them is data in a [`Style`] and a [`LayerConfig`] read
+//! from the GGUF, never a second copy of the layer code.
 //!
-//! A layer is: RMSNorm → Q/K/V projections → per-head RMSNorm of Q and K →
-//! NeoX RoPE (base `rope.freq_base` on global layers, `rope.freq_base_swa`
-//! or 10000 on local ones, as llama.cpp defaults it) → attention (the
+//! A layer is: RMSNorm → Q/K/V projections → (Gemma: per-head RMSNorm of Q
+//! and K) → RoPE (Gemma: NeoX halves, base `rope.freq_base` on global
+//! layers and `rope.freq_base_swa` or 10000 on local ones; llama: adjacent
+//! pairs, the converter having permuted Q and K for it) → attention (the
 //! models differ here: bidirectional or causal, and how a local layer's
-//! window is read) → output projection → RMSNorm → residual add; then
-//! RMSNorm → GeGLU FFN (tanh GELU of the gate times up) → down projection →
-//! RMSNorm → residual add. Every `SWA_PATTERN`-th layer is global.
+//! window is read) → output projection → (Gemma: RMSNorm) → residual add;
+//! then RMSNorm → gated FFN (Gemma: tanh-GELU of the gate times up; llama:
+//! SiLU) → down projection → (Gemma: RMSNorm) → residual add. In Gemma
+//! every `SWA_PATTERN`-th layer is global and the others see a sliding
+//! window; llama layers are all global.
 //!
 //! GGUF keys (under the architecture's prefix): `block_count,
 //! context_length, embedding_length, feed_forward_length,
-//! attention.head_count, attention.head_count_kv, attention.key_length,
-//! attention.value_length, attention.layer_norm_rms_epsilon,
-//! attention.sliding_window, rope.freq_base, rope.freq_base_swa`. Tensors
-//! per layer: `blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_q_norm,
-//! attn_k_norm, attn_output, post_attention_norm, ffn_norm, ffn_gate,
-//! ffn_up, ffn_down, post_ffw_norm}`. Norm weights are used as stored:
+//! attention.head_count, attention.head_count_kv,
+//! attention.layer_norm_rms_epsilon, rope.freq_base`; optional
+//! `attention.key_length` and `attention.value_length` (default
+//! `embedding_length / head_count`), `rope.dimension_count` (must equal the
+//! head size: partial rotation is refused); Gemma also
+//! `attention.sliding_window` and `rope.freq_base_swa`. Tensors per layer:
+//! `blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
+//! ffn_gate, ffn_up, ffn_down}` and, in Gemma, `attn_q_norm, attn_k_norm,
+//! post_attention_norm, post_ffw_norm`. Norm weights are used as stored:
 //! llama.cpp's converter has already added Gemma's `1 +`.
 
 use std::sync::{Arc, Mutex};
@@ -43,9 +51,71 @@ pub(crate) const SWA_PATTERN: usize = 6;
 /// `rope.freq_base_swa` (`rope_freq_base_train_swa = 10000`).
 pub(crate) const DEFAULT_LOCAL_ROPE_BASE: f32 = 10_000.0;
 
+/// llama.cpp's RoPE base when a llama-family GGUF has no `rope.freq_base`.
+const DEFAULT_ROPE_BASE: f32 = 10_000.0;
+
+/// The gate activation of the feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// GELU, tanh approximation (GeGLU: Gemma).
+    GeluTanh,
+    /// `x · sigmoid(x)` (SwiGLU: the llama family).
+    Silu,
+}
+
+/// How an architecture's layers and embeddings differ from the common
+/// shape: the one place an architecture name turns into behaviour.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Style {
+    /// Per-head RMSNorm of Q and K before RoPE.
+    pub(crate) qk_norm: bool,
+    /// RMSNorm of each block's output before its residual add (Gemma's
+    /// "sandwich" norms).
+    pub(crate) post_norms: bool,
+    /// Token embeddings scaled by `sqrt(hidden)`.
+    pub(crate) embed_scale: bool,
+    pub(crate) activation: Activation,
+    /// RoPE over split halves (NeoX) rather than adjacent pairs.
+    pub(crate) neox: bool,
+    /// Every n-th layer global, the others a sliding window.
+    pub(crate) swa_pattern: Option<usize>,
+}
+
+impl Style {
+    /// Gemma 3, encoder and decoder.
+    const GEMMA3: Style = Style {
+        qk_norm: true,
+        post_norms: true,
+        embed_scale: true,
+        activation: Activation::GeluTanh,
+        neox: true,
+        swa_pattern: Some(SWA_PATTERN),
+    };
+
+    /// llama.cpp's `llama` architecture (`LLAMA_ROPE_TYPE_NORM`).
+    const LLAMA: Style = Style {
+        qk_norm: false,
+        post_norms: false,
+        embed_scale: false,
+        activation: Activation::Silu,
+        neox: false,
+        swa_pattern: None,
+    };
+
+    /// The style of a GGUF architecture name.
+    pub(crate) fn of(arch: &str) -> Result<Style, ModelError> {
+        match arch {
+            "gemma3" | "gemma-embedding" => Ok(Style::GEMMA3),
+            "llama" => Ok(Style::LLAMA),
+            other => Err(ModelError::UnsupportedArch(other.to_owned())),
+        }
+    }
+}
+
 /// Hyperparameters read from the GGUF.
 #[derive(Clone, Debug)]
-pub(crate) struct GemmaConfig {
+pub(crate) struct LayerConfig {
+    pub(crate) style: Style,
     pub(crate) n_layer: usize,
     pub(crate) hidden: usize,
     pub(crate) ffn: usize,
@@ -54,40 +124,58 @@ pub(crate) struct GemmaConfig {
     pub(crate) head_dim: usize,
     pub(crate) context: usize,
     pub(crate) eps: f32,
-    /// `attention.sliding_window`.
-    pub(crate) window: usize,
+    /// `attention.sliding_window` of the local layers (styles with them).
+    pub(crate) window: Option<usize>,
     pub(crate) base_global: f32,
     pub(crate) base_local: f32,
 }
 
-impl GemmaConfig {
+impl LayerConfig {
     /// Reads and checks the keys under `arch.`.
     pub(crate) fn read(md: &Metadata, arch: &str) -> Result<Self, ModelError> {
+        let style = Style::of(arch)?;
         let key = |name: &str| format!("{arch}.{name}");
         let u = |name: &str| md.get_u32(&key(name)).map(|v| v as usize);
-        let cfg = GemmaConfig {
-            n_layer: u("block_count")?,
-            hidden: u("embedding_length")?,
-            ffn: u("feed_forward_length")?,
-            n_head: u("attention.head_count")?,
-            n_head_kv: u("attention.head_count_kv")?,
-            head_dim: u("attention.key_length")?,
-            context: u("context_length")?,
-            eps: md.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
-            window: u("attention.sliding_window")?,
-            base_global: md.get_f32(&key("rope.freq_base"))?,
-            base_local: match md.get(&key("rope.freq_base_swa")) {
-                Some(_) => md.get_f32(&key("rope.freq_base_swa"))?,
-                None => DEFAULT_LOCAL_ROPE_BASE,
-            },
+        let opt = |name: &str| -> Result<Option<usize>, ModelError> {
+            match md.get(&key(name)) {
+                Some(_) => Ok(Some(u(name)?)),
+                None => Ok(None),
+            }
         };
-        let value_dim = u("attention.value_length")?;
-        let (n_head, n_head_kv, head_dim) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+        let f = |name: &str, default: f32| -> Result<f32, ModelError> {
+            match md.get(&key(name)) {
+                Some(_) => Ok(md.get_f32(&key(name))?),
+                None => Ok(default),
+            }
+        };
+        let hidden = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = u("attention.head_count_kv")?;
         if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(ModelError::Config(format!(
                 "{n_head} query heads cannot share {n_head_kv} key/value heads"
             )));
         }
+        // llama.cpp's default head size when the file does not say.
+        let head_dim = opt("attention.key_length")?.unwrap_or(hidden / n_head);
+        let value_dim = opt("attention.value_length")?.unwrap_or(head_dim);
+        let cfg = LayerConfig {
+            style,
+            n_layer: u("block_count")?,
+            hidden,
+            ffn: u("feed_forward_length")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            context: u("context_length")?,
+            eps: md.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            window: match style.swa_pattern {
+                Some(_) => Some(u("attention.sliding_window")?),
+                None => None,
+            },
+            base_global: f("rope.freq_base", DEFAULT_ROPE_BASE)?,
+            base_local: f("rope.freq_base_swa", DEFAULT_LOCAL_ROPE_BASE)?,
+        };
         if value_dim != head_dim
             || head_dim == 0
             || !head_dim.is_multiple_of(2)
@@ -95,17 +183,38 @@ impl GemmaConfig {
             || cfg.ffn == 0
             || !cfg.hidden.is_multiple_of(QK8_0)
             || !cfg.ffn.is_multiple_of(QK8_0)
+            || !cfg.q_dim().is_multiple_of(QK8_0)
         {
             return Err(ModelError::Config(format!(
                 "head sizes k={head_dim} v={value_dim}, hidden {}, ffn {} are not supported",
                 cfg.hidden, cfg.ffn
             )));
         }
+        if let Some(rot) = opt("rope.dimension_count")?
+            && rot != head_dim
+        {
+            return Err(super::bad_metadata(
+                &key("rope.dimension_count"),
+                rot,
+                format!("RoPE over part of a head (head size {head_dim}) is not supported"),
+            ));
+        }
+        let scaling = key("rope.scaling.type");
+        if md.get(&scaling).is_some() {
+            let ty = md.get_str(&scaling)?;
+            if ty != "none" {
+                return Err(ModelError::Config(format!(
+                    "RoPE scaling `{ty}` ({scaling}) is not supported"
+                )));
+            }
+        }
         if cfg.n_layer == 0 || cfg.context == 0 {
             return Err(ModelError::Config("no layers or no context".into()));
         }
         // A window of 0 lets a local layer's queries see no key at all.
-        super::check_positive(&key("attention.sliding_window"), cfg.window)?;
+        if let Some(w) = cfg.window {
+            super::check_positive(&key("attention.sliding_window"), w)?;
+        }
         super::check_eps(&key("attention.layer_norm_rms_epsilon"), cfg.eps)?;
         super::check_base(&key("rope.freq_base"), cfg.base_global)?;
         super::check_base(&key("rope.freq_base_swa"), cfg.base_local)?;
@@ -119,84 +228,104 @@ impl GemmaConfig {
     pub(crate) fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
+
+    /// The sliding window of layer `il`, `None` when it attends globally.
+    fn window_of(&self, il: usize) -> Option<usize> {
+        let pattern = self.style.swa_pattern?;
+        (il % pattern != pattern - 1).then_some(self.window?)
+    }
 }
 
 /// The weights of one layer.
-pub(crate) struct GemmaLayer {
+pub(crate) struct Layer {
     pub(crate) attn_norm: Data<f32>,
     pub(crate) q: Linear,
     pub(crate) k: Linear,
     pub(crate) v: Linear,
-    pub(crate) q_norm: Data<f32>,
-    pub(crate) k_norm: Data<f32>,
+    /// Per-head norms of Q and K (`Style::qk_norm`).
+    pub(crate) qk_norm: Option<(Data<f32>, Data<f32>)>,
     pub(crate) o: Linear,
-    pub(crate) post_attn_norm: Data<f32>,
+    pub(crate) post_attn_norm: Option<Data<f32>>,
     pub(crate) ffn_norm: Data<f32>,
     pub(crate) gate: Linear,
     pub(crate) up: Linear,
     pub(crate) down: Linear,
-    pub(crate) post_ffn_norm: Data<f32>,
-    /// Global (full-context) attention rather than a sliding window.
-    pub(crate) global: bool,
+    pub(crate) post_ffn_norm: Option<Data<f32>>,
+    /// The sliding window of a local layer; `None` attends globally.
+    pub(crate) window: Option<usize>,
 }
 
 /// Loads and checks every layer's tensors, layers in parallel on the
 /// current rayon pool (repacking the Q8_0 weights is most of an open).
 pub(crate) fn load_layers(
     t: &Tensors<'_>,
-    cfg: &GemmaConfig,
+    cfg: &LayerConfig,
     kernels: &dyn KernelSet,
-) -> Result<Vec<GemmaLayer>, ModelError> {
+) -> Result<Vec<Layer>, ModelError> {
     let (hidden, ffn, head_dim) = (cfg.hidden, cfg.ffn, cfg.head_dim);
     let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
     let lin = |name: &str, k: usize, n: usize| -> Result<Linear, ModelError> {
         Ok(t.linear(name, t.matrix(name, k, n)?, (k, n), None, kernels))
     };
-    let h = hidden as u64;
+    let (h, hd) = (hidden as u64, head_dim as u64);
+    let style = cfg.style;
     (0..cfg.n_layer)
         .into_par_iter()
         .map(|il| {
             let p = |s: &str| format!("blk.{il}.{s}.weight");
-            Ok(GemmaLayer {
-                attn_norm: t.f32(&p("attn_norm"), &[h])?,
+            let norm = |s: &str, dim: u64| t.f32(&p(s), &[dim]);
+            let post = |s: &str| style.post_norms.then(|| norm(s, h)).transpose();
+            Ok(Layer {
+                attn_norm: norm("attn_norm", h)?,
                 q: lin(&p("attn_q"), hidden, q_dim)?,
                 k: lin(&p("attn_k"), hidden, kv_dim)?,
                 v: lin(&p("attn_v"), hidden, kv_dim)?,
-                q_norm: t.f32(&p("attn_q_norm"), &[head_dim as u64])?,
-                k_norm: t.f32(&p("attn_k_norm"), &[head_dim as u64])?,
+                qk_norm: style
+                    .qk_norm
+                    .then(|| {
+                        Ok::<_, ModelError>((norm("attn_q_norm", hd)?, norm("attn_k_norm", hd)?))
+                    })
+                    .transpose()?,
                 o: lin(&p("attn_output"), q_dim, hidden)?,
-                post_attn_norm: t.f32(&p("post_attention_norm"), &[h])?,
-                ffn_norm: t.f32(&p("ffn_norm"), &[h])?,
+                post_attn_norm: post("post_attention_norm")?,
+                ffn_norm: norm("ffn_norm", h)?,
                 gate: lin(&p("ffn_gate"), hidden, ffn)?,
                 up: lin(&p("ffn_up"), hidden, ffn)?,
                 down: lin(&p("ffn_down"), ffn, hidden)?,
-                post_ffn_norm: t.f32(&p("post_ffw_norm"), &[h])?,
-                global: il % SWA_PATTERN == SWA_PATTERN - 1,
+                post_ffn_norm: post("post_ffw_norm")?,
+                window: cfg.window_of(il),
             })
         })
         .collect()
 }
 
 /// The kernels the shared blocks call.
-pub(crate) struct GemmaKernels {
+pub(crate) struct LayerKernels {
     pub(crate) rms_norm_hidden: RmsNormFn,
     pub(crate) rms_norm_head: RmsNormFn,
     pub(crate) rope: RopeFn,
-    pub(crate) geglu_q8: GegluQ8_0Fn,
-    pub(crate) gelu_tanh: UnaryFn,
+    /// The gate activation times up, quantized for a Q8_0-reading down
+    /// projection.
+    pub(crate) gated_q8: GegluQ8_0Fn,
+    /// The gate activation alone, in place.
+    pub(crate) activation: UnaryFn,
     pub(crate) gather: GatherQ8_0Fn,
     pub(crate) attention: AttentionFn,
     pub(crate) attend_cache: CacheKernels,
 }
 
-impl GemmaKernels {
-    pub(crate) fn new(k: &dyn KernelSet, cfg: &GemmaConfig) -> Self {
-        GemmaKernels {
+impl LayerKernels {
+    pub(crate) fn new(k: &dyn KernelSet, cfg: &LayerConfig) -> Self {
+        let (gated_q8, activation) = match cfg.style.activation {
+            Activation::GeluTanh => (k.geglu_q8_0(cfg.ffn), k.gelu_tanh()),
+            Activation::Silu => (k.swiglu_q8_0(cfg.ffn), k.silu()),
+        };
+        LayerKernels {
             rms_norm_hidden: k.rms_norm(cfg.hidden),
             rms_norm_head: k.rms_norm(cfg.head_dim),
             rope: k.rope(cfg.head_dim),
-            geglu_q8: k.geglu_q8_0(cfg.ffn),
-            gelu_tanh: k.gelu_tanh(),
+            gated_q8,
+            activation,
             gather: k.gather_q8_0(cfg.hidden),
             attention: k.attention(cfg.head_dim),
             attend_cache: CacheKernels {
@@ -220,7 +349,7 @@ pub(crate) struct RopeTables {
 }
 
 impl RopeTables {
-    fn new(cfg: &GemmaConfig, positions: usize) -> Self {
+    fn new(cfg: &LayerConfig, positions: usize) -> Self {
         RopeTables {
             global: RopeTable::new(cfg.base_global, cfg.head_dim, positions),
             local: RopeTable::new(cfg.base_local, cfg.head_dim, positions),
@@ -228,11 +357,10 @@ impl RopeTables {
         }
     }
 
-    pub(crate) fn for_layer(&self, layer: &GemmaLayer) -> &RopeTable {
-        if layer.global {
-            &self.global
-        } else {
-            &self.local
+    pub(crate) fn for_layer(&self, layer: &Layer) -> &RopeTable {
+        match layer.window {
+            None => &self.global,
+            Some(_) => &self.local,
         }
     }
 }
@@ -242,16 +370,16 @@ impl RopeTables {
 /// at most `max`) by the first call that needs more. A position's entries
 /// do not depend on the table's length, so growing changes no result; a
 /// warm call only clones an `Arc` (no allocation).
-pub(crate) struct GemmaRope {
-    cfg: GemmaConfig,
+pub(crate) struct Rope {
+    cfg: LayerConfig,
     max: usize,
     tables: Mutex<Arc<RopeTables>>,
 }
 
-impl GemmaRope {
+impl Rope {
     /// Tables for positions up to `max` (the model's or the planned context).
-    pub(crate) fn new(cfg: &GemmaConfig, max: usize) -> Self {
-        GemmaRope {
+    pub(crate) fn new(cfg: &LayerConfig, max: usize) -> Self {
+        Rope {
             cfg: cfg.clone(),
             max,
             tables: Mutex::new(Arc::new(RopeTables::new(
@@ -273,18 +401,24 @@ impl GemmaRope {
     }
 }
 
-/// Rows of the token embedding, scaled by `sqrt(hidden)` as Gemma does.
+/// Rows of the token embedding, scaled by `sqrt(hidden)` in styles that
+/// do (Gemma).
 pub(crate) fn embed_rows(
     table: &WeightData,
     gather: GatherQ8_0Fn,
+    style: Style,
     hidden: usize,
     ids: &[u32],
     x: &mut [f32],
 ) {
-    let scale = (hidden as f32).sqrt();
+    let scale = if style.embed_scale {
+        (hidden as f32).sqrt()
+    } else {
+        1.0
+    };
     match table {
         WeightData::Q8_0(table) => gather(table.get(), hidden, ids, scale, x),
-        WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) => {
+        WeightData::Q4K(_) | WeightData::Q6K(_) | WeightData::Q5_0(_) | WeightData::Q4_1(_) => {
             unreachable!("Tensors::table converts these to f32")
         }
         WeightData::F32(table) | WeightData::Dequantized(table, _) => {
@@ -329,15 +463,15 @@ pub(crate) struct BlockBufs<'a> {
     pub(crate) xqk: &'a mut [BlockQ8K],
 }
 
-impl GemmaLayer {
+impl Layer {
     /// Attention inputs of the rows of the residual stream `x`, one run of
     /// rows per segment (projections over all rows at once, RoPE per
     /// segment): fills `b.q`, `b.k`, `b.v`.
     #[expect(clippy::too_many_arguments, reason = "a layer step's inputs")]
     pub(crate) fn qkv(
         &self,
-        cfg: &GemmaConfig,
-        kn: &GemmaKernels,
+        cfg: &LayerConfig,
+        kn: &LayerKernels,
         rope: &RopeTable,
         x: &[f32],
         segments: &[Segment],
@@ -357,12 +491,14 @@ impl GemmaLayer {
             q8: xq,
             q8k: xqk,
         };
+        // With per-head norms the projections land in scratch and are
+        // normed into `q`/`k`; without, they land there directly.
+        let (q_raw, k_raw) = match self.qk_norm {
+            Some(_) => (&mut *b.att, &mut *b.ff_a),
+            None => (&mut *b.q, &mut *b.k),
+        };
         forward_together(
-            [
-                (&self.q, &mut *b.att),
-                (&self.k, &mut *b.ff_a),
-                (&self.v, &mut *b.v),
-            ],
+            [(&self.q, q_raw), (&self.k, k_raw), (&self.v, &mut *b.v)],
             input,
             n,
             false,
@@ -370,8 +506,11 @@ impl GemmaLayer {
         );
         let q = &mut b.q[..n * q_dim];
         let k = &mut b.k[..n * kv_dim];
-        (kn.rms_norm_head)(&b.att[..n * q_dim], self.q_norm.get(), cfg.eps, q);
-        (kn.rms_norm_head)(&b.ff_a[..n * kv_dim], self.k_norm.get(), cfg.eps, k);
+        if let Some((q_norm, k_norm)) = &self.qk_norm {
+            (kn.rms_norm_head)(&b.att[..n * q_dim], q_norm.get(), cfg.eps, q);
+            (kn.rms_norm_head)(&b.ff_a[..n * kv_dim], k_norm.get(), cfg.eps, k);
+        }
+        let neox = cfg.style.neox;
         let mut row = 0;
         for s in segments {
             let (qs, ks) = (
@@ -379,7 +518,7 @@ impl GemmaLayer {
                 row * kv_dim..(row + s.len) * kv_dim,
             );
             (kn.rope)(
-                &mut q[qs], cfg.n_head, hd, s.pos0, &rope.cos, &rope.sin, true,
+                &mut q[qs], cfg.n_head, hd, s.pos0, &rope.cos, &rope.sin, neox,
             );
             (kn.rope)(
                 &mut k[ks],
@@ -388,7 +527,7 @@ impl GemmaLayer {
                 s.pos0,
                 &rope.cos,
                 &rope.sin,
-                true,
+                neox,
             );
             row += s.len;
         }
@@ -398,8 +537,8 @@ impl GemmaLayer {
     /// residual add into `x`.
     pub(crate) fn attn_out(
         &self,
-        cfg: &GemmaConfig,
-        kn: &GemmaKernels,
+        cfg: &LayerConfig,
+        kn: &LayerKernels,
         x: &mut [f32],
         n: usize,
         b: &mut BlockBufs<'_>,
@@ -416,17 +555,22 @@ impl GemmaLayer {
             q8k: xqk,
         };
         self.o.forward(input, n, b.ff_a, false, threads);
-        let t = &mut b.t[..n * d];
-        (kn.rms_norm_hidden)(&b.ff_a[..n * d], self.post_attn_norm.get(), cfg.eps, t);
-        add_in_place(&mut x[..n * d], t);
+        residual_add(
+            kn,
+            cfg,
+            &mut x[..n * d],
+            &b.ff_a[..n * d],
+            self.post_attn_norm.as_ref(),
+            b.t,
+        );
     }
 
     /// The feed-forward block with its norms and residual add, in place on
     /// `n` rows of `x`.
     pub(crate) fn ffn(
         &self,
-        cfg: &GemmaConfig,
-        kn: &GemmaKernels,
+        cfg: &LayerConfig,
+        kn: &LayerKernels,
         x: &mut [f32],
         n: usize,
         b: &mut BlockBufs<'_>,
@@ -453,9 +597,9 @@ impl GemmaLayer {
         );
         let xq_f = &mut b.xq[..nf / QK8_0];
         if self.down.wants_q8() {
-            (kn.geglu_q8)(&b.ff_a[..nf], &b.ff_b[..nf], xq_f);
+            (kn.gated_q8)(&b.ff_a[..nf], &b.ff_b[..nf], xq_f);
         } else {
-            (kn.gelu_tanh)(&mut b.ff_a[..nf]);
+            (kn.activation)(&mut b.ff_a[..nf]);
             for (a, u) in b.ff_a[..nf].iter_mut().zip(&b.ff_b[..nf]) {
                 *a *= u;
             }
@@ -472,9 +616,34 @@ impl GemmaLayer {
             false,
             threads,
         );
-        let t = &mut b.t[..n * d];
-        (kn.rms_norm_hidden)(&b.ff_b[..n * d], self.post_ffn_norm.get(), cfg.eps, t);
-        add_in_place(&mut x[..n * d], t);
+        residual_add(
+            kn,
+            cfg,
+            &mut x[..n * d],
+            &b.ff_b[..n * d],
+            self.post_ffn_norm.as_ref(),
+            b.t,
+        );
+    }
+}
+
+/// `x += y`, through the block's post-norm into scratch `t` when the style
+/// has one.
+fn residual_add(
+    kn: &LayerKernels,
+    cfg: &LayerConfig,
+    x: &mut [f32],
+    y: &[f32],
+    post_norm: Option<&Data<f32>>,
+    t: &mut [f32],
+) {
+    match post_norm {
+        Some(w) => {
+            let t = &mut t[..y.len()];
+            (kn.rms_norm_hidden)(y, w.get(), cfg.eps, t);
+            add_in_place(x, t);
+        }
+        None => add_in_place(x, y),
     }
 }
 
@@ -489,8 +658,9 @@ pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
 mod tests {
     use super::*;
 
-    fn cfg(context: usize) -> GemmaConfig {
-        GemmaConfig {
+    fn cfg(context: usize) -> LayerConfig {
+        LayerConfig {
+            style: Style::GEMMA3,
             n_layer: 1,
             hidden: 64,
             ffn: 64,
@@ -499,7 +669,7 @@ mod tests {
             head_dim: 8,
             context,
             eps: 1e-6,
-            window: 4,
+            window: Some(4),
             base_global: 1e6,
             base_local: 1e4,
         }
@@ -508,7 +678,7 @@ mod tests {
     #[test]
     fn rope_tables_grow_only_when_needed_and_keep_their_values() {
         // A context from the file sizes nothing beyond the eager part.
-        let rope = GemmaRope::new(&cfg(1 << 30), 1 << 30);
+        let rope = Rope::new(&cfg(1 << 30), 1 << 30);
         let first = rope.get(10);
         assert_eq!(first.positions, ROPE_EAGER_POSITIONS);
         let grown = rope.get(ROPE_EAGER_POSITIONS + 1);
@@ -517,7 +687,7 @@ mod tests {
         assert_eq!(first.global.cos[..], grown.global.cos[..n]);
         assert_eq!(first.local.sin[..], grown.local.sin[..n]);
         // Capped at the context.
-        let small = GemmaRope::new(&cfg(100), 100);
+        let small = Rope::new(&cfg(100), 100);
         assert_eq!(small.get(100).positions, 100);
     }
 }

@@ -1,16 +1,17 @@
-//! Linear layers (`y = x·Wᵀ + b`) over Q8_0 or f32 weights, split across
-//! threads by output columns.
+//! Linear layers (`y = x·Wᵀ + b`) over quantized or f32 weights, split
+//! across threads by output columns.
 
 use super::pack_cache::{PackCache, PackKind, PackWriter, Packs};
 use super::weights::{ActRound, Data, Tensors, WeightData};
 use crate::gguf::{AnonVec, Plain};
 use crate::kernels::{
-    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4Kx8Fn, MatmulQ6Kx8Fn, MatmulQ8_0x8Fn,
-    QuantizeQ8_0Fn, QuantizeQ8KFn,
+    KernelSet, MATMUL_COL_ALIGN, MatMut, MatmulF32Fn, MatmulQ4_1x8Fn, MatmulQ4Kx8Fn, MatmulQ6Kx8Fn,
+    MatmulQ8_0x8Fn, QuantizeQ8_0Fn, QuantizeQ8KFn,
 };
 use crate::quant::{
-    BlockQ4Kx8, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K, Q8_0X8_ROWS, QK_K, QK8_0,
-    dequantize_row_q8_0, q5_0_to_q8_0, repack_q4_kx8_into, repack_q6_kx8_into, repack_q8_0x8_into,
+    BlockQ4_1x8, BlockQ4Kx8, BlockQ6Kx8, BlockQ8_0, BlockQ8_0x8, BlockQ8K, Q8_0X8_ROWS, QK_K,
+    QK4_1, QK8_0, dequantize_row_q8_0, q5_0_to_q8_0, repack_q4_1x8_into, repack_q4_kx8_into,
+    repack_q6_kx8_into, repack_q8_0x8_into,
 };
 
 /// Output columns below which a matmul is not split further: keeps each
@@ -34,6 +35,10 @@ enum Kernel {
     /// tokens, as fast for one.
     Q4Kx8(Data<BlockQ4Kx8>, MatmulQ4Kx8Fn, QuantizeQ8KFn),
     Q6Kx8(Data<BlockQ6Kx8>, MatmulQ6Kx8Fn, QuantizeQ8KFn),
+    /// Q4_1 weights repacked at open into groups of 8 rows (the same bits;
+    /// see `BlockQ4_1x8`), reading Q8_0 activations as llama.cpp's Q8_1
+    /// without the stored sums (the kernel computes them).
+    Q4_1x8(Data<BlockQ4_1x8>, MatmulQ4_1x8Fn, QuantizeQ8_0Fn),
     /// Dequantized weights; the input is rounded as `ActRound` says first.
     Rounded(Data<f32>, MatmulF32Fn, ActRound, QuantizeQ8_0Fn),
 }
@@ -49,8 +54,9 @@ pub(crate) struct Linear {
     pub(crate) n: usize,
 }
 
-/// The input of a linear layer: f32 rows, and their Q8_0 (Q8_0 and Q5_0
-/// weights) or Q8_K (K-quant weights) quantization when the weight reads it.
+/// The input of a linear layer: f32 rows, and their Q8_0 (Q8_0, Q5_0 and
+/// Q4_1 weights) or Q8_K (K-quant weights) quantization when the weight
+/// reads it.
 #[derive(Clone, Copy)]
 pub(crate) struct Input<'a> {
     pub(crate) f32: &'a [f32],
@@ -163,6 +169,13 @@ impl Linear {
                 kernels.matmul_q8_0x8(n, k),
                 kernels.quantize_q8_0(k),
             ),
+            WeightData::Q4_1(w) => Kernel::Q4_1x8(
+                groups.get(PackKind::Q4_1x8, n, k / QK4_1, |o| {
+                    repack_q4_1x8_into(w.get(), n, k, o)
+                }),
+                kernels.matmul_q4_1x8(n, k),
+                kernels.quantize_q8_0(k),
+            ),
             WeightData::Dequantized(w, act) => {
                 Kernel::Rounded(w, kernels.matmul_f32(n, k), act, kernels.quantize_q8_0(k))
             }
@@ -171,21 +184,21 @@ impl Linear {
     }
 
     /// Whether the kernel reads a copy of the weight made at open (Q8_0,
-    /// Q4_K, Q6_K repacked into 8-row groups, or a type converted), so the
-    /// file's bytes of it are no longer read.
+    /// Q4_K, Q6_K, Q4_1 repacked into 8-row groups, or a type converted), so
+    /// the file's bytes of it are no longer read.
     pub(crate) fn copies_weight(&self) -> bool {
         matches!(
             self.kernel,
-            Kernel::Q8_0x8(..) | Kernel::Q4Kx8(..) | Kernel::Q6Kx8(..)
+            Kernel::Q8_0x8(..) | Kernel::Q4Kx8(..) | Kernel::Q6Kx8(..) | Kernel::Q4_1x8(..)
         ) || self.owned_bytes() > 0
     }
 
     /// Bytes of weight converted to another type at open (a fallback for
     /// types without a kernel, or F16/BF16 to f32); the Q8_0 repacking,
-    /// which keeps the type, is not counted.
+    /// which keeps the type, is not counted (nor the other 8-row groups).
     pub(crate) fn owned_bytes(&self) -> usize {
         match &self.kernel {
-            Kernel::Q8_0x8(..) | Kernel::Q4Kx8(..) | Kernel::Q6Kx8(..) => 0,
+            Kernel::Q8_0x8(..) | Kernel::Q4Kx8(..) | Kernel::Q6Kx8(..) | Kernel::Q4_1x8(..) => 0,
             Kernel::F32(w, _) | Kernel::Rounded(w, ..) => w.owned_bytes(),
         }
     }
@@ -194,7 +207,7 @@ impl Linear {
     pub(crate) fn wants_q8(&self) -> bool {
         matches!(
             self.kernel,
-            Kernel::Q8_0x8(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
+            Kernel::Q8_0x8(..) | Kernel::Q4_1x8(..) | Kernel::Rounded(_, _, ActRound::Q8_0, _)
         )
     }
 
@@ -212,10 +225,13 @@ impl Linear {
     }
 
     /// Quantizes this layer's input rows (`x`, rows of `k`) into `out` when
-    /// the weight is Q8_0; layers that share an input call it once.
+    /// the weight reads Q8_0 activations (Q8_0, Q5_0, Q4_1); layers that
+    /// share an input call it once.
     pub(crate) fn prepare(&self, x: &[f32], out: &mut [BlockQ8_0]) {
         match &self.kernel {
-            Kernel::Q8_0x8(_, _, quantize) | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
+            Kernel::Q8_0x8(_, _, quantize)
+            | Kernel::Q4_1x8(_, _, quantize)
+            | Kernel::Rounded(_, _, ActRound::Q8_0, quantize) => {
                 quantize(x, &mut out[..x.len() / QK8_0]);
             }
             _ => {}
@@ -242,6 +258,17 @@ impl Linear {
             Kernel::Q8_0x8(w, f, _) => {
                 // Column blocks start at multiples of 64, so at group bounds.
                 let kb = self.k / QK8_0;
+                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
+                f(
+                    &w.get()[groups.start * kb..groups.end * kb],
+                    x.q8,
+                    bias,
+                    out,
+                    accumulate,
+                )
+            }
+            Kernel::Q4_1x8(w, f, _) => {
+                let kb = self.k / QK4_1;
                 let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
                 f(
                     &w.get()[groups.start * kb..groups.end * kb],

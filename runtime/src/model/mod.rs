@@ -9,11 +9,11 @@
 //! buffers.
 
 mod bert;
+mod decoder;
 mod exec;
-mod gemma;
-mod gemma3;
 mod gemma_embedding;
 mod kv_cache;
+mod layers;
 mod linear;
 mod pack_cache;
 mod weights;
@@ -26,8 +26,8 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::kernels::{self, KernelSet};
 use crate::quant::{BlockQ8_0, BlockQ8K};
 
+pub use decoder::DEFAULT_CONTEXT;
 pub use exec::Workspace;
-pub use gemma3::DEFAULT_CONTEXT;
 pub use kv_cache::{KvCache, KvType, MAX_CHUNK};
 
 /// How token vectors become one text vector (GGUF `<arch>.pooling_type`).
@@ -79,7 +79,9 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     /// The file's architecture is not one kiln runs.
     #[error(
-        "unsupported architecture `{0}` (kiln runs: gemma-embedding, bert; generation: gemma3)"
+        "unsupported architecture `{0}` (kiln embeds with: {enc}; generates with: {dec})",
+        enc = ENCODER_ARCHS.join(", "),
+        dec = DECODER_ARCHS.join(", ")
     )]
     UnsupportedArch(String),
     /// A tensor the architecture needs is missing.
@@ -360,6 +362,17 @@ pub struct ModelOptions {
     pub pack_dir: Option<std::path::PathBuf>,
 }
 
+/// The `general.architecture` values kiln embeds with.
+pub const ENCODER_ARCHS: &[&str] = &["gemma-embedding", "bert"];
+
+/// The `general.architecture` values kiln generates with.
+pub const DECODER_ARCHS: &[&str] = &["gemma3", "llama"];
+
+/// Whether `arch` is a generation architecture kiln runs.
+pub fn is_decoder_arch(arch: &str) -> bool {
+    DECODER_ARCHS.contains(&arch)
+}
+
 /// Opens the encoder that `file`'s `general.architecture` names.
 pub fn open_encoder(
     file: Arc<GgufFile>,
@@ -462,8 +475,10 @@ pub fn open_decoder(
     options: &DecoderOptions,
 ) -> Result<Box<dyn DecoderModel>, ModelError> {
     let arch = file.metadata().get_str("general.architecture")?.to_owned();
-    match arch.as_str() {
-        "gemma3" => Ok(Box::new(gemma3::Gemma3::open(file, kernels, options)?)),
-        other => Err(ModelError::UnsupportedArch(other.to_owned())),
+    if !is_decoder_arch(&arch) {
+        return Err(ModelError::UnsupportedArch(arch));
     }
+    Ok(Box::new(decoder::Decoder::open(
+        file, &arch, kernels, options,
+    )?))
 }

@@ -66,6 +66,8 @@ pub(crate) enum PackKind {
     Q4Kx8 = 2,
     /// `BlockQ6Kx8` groups.
     Q6Kx8 = 3,
+    /// `BlockQ4_1x8` groups.
+    Q4_1x8 = 4,
 }
 
 impl PackKind {
@@ -74,6 +76,7 @@ impl PackKind {
             1 => Self::Q8_0x8,
             2 => Self::Q4Kx8,
             3 => Self::Q6Kx8,
+            4 => Self::Q4_1x8,
             _ => return None,
         })
     }

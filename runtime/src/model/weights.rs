@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::ModelError;
 use super::pack_cache::Packs;
 use crate::gguf::{AnonVec, GgmlType, GgufFile, Plain};
-use crate::quant::{BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
+use crate::quant::{BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8_0, QK_K};
 
 /// A slice of `T` inside the mapping of a GGUF file, or owned when the file's
 /// type had to be converted at open.
@@ -69,6 +69,7 @@ pub(crate) enum WeightData {
     Q4K(Data<BlockQ4K>),
     Q6K(Data<BlockQ6K>),
     Q5_0(Data<BlockQ5_0>),
+    Q4_1(Data<BlockQ4_1>),
     /// A quantized type without a kernel, dequantized to f32 at open; the
     /// matmul rounds its input as that type's kernel would quantize it, so
     /// results equal the quantized kernel's up to summation order.
@@ -149,10 +150,11 @@ impl<'f> Tensors<'f> {
             GgmlType::Q6_K if k.is_multiple_of(QK_K) => {
                 Ok(WeightData::Q6K(Data::mapped(self.file.tensor_q6_k(name)?)))
             }
-            // The quantized types without a kernel yet (Q4_0, Q4_1, Q5_K): f32 at
+            GgmlType::Q4_1 => Ok(WeightData::Q4_1(Data::mapped(self.file.tensor_q4_1(name)?))),
+            // The quantized types without a kernel yet (Q4_0, Q5_K): f32 at
             // open through the reference dequantizers (correct, but 4-8x
             // the file's memory and f32 matmul speed).
-            GgmlType::Q4_0 | GgmlType::Q4_1 => Ok(WeightData::Dequantized(
+            GgmlType::Q4_0 => Ok(WeightData::Dequantized(
                 Data::Owned(self.file.dequantize(name)?),
                 ActRound::Q8_0,
             )),
@@ -168,7 +170,8 @@ impl<'f> Tensors<'f> {
     }
 
     /// As [`matrix`](Self::matrix), for plans that feed only f32 and Q8_0
-    /// inputs: weights whose kernel reads Q8_K activations are dequantized.
+    /// inputs: weights whose kernel reads Q8_K activations are dequantized
+    /// (Q4_1's reads Q8_0, so it stays).
     pub(crate) fn matrix_q8(
         &self,
         name: &str,
@@ -196,7 +199,7 @@ impl<'f> Tensors<'f> {
 
     /// Rows of an embedding table, `n_rows` rows of `dim`, kept in the
     /// file's type when the gather kernel reads it directly (Q8_0, F32),
-    /// else converted to f32.
+    /// else converted to f32 (Q4_1 among them: no gather reads it).
     pub(crate) fn table(
         &self,
         name: &str,
