@@ -161,7 +161,7 @@ def work_decoder(meta, tensors):
     causal: a query at position p does QK and PV over p+1 keys on global layers and over min(p+1, window)
     on Gemma's local ones (every 6th layer global), heads·head_dim MACs each per key.
     Bytes per decode step: every tensor, the token embedding only when it is the tied output (an untied
-    one is a gather of one row); the KV cache is not counted.
+    one is a gather of one row), plus the keys and values the step attends to (`decode_kv_bytes`).
     """
     a = meta["general.architecture"]
     heads = meta[f"{a}.attention.head_count"]
@@ -171,8 +171,10 @@ def work_decoder(meta, tensors):
     n_global = sum(1 for i in range(layers) if i % 6 == 5) if window else layers
     names = {t["name"]: t for t in tensors}
     out = names.get("output.weight") or names["token_embd.weight"]
+    kv_heads = meta.get(f"{a}.attention.head_count_kv") or heads
     return dict(family="decoder", linear_macs_per_token=_block_linear_macs(tensors), per_text_macs=0,
-                logits_macs=_numel(out), attn_width=heads * hd, heads=heads, layers=layers, global_layers=n_global,
+                logits_macs=_numel(out), attn_width=heads * hd, kv_width=kv_heads * hd, heads=heads,
+                layers=layers, global_layers=n_global,
                 local_layers=layers - n_global, window=window, causal=True)
 
 
@@ -194,6 +196,21 @@ def model_work(gguf_path):
              decode_weight_bytes=sum(t["n_bytes"] or 0 for t in tensors
                                      if not (t["name"] == "token_embd.weight" and "output.weight" in names)))
     return w
+
+
+def decode_kv_bytes(w, prompt, steps, bytes_per_value=2):
+    """Mean bytes of keys and values one decode step reads after a `prompt`-token prompt: every attended
+    position's K and V rows (kv heads · head_dim each) on every layer, at f16 (llama.cpp's default cache
+    type; kiln's f32 cache reads twice this). At SmolLM2's 538-token prompt this is 31% of the weights' bytes,
+    so a decode floor without it is no floor at long contexts."""
+    if not w.get("kv_width") or steps <= 0:
+        return 0
+    total = 0
+    for s in range(steps):
+        keys = prompt + s + 1
+        local = min(keys, w["window"]) if w.get("window") else keys
+        total += (w["global_layers"] * keys + w["local_layers"] * local) * 2 * w["kv_width"] * bytes_per_value
+    return total / steps
 
 
 def attention_macs(w, n, start=0):
@@ -328,7 +345,11 @@ def works_for(doc, log=print):
     for name in dict.fromkeys(r["model"] for r in doc["rows"]):
         fl = doc.get("floors", {}).get(name, {})
         if fl.get("work"):
-            works[name] = fl["work"]
+            works[name] = dict(fl["work"])
+            # Runs recorded before decode floors counted the KV cache lack its width: take it from the GGUF.
+            path = find_gguf(name)
+            if works[name].get("family") == "decoder" and "kv_width" not in works[name] and path:
+                works[name]["kv_width"] = model_work(path).get("kv_width")
             continue
         path = find_gguf(name)
         if path is None:
@@ -419,10 +440,13 @@ def derive(doc, log=print):
                 mem_s = 1 / decode_floor[(name, th)]
             if wl == "decode":
                 steps = r.get("generated_tokens", 64) - 1
-                if r.get("floor"):
-                    parts["memory"] = r["floor"]
-                elif mem_s:
-                    parts["memory"] = 1 / mem_s
+                weights_s = 1 / r["floor"] if r.get("floor") else mem_s
+                kv = decode_kv_bytes(w, prompt, steps) if prompt else 0
+                if weights_s and bw:
+                    parts["memory"] = 1 / (weights_s + kv / (bw * 1e9))
+                    parts["kv_bytes_per_step"] = kv
+                elif weights_s:  # no bandwidth recorded: the weights alone
+                    parts["memory"] = 1 / weights_s
                 if prompt and rate:
                     macs = decode_macs(w, prompt, steps)
                     parts.update(compute=steps / (2 * macs / rate), macs=macs / steps, tokens=steps,
@@ -565,7 +589,7 @@ def table_notes(doc):
     for (g, s), names in srcs.items():
         out.append(f"int8 ceiling {g:.1f} GOPS per thread (2 ops per multiply-add) for {', '.join(names)}: {s}")
     out.append("roofline: the tighter of the memory floor (weight bytes one pass reads / measured read bandwidth; "
-               "a batch reads them once, decode every step, KV cache not counted) and the compute floor (2 × "
+               "a batch reads them once, decode every step along with the f16 keys and values it attends to) and the compute floor (2 × "
                "multiply-adds from the GGUF shapes, attention included, / (int8 ceiling × threads)); "
                "of roofline: roofline / time for latencies, throughput / roofline for throughputs (100% = at the roofline)")
     return out

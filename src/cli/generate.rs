@@ -28,7 +28,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = kiln::runtime::model::DEFAULT_CONTEXT)]
     pub ctx: usize,
     /// KV cache element type.
-    #[arg(long, value_enum, default_value_t = KvArg::F32)]
+    #[arg(long, value_enum, default_value_t = KvArg::F16)]
     pub kv: KvArg,
     /// Most tokens to generate.
     #[arg(short = 'n', long, default_value_t = 256)]
