@@ -1095,3 +1095,30 @@ fn zero_sliding_window_is_refused_at_open() {
         "{err}"
     );
 }
+
+#[test]
+fn a_layer_tensor_the_architecture_does_not_read_is_refused() {
+    // A llama file with an attention bias (as Qwen2 has): running without
+    // it would be another model.
+    let Some((_dir, path)) = cached_with("smollm2", |b, h| {
+        let t = h
+            .tensors
+            .iter()
+            .find(|t| t.name == "blk.0.attn_q.weight")
+            .unwrap();
+        let at = t.name_at + 8;
+        b[at..at + 19].copy_from_slice(b"blk.0.attn_q_a.bias");
+    }) else {
+        return;
+    };
+    let err = kiln::Generator::builder()
+        .threads(1)
+        .pack_cache(None)
+        .open(&path)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`blk.0.attn_q_a.bias` has no place in kiln's llama layer"),
+        "{err}"
+    );
+}

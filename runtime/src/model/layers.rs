@@ -67,6 +67,8 @@ pub(crate) enum Activation {
 /// shape: the one place an architecture name turns into behaviour.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Style {
+    /// The family's name, for errors.
+    pub(crate) name: &'static str,
     /// Per-head RMSNorm of Q and K before RoPE.
     pub(crate) qk_norm: bool,
     /// RMSNorm of each block's output before its residual add (Gemma's
@@ -84,6 +86,7 @@ pub(crate) struct Style {
 impl Style {
     /// Gemma 3, encoder and decoder.
     const GEMMA3: Style = Style {
+        name: "Gemma 3",
         qk_norm: true,
         post_norms: true,
         embed_scale: true,
@@ -94,6 +97,7 @@ impl Style {
 
     /// llama.cpp's `llama` architecture (`LLAMA_ROPE_TYPE_NORM`).
     const LLAMA: Style = Style {
+        name: "llama",
         qk_norm: false,
         post_norms: false,
         embed_scale: false,
@@ -269,6 +273,7 @@ pub(crate) fn load_layers(
     };
     let (h, hd) = (hidden as u64, head_dim as u64);
     let style = cfg.style;
+    check_unread_tensors(t, style)?;
     (0..cfg.n_layer)
         .into_par_iter()
         .map(|il| {
@@ -297,6 +302,49 @@ pub(crate) fn load_layers(
             })
         })
         .collect()
+}
+
+/// Refuses a file with per-layer tensors this style does not read (the
+/// attention biases of Qwen2, the Q/K norms of Qwen3 in a llama-style file,
+/// experts) or with RoPE frequency factors: running without them would be
+/// a silently different model.
+fn check_unread_tensors(t: &Tensors<'_>, style: Style) -> Result<(), ModelError> {
+    const COMMON: &[&str] = &[
+        "attn_norm",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_norm",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    const QK_NORM: &[&str] = &["attn_q_norm", "attn_k_norm"];
+    const POST_NORM: &[&str] = &["post_attention_norm", "post_ffw_norm"];
+    for name in t.names() {
+        if name == "rope_freqs.weight" {
+            return Err(ModelError::Config(format!(
+                "tensor `{name}` (RoPE frequency factors, Llama 3.1-style scaling) is not supported"
+            )));
+        }
+        let Some((_, tensor)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+            continue;
+        };
+        let read = tensor.strip_suffix(".weight").is_some_and(|b| {
+            COMMON.contains(&b)
+                || (style.qk_norm && QK_NORM.contains(&b))
+                || (style.post_norms && POST_NORM.contains(&b))
+        });
+        if !read {
+            return Err(ModelError::Config(format!(
+                "tensor `{name}` has no place in kiln's {} layer (biases, extra norms and \
+                 experts are not supported)",
+                style.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The kernels the shared blocks call.

@@ -255,51 +255,35 @@ impl Linear {
         let cols = col0..col0 + out.cols();
         let bias = self.bias.as_ref().map(|b| &b.get()[cols.clone()]);
         match &self.kernel {
-            Kernel::Q8_0x8(w, f, _) => {
-                // Column blocks start at multiples of 64, so at group bounds.
-                let kb = self.k / QK8_0;
-                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
-                f(
-                    &w.get()[groups.start * kb..groups.end * kb],
-                    x.q8,
-                    bias,
-                    out,
-                    accumulate,
-                )
-            }
-            Kernel::Q4_1x8(w, f, _) => {
-                let kb = self.k / QK4_1;
-                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
-                f(
-                    &w.get()[groups.start * kb..groups.end * kb],
-                    x.q8,
-                    bias,
-                    out,
-                    accumulate,
-                )
-            }
-            Kernel::Q4Kx8(w, f, _) => {
-                let kb = self.k / QK_K;
-                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
-                f(
-                    &w.get()[groups.start * kb..groups.end * kb],
-                    x.q8k,
-                    bias,
-                    out,
-                    accumulate,
-                )
-            }
-            Kernel::Q6Kx8(w, f, _) => {
-                let kb = self.k / QK_K;
-                let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
-                f(
-                    &w.get()[groups.start * kb..groups.end * kb],
-                    x.q8k,
-                    bias,
-                    out,
-                    accumulate,
-                )
-            }
+            // Column blocks start at multiples of 64, so at group bounds.
+            Kernel::Q8_0x8(w, f, _) => f(
+                groups_of(w, self.k / QK8_0, &cols),
+                x.q8,
+                bias,
+                out,
+                accumulate,
+            ),
+            Kernel::Q4_1x8(w, f, _) => f(
+                groups_of(w, self.k / QK4_1, &cols),
+                x.q8,
+                bias,
+                out,
+                accumulate,
+            ),
+            Kernel::Q4Kx8(w, f, _) => f(
+                groups_of(w, self.k / QK_K, &cols),
+                x.q8k,
+                bias,
+                out,
+                accumulate,
+            ),
+            Kernel::Q6Kx8(w, f, _) => f(
+                groups_of(w, self.k / QK_K, &cols),
+                x.q8k,
+                bias,
+                out,
+                accumulate,
+            ),
             Kernel::F32(w, f) => {
                 let k = self.k;
                 f(
@@ -328,6 +312,13 @@ impl Linear {
             }
         }
     }
+}
+
+/// The 8-row groups of `w` (`kb` blocks per row) that hold output columns
+/// `cols` (which start at a group bound).
+fn groups_of<'a, T: Plain>(w: &'a Data<T>, kb: usize, cols: &std::ops::Range<usize>) -> &'a [T] {
+    let groups = cols.start / Q8_0X8_ROWS..cols.end.div_ceil(Q8_0X8_ROWS);
+    &w.get()[groups.start * kb..groups.end * kb]
 }
 
 /// Several layers over the same input rows (`[(layer, its output)]`, each

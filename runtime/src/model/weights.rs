@@ -114,6 +114,11 @@ impl<'f> Tensors<'f> {
         Ok(info)
     }
 
+    /// The names of every tensor in the file.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'f str> {
+        self.file.tensors().iter().map(|t| t.name.as_str())
+    }
+
     /// Whether the file has a tensor of that name.
     pub(crate) fn has(&self, name: &str) -> bool {
         self.file.tensor(name).is_some()
