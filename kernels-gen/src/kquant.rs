@@ -20,7 +20,7 @@
 //! Activation blocks for the K-quants are Q8_K (`quantize_q8_k`), bit-identical
 //! to ggml's `quantize_row_q8_K_ref`.
 //!
-//! - **Q4_1 × Q8_0** (8-row groups only, [`q4_1x8_matmul`]): one 32-value
+//! - **Q4_1 × Q8_0** (8-row groups only, `q4_1x8_matmul`): one 32-value
 //!   block of unsigned nibbles with an f16 scale `d` and minimum `m`. The
 //!   nibbles feed the unsigned × signed int8 dot as they are; per block
 //!   `dx·d·Σ q·x` comes from the exact int32 dot and `dx·m·Σ x` from the
