@@ -304,20 +304,17 @@ def _hist(lengths):
 
 def ceiling(doc, name):
     """(GOPS per thread, source) of the int8 ceiling for a model's rows: the raw-instruction probe
-    (`int8_ceiling_gops_per_thread`) when the run recorded it, else kiln's Q8_0 dot-sequence probe
-    (`int8_peak_gops_per_thread`); a model without its own floors takes the machine's (same run)."""
+    (`int8_ceiling_gops_per_thread`) when the run recorded it anywhere (the model's floors, else the
+    machine's, else another model's of the same run), before kiln's Q8_0 dot-sequence probe
+    (`int8_peak_gops_per_thread`) from the same places."""
     fl = doc.get("floors", {}).get(name, {})
+    m = doc.get("machine") or {}
     for key, what in (("int8_ceiling_gops_per_thread", "raw-instruction probe"),
                       ("int8_peak_gops_per_thread", "kiln's Q8_0 dot-sequence probe")):
         if fl.get(key):
             return fl[key], f"{key} ({what})"
-    m = doc.get("machine") or {}
-    for key, what in (("int8_ceiling_gops_per_thread", "raw-instruction probe"),
-                      ("int8_peak_gops_per_thread", "kiln's Q8_0 dot-sequence probe")):
         if m.get(key):
             return m[key], f"machine.{key} ({what})"
-    for key, what in (("int8_ceiling_gops_per_thread", "raw-instruction probe"),
-                      ("int8_peak_gops_per_thread", "kiln's Q8_0 dot-sequence probe")):
         vals = {n: f[key] for n, f in doc.get("floors", {}).items() if isinstance(f, dict) and f.get(key)}
         if vals:
             return max(vals.values()), f"{key} ({what}), best of this run's {', '.join(sorted(vals))} floors"

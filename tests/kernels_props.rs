@@ -667,3 +667,36 @@ fn scalar_is_in_every_build() {
     assert_eq!(scalar().isa(), kiln::runtime::kernels::Isa::Scalar);
     assert!(kiln::kernels::best().isa() >= kiln::runtime::kernels::Isa::Scalar);
 }
+
+#[test]
+fn int8_ceiling_probes_do_the_multiply_adds_they_count() {
+    // Operands small enough that no form saturates or wraps its int16 pair
+    // sums (`vpmaddubsw`, `smlal2`), and below 128 so unsigned and signed
+    // readings of `u` agree: the probe's sum is then exact.
+    let xs: [[i8; 64]; 2] = [
+        std::array::from_fn(|i| (i * 37 % 100) as i8),
+        std::array::from_fn(|i| ((i * 53 % 200) as i32 - 100) as i8),
+    ];
+    for &isa in kiln::kernels::compiled() {
+        let probes = kiln::kernels::int8_ceiling_probes(isa);
+        if probes.is_empty() {
+            println!("int8 ceiling: no probe for {} here", isa.name());
+        }
+        for p in probes {
+            let dot: i32 = (0..p.macs_per_op)
+                .map(|i| i32::from(xs[0][i]) * i32::from(xs[1][i]))
+                .sum();
+            for iters in [0, 1, 7] {
+                let want = dot * (p.chains * iters) as i32;
+                assert_eq!(
+                    (p.probe)(&xs, iters),
+                    want,
+                    "{} {} over {iters} rounds",
+                    isa.name(),
+                    p.instructions
+                );
+            }
+            println!("int8 ceiling: {} {} ok", isa.name(), p.instructions);
+        }
+    }
+}

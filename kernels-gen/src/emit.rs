@@ -216,6 +216,69 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     } else {
         format_ident!("int8_dot_probe")
     };
+    // The register-only int8 ceiling probes: not KernelSet kernels either.
+    let mut ceiling_pushes = Vec::new();
+    for (i, form) in l.int8_ceiling().into_iter().enumerate() {
+        let Some(form) = form else { continue };
+        let name = if i == 0 {
+            "int8_ceiling_probe".to_string()
+        } else {
+            format!("int8_ceiling_probe{}", i + 1)
+        };
+        let probe = format_ident!("{name}");
+        let body = crate::kernels::matmul::int8_ceiling_probe(i > 0, form.chains);
+        let doc = format!(
+            " Times nothing itself: {} chains of `{}` ({} multiply-adds each) on registers, `iters` rounds (see `kiln_kernels_gen::kernels::int8_ceiling_probe`).",
+            form.chains, form.name, form.macs
+        );
+        let probe_fn = quote! {
+            #[doc = #doc]
+            #attr
+            fn #probe(xs: &[[i8; 64]; 2], iters: usize) -> i32 { #body }
+        };
+        named.push((name.clone(), probe_fn.clone()));
+        items.push(probe_fn);
+        let entry = if let Some(features) = l.features() {
+            let entry = format_ident!("{name}_entry");
+            let extra = if form.detect.is_some() {
+                " and the form's own check".to_string()
+            } else {
+                String::new()
+            };
+            let why = format!(
+                "only handed out by `int8_ceiling_probes` after `detect` confirmed `{features}`{extra}."
+            );
+            items.push(quote! {
+                fn #entry(xs: &[[i8; 64]; 2], iters: usize) -> i32 {
+                    __SAFETY__!(#why);
+                    unsafe { #probe(xs, iters) }
+                }
+            });
+            entry
+        } else {
+            probe
+        };
+        let (label, macs, chains, in_ceiling) =
+            (form.name, form.macs, form.chains, form.in_ceiling);
+        let push = quote! {
+            v.push((#label, #macs, #chains, #in_ceiling, #entry as fn(&[[i8; 64]; 2], usize) -> i32));
+        };
+        ceiling_pushes.push(match form.detect {
+            Some(check) => quote!(if #check { #push }),
+            None => push,
+        });
+    }
+    let ceiling_body = if ceiling_pushes.is_empty() {
+        quote!(Vec::new())
+    } else {
+        quote! {
+            let mut v = Vec::new();
+            if detect().is_some() {
+                #(#ceiling_pushes)*
+            }
+            v
+        }
+    };
     let isa = format_ident!("{}", l.isa_variant());
     let detect = l.detect();
     let cfg = match l.target_arch() {
@@ -251,6 +314,13 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             /// The int8 dot peak probe, if the running CPU supports this ISA.
             pub fn int8_dot_probe_fn() -> Option<fn(&[[i8; 32]; 8], usize) -> i32> {
                 detect().map(|_| #probe_entry as fn(&[[i8; 32]; 8], usize) -> i32)
+            }
+            /// The register-only int8 ceiling probes the running CPU can run, best
+            /// form first: (instructions, multiply-adds per op, chains, whether it
+            /// counts toward this ISA's ceiling, probe).
+            #[allow(clippy::type_complexity, reason = "a plain tuple keeps the generated code free of facade types")]
+            pub fn int8_ceiling_probes() -> Vec<(&'static str, usize, usize, bool, fn(&[[i8; 64]; 2], usize) -> i32)> {
+                #ceiling_body
             }
             /// Every kernel variant compiled for this ISA.
             pub const VARIANTS: &[&str] = &[#(#variants),*];

@@ -40,6 +40,7 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> String
     let mut kernels = String::from(HEADER);
     let mut arms = Vec::new();
     let mut probe_arms = Vec::new();
+    let mut ceiling_arms = Vec::new();
     for l in isas {
         let (tokens, _) = emit::isa_module(l.as_ref(), table);
         kernels += &emit::format_tokens(tokens);
@@ -52,6 +53,9 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> String
         arms.push(quote::quote!(#cfg kiln_runtime::kernels::Isa::#isa => #module::detect(),));
         probe_arms.push(
             quote::quote!(#cfg kiln_runtime::kernels::Isa::#isa => #module::int8_dot_probe_fn(),),
+        );
+        ceiling_arms.push(
+            quote::quote!(#cfg kiln_runtime::kernels::Isa::#isa => #module::int8_ceiling_probes(),),
         );
     }
     let compiled: Vec<_> = isas
@@ -85,6 +89,15 @@ pub fn generate(table: &ShapeTable, isas: &[Box<dyn lower::Lowering>]) -> String
                 #(#probe_arms)*
                 #[allow(unreachable_patterns, reason = "which ISAs exist depends on the target")]
                 _ => None,
+            }
+        }
+        /// The register-only int8 ceiling probes of `isa` this CPU can run (none if not compiled or supported).
+        #[allow(clippy::type_complexity, reason = "a plain tuple keeps the generated code free of facade types")]
+        pub fn int8_ceiling_probes(isa: kiln_runtime::kernels::Isa) -> Vec<(&'static str, usize, usize, bool, fn(&[[i8; 64]; 2], usize) -> i32)> {
+            match isa {
+                #(#ceiling_arms)*
+                #[allow(unreachable_patterns, reason = "which ISAs exist depends on the target")]
+                _ => Vec::new(),
             }
         }
     });

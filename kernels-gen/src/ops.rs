@@ -16,6 +16,8 @@
 //! | `RX` | 4 activation int8, prepared (broadcast) for the same |
 //! | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `KS` | the scales of a chunk's two 16-value halves, prepared for [`ku_dot`](Op::ku_dot) |
+//! | `CA`, `CA2` | the int32 accumulator of the ceiling probe's first and second form ([`ceil_mac`](Op::ceil_mac)) |
+//! | `CB`, `CB2` | the int8 operand register of the same |
 //!
 //! A *primitive* op has no default body: every [`Lowering`](crate::lower::Lowering)
 //! must supply one. A *composite* op has a default body written once in terms
@@ -500,6 +502,35 @@ ops! {
     /// `acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the low and high
     /// int16 halves of `pair` (exact in int32).
     fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI;
+    // --- the register-only int8 ceiling probe (no kernel uses these) ---
+    // Two forms per ISA at most (`ceil_*`, `ceil2_*`; see `Lowering::int8_ceiling`). The defaults
+    // are for a form the ISA does not have: it is never probed, so they are never called.
+    /// Zero accumulator of the ceiling form's multiply-accumulate (`CA`).
+    fn ceil_zero() -> CA { unreachable!("no int8 ceiling form") }
+    /// The ceiling form's operand (`CB`): the first bytes of `s`, as many as one register holds.
+    fn ceil_load(s: &[i8; 64]) -> CB { let _ = s; unreachable!("no int8 ceiling form") }
+    /// `v` unchanged, with no instruction, but opaque to the optimizer: a multiply of loop-invariant
+    /// operands would otherwise be hoisted out of the probe loop, or shared by its chains.
+    fn ceil_opaque(v: CB) -> CB { let _ = v; unreachable!("no int8 ceiling form") }
+    /// `acc` plus the products of `u` (read as unsigned bytes where the instruction multiplies
+    /// unsigned by signed) and `s`, summed into its int32 lanes: the ISA's best int8
+    /// multiply-accumulate sequence, register operands only.
+    fn ceil_mac(acc: CA, u: CB, s: CB) -> CA { let _ = (acc, u, s); unreachable!("no int8 ceiling form") }
+    /// Sum of the accumulator's int32 lanes (wrapping).
+    fn ceil_hsum(a: CA) -> i32 { let _ = a; unreachable!("no int8 ceiling form") }
+    /// `ceil_zero` of the ISA's second form (`CA2`).
+    fn ceil2_zero() -> CA2 { unreachable!("no second int8 ceiling form") }
+    /// `ceil_load` of the second form (`CB2`).
+    fn ceil2_load(s: &[i8; 64]) -> CB2 { let _ = s; unreachable!("no second int8 ceiling form") }
+    /// `ceil_opaque` of the second form.
+    fn ceil2_opaque(v: CB2) -> CB2 { let _ = v; unreachable!("no second int8 ceiling form") }
+    /// `ceil_mac` of the second form.
+    fn ceil2_mac(acc: CA2, u: CB2, s: CB2) -> CA2 {
+        let _ = (acc, u, s);
+        unreachable!("no second int8 ceiling form")
+    }
+    /// `ceil_hsum` of the second form.
+    fn ceil2_hsum(a: CA2) -> i32 { let _ = a; unreachable!("no second int8 ceiling form") }
 }
 
 #[cfg(test)]

@@ -118,6 +118,25 @@ fn attention() {
 }
 
 #[test]
+fn int8_probes() {
+    // The register-only ceiling probes beside kiln's own dot-sequence probe:
+    // the loop and each ISA's multiply-accumulate forms.
+    for isa in ["avx2", "avx512vnni", "neon", "neon_dotprod"] {
+        snap(isa, "int8_dot_probe");
+        snap(isa, "int8_ceiling_probe");
+        snap(isa, "ceil_mac");
+    }
+    for isa in ["avx2", "avx512vnni"] {
+        snap(isa, "int8_ceiling_probe2");
+        snap(isa, "ceil2_mac");
+    }
+    snap("avx512vnni", "ceil_opaque");
+    snap("neon", "ceil_opaque");
+    // Scalar has no int8 multiply-accumulate instruction: no ceiling probe.
+    assert!(source_of(&table(), "scalar", "int8_ceiling_probe").is_none());
+}
+
+#[test]
 fn every_lowering_defines_every_primitive() {
     // Generating a module panics on a missing primitive body.
     for l in kiln_kernels_gen::lower::all() {

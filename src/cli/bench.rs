@@ -60,6 +60,9 @@ struct Report {
     /// int8 multiply-add peak of one core with the Q8_0 dot sequence of
     /// this ISA, GOPS (`--limits`).
     int8_peak_gops_per_thread: Option<f64>,
+    /// int8 ceiling of one core: the ISA's best multiply-accumulate
+    /// instructions on registers, GOPS (`--limits`; none for scalar).
+    int8_ceiling_gops_per_thread: Option<f64>,
 }
 
 /// Bytes read and multiply-adds per token of one forward pass, from the
@@ -149,6 +152,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             None
         },
+        int8_ceiling_gops_per_thread: if args.limits {
+            limits::int8_ceiling_gops(&limits::int8_ceiling_forms(kiln::kernels::best().isa()))
+        } else {
+            None
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -192,6 +200,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 weight_bytes as f64 / 1e6,
                 floor * 1e3
             );
+            if let Some(ceiling) = report.int8_ceiling_gops_per_thread {
+                println!(
+                    "               int8 ceiling {ceiling:.0} GOPS per thread (best instructions on registers)"
+                );
+            }
         }
     }
     Ok(())

@@ -17,8 +17,10 @@ pub struct KernelsArgs {
     #[arg(long, value_name = "ISA")]
     isa: Option<String>,
     /// Measure this machine's limits instead: read bandwidth with
-    /// `--threads` threads and the int8 multiply-add peak of one core with
-    /// the ISA's Q8_0 dot sequence (the floors of `kiln bench --limits`).
+    /// `--threads` threads, the int8 multiply-add peak of one core with
+    /// the ISA's Q8_0 dot sequence (the floors of `kiln bench --limits`),
+    /// and the int8 ceiling of one core: the ISA's best multiply-accumulate
+    /// instructions on registers, each form measured.
     #[arg(long, conflicts_with = "show")]
     limits: bool,
     /// Threads reading at once for `--limits`.
@@ -40,12 +42,26 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
         let threads = args.threads.max(1);
         let bw = limits::read_bandwidth_gbs(threads);
         let peak = limits::int8_peak_gops(isa);
+        let forms = limits::int8_ceiling_forms(isa);
+        let ceiling = limits::int8_ceiling_gops(&forms);
         if args.json {
+            let probes: Vec<_> = forms
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "instructions": f.instructions,
+                        "gops_per_thread": f.gops,
+                        "in_ceiling": f.in_ceiling,
+                    })
+                })
+                .collect();
             let doc = serde_json::json!({
                 "isa": isa.name(),
                 "threads": threads,
                 "read_bandwidth_gbs": bw,
                 "int8_peak_gops_per_thread": peak,
+                "int8_ceiling_gops_per_thread": ceiling,
+                "int8_ceiling_probes": probes,
             });
             writeln!(out, "{doc}")?;
         } else {
@@ -53,10 +69,34 @@ pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
             match peak {
                 Some(p) => writeln!(
                     out,
-                    "int8 peak       {p:.0} GOPS per thread ({})",
+                    "int8 peak       {p:.0} GOPS per thread ({}, kiln's Q8_0 dot sequence)",
                     isa.name()
                 )?,
                 None => writeln!(out, "int8 peak       no probe for {}", isa.name())?,
+            }
+            match ceiling {
+                Some(c) => writeln!(
+                    out,
+                    "int8 ceiling    {c:.0} GOPS per thread ({}, best instructions on registers)",
+                    isa.name()
+                )?,
+                None => writeln!(
+                    out,
+                    "int8 ceiling    none for {} (no int8 multiply-accumulate instruction)",
+                    isa.name()
+                )?,
+            }
+            for f in &forms {
+                let note = if f.in_ceiling {
+                    ""
+                } else {
+                    ", not usable by this ISA's kernels"
+                };
+                writeln!(
+                    out,
+                    "  {:<32}{:.0} GOPS per thread{note}",
+                    f.instructions, f.gops
+                )?;
             }
         }
         return Ok(());

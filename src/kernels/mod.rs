@@ -48,6 +48,49 @@ pub fn int8_dot_probe(isa: Isa) -> Option<Int8DotProbeFn> {
     generated::int8_dot_probe(isa)
 }
 
+/// `probe(operands, iters)`: see [`Int8CeilingProbe`].
+pub type Int8CeilingProbeFn = fn(&[[i8; 64]; 2], usize) -> i32;
+
+/// A register-only probe of one int8 multiply-accumulate instruction
+/// sequence, independent of kiln's kernels: `probe(operands, iters)` runs
+/// `iters` rounds of `chains` independent multiply-accumulates of
+/// `macs_per_op` multiply-adds each (`2 · macs_per_op · chains · iters` int
+/// ops) on two operand registers loaded from `operands` (the first bytes,
+/// as many as one register holds), and returns the wrapping sum of the
+/// accumulators' lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8CeilingProbe {
+    /// The instructions, e.g. `vpdpbusd zmm`.
+    pub instructions: &'static str,
+    /// Multiply-adds of one multiply-accumulate (64 for a 512-bit `vpdpbusd`).
+    pub macs_per_op: usize,
+    /// Independent accumulator chains per round.
+    pub chains: usize,
+    /// Whether the ISA's kernels could use it, so it counts toward the ISA's
+    /// int8 ceiling (AVX-VNNI beside AVX2 does not).
+    pub in_ceiling: bool,
+    /// The probe.
+    pub probe: Int8CeilingProbeFn,
+}
+
+/// The register-only int8 ceiling probes of `isa` (best form first) this
+/// CPU can run; empty if the ISA has no int8 multiply-accumulate
+/// instruction (scalar), is not compiled or is not supported.
+pub fn int8_ceiling_probes(isa: Isa) -> Vec<Int8CeilingProbe> {
+    generated::int8_ceiling_probes(isa)
+        .into_iter()
+        .map(
+            |(instructions, macs_per_op, chains, in_ceiling, probe)| Int8CeilingProbe {
+                instructions,
+                macs_per_op,
+                chains,
+                in_ceiling,
+                probe,
+            },
+        )
+        .collect()
+}
+
 /// The best kernel set for this CPU, detected once per process.
 ///
 /// `KILN_ISA=avx2` (any name `kiln kernels` lists) picks a lower ISA

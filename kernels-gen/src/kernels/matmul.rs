@@ -1,5 +1,5 @@
 //! The Q8_0 matmuls (the file's row layout and the 8-row groups whose
-//! driver the K-quant groups share), the f32 matmul and the int8 peak probe.
+//! driver the K-quant groups share), the f32 matmul and the int8 probes.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -587,5 +587,38 @@ pub fn int8_dot_probe() -> TokenStream {
         let mut s = i_zero();
         #(s = i_add(s, #accs);)*
         i_hsum(s)
+    }
+}
+
+/// The body of `int8_ceiling_probe(xs: &[[i8; 64]; 2], iters: usize) -> i32`
+/// (of `int8_ceiling_probe2` if `second`): `chains` independent accumulators
+/// of `ceil_mac` (or `ceil2_mac`), `iters` rounds, over two operand registers
+/// loaded once: no kernel's sequence, only the ISA's best int8
+/// multiply-accumulate instructions on registers, so the time measures the
+/// instructions' throughput (`2 · macs · chains · iters` int ops).
+pub fn int8_ceiling_probe(second: bool, chains: usize) -> TokenStream {
+    let prefix = if second { "ceil2" } else { "ceil" };
+    let op = |name: &str| format_ident!("{prefix}_{name}");
+    let (zero, load, opaque, mac, hsum) =
+        (op("zero"), op("load"), op("opaque"), op("mac"), op("hsum"));
+    let accs: Vec<_> = (0..chains).map(|c| format_ident!("a{c}")).collect();
+    quote! {
+        // Opaque once loaded, so the operands stay in registers rather than
+        // becoming memory operands of the multiply-accumulates.
+        let mut u = #opaque(#load(&xs[0]));
+        let s = #opaque(#load(&xs[1]));
+        #(let mut #accs = #zero();)*
+        for _ in 0..iters {
+            // `u` is hidden again before each step (no instruction): every
+            // product is then a new one, neither hoisted out of the loop nor
+            // shared by the chains.
+            #(
+                u = #opaque(u);
+                #accs = #mac(#accs, u, s);
+            )*
+        }
+        let mut t = 0i32;
+        #(t = t.wrapping_add(#hsum(#accs));)*
+        t
     }
 }

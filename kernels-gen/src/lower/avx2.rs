@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::Lowering;
+use super::{CeilingForm, Lowering};
 use crate::ops::Op;
 
 /// AVX2 + FMA + F16C.
@@ -51,11 +51,74 @@ impl Lowering for Avx2 {
             // 32 bytes, and 16 int16 scales (8 per 128-bit half).
             type KW = __m256i;
             type KS = __m256i;
+            type CA = __m256i;
+            type CB = __m256i;
+            type CA2 = __m256i;
+            type CB2 = __m256i;
         }
+    }
+    fn int8_ceiling(&self) -> [Option<CeilingForm>; 2] {
+        [
+            // Each chain's loop-carried step is one `vpaddd` (latency 1); 8
+            // chains plus operands, ones and a temporary fit 16 registers.
+            Some(CeilingForm {
+                name: "vpmaddubsw+vpmaddwd+vpaddd ymm",
+                macs: 32,
+                chains: 8,
+                in_ceiling: true,
+                detect: None,
+            }),
+            // AVX-VNNI's 256-bit `vpdpbusd` (latency 5, 2 per cycle where it
+            // exists): reported beside the ceiling, which it does not raise,
+            // since the AVX2 kernels do not use it.
+            Some(CeilingForm {
+                name: "vpdpbusd ymm (AVX-VNNI)",
+                macs: 32,
+                chains: 10,
+                in_ceiling: false,
+                detect: Some(quote!(std::arch::is_x86_feature_detected!("avxvnni"))),
+            }),
+        ]
     }
     fn op(&self, op: Op) -> Option<TokenStream> {
         x86_256_op(op).or_else(|| {
             Some(match op {
+                Op::ceil_zero | Op::ceil2_zero => quote!(_mm256_setzero_si256()),
+                Op::ceil_load | Op::ceil2_load => quote! {
+                    __SAFETY__!("`s` is 64 bytes: a 256-bit load of the first 32.");
+                    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+                },
+                Op::ceil_opaque | Op::ceil2_opaque => quote! {
+                    let mut v = v;
+                    __SAFETY__!("an empty template: the register is left as it is.");
+                    unsafe {
+                        core::arch::asm!("/* {v} */", v = inout(ymm_reg) v, options(nomem, nostack, preserves_flags));
+                    }
+                    v
+                },
+                // `vpmaddubsw` saturates its int16 pair sums; the probe only
+                // times the sequence, so its operands need not avoid that.
+                Op::ceil_mac => quote! {
+                    let p = _mm256_maddubs_epi16(u, s);
+                    _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+                },
+                // Written as `asm!` because the AVX2 functions do not enable
+                // `avxvnni`; the probe runs it only where it was detected.
+                Op::ceil2_mac => quote! {
+                    let mut acc = acc;
+                    __SAFETY__!("`vpdpbusd` only reads and writes these registers; its probe is only handed out where `avxvnni` was detected.");
+                    unsafe {
+                        core::arch::asm!(
+                            "{{vex}} vpdpbusd {acc}, {u}, {s}",
+                            acc = inout(ymm_reg) acc,
+                            u = in(ymm_reg) u,
+                            s = in(ymm_reg) s,
+                            options(pure, nomem, nostack, preserves_flags),
+                        );
+                    }
+                    acc
+                },
+                Op::ceil_hsum | Op::ceil2_hsum => quote!(i_hsum(a)),
                 Op::q8_dot => quote! {
                     let p = _mm256_maddubs_epi16(w.0, _mm256_sign_epi8(x, w.1));
                     _mm256_madd_epi16(p, _mm256_set1_epi16(1))

@@ -10,8 +10,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::Lowering;
 use super::avx2::x86_256_op;
+use super::{CeilingForm, Lowering};
 use crate::ops::Op;
 
 /// AVX-512 F/BW/VL + VNNI (with AVX2, FMA, F16C, which every such CPU has).
@@ -61,7 +61,34 @@ impl Lowering for Avx512Vnni {
             // 32 bytes, and 16 int16 scales (8 per 128-bit half).
             type KW = __m256i;
             type KS = __m256i;
+            type CA = __m512i;
+            type CB = __m512i;
+            type CA2 = __m256i;
+            type CB2 = __m256i;
         }
+    }
+    fn int8_ceiling(&self) -> [Option<CeilingForm>; 2] {
+        // `vpdpbusd` has latency 5 and issues up to 2 per cycle (512-bit on
+        // ports 0 and 5 where both exist, 256-bit on 0 and 1): 10 chains in
+        // flight, 12 for margin, well within 32 registers. The wider form is
+        // not faster on every core (a single 512-bit port halves it), so the
+        // ceiling is the larger of the two.
+        [
+            Some(CeilingForm {
+                name: "vpdpbusd zmm",
+                macs: 64,
+                chains: 12,
+                in_ceiling: true,
+                detect: None,
+            }),
+            Some(CeilingForm {
+                name: "vpdpbusd ymm",
+                macs: 32,
+                chains: 12,
+                in_ceiling: true,
+                detect: None,
+            }),
+        ]
     }
     fn op(&self, op: Op) -> Option<TokenStream> {
         // Its own ops first: some (the offset Q8_0 weight loads) replace the shared AVX2 ones.
@@ -72,6 +99,36 @@ impl Lowering for Avx512Vnni {
 /// The ops AVX-512 VNNI lowers differently from AVX2 (or only it has).
 fn avx512_op(op: Op) -> Option<TokenStream> {
     Some(match op {
+        Op::ceil_zero => quote!(_mm512_setzero_si512()),
+        Op::ceil_load => quote! {
+            __SAFETY__!("`s` is 64 bytes, one 512-bit load.");
+            unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+        },
+        Op::ceil_opaque => quote! {
+            let mut v = v;
+            __SAFETY__!("an empty template: the register is left as it is.");
+            unsafe {
+                core::arch::asm!("/* {v} */", v = inout(zmm_reg) v, options(nomem, nostack, preserves_flags));
+            }
+            v
+        },
+        Op::ceil_mac => quote!(_mm512_dpbusd_epi32(acc, u, s)),
+        Op::ceil_hsum => quote!(_mm512_reduce_add_epi32(a)),
+        Op::ceil2_zero => quote!(_mm256_setzero_si256()),
+        Op::ceil2_load => quote! {
+            __SAFETY__!("`s` is 64 bytes: a 256-bit load of the first 32.");
+            unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+        },
+        Op::ceil2_opaque => quote! {
+            let mut v = v;
+            __SAFETY__!("an empty template: the register is left as it is.");
+            unsafe {
+                core::arch::asm!("/* {v} */", v = inout(ymm_reg) v, options(nomem, nostack, preserves_flags));
+            }
+            v
+        },
+        Op::ceil2_mac => quote!(_mm256_dpbusd_epi32(acc, u, s)),
+        Op::ceil2_hsum => quote!(i_hsum(a)),
         Op::q8_dot => quote! {
             _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.0, _mm256_sign_epi8(x, w.1))
         },

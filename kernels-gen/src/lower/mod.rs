@@ -38,6 +38,28 @@ pub trait Lowering {
     /// The body of `op`; `None` takes the op's composite default. One table
     /// per ISA: adding an op is one entry here per lowering.
     fn op(&self, op: Op) -> Option<TokenStream>;
+    /// The register-only int8 ceiling probes: the form the `ceil_*` ops lower
+    /// (the ISA's best multiply-accumulate sequence; `None`: the ISA has none)
+    /// and the form the `ceil2_*` ops lower, if any.
+    fn int8_ceiling(&self) -> [Option<CeilingForm>; 2];
+}
+
+/// One int8 multiply-accumulate instruction sequence the ceiling probe times.
+pub struct CeilingForm {
+    /// The instructions, as reported (`vpdpbusd zmm`).
+    pub name: &'static str,
+    /// Multiply-adds of one `ceil_mac` (64 for a 512-bit `vpdpbusd`).
+    pub macs: usize,
+    /// Independent accumulator chains: at least the sequence's loop-carried
+    /// latency times how many issue per cycle, within the register file.
+    pub chains: usize,
+    /// Whether this ISA's kernels could use it, so it counts toward the ISA's
+    /// ceiling (AVX-VNNI beside AVX2 is reported, but the AVX2 kernels do not
+    /// use it).
+    pub in_ceiling: bool,
+    /// A `bool` expression for CPU features the form needs beyond
+    /// [`Lowering::features`].
+    pub detect: Option<TokenStream>,
 }
 
 /// Every lowering that can compile for `target_arch` (as in `CARGO_CFG_TARGET_ARCH`).
@@ -65,13 +87,24 @@ pub fn all() -> Vec<Box<dyn Lowering>> {
 /// show on an aarch64 build. (That every lowering entry names an op needs no
 /// check: entries match on [`Op`], so one for an op that does
 /// not exist does not compile.) [`crate::generate`] runs this, so a missing
-/// body fails the build.
+/// body fails the build. The same goes for the ops of each declared
+/// [`Lowering::int8_ceiling`] form.
 pub fn check_tables() -> Result<(), String> {
     let missing: Vec<String> = all()
         .iter()
         .flat_map(|l| {
+            // A ceiling form the lowering declares must lower its ops: their
+            // defaults are only for forms the ISA does not have.
+            let forms = l.int8_ceiling();
             crate::ops::all_ops()
-                .filter(|op| op.composite.is_none() && l.op(op.op).is_none())
+                .filter(move |op| {
+                    let declared = match op.name.split_once('_') {
+                        Some(("ceil", _)) => forms[0].is_some(),
+                        Some(("ceil2", _)) => forms[1].is_some(),
+                        _ => false,
+                    };
+                    (op.composite.is_none() || declared) && l.op(op.op).is_none()
+                })
                 .map(|op| format!("{}: `{}`", l.module(), op.name))
         })
         .collect();
@@ -79,7 +112,7 @@ pub fn check_tables() -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "primitive ops without a lowering: {}",
+            "primitive (or declared ceiling-form) ops without a lowering: {}",
             missing.join(", ")
         ))
     }

@@ -6,7 +6,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::Lowering;
+use super::{CeilingForm, Lowering};
 use crate::ops::Op;
 
 /// NEON, optionally with `dotprod`.
@@ -58,10 +58,70 @@ impl Lowering for Neon {
             /// Two 16-byte halves; values <= 63 so they read as int8 too.
             type KW = (int8x16_t, int8x16_t);
             type KS = (int32x4_t, int32x4_t);
+            type CA = int32x4_t;
+            type CB = int8x16_t;
+            type CA2 = ();
+            type CB2 = ();
         }
+    }
+    fn int8_ceiling(&self) -> [Option<CeilingForm>; 2] {
+        // NEON multiplies signed by signed bytes (`usdot` needs i8mm). `sdot`:
+        // latency 3, up to 4 per cycle on wide cores, so 12 chains. Without
+        // it the loop-carried step is `sadalp` alone: 8 chains suffice.
+        let form = if self.dotprod {
+            CeilingForm {
+                name: "sdot",
+                macs: 16,
+                chains: 12,
+                in_ceiling: true,
+                detect: None,
+            }
+        } else {
+            CeilingForm {
+                name: "smull+smlal2+sadalp",
+                macs: 16,
+                chains: 8,
+                in_ceiling: true,
+                detect: None,
+            }
+        };
+        [Some(form), None]
     }
     fn op(&self, op: Op) -> Option<TokenStream> {
         Some(match op {
+            Op::ceil_zero => quote!(vdupq_n_s32(0)),
+            Op::ceil_load => quote! {
+                __SAFETY__!("`s` is 64 bytes: a 128-bit load of the first 16.");
+                unsafe { vld1q_s8(s.as_ptr()) }
+            },
+            Op::ceil_opaque => quote! {
+                let mut v = v;
+                __SAFETY__!("an empty template: the register is left as it is.");
+                unsafe {
+                    core::arch::asm!("/* {v:v} */", v = inout(vreg) v, options(nomem, nostack, preserves_flags));
+                }
+                v
+            },
+            Op::ceil_mac if self.dotprod => quote! {
+                let mut acc = acc;
+                __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");
+                unsafe {
+                    core::arch::asm!(
+                        "sdot {acc:v}.4s, {u:v}.16b, {s:v}.16b",
+                        acc = inout(vreg) acc,
+                        u = in(vreg) u,
+                        s = in(vreg) s,
+                        options(pure, nomem, nostack),
+                    );
+                }
+                acc
+            },
+            // The int16 pair sums wrap for the largest products; the probe
+            // only times the sequence.
+            Op::ceil_mac => quote! {
+                vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(u), vget_low_s8(s)), u, s))
+            },
+            Op::ceil_hsum => quote!(vaddvq_s32(a)),
             Op::q8_dot if self.dotprod => quote! {
                 let mut acc = vdupq_n_s32(0);
                 __SAFETY__!("`sdot` only reads and writes these registers; the enclosing function enables `dotprod`.");

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::Lowering;
+use super::{CeilingForm, Lowering};
 use crate::ops::Op;
 
 /// Portable scalar code (`LANES = 1`, exact `f32::exp`/`tanh`).
@@ -41,7 +41,15 @@ impl Lowering for Scalar {
             type RX = [i8; 4];
             type KW = [u8; 32];
             type KS = (i32, i32);
+            // No int8 multiply-accumulate instruction: no ceiling probe.
+            type CA = ();
+            type CB = ();
+            type CA2 = ();
+            type CB2 = ();
         }
+    }
+    fn int8_ceiling(&self) -> [Option<CeilingForm>; 2] {
+        [None, None]
     }
     fn op(&self, op: Op) -> Option<TokenStream> {
         Some(match op {
