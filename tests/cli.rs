@@ -162,6 +162,39 @@ fn empty_text_embeds_the_special_tokens() {
 }
 
 #[test]
+fn decoders_tokenize_as_llamacpp() {
+    // SmolLM2 (byte-level BPE, no start token): the ids llama.cpp gives.
+    if common::cached_model("smollm2").is_none() {
+        return;
+    }
+    let golden =
+        std::fs::read_to_string(common::fixtures().join("goldens/smollm2-135m.cli_tokens.jsonl"))
+            .unwrap();
+    for line in golden.lines().take(8) {
+        let g: serde_json::Value = serde_json::from_str(line).unwrap();
+        let o = kiln(
+            &[
+                "tokenize",
+                "-m",
+                "smollm2",
+                "--",
+                g["text"].as_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let ids: Vec<u64> = serde_json::from_slice(&o.stdout).unwrap();
+        let want: Vec<u64> = g["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, want, "{}", g["text"]);
+    }
+}
+
+#[test]
 fn unknown_model_name_and_missing_file_are_clear() {
     let o = kiln(&["embed", "-m", "no-such-model", "x"], None);
     assert!(!o.status.success());

@@ -88,7 +88,7 @@ impl From<PoolingArg> for Pooling {
 /// Options shared by every command that opens an embedding model.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A GGUF file or a short model name (embeddinggemma, minilm).
+    /// A GGUF file or a short model name (`kiln list` shows them).
     #[arg(short, long, default_value = super::DEFAULT_MODEL)]
     pub model: String,
     /// Threads (default: all cores).

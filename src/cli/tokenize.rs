@@ -2,7 +2,11 @@
 
 use std::io::Write as _;
 
+use anyhow::Context as _;
 use clap::Args;
+use kiln::runtime::gguf::GgufFile;
+use kiln::runtime::model::is_decoder_arch;
+use kiln::runtime::tokenizer::{EncodeOptions, Tokenizer};
 
 use super::embed::ModelArgs;
 
@@ -18,18 +22,39 @@ pub struct TokenizeArgs {
     pub verbose: bool,
 }
 
-/// Runs `kiln tokenize`.
+/// Runs `kiln tokenize`: an embedding model's ids as it embeds the text
+/// (prompt and special tokens included); a decoder's as it reads a prompt
+/// (its start token, if the model adds one).
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
-    let embedder = args.model.open()?;
-    let ids = embedder.tokenize(&args.text)?;
+    let path = super::resolve_model(&args.model.model)?;
+    let file = GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    if is_decoder_arch(file.architecture()?) {
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let opts = EncodeOptions {
+            add_special: true,
+            parse_special: args.model.parse_special,
+        };
+        print(
+            &tokenizer.encode(&args.text, &opts)?,
+            &tokenizer,
+            args.verbose,
+        )
+    } else {
+        let embedder = args.model.open()?;
+        print(
+            &embedder.tokenize(&args.text)?,
+            embedder.tokenizer(),
+            args.verbose,
+        )
+    }
+}
+
+/// Prints ids as `llama-tokenize` does, or one per line with its piece.
+fn print(ids: &[u32], tokenizer: &Tokenizer, verbose: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if args.verbose {
-        for id in &ids {
-            writeln!(
-                out,
-                "{id:>7} -> {:?}",
-                embedder.tokenizer().token_to_piece(*id)
-            )?;
+    if verbose {
+        for id in ids {
+            writeln!(out, "{id:>7} -> {:?}", tokenizer.token_to_piece(*id))?;
         }
     } else {
         writeln!(out, "{ids:?}")?;
