@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use kiln::{CallOptions, Embedder, Embedding, Pooling, Precision, QuantRange, TruncateDirection};
+use kiln::{
+    CallOptions, Embedder, EmbedderBuilder, Embedding, Pooling, Precision, QuantRange,
+    TruncateDirection,
+};
 
 /// Output formats of `kiln embed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -124,6 +127,13 @@ impl ModelArgs {
     /// Opens the embedder these arguments describe.
     pub fn open(&self) -> anyhow::Result<Embedder> {
         let path = super::resolve_model(&self.model)?;
+        self.builder()
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
+    /// The builder these arguments describe, for a file already open.
+    pub fn builder(&self) -> EmbedderBuilder {
         let mut b = Embedder::builder()
             .normalize(!self.no_normalize)
             .truncate(self.truncate)
@@ -144,8 +154,7 @@ impl ModelArgs {
         if let Some(p) = self.pooling {
             b = b.pooling(p.into());
         }
-        b.open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))
+        b
     }
 }
 

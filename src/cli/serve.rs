@@ -131,19 +131,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Json => sub.json().init(),
     }
     let path = super::resolve_model(&args.model)?;
-    let arch = kiln::runtime::gguf::GgufFile::open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .architecture()?
-        .to_owned();
-    if kiln::runtime::model::is_decoder_arch(&arch) {
-        return run_generation(args, &path);
+    // Opened (mapped) once, then handed to the embedder or generator.
+    let file = Arc::new(
+        kiln::runtime::gguf::GgufFile::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    if kiln::runtime::model::is_decoder_arch(file.architecture()?) {
+        return run_generation(args, &path, file);
     }
     let mut b = Embedder::builder();
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
     let embedder = Arc::new(
-        b.open(&path)
+        b.open_file(file)
             .with_context(|| format!("cannot open {}", path.display()))?,
     );
     let mut config = Config::new(args.model_id(), &embedder);
@@ -191,13 +192,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Serves a decoder model.
-fn run_generation(args: ServeArgs, path: &std::path::Path) -> anyhow::Result<()> {
+fn run_generation(
+    args: ServeArgs,
+    path: &std::path::Path,
+    file: Arc<kiln::runtime::gguf::GgufFile>,
+) -> anyhow::Result<()> {
     let mut b = kiln::Generator::builder().context(args.ctx);
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
     let generator = Arc::new(
-        b.open(path)
+        b.open_file(file)
             .with_context(|| format!("cannot open {}", path.display()))?,
     );
     let mut config = kiln::server::generation::GenConfig::new(args.model_id());

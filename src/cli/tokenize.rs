@@ -1,6 +1,7 @@
 //! `kiln tokenize`: token ids of a text, as `llama-tokenize` prints them.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -27,7 +28,8 @@ pub struct TokenizeArgs {
 /// (its start token, if the model adds one).
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let path = super::resolve_model(&args.model.model)?;
-    let file = GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        Arc::new(GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?);
     if is_decoder_arch(file.architecture()?) {
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let opts = EncodeOptions {
@@ -40,7 +42,11 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
             args.verbose,
         )
     } else {
-        let embedder = args.model.open()?;
+        let embedder = args
+            .model
+            .builder()
+            .open_file(file)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         print(
             &embedder.tokenize(&args.text)?,
             embedder.tokenizer(),
