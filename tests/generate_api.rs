@@ -15,17 +15,8 @@ const PROB_SUM_TOL: f32 = 1e-4;
 
 fn generator() -> Option<&'static Generator> {
     static G: OnceLock<Option<Generator>> = OnceLock::new();
-    G.get_or_init(|| {
-        let path = cached_model("gemma3-270m")?;
-        Some(
-            Generator::builder()
-                .threads(2)
-                .context(512)
-                .open(path)
-                .unwrap(),
-        )
-    })
-    .as_ref()
+    G.get_or_init(|| common::generator("gemma3-270m", 512))
+        .as_ref()
 }
 
 /// llama.cpp's greedy continuation of this prompt (the golden file), which

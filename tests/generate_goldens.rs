@@ -104,11 +104,35 @@ fn argmax(x: &[f32]) -> u32 {
     best as u32
 }
 
-/// The cached Gemma-3-270M and its tokenizer (`None`: skipped).
-fn gemma3() -> Option<(Arc<GgufFile>, Tokenizer)> {
-    let file = Arc::new(GgufFile::open(cached_model("gemma3-270m")?).unwrap());
+/// A cached decoder and its tokenizer (`None`: skipped).
+fn decoder(name: &str) -> Option<(Arc<GgufFile>, Tokenizer)> {
+    let file = Arc::new(GgufFile::open(cached_model(name)?).unwrap());
     let tok = Tokenizer::from_gguf(&file).unwrap();
     Some((file, tok))
+}
+
+/// Runs `model`'s golden prompts on every ISA this CPU has and holds each
+/// to [`MIN_EQUAL_STEPS`].
+fn greedy_matches_on_every_isa(test: &str, model: &str, golden_file: &str) {
+    let Some((file, tok)) = decoder(model) else {
+        return;
+    };
+    for &set in &common::sets(test) {
+        let runs = check_isa(&file, &tok, golden_file, set, KvType::F32);
+        let full = runs.iter().filter(|r| r.equal_steps == 32).count();
+        let steps: usize = runs.iter().map(|r| r.equal_steps).sum();
+        eprintln!(
+            "{model} {}: {full}/6 prompts equal for 32 tokens, {steps}/192 steps before divergences",
+            set.isa().name()
+        );
+        // Divergences are near-ties, so most steps must still agree: a real
+        // bug diverges early on most prompts.
+        assert!(
+            steps >= MIN_EQUAL_STEPS,
+            "{model} {}: only {steps} steps",
+            set.isa().name()
+        );
+    }
 }
 
 /// What one ISA's run of one prompt gave.
@@ -225,35 +249,22 @@ fn check_isa(
 
 #[test]
 fn gemma3_greedy_matches_llamacpp() {
-    let Some((file, tok)) = gemma3() else { return };
-    let sets = common::sets("gemma3_greedy_matches_llamacpp");
-    let all: Vec<Vec<Run>> = sets
-        .iter()
-        .map(|&k| check_isa(&file, &tok, GEMMA_GOLDENS, k, KvType::F32))
-        .collect();
-    for (set, runs) in sets.iter().zip(&all) {
-        let full = runs.iter().filter(|r| r.equal_steps == 32).count();
-        let steps: usize = runs.iter().map(|r| r.equal_steps).sum();
-        eprintln!(
-            "{}: {full}/6 prompts equal for 32 tokens, {steps}/192 steps before divergences",
-            set.isa().name()
-        );
-        // Divergences are near-ties, so most steps must still agree: a real
-        // bug diverges early on most prompts.
-        assert!(
-            steps >= MIN_EQUAL_STEPS,
-            "{}: only {steps} steps",
-            set.isa().name()
-        );
-    }
+    greedy_matches_on_every_isa(
+        "gemma3_greedy_matches_llamacpp",
+        "gemma3-270m",
+        GEMMA_GOLDENS,
+    );
 }
 
-/// The f16 KV cache (what llama.cpp keeps by default) reads every query's
-/// keys and values back rounded to f16, prefill included: held to the same
-/// bars against llama.cpp as the f32 cache, on the best ISA.
+/// The f16 KV cache (what llama.cpp keeps by default) reads keys and values
+/// back rounded to f16 from a prompt's second chunk and in every decode
+/// step: held to the same bars against llama.cpp as the f32 cache, on the
+/// best ISA.
 #[test]
 fn f16_cache_matches_llamacpp() {
-    let Some((file, tok)) = gemma3() else { return };
+    let Some((file, tok)) = decoder("gemma3-270m") else {
+        return;
+    };
     let runs = check_isa(
         &file,
         &tok,
@@ -273,7 +284,9 @@ fn f16_cache_matches_llamacpp() {
 /// that every query goes through the cache path.
 #[test]
 fn prefill_kernel_attention_agrees_with_the_cache_path() {
-    let Some((file, tok)) = gemma3() else { return };
+    let Some((file, tok)) = decoder("gemma3-270m") else {
+        return;
+    };
     let model = open_decoder(
         file.clone(),
         kiln::kernels::best(),
@@ -315,23 +328,9 @@ fn prefill_kernel_attention_agrees_with_the_cache_path() {
 /// kiln's BPE, then the same bars as Gemma 3 on every ISA.
 #[test]
 fn smollm2_greedy_matches_llamacpp() {
-    let Some(path) = cached_model("smollm2") else {
-        return;
-    };
-    let file = Arc::new(GgufFile::open(path).unwrap());
-    let tok = Tokenizer::from_gguf(&file).unwrap();
-    for &k in &common::sets("smollm2_greedy_matches_llamacpp") {
-        let runs = check_isa(&file, &tok, SMOLLM2_GOLDENS, k, KvType::F32);
-        let full = runs.iter().filter(|r| r.equal_steps == 32).count();
-        let steps: usize = runs.iter().map(|r| r.equal_steps).sum();
-        eprintln!(
-            "{}: {full}/6 prompts equal for 32 tokens, {steps}/192 steps before divergences",
-            k.isa().name()
-        );
-        assert!(
-            steps >= MIN_EQUAL_STEPS,
-            "{}: only {steps} steps",
-            k.isa().name()
-        );
-    }
+    greedy_matches_on_every_isa(
+        "smollm2_greedy_matches_llamacpp",
+        "smollm2",
+        SMOLLM2_GOLDENS,
+    );
 }

@@ -14,17 +14,7 @@ use kiln::{ChatMessage, FinishReason, GenerateOptions, Generator};
 
 fn generator() -> Option<&'static Generator> {
     static G: OnceLock<Option<Generator>> = OnceLock::new();
-    G.get_or_init(|| {
-        let path = cached_model("smollm2")?;
-        Some(
-            Generator::builder()
-                .threads(2)
-                .context(512)
-                .open(path)
-                .unwrap(),
-        )
-    })
-    .as_ref()
+    G.get_or_init(|| common::generator("smollm2", 512)).as_ref()
 }
 
 /// The start of llama.cpp's greedy continuation of "The capital of France

@@ -38,18 +38,11 @@ fn exclusive() -> MutexGuard<'static, ()> {
 fn generator() -> Option<&'static Arc<Generator>> {
     static G: OnceLock<Option<Arc<Generator>>> = OnceLock::new();
     G.get_or_init(|| {
-        let path = common::cached_model("gemma3-270m")?;
         let _ = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(|| LogWriter)
             .try_init();
-        Some(Arc::new(
-            Generator::builder()
-                .threads(2)
-                .context(256)
-                .open(path)
-                .unwrap(),
-        ))
+        common::generator("gemma3-270m", 256).map(Arc::new)
     })
     .as_ref()
 }

