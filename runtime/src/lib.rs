@@ -6,6 +6,7 @@
 //! script generates.
 
 pub mod gguf;
+pub mod grammar;
 pub mod kernels;
 pub mod memory;
 pub mod model;
