@@ -14,6 +14,10 @@ pub enum Error {
     /// The tokenizer cannot be built or failed on the input.
     #[error(transparent)]
     Tokenizer(#[from] kiln_runtime::tokenizer::TokenizerError),
+    /// A grammar or JSON Schema cannot be compiled, or a constrained
+    /// generation cannot go on.
+    #[error(transparent)]
+    Grammar(#[from] kiln_runtime::grammar::GrammarError),
     /// The input tokenizes to nothing.
     #[error("the input is empty")]
     Empty,

@@ -12,6 +12,7 @@ pub mod convert;
 mod embedder;
 mod error;
 mod generate;
+pub mod grammar;
 pub mod hub;
 pub mod kernels;
 pub mod prompts;
@@ -28,6 +29,7 @@ pub use generate::{
     ClassScore, Classification, FinishReason, GenerateOptions, Generation, Generator,
     GeneratorBuilder, Metrics, ModelInfo, Token,
 };
+pub use grammar::Grammar;
 pub use kiln_codegen::model;
 pub use kiln_runtime as runtime;
 pub use kiln_runtime::model::KvType;

@@ -113,6 +113,7 @@ impl GeneratorBuilder {
             states: Mutex::new(Vec::new()),
             metrics: Mutex::new(Metrics::default()),
             isa: kernels.isa().name(),
+            grammar_vocab: std::sync::OnceLock::new(),
             _file: file,
         })
     }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use kiln_runtime::grammar::Matcher;
 use kiln_runtime::model::DecoderState;
 use kiln_runtime::sampling::Sampler;
 
@@ -50,6 +51,8 @@ pub struct Generation<'a> {
     error: Option<Error>,
     state: Option<DecoderState>,
     sampler: Sampler,
+    /// Where the output stands in its grammar, if it has one.
+    matcher: Option<Matcher>,
     logits: Vec<f32>,
     history: Vec<u32>,
     max_tokens: usize,
@@ -66,6 +69,7 @@ pub struct Generation<'a> {
     start: Instant,
     first_token: Option<Instant>,
     prefill_seconds: f64,
+    grammar_seconds: f64,
     /// Asked between prefill chunks and before each token: true stops.
     cancel: Option<Box<dyn Fn() -> bool + Send + Sync + 'a>>,
 }
@@ -83,6 +87,11 @@ impl<'a> Generation<'a> {
         let context = opts
             .context
             .map_or(owner.model.context(), |c| c.min(owner.model.context()));
+        let matcher = opts.grammar.as_ref().map(|g| owner.matcher(g)).transpose();
+        let (ids, matcher) = match matcher {
+            Ok(m) => (ids, m),
+            Err(e) => (Err(e), None),
+        };
         let (prompt, error) = match ids {
             Ok(ids) if ids.len() > context => (
                 None,
@@ -101,6 +110,7 @@ impl<'a> Generation<'a> {
             error,
             state: None,
             sampler: Sampler::new(opts.sampling.clone()),
+            matcher,
             logits: Vec::new(),
             history: Vec::new(),
             max_tokens: opts.max_tokens,
@@ -115,6 +125,7 @@ impl<'a> Generation<'a> {
             start: Instant::now(),
             first_token: None,
             prefill_seconds: 0.0,
+            grammar_seconds: 0.0,
             cancel: None,
         }
     }
@@ -176,6 +187,7 @@ impl<'a> Generation<'a> {
             time_to_first_token: self
                 .first_token
                 .map_or(0.0, |t| t.duration_since(self.start).as_secs_f64()),
+            grammar_seconds: self.grammar_seconds,
             peak_rss_bytes: kiln_runtime::memory::peak_rss().unwrap_or(0),
         }
     }
@@ -228,7 +240,19 @@ impl<'a> Generation<'a> {
             let threads = self.threads;
             owner.run(|| owner.model.forward(&[last], state, Some(logits), threads))?;
         }
-        let id = self.sampler.sample(&mut self.logits, &self.history);
+        let id = match &mut self.matcher {
+            None => self.sampler.sample(&mut self.logits, &self.history),
+            Some(m) => {
+                let t0 = Instant::now();
+                m.mask(&mut self.logits)?;
+                let t1 = Instant::now();
+                let id = self.sampler.sample(&mut self.logits, &self.history);
+                let t2 = Instant::now();
+                m.accept(id)?;
+                self.grammar_seconds += (t1 - t0 + t2.elapsed()).as_secs_f64();
+                id
+            }
+        };
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }

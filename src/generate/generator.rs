@@ -2,12 +2,13 @@
 //! conversations to token ids, single and batched generation.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use kiln_runtime::gguf::GgufFile;
+use kiln_runtime::grammar::{GrammarVocab, Matcher};
 use kiln_runtime::model::{DecoderModel, DecoderState, KvType};
-use kiln_runtime::tokenizer::{EncodeOptions, Tokenizer};
+use kiln_runtime::tokenizer::{EncodeOptions, TokenType, Tokenizer};
 
 use super::builder::GeneratorBuilder;
 use super::generation::{Generation, Token};
@@ -63,6 +64,10 @@ pub struct Metrics {
     pub decode_tokens_per_second: f64,
     /// Time to the first generated token, seconds.
     pub time_to_first_token: f64,
+    /// Time spent keeping the output inside its grammar (the allowed
+    /// tokens of each step, and moving past each chosen one), seconds;
+    /// 0 without a grammar.
+    pub grammar_seconds: f64,
     /// Peak resident memory of the process during the call (Linux; the
     /// process-wide peak where it cannot be reset), bytes.
     pub peak_rss_bytes: u64,
@@ -84,6 +89,9 @@ pub struct Generator {
     pub(super) states: Mutex<Vec<DecoderState>>,
     pub(super) metrics: Mutex<Metrics>,
     pub(super) isa: &'static str,
+    /// The vocabulary as a byte trie, built on the first constrained
+    /// generation.
+    pub(super) grammar_vocab: OnceLock<Arc<GrammarVocab>>,
     pub(super) _file: Arc<GgufFile>,
 }
 
@@ -129,6 +137,28 @@ impl Generator {
     /// Speed of the last finished call (generation, batch or classify).
     pub fn metrics(&self) -> Metrics {
         *self.metrics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A matcher at the start of `grammar` over this model's tokens.
+    pub(super) fn matcher(&self, grammar: &crate::Grammar) -> Result<Matcher, Error> {
+        let vocab = self.grammar_vocab.get_or_init(|| {
+            let t = &self.tokenizer;
+            // Tokens that stand for text; control tokens (turn markers,
+            // BOS) are not text a grammar could match.
+            let tokens = (0..t.vocab_size() as u32).filter_map(|id| {
+                let text = matches!(
+                    t.token_type(id),
+                    Some(TokenType::Normal | TokenType::Byte | TokenType::UserDefined)
+                );
+                text.then(|| {
+                    let mut b = Vec::new();
+                    t.token_bytes(id, false, &mut b);
+                    (id, b)
+                })
+            });
+            Arc::new(GrammarVocab::new(self.model.n_vocab(), tokens, &self.eog))
+        });
+        Ok(Matcher::new(grammar.compiled(), vocab.clone())?)
     }
 
     /// The tokenizer.
@@ -225,6 +255,7 @@ impl Generator {
             m.prompt_tokens += one.prompt_tokens;
             m.generated_tokens += one.generated_tokens;
             m.time_to_first_token = m.time_to_first_token.max(one.time_to_first_token);
+            m.grammar_seconds += one.grammar_seconds;
         }
         let secs = start.elapsed().as_secs_f64();
         m.decode_seconds = secs;

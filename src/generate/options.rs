@@ -2,6 +2,8 @@
 
 use kiln_runtime::sampling::SamplingOptions;
 
+use crate::Grammar;
+
 /// Options of one generation.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
@@ -15,6 +17,9 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// A context limit below the generator's (prompt plus generated tokens).
     pub context: Option<usize>,
+    /// Output constraint: every token keeps the text a valid prefix of
+    /// the grammar, and generation ends only where it is complete.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerateOptions {
@@ -24,6 +29,7 @@ impl Default for GenerateOptions {
             sampling: SamplingOptions::default(),
             stop: Vec::new(),
             context: None,
+            grammar: None,
         }
     }
 }
