@@ -168,6 +168,7 @@ impl std::fmt::Display for ApiError {
 /// Maps a library error on user input to an API error.
 pub fn from_kiln(flavor: Flavor, e: &crate::Error) -> ApiError {
     use crate::Error as E;
+    use crate::grammar::GrammarError;
     let kind = match e {
         E::Empty => Kind::Empty,
         E::TooLong { .. } | E::PromptTooLong { .. } => Kind::TooLarge,
@@ -175,6 +176,12 @@ pub fn from_kiln(flavor: Flavor, e: &crate::Error) -> ApiError {
         E::BadDim { .. } | E::UnknownTask { .. } | E::BadToken { .. } | E::Tokenizer(_) => {
             Kind::Validation
         }
+        // A grammar that cannot be followed part way is the server's
+        // failure; one that cannot be compiled is the request's.
+        E::Grammar(g) => match g {
+            GrammarError::DeadEnd { .. } | GrammarError::Rejected { .. } => Kind::Backend,
+            _ => Kind::Validation,
+        },
         _ => Kind::Backend,
     };
     let param = match e {
@@ -205,5 +212,23 @@ mod tests {
         );
         assert_eq!(Flavor::of_path("/v1/embeddings"), Flavor::OpenAi);
         assert_eq!(Flavor::of_path("/embed"), Flavor::Tei);
+    }
+
+    #[test]
+    fn grammar_errors_are_the_request_s_unless_found_part_way() {
+        use crate::grammar::GrammarError;
+        let unsupported = crate::Error::Grammar(GrammarError::Unsupported {
+            keyword: "pattern".into(),
+            path: "#".into(),
+            reason: "r".into(),
+        });
+        let e = from_kiln(Flavor::OpenAi, &unsupported);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("pattern"), "{}", e.message);
+        let dead = crate::Error::Grammar(GrammarError::DeadEnd { generated: 3 });
+        assert_eq!(
+            from_kiln(Flavor::OpenAi, &dead).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -8,6 +8,11 @@
 //! `max_concurrent` generations run at once (each uses all of the
 //! generator's threads); at most `max_waiting` others wait, and more get
 //! 429. A stream that fails part way ends with an error event.
+//!
+//! Structured output: OpenAI's `response_format` (`text`, `json_object`,
+//! `json_schema`) and llama.cpp's `grammar` (GBNF) and `json_schema` on
+//! both routes. The grammar is compiled before the request is queued, so a
+//! schema that kiln cannot enforce gets 400 and never takes a slot.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::conn::{BodyLimits, ConnLimits};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
-use crate::{ChatMessage, FinishReason, GenerateOptions, Generator, SamplingOptions};
+use crate::{ChatMessage, FinishReason, GenerateOptions, Generator, Grammar, SamplingOptions};
 
 /// Settings of the generation server.
 #[derive(Clone, Debug)]
@@ -124,6 +129,30 @@ struct Common {
     stop: Option<Value>,
     #[serde(default)]
     stream: bool,
+    /// OpenAI's `{"type": "text" | "json_object" | "json_schema", ...}`.
+    response_format: Option<Value>,
+    /// llama.cpp's GBNF grammar.
+    grammar: Option<Value>,
+    /// llama.cpp's JSON Schema.
+    json_schema: Option<Value>,
+}
+
+/// An output constraint as a request asks for it, before compiling.
+#[derive(Debug, PartialEq)]
+enum Constraint {
+    /// A GBNF grammar.
+    Gbnf(String),
+    /// JSON valid against a schema.
+    Schema(Value),
+    /// Any JSON object.
+    AnyJson,
+}
+
+/// A constraint and the request field it came from.
+#[derive(Debug, PartialEq)]
+struct Constrained {
+    constraint: Constraint,
+    param: &'static str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,8 +226,183 @@ impl Common {
             },
             stop,
             context: None,
+            grammar: None,
         })
     }
+}
+
+impl Common {
+    /// The output constraint the request asks for: at most one of
+    /// `response_format` (other than `text`), `grammar` and `json_schema`.
+    fn constraint(&self) -> Result<Option<Constrained>, ApiError> {
+        let mut found = Vec::new();
+        if let Some(c) = response_format(self.response_format.as_ref())? {
+            found.push(c);
+        }
+        match &self.grammar {
+            None | Some(Value::Null) => {}
+            // llama.cpp's default: no grammar.
+            Some(Value::String(g)) if g.is_empty() => {}
+            Some(Value::String(g)) => found.push(Constrained {
+                constraint: Constraint::Gbnf(g.clone()),
+                param: "grammar",
+            }),
+            Some(_) => return Err(bad("grammar must be a string (a GBNF grammar)", "grammar")),
+        }
+        match &self.json_schema {
+            None | Some(Value::Null) => {}
+            Some(v @ (Value::Object(_) | Value::Bool(_))) => found.push(Constrained {
+                constraint: Constraint::Schema(v.clone()),
+                param: "json_schema",
+            }),
+            Some(_) => {
+                return Err(bad(
+                    "json_schema must be an object (a JSON Schema)",
+                    "json_schema",
+                ));
+            }
+        }
+        if found.len() > 1 {
+            let names: Vec<&str> = found
+                .iter()
+                .map(|c| c.param.split('.').next().unwrap_or(c.param))
+                .collect();
+            return Err(bad(
+                format!(
+                    "give at most one of response_format, grammar and json_schema (got {})",
+                    names.join(" and ")
+                ),
+                found[1].param,
+            ));
+        }
+        Ok(found.pop())
+    }
+
+    /// The compiled constraint, off the async threads (a large schema can
+    /// take a while). A constraint that does not compile is a 400 naming
+    /// the field.
+    async fn grammar(&self) -> Result<Option<Grammar>, ApiError> {
+        let Some(c) = self.constraint()? else {
+            return Ok(None);
+        };
+        let param = c.param;
+        match tokio::task::spawn_blocking(move || compile(c)).await {
+            Ok(r) => r.map(Some),
+            Err(e) => {
+                tracing::error!(error = %e, param, "compiling a grammar failed");
+                Err(ApiError::new(
+                    Flavor::OpenAi,
+                    Kind::Backend,
+                    "compiling the grammar failed (internal error)",
+                ))
+            }
+        }
+    }
+}
+
+/// Reads OpenAI's `response_format`; `None` for no constraint.
+fn response_format(v: Option<&Value>) -> Result<Option<Constrained>, ApiError> {
+    let rf = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(bad(
+                "response_format must be an object such as {\"type\": \"json_object\"}",
+                "response_format",
+            ));
+        }
+    };
+    let ty = match rf.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        None | Some(Value::Null) => {
+            return Err(bad(
+                "response_format.type is missing (text, json_object or json_schema)",
+                "response_format.type",
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                format!(
+                    "response_format.type must be a string (text, json_object or json_schema), not {other}"
+                ),
+                "response_format.type",
+            ));
+        }
+    };
+    let constraint = match ty {
+        "text" => return Ok(None),
+        // llama.cpp also takes a `schema` here.
+        "json_object" => match rf.get("schema") {
+            None | Some(Value::Null) => Constraint::AnyJson,
+            Some(s @ (Value::Object(_) | Value::Bool(_))) => Constraint::Schema(s.clone()),
+            Some(_) => {
+                return Err(bad(
+                    "response_format.schema must be an object (a JSON Schema)",
+                    "response_format.schema",
+                ));
+            }
+        },
+        "json_schema" => {
+            let Some(Value::Object(js)) = rf.get("json_schema") else {
+                return Err(bad(
+                    "response_format.json_schema must be an object with `name` and `schema`",
+                    "response_format.json_schema",
+                ));
+            };
+            match js.get("name") {
+                Some(Value::String(n)) if !n.is_empty() => {}
+                _ => {
+                    return Err(bad(
+                        "response_format.json_schema.name is required (a string)",
+                        "response_format.json_schema.name",
+                    ));
+                }
+            }
+            if !matches!(js.get("strict"), None | Some(Value::Null | Value::Bool(_))) {
+                return Err(bad(
+                    "response_format.json_schema.strict must be a boolean",
+                    "response_format.json_schema.strict",
+                ));
+            }
+            // Strict or not, kiln enforces the schema exactly or refuses
+            // it; without a schema, any JSON object.
+            match js.get("schema") {
+                None | Some(Value::Null) => Constraint::AnyJson,
+                Some(s @ (Value::Object(_) | Value::Bool(_))) => Constraint::Schema(s.clone()),
+                Some(_) => {
+                    return Err(bad(
+                        "response_format.json_schema.schema must be an object (a JSON Schema)",
+                        "response_format.json_schema.schema",
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(bad(
+                format!(
+                    "unknown response_format.type `{other}` (text, json_object or json_schema)"
+                ),
+                "response_format.type",
+            ));
+        }
+    };
+    let param = match constraint {
+        Constraint::Schema(_) if ty == "json_schema" => "response_format.json_schema.schema",
+        Constraint::Schema(_) => "response_format.schema",
+        _ => "response_format",
+    };
+    Ok(Some(Constrained { constraint, param }))
+}
+
+/// Compiles a constraint; its errors are the grammar's or schema's, at
+/// the field it came from.
+fn compile(c: Constrained) -> Result<Grammar, ApiError> {
+    let r = match &c.constraint {
+        Constraint::Gbnf(g) => Grammar::gbnf(g),
+        Constraint::Schema(s) => Grammar::json_schema(s),
+        Constraint::AnyJson => Ok(Grammar::json()),
+    };
+    r.map_err(|e| bad(e.to_string(), c.param))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -510,7 +714,8 @@ async fn completions(State(s): Shared, body: axum::body::Bytes) -> Result<Respon
             ));
         }
     };
-    let opts = req.common.options(s.config.default_max_tokens)?;
+    let mut opts = req.common.options(s.config.default_max_tokens)?;
+    opts.grammar = req.common.grammar().await?;
     let stream = req.common.stream;
     Ok(respond(
         s.clone(),
@@ -529,7 +734,8 @@ async fn chat_completions(State(s): Shared, body: axum::body::Bytes) -> Result<R
             ApiError::new(Flavor::OpenAi, Kind::Empty, "messages is empty").param("messages"),
         );
     }
-    let opts = req.common.options(s.config.default_max_tokens)?;
+    let mut opts = req.common.options(s.config.default_max_tokens)?;
+    opts.grammar = req.common.grammar().await?;
     let stream = req.common.stream;
     Ok(respond(
         s.clone(),
@@ -629,7 +835,6 @@ mod tests {
 
     #[test]
     fn sampling_values_out_of_range_are_refused() {
-        let common = |v: Value| -> Common { serde_json::from_value(v).unwrap() };
         for (v, param) in [
             (json!({"min_p": -0.1}), "min_p"),
             (json!({"min_p": 1.5}), "min_p"),
@@ -645,5 +850,159 @@ mod tests {
                 .options(8)
                 .is_ok()
         );
+    }
+
+    fn common(v: Value) -> Common {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn constraint_shapes_are_read() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let c = |v: Value| common(v).constraint().unwrap();
+        let some = |constraint, param| Some(Constrained { constraint, param });
+        assert_eq!(c(json!({})), None);
+        assert_eq!(c(json!({"response_format": null})), None);
+        assert_eq!(c(json!({"response_format": {"type": "text"}})), None);
+        assert_eq!(
+            c(json!({"response_format": {"type": "json_object"}})),
+            some(Constraint::AnyJson, "response_format")
+        );
+        assert_eq!(
+            c(json!({"response_format": {"type": "json_object", "schema": schema}})),
+            some(Constraint::Schema(schema.clone()), "response_format.schema")
+        );
+        assert_eq!(
+            c(
+                json!({"response_format": {"type": "json_schema", "json_schema": {
+                "name": "thing", "schema": schema, "strict": true}}})
+            ),
+            some(
+                Constraint::Schema(schema.clone()),
+                "response_format.json_schema.schema"
+            )
+        );
+        // OpenAI's schema is optional: then any JSON object.
+        assert_eq!(
+            c(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})),
+            some(Constraint::AnyJson, "response_format")
+        );
+        assert_eq!(
+            c(json!({"grammar": "root ::= \"a\""})),
+            some(Constraint::Gbnf("root ::= \"a\"".into()), "grammar")
+        );
+        assert_eq!(c(json!({"grammar": ""})), None);
+        assert_eq!(
+            c(json!({"json_schema": schema})),
+            some(Constraint::Schema(schema.clone()), "json_schema")
+        );
+        // `text` constrains nothing, so it goes with a grammar.
+        assert_eq!(
+            c(json!({"response_format": {"type": "text"}, "grammar": "root ::= \"a\""})),
+            some(Constraint::Gbnf("root ::= \"a\"".into()), "grammar")
+        );
+    }
+
+    #[test]
+    fn bad_constraints_are_refused_with_their_field() {
+        for (v, param) in [
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
+            (json!({"response_format": {}}), "response_format.type"),
+            (
+                json!({"response_format": {"type": 3}}),
+                "response_format.type",
+            ),
+            (json!({"response_format": "json_object"}), "response_format"),
+            (
+                json!({"response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+                "response_format.json_schema.name",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema",
+                    "json_schema": {"name": "x", "schema": "{}"}}}),
+                "response_format.json_schema.schema",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema",
+                    "json_schema": {"name": "x", "strict": "yes"}}}),
+                "response_format.json_schema.strict",
+            ),
+            (json!({"grammar": 5}), "grammar"),
+            (json!({"json_schema": "{}"}), "json_schema"),
+            (
+                json!({"grammar": "root ::= \"a\"", "json_schema": {"type": "object"}}),
+                "json_schema",
+            ),
+            (
+                json!({"response_format": {"type": "json_object"}, "grammar": "root ::= \"a\""}),
+                "grammar",
+            ),
+        ] {
+            let e = common(v.clone()).constraint().unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{v}");
+            assert_eq!(e.param, Some(param), "{v}: {}", e.message);
+        }
+        let e = common(json!({"response_format": {"type": "xml"}}))
+            .constraint()
+            .unwrap_err();
+        assert!(e.message.contains("`xml`"), "{}", e.message);
+        let e = common(json!({"grammar": "root ::= \"a\"", "json_schema": {}}))
+            .constraint()
+            .unwrap_err();
+        assert!(
+            e.message.contains("grammar and json_schema"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_constraint_that_does_not_compile_is_a_400() {
+        // `pattern` is not enforced (or, while the converter is being
+        // written, nothing is): either way a 400 at the schema's field.
+        let pattern = json!({"type": "string", "pattern": "a+"});
+        for (v, param) in [
+            (
+                json!({"response_format": {"type": "json_schema",
+                    "json_schema": {"name": "x", "schema": pattern, "strict": true}}}),
+                "response_format.json_schema.schema",
+            ),
+            (json!({"json_schema": pattern}), "json_schema"),
+            (json!({"grammar": "root ::= (\"a\""}), "grammar"),
+            (json!({"grammar": "root ::= undefined-rule"}), "grammar"),
+        ] {
+            let e = common(v.clone()).grammar().await.unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{v}");
+            assert_eq!(e.param, Some(param), "{v}: {}", e.message);
+            let body = axum::body::to_bytes(e.into_response().into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+            assert_eq!(body["error"]["param"], param, "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gbnf_grammar_compiles() {
+        let g = common(json!({"grammar": "root ::= \"yes\" | \"no\""}))
+            .grammar()
+            .await
+            .unwrap()
+            .expect("a grammar");
+        assert!(g.compiled().matches(b"no") && !g.compiled().matches(b"maybe"));
+        assert!(common(json!({})).grammar().await.unwrap().is_none());
     }
 }
