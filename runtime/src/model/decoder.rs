@@ -280,6 +280,43 @@ impl DecoderModel for Decoder {
         logits: Option<&mut [f32]>,
         threads: usize,
     ) -> Result<(), ModelError> {
+        self.check(ids, state)?;
+        let th = threads.max(1);
+        let mut logits = logits;
+        exec::with_hot_workers(th, || {
+            self.run(ids, state, logits.as_deref_mut(), false, th)
+        });
+        match logits {
+            Some(l) => super::check_finite("logits", &l[..self.n_vocab]),
+            None => Ok(()),
+        }
+    }
+
+    fn forward_rows(
+        &self,
+        ids: &[u32],
+        state: &mut DecoderState,
+        logits: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        self.check(ids, state)?;
+        let rows = ids.len() * self.n_vocab;
+        if ids.len() > MAX_CHUNK || logits.len() < rows {
+            return Err(ModelError::Config(format!(
+                "forward_rows takes at most {MAX_CHUNK} ids and ids x n_vocab logits ({} ids, {} logits)",
+                ids.len(),
+                logits.len()
+            )));
+        }
+        let th = threads.max(1);
+        exec::with_hot_workers(th, || self.run(ids, state, Some(&mut *logits), true, th));
+        super::check_finite("logits", &logits[..rows])
+    }
+}
+
+impl Decoder {
+    /// What [`DecoderModel::forward`] checks before touching the state.
+    fn check(&self, ids: &[u32], state: &DecoderState) -> Result<(), ModelError> {
         if ids.is_empty() {
             return Err(ModelError::Empty);
         }
@@ -296,20 +333,21 @@ impl DecoderModel for Decoder {
                 n_vocab: self.n_vocab,
             });
         }
-        let th = threads.max(1);
-        let mut logits = logits;
-        exec::with_hot_workers(th, || self.run(ids, state, logits.as_deref_mut(), th));
-        match logits {
-            Some(l) => super::check_finite("logits", &l[..self.n_vocab]),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
 impl Decoder {
     /// [`DecoderModel::forward`] after its checks, inside its hot-worker
     /// scope.
-    fn run(&self, ids: &[u32], state: &mut DecoderState, logits: Option<&mut [f32]>, th: usize) {
+    fn run(
+        &self,
+        ids: &[u32],
+        state: &mut DecoderState,
+        logits: Option<&mut [f32]>,
+        every_row: bool,
+        th: usize,
+    ) {
         let mut last = 0;
         for chunk in ids.chunks(MAX_CHUNK) {
             self.chunk(chunk, &mut state.cache, &mut state.ws, th);
@@ -317,11 +355,16 @@ impl Decoder {
         }
         if let Some(logits) = logits {
             let d = self.cfg.hidden;
-            let row = &state.ws.x[(last - 1) * d..last * d];
-            let normed = sized(&mut state.norm, d);
-            (self.kernels.rms_norm_hidden)(row, self.output_norm.get(), self.cfg.eps, normed);
-            let xq = sized(&mut state.xq, d / QK8_0);
-            let xqk = sized(&mut state.xqk, d / QK_K);
+            // The last row, or (every_row, one chunk) all of them.
+            let first = if every_row { 0 } else { last - 1 };
+            let m = last - first;
+            let rows = &state.ws.x[first * d..last * d];
+            let normed = sized(&mut state.norm, m * d);
+            for (r, n) in rows.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+                (self.kernels.rms_norm_hidden)(r, self.output_norm.get(), self.cfg.eps, n);
+            }
+            let xq = sized(&mut state.xq, m * d / QK8_0);
+            let xqk = sized(&mut state.xqk, m * d / QK_K);
             super::layers::prepare(&[&self.output], normed, xq, xqk);
             self.output.forward(
                 Input {
@@ -329,13 +372,13 @@ impl Decoder {
                     q8: xq,
                     q8k: xqk,
                 },
-                1,
-                &mut logits[..self.n_vocab],
+                m,
+                &mut logits[..m * self.n_vocab],
                 false,
                 th,
             );
             if let Some(cap) = self.softcap {
-                for l in logits.iter_mut() {
+                for l in logits[..m * self.n_vocab].iter_mut() {
                     *l = cap * (*l / cap).tanh();
                 }
             }

@@ -200,14 +200,22 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// Keeps the first `len` positions (a shared prompt prefix). Only
-    /// possible while no sliding-window ring has wrapped past them.
+    /// Keeps the first `len` positions (a shared prompt prefix, or the
+    /// accepted part of a speculative pass). Possible while every
+    /// sliding-window ring still holds the window before `len`: always
+    /// for a roll-back of at most `MAX_CHUNK` positions, and for any
+    /// length before a ring wraps.
     pub fn truncate(&mut self, len: usize) -> bool {
         if len >= self.len {
             return true;
         }
-        let wrapped = self.layers.iter().any(|l| self.len > l.slots);
-        if wrapped {
+        let lost = self.layers.iter().any(|l| {
+            // Positions below `self.len - slots` were overwritten.
+            let overwritten_below = self.len.saturating_sub(l.slots);
+            let needed_from = len.saturating_sub(l.window.unwrap_or(len));
+            overwritten_below > needed_from
+        });
+        if lost {
             return false;
         }
         self.len = len;
@@ -443,6 +451,24 @@ mod tests {
 
     /// Chunks of several sizes, a ring that wraps, grouped heads: the cache
     /// gives the same output as attention over the whole sequence at once.
+    #[test]
+    fn a_wrapped_ring_rolls_back_only_while_it_holds_the_window() {
+        let shape = CacheShape {
+            windows: vec![Some(5), None],
+            kv_dim: 2,
+            context: 100,
+        };
+        let mut cache = KvCache::new(&shape, KvType::F32);
+        cache.layers[0].slots = 5 + 7;
+        cache.advance(30);
+        // Positions below 30 - 12 = 18 are gone; rolling back to 23 needs
+        // 18.. (its window), to 22 needs 17.
+        assert!(!cache.truncate(22));
+        assert_eq!(cache.len(), 30);
+        assert!(cache.truncate(23));
+        assert_eq!(cache.len(), 23);
+    }
+
     #[test]
     fn chunked_ring_attention_matches_naive() {
         let (n_head, hd, kvd, n) = (4, 8, 16, 40);

@@ -466,6 +466,18 @@ pub trait DecoderModel: Send + Sync {
         logits: Option<&mut [f32]>,
         threads: usize,
     ) -> Result<(), ModelError>;
+    /// Like [`forward`](Self::forward), but writes the next-token logits
+    /// of every one of `ids` (`ids.len() · n_vocab()` values, row by row):
+    /// the verification pass of speculative decoding. At most
+    /// [`MAX_CHUNK`](kv_cache::MAX_CHUNK) ids. Each row's logits are
+    /// bit-identical to feeding the ids one at a time.
+    fn forward_rows(
+        &self,
+        ids: &[u32],
+        state: &mut DecoderState,
+        logits: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError>;
 }
 
 /// Opens the decoder that `file`'s `general.architecture` names.
