@@ -26,8 +26,8 @@ pub use embedder::{
 };
 pub use error::Error;
 pub use generate::{
-    ClassScore, Classification, FinishReason, GenerateOptions, Generation, Generator,
-    GeneratorBuilder, Metrics, ModelInfo, Token,
+    ClassScore, Classification, Draft, Drafter, FinishReason, GenerateOptions, Generation,
+    Generator, GeneratorBuilder, Metrics, ModelInfo, Token,
 };
 pub use grammar::Grammar;
 pub use kiln_codegen::model;

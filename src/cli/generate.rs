@@ -6,9 +6,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use kiln::{
-    ChatMessage, FinishReason, GenerateOptions, Generation, Generator, Grammar, KvType,
+    ChatMessage, Draft, FinishReason, GenerateOptions, Generation, Generator, Grammar, KvType,
     SamplingOptions,
 };
+
+/// Speculative decoding on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DraftArg {
+    /// Prompt lookup: drafts the tokens that followed the last 3 tokens'
+    /// latest earlier occurrence in the prompt or output.
+    Ngram,
+}
+
+impl DraftArg {
+    /// The library's drafter.
+    pub fn draft(self) -> Draft {
+        match self {
+            DraftArg::Ngram => Draft::ngram(),
+        }
+    }
+}
 
 /// KV cache element types on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,6 +79,11 @@ pub struct GenArgs {
     /// memory) to stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Speculative decoding (`ngram`: prompt lookup, no second model):
+    /// several tokens per weight pass where the output repeats the input;
+    /// greedy output is unchanged. Not used with a grammar.
+    #[arg(long, value_enum)]
+    pub draft: Option<DraftArg>,
     #[command(flatten)]
     pub constraint: ConstraintArgs,
     /// Print the GBNF grammar of --json-schema, --grammar or --json and
@@ -155,6 +177,7 @@ impl GenArgs {
             stop: self.stop.clone(),
             context: None,
             grammar: self.constraint.grammar()?,
+            draft: self.draft.map(DraftArg::draft),
         })
     }
 
@@ -213,6 +236,15 @@ fn stream(mut g: Generation<'_>, args: &GenArgs, owner: &Generator) -> anyhow::R
             m.time_to_first_token * 1e3,
             m.peak_rss_bytes as f64 / (1 << 20) as f64,
         );
+        if m.draft_tokens > 0 {
+            eprintln!(
+                "[draft: {} of {} drafted tokens accepted ({:.0}%), {:.2} tokens per decode pass]",
+                m.accepted_draft_tokens,
+                m.draft_tokens,
+                100.0 * m.accepted_draft_tokens as f64 / m.draft_tokens as f64,
+                m.generated_tokens.saturating_sub(1) as f64 / m.decode_passes.max(1) as f64
+            );
+        }
         if args.constraint.is_set() && m.generated_tokens > 0 {
             // The grammar's cost against the rest of a decode step (the
             // step measured here includes it): the bench harness reads it.
@@ -243,7 +275,10 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let opts = a.args.options()?;
     if a.args.stats && a.args.constraint.is_set() {
-        eprintln!("[grammar compiled in {:.2} ms]", t0.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "[grammar compiled in {:.2} ms]",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
     }
     let g = a.args.open()?;
     stream(g.generate(&prompt, &opts), &a.args, &g)?;

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Decoders: generations that run at once (others wait).
     #[arg(long, default_value_t = 1)]
     pub max_concurrent_generations: usize,
+    /// Decoders: speculative decoding for every generation (`ngram`: prompt
+    /// lookup; greedy output is unchanged).
+    #[arg(long, value_enum)]
+    pub draft: Option<super::generate::DraftArg>,
     /// Decoders: generations that may wait for a slot; more get 429 at once.
     #[arg(long, default_value_t = 64)]
     pub max_waiting_generations: usize,
@@ -208,6 +212,7 @@ fn run_generation(
     let mut config = kiln::server::generation::GenConfig::new(args.model_id());
     config.max_concurrent = args.max_concurrent_generations.max(1);
     config.max_waiting = args.max_waiting_generations;
+    config.draft = args.draft.map(super::generate::DraftArg::draft);
     config.connections = args.connections();
     config.max_body_bytes = args.max_body_bytes;
     config.api_key = args.api_key.filter(|k| !k.is_empty());

@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use kiln_runtime::grammar::Matcher;
-use kiln_runtime::model::DecoderState;
+use kiln_runtime::model::{DecoderState, MAX_CHUNK};
 use kiln_runtime::sampling::Sampler;
 
 use super::generator::{Generator, Metrics};
-use super::options::GenerateOptions;
+use super::options::{Draft, GenerateOptions};
 use super::stream::{StopCut, Utf8Stream};
 use crate::Error;
 
@@ -70,6 +70,14 @@ pub struct Generation<'a> {
     first_token: Option<Instant>,
     prefill_seconds: f64,
     grammar_seconds: f64,
+    /// Speculative decoding: the drafter, the prompt it looks in, the
+    /// logits of a verification pass, and its counts.
+    draft: Option<Draft>,
+    prompt_ids: Vec<u32>,
+    row_logits: Vec<f32>,
+    passes: usize,
+    drafted_tokens: usize,
+    accepted_tokens: usize,
     /// Asked between prefill chunks and before each token: true stops.
     cancel: Option<Box<dyn Fn() -> bool + Send + Sync + 'a>>,
 }
@@ -126,6 +134,12 @@ impl<'a> Generation<'a> {
             first_token: None,
             prefill_seconds: 0.0,
             grammar_seconds: 0.0,
+            draft: opts.draft.clone(),
+            prompt_ids: Vec::new(),
+            row_logits: Vec::new(),
+            passes: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
             cancel: None,
         }
     }
@@ -188,6 +202,9 @@ impl<'a> Generation<'a> {
                 .first_token
                 .map_or(0.0, |t| t.duration_since(self.start).as_secs_f64()),
             grammar_seconds: self.grammar_seconds,
+            decode_passes: self.passes,
+            draft_tokens: self.drafted_tokens,
+            accepted_draft_tokens: self.accepted_tokens,
             peak_rss_bytes: kiln_runtime::memory::peak_rss().unwrap_or(0),
         }
     }
@@ -233,12 +250,19 @@ impl<'a> Generation<'a> {
                 return Ok(());
             }
             self.prefill_seconds = t0.elapsed().as_secs_f64();
+            if self.draft.is_some() {
+                self.prompt_ids = prompt;
+            }
         } else {
             let last = *self.history.last().ok_or(Error::Empty)?;
+            if let Some(drafted) = self.drafted() {
+                return self.speculate(last, drafted);
+            }
             let state = self.state.as_mut().ok_or(Error::Empty)?;
             let logits = &mut self.logits;
             let threads = self.threads;
             owner.run(|| owner.model.forward(&[last], state, Some(logits), threads))?;
+            self.passes += 1;
         }
         let id = match &mut self.matcher {
             None => self.sampler.sample(&mut self.logits, &self.history),
@@ -253,6 +277,91 @@ impl<'a> Generation<'a> {
                 id
             }
         };
+        let in_cache = self.state.as_ref().map_or(0, DecoderState::len);
+        self.emit(id, in_cache)
+    }
+
+    /// Drafted tokens for the next pass, if speculation is on and there is
+    /// room for them (output and context).
+    fn drafted(&self) -> Option<Vec<u32>> {
+        let draft = self.draft.as_ref()?;
+        if self.matcher.is_some() {
+            return None;
+        }
+        let in_cache = self.state.as_ref()?.len();
+        // The pass feeds the last token and the drafts; a fully accepted
+        // pass also yields one more token.
+        let room = (self.max_tokens.saturating_sub(self.history.len() + 1))
+            .min(self.context.saturating_sub(in_cache + 1))
+            .min(MAX_CHUNK - 1);
+        if room == 0 {
+            return None;
+        }
+        let mut tokens = Vec::with_capacity(self.prompt_ids.len() + self.history.len());
+        tokens.extend_from_slice(&self.prompt_ids);
+        tokens.extend_from_slice(&self.history);
+        let d = draft.propose(&tokens, room);
+        (!d.is_empty()).then_some(d)
+    }
+
+    /// One verification pass: the last token and the drafts in one
+    /// forward pass, each row's token chosen as a plain step would choose
+    /// it, kept while it equals the draft; the cache is rolled back past
+    /// the first mismatch.
+    fn speculate(&mut self, last: u32, drafted: Vec<u32>) -> Result<(), Error> {
+        let owner = self.owner;
+        let v = owner.model.n_vocab();
+        let k = drafted.len();
+        let mut rows = Vec::with_capacity(k + 1);
+        rows.push(last);
+        rows.extend_from_slice(&drafted);
+        self.row_logits.resize((k + 1) * v, 0.0);
+        let state = self.state.as_mut().ok_or(Error::Empty)?;
+        let base = state.len();
+        let threads = self.threads;
+        let logits = &mut self.row_logits;
+        owner.run(|| owner.model.forward_rows(&rows, state, logits, threads))?;
+        self.passes += 1;
+        self.drafted_tokens += k;
+        let greedy = self.sampler.options().temperature <= 0.0;
+        // The repetition penalty of row i sees the tokens kept before it.
+        let mut history = self.history.clone();
+        let mut chosen = Vec::with_capacity(k + 1);
+        let mut kept = 0;
+        for (i, row) in self.row_logits.chunks_exact_mut(v).enumerate() {
+            let d = drafted.get(i).copied();
+            let id = if greedy {
+                self.sampler.sample(row, &history)
+            } else {
+                self.sampler.sample_with_draft(row, &history, d)
+            };
+            chosen.push(id);
+            history.push(id);
+            if d != Some(id) {
+                break;
+            }
+            kept += 1;
+        }
+        self.accepted_tokens += kept;
+        let state = self.state.as_mut().ok_or(Error::Empty)?;
+        if !state.truncate(base + 1 + kept) {
+            return Err(Error::Model(kiln_runtime::model::ModelError::Config(
+                "the KV cache could not roll back a speculative pass".into(),
+            )));
+        }
+        for (i, id) in chosen.into_iter().enumerate() {
+            self.emit(id, base + 1 + i)?;
+            if self.done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases token `id` (chosen with `in_cache` positions computed):
+    /// end of generation, UTF-8 assembly, stop strings, limits.
+    fn emit(&mut self, id: u32, in_cache: usize) -> Result<(), Error> {
+        let owner = self.owner;
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }
@@ -266,7 +375,6 @@ impl<'a> Generation<'a> {
         if self.stop.push(id, text, &mut self.ready) {
             return self.end(FinishReason::Stop);
         }
-        let in_cache = self.state.as_ref().map_or(0, DecoderState::len);
         if self.history.len() >= self.max_tokens || in_cache + 1 > self.context {
             return self.end(FinishReason::Length);
         }

@@ -68,6 +68,14 @@ pub struct Metrics {
     /// tokens of each step, and moving past each chosen one), seconds;
     /// 0 without a grammar.
     pub grammar_seconds: f64,
+    /// Forward passes after the prompt: one per decoded token, or one per
+    /// verification pass of speculative decoding.
+    pub decode_passes: usize,
+    /// Tokens drafted for speculative decoding.
+    pub draft_tokens: usize,
+    /// Drafted tokens the model confirmed (the acceptance rate is this
+    /// over `draft_tokens`).
+    pub accepted_draft_tokens: usize,
     /// Peak resident memory of the process during the call (Linux; the
     /// process-wide peak where it cannot be reset), bytes.
     pub peak_rss_bytes: u64,
@@ -256,6 +264,9 @@ impl Generator {
             m.generated_tokens += one.generated_tokens;
             m.time_to_first_token = m.time_to_first_token.max(one.time_to_first_token);
             m.grammar_seconds += one.grammar_seconds;
+            m.decode_passes += one.decode_passes;
+            m.draft_tokens += one.draft_tokens;
+            m.accepted_draft_tokens += one.accepted_draft_tokens;
         }
         let secs = start.elapsed().as_secs_f64();
         m.decode_seconds = secs;

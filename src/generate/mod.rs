@@ -33,4 +33,4 @@ pub use builder::GeneratorBuilder;
 pub use classify::{ClassScore, Classification};
 pub use generation::{FinishReason, Generation, Token};
 pub use generator::{Generator, Metrics, ModelInfo};
-pub use options::GenerateOptions;
+pub use options::{Draft, Drafter, GenerateOptions};

@@ -33,7 +33,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::conn::{BodyLimits, ConnLimits};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
-use crate::{ChatMessage, FinishReason, GenerateOptions, Generator, Grammar, SamplingOptions};
+use crate::{
+    ChatMessage, Draft, FinishReason, GenerateOptions, Generator, Grammar, SamplingOptions,
+};
 
 /// Settings of the generation server.
 #[derive(Clone, Debug)]
@@ -52,6 +54,8 @@ pub struct GenConfig {
     pub api_key: Option<String>,
     /// Connection cap and timeouts.
     pub connections: ConnLimits,
+    /// Speculative decoding for every generation (none by default).
+    pub draft: Option<Draft>,
 }
 
 impl GenConfig {
@@ -65,6 +69,7 @@ impl GenConfig {
             max_body_bytes: 2 * 1024 * 1024,
             api_key: None,
             connections: ConnLimits::default(),
+            draft: None,
         }
     }
 }
@@ -227,6 +232,7 @@ impl Common {
             stop,
             context: None,
             grammar: None,
+            draft: None,
         })
     }
 }
@@ -716,6 +722,7 @@ async fn completions(State(s): Shared, body: axum::body::Bytes) -> Result<Respon
     };
     let mut opts = req.common.options(s.config.default_max_tokens)?;
     opts.grammar = req.common.grammar().await?;
+    opts.draft = s.config.draft.clone();
     let stream = req.common.stream;
     Ok(respond(
         s.clone(),
@@ -736,6 +743,7 @@ async fn chat_completions(State(s): Shared, body: axum::body::Bytes) -> Result<R
     }
     let mut opts = req.common.options(s.config.default_max_tokens)?;
     opts.grammar = req.common.grammar().await?;
+    opts.draft = s.config.draft.clone();
     let stream = req.common.stream;
     Ok(respond(
         s.clone(),

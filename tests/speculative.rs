@@ -1,0 +1,122 @@
+//! End-to-end: speculative decoding changes no greedy token, whatever
+//! the drafts (prompt lookup, always right, always wrong, mixed), on
+//! Gemma 3 and SmolLM2; a verification pass's rows are bit-identical to
+//! single-token steps, which is what makes this exact.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use kiln::{Draft, GenerateOptions, Generator, Metrics};
+use serde_json::Value;
+
+fn gemma() -> Option<&'static Generator> {
+    static G: OnceLock<Option<Generator>> = OnceLock::new();
+    G.get_or_init(|| common::generator("gemma3-270m", 1024))
+        .as_ref()
+}
+
+fn smollm2() -> Option<&'static Generator> {
+    static G: OnceLock<Option<Generator>> = OnceLock::new();
+    G.get_or_init(|| common::generator("smollm2", 1024))
+        .as_ref()
+}
+
+/// Prompts whose answers copy from the prompt, where lookup drafts pay.
+const EXTRACTIVE: &[&str] = &[
+    "<start_of_turn>user\nRepeat this sentence exactly: The quick brown fox jumps over the lazy dog near the old stone bridge.<end_of_turn>\n<start_of_turn>model\n",
+    "Copy the list:\n- apples\n- pears\n- plums\n- cherries\nCopy:\n- apples\n",
+];
+
+fn run(g: &Generator, prompt: &str, draft: Option<Draft>, n: usize) -> (Vec<u32>, Metrics) {
+    let opts = GenerateOptions {
+        draft,
+        ..GenerateOptions::greedy(n)
+    };
+    let mut it = g.generate(prompt, &opts);
+    let ids = it.by_ref().map(|t| t.unwrap().id).collect();
+    (ids, it.metrics())
+}
+
+fn golden_prompts() -> Vec<String> {
+    let path = common::fixtures().join("goldens/gemma-3-270m.greedy.llamacpp.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["prompt"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn prompt_lookup_changes_no_greedy_token() {
+    for g in [gemma(), smollm2()].into_iter().flatten() {
+        let mut drafted = 0;
+        for p in golden_prompts()
+            .iter()
+            .map(String::as_str)
+            .chain(EXTRACTIVE.iter().copied())
+        {
+            let (plain, _) = run(g, p, None, 48);
+            let (spec, m) = run(g, p, Some(Draft::ngram()), 48);
+            assert_eq!(plain, spec, "{p}");
+            assert!(m.accepted_draft_tokens <= m.draft_tokens);
+            drafted += m.draft_tokens;
+        }
+        assert!(drafted > 0, "prompt lookup never drafted");
+    }
+}
+
+/// A drafter that knows the plain greedy continuation and proposes it
+/// (`right`), or something else (`wrong`), or alternates per position.
+fn oracle(prompt_len: usize, truth: Vec<u32>, n_vocab: u32, mode: &'static str) -> Draft {
+    Draft::Custom(Arc::new(move |tokens: &[u32]| {
+        let at = tokens.len() - prompt_len;
+        (at..(at + 6).min(truth.len()))
+            .map(|i| {
+                let wrong = (truth[i] + 1) % n_vocab;
+                match mode {
+                    "right" => truth[i],
+                    "wrong" => wrong,
+                    _ if i % 2 == 0 => truth[i],
+                    _ => wrong,
+                }
+            })
+            .collect()
+    }))
+}
+
+#[test]
+fn always_right_always_wrong_and_mixed_drafts_give_the_plain_greedy_tokens() {
+    let Some(g) = gemma() else { return };
+    let n_vocab = g.info().n_vocab as u32;
+    for p in golden_prompts().iter().take(3) {
+        let prompt_len = g.tokenize(p).unwrap().len();
+        let (plain, plain_m) = run(g, p, None, 32);
+        for mode in ["right", "wrong", "mixed"] {
+            let (spec, m) = run(
+                g,
+                p,
+                Some(oracle(prompt_len, plain.clone(), n_vocab, mode)),
+                32,
+            );
+            assert_eq!(plain, spec, "{mode}: {p}");
+            match mode {
+                "right" => {
+                    assert_eq!(m.accepted_draft_tokens, m.draft_tokens, "{m:?}");
+                    assert!(
+                        m.decode_passes * 3 < plain_m.decode_passes,
+                        "{m:?} vs {plain_m:?}"
+                    );
+                }
+                "wrong" => assert_eq!(m.accepted_draft_tokens, 0, "{m:?}"),
+                _ => {
+                    assert!(m.accepted_draft_tokens > 0 && m.accepted_draft_tokens < m.draft_tokens)
+                }
+            }
+        }
+    }
+}
