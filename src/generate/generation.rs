@@ -264,6 +264,12 @@ impl<'a> Generation<'a> {
             owner.run(|| owner.model.forward(&[last], state, Some(logits), threads))?;
             self.passes += 1;
         }
+        self.choose()
+    }
+
+    /// Chooses the next token from `self.logits` (grammar mask, sampler)
+    /// and releases it.
+    fn choose(&mut self) -> Result<(), Error> {
         let id = match &mut self.matcher {
             None => self.sampler.sample(&mut self.logits, &self.history),
             Some(m) => {
@@ -279,6 +285,59 @@ impl<'a> Generation<'a> {
         };
         let in_cache = self.state.as_ref().map_or(0, DecoderState::len);
         self.emit(id, in_cache)
+    }
+
+    /// Runs what `next()` would run once: the prompt and the first token,
+    /// or one more token. Errors end the generation.
+    pub(super) fn advance(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Err(e);
+        }
+        if self.done {
+            return Ok(());
+        }
+        if self.max_tokens == 0 {
+            self.finish = Some(FinishReason::Length);
+            self.done = true;
+            return Ok(());
+        }
+        if self.cancelled() {
+            self.done = true;
+            return Ok(());
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.done = true;
+        }
+        r
+    }
+
+    /// For a batched decode step: the token to feed and the session to
+    /// feed it to, while the generation is past its prompt and not done.
+    pub(super) fn batch_input(&mut self) -> Option<(u32, &mut DecoderState)> {
+        if self.done || self.cancelled() {
+            return None;
+        }
+        let last = *self.history.last()?;
+        Some((last, self.state.as_mut()?))
+    }
+
+    /// Takes this generation's row of a batched decode step and chooses
+    /// its next token as a lone step would.
+    pub(super) fn take_logits(&mut self, row: &[f32]) -> Result<(), Error> {
+        self.logits.copy_from_slice(row);
+        self.passes += 1;
+        let r = self.choose();
+        if r.is_err() {
+            self.done = true;
+        }
+        r
+    }
+
+    /// Whether the generation has ended.
+    pub(super) fn is_done(&self) -> bool {
+        self.done
     }
 
     /// Drafted tokens for the next pass, if speculation is on and there is

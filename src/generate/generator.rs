@@ -232,43 +232,78 @@ impl Generator {
         Generation::new(self, ids, opts, self.threads)
     }
 
-    /// Continues many prompts in parallel (one generation per thread);
-    /// texts in input order. Each prompt is sampled with the same seed, so
-    /// results do not depend on scheduling.
+    /// Continues many prompts together: each prompt is processed on its
+    /// own, then every unfinished generation advances one token per step
+    /// in one batched forward pass (the weights are read once per step for
+    /// all of them). Texts in input order; each is token for token what
+    /// the prompt gives alone with the same options (same seed, so results
+    /// do not depend on the batch). Speculative drafts are not used here.
     pub fn generate_batch<S: AsRef<str> + Sync>(
         &self,
         prompts: &[S],
         opts: &GenerateOptions,
     ) -> Result<Vec<String>, Error> {
-        use rayon::prelude::*;
         let start = Instant::now();
         kiln_runtime::memory::reset_peak_rss();
-        let results: Vec<Result<(String, Metrics), Error>> = self.pool.install(|| {
-            prompts
-                .par_iter()
-                .map(|p| {
-                    let ids = self.tokenize(p.as_ref());
-                    let mut g = Generation::new(self, ids, opts, 1);
-                    g.record = false;
-                    let text = g.by_ref().collect::<Result<Vec<Token>, Error>>()?;
-                    Ok((text.into_iter().map(|t| t.text).collect(), g.metrics()))
-                })
-                .collect()
-        });
-        let mut texts = Vec::with_capacity(results.len());
+        let mut gens: Vec<Generation<'_>> = prompts
+            .iter()
+            .map(|p| {
+                let mut g = Generation::new(self, self.tokenize(p.as_ref()), opts, self.threads);
+                g.record = false;
+                g
+            })
+            .collect();
+        for g in &mut gens {
+            g.advance()?;
+        }
+        let n_vocab = self.model.n_vocab();
+        let mut logits = Vec::new();
+        let mut steps = 0;
+        loop {
+            let (ids, mut states, which): (Vec<u32>, Vec<&mut DecoderState>, Vec<usize>) = {
+                let mut ids = Vec::new();
+                let mut states = Vec::new();
+                let mut which = Vec::new();
+                for (i, g) in gens.iter_mut().enumerate() {
+                    if let Some((id, st)) = g.batch_input() {
+                        ids.push(id);
+                        states.push(st);
+                        which.push(i);
+                    }
+                }
+                (ids, states, which)
+            };
+            if ids.is_empty() {
+                break;
+            }
+            logits.resize(ids.len() * n_vocab, 0.0);
+            let threads = self.threads;
+            self.run(|| {
+                self.model
+                    .forward_batch(&ids, &mut states, &mut logits, threads)
+            })?;
+            drop(states);
+            steps += 1;
+            for (row, &i) in logits.chunks_exact(n_vocab).zip(&which) {
+                gens[i].take_logits(row)?;
+            }
+        }
+        let mut texts = Vec::with_capacity(gens.len());
         let mut m = Metrics::default();
-        for r in results {
-            let (t, one) = r?;
-            texts.push(t);
+        for mut g in gens {
+            debug_assert!(g.is_done());
+            let text = g.by_ref().collect::<Result<Vec<Token>, Error>>()?;
+            let one = g.metrics();
+            texts.push(text.into_iter().map(|t| t.text).collect());
             m.prompt_tokens += one.prompt_tokens;
             m.generated_tokens += one.generated_tokens;
+            m.prefill_seconds += one.prefill_seconds;
             m.time_to_first_token = m.time_to_first_token.max(one.time_to_first_token);
             m.grammar_seconds += one.grammar_seconds;
-            m.decode_passes += one.decode_passes;
-            m.draft_tokens += one.draft_tokens;
-            m.accepted_draft_tokens += one.accepted_draft_tokens;
         }
         let secs = start.elapsed().as_secs_f64();
+        m.prefill_tokens_per_second = m.prompt_tokens as f64 / m.prefill_seconds.max(1e-9);
+        m.decode_passes = steps;
         m.decode_seconds = secs;
         m.decode_tokens_per_second = m.generated_tokens as f64 / secs.max(1e-9);
         m.peak_rss_bytes = kiln_runtime::memory::peak_rss().unwrap_or(0);

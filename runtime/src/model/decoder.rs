@@ -31,7 +31,7 @@ use super::weights::{Data, Tensors, WeightData};
 use super::{DecoderModel, DecoderOptions, DecoderState, ModelError};
 use crate::gguf::GgufFile;
 use crate::kernels::{AttnShape, KernelSet, Mask};
-use crate::quant::{QK_K, QK8_0};
+use crate::quant::{BlockQ8_0, BlockQ8K, QK_K, QK8_0};
 
 /// Layer count of Gemma 3 27B, whose attention scale is not `1/sqrt(head_dim)`.
 const LAYERS_27B: usize = 62;
@@ -312,6 +312,51 @@ impl DecoderModel for Decoder {
         exec::with_hot_workers(th, || self.run(ids, state, Some(&mut *logits), true, th));
         super::check_finite("logits", &logits[..rows])
     }
+
+    fn forward_batch(
+        &self,
+        ids: &[u32],
+        states: &mut [&mut DecoderState],
+        logits: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        let rows = ids.len() * self.n_vocab;
+        if ids.len() != states.len() || ids.len() > MAX_CHUNK || logits.len() < rows {
+            return Err(ModelError::Config(format!(
+                "forward_batch takes one id per state, at most {MAX_CHUNK}, and ids x n_vocab logits \
+                 ({} ids, {} states, {} logits)",
+                ids.len(),
+                states.len(),
+                logits.len()
+            )));
+        }
+        for (id, st) in ids.iter().zip(states.iter()) {
+            self.check(std::slice::from_ref(id), st)?;
+        }
+        let th = threads.max(1);
+        // The first state's scratch serves the whole batch.
+        let mut ws = std::mem::take(&mut states[0].ws);
+        let (mut norm, mut xq, mut xqk) = (
+            std::mem::take(&mut states[0].norm),
+            std::mem::take(&mut states[0].xq),
+            std::mem::take(&mut states[0].xqk),
+        );
+        exec::with_hot_workers(th, || {
+            self.batch(ids, states, &mut ws, th);
+            let d = self.cfg.hidden;
+            self.logits(
+                &ws.x[..ids.len() * d],
+                &mut norm,
+                &mut xq,
+                &mut xqk,
+                logits,
+                th,
+            );
+        });
+        let s0 = &mut states[0];
+        (s0.ws, s0.norm, s0.xq, s0.xqk) = (ws, norm, xq, xqk);
+        super::check_finite("logits", &logits[..rows])
+    }
 }
 
 impl Decoder {
@@ -357,31 +402,108 @@ impl Decoder {
             let d = self.cfg.hidden;
             // The last row, or (every_row, one chunk) all of them.
             let first = if every_row { 0 } else { last - 1 };
-            let m = last - first;
-            let rows = &state.ws.x[first * d..last * d];
-            let normed = sized(&mut state.norm, m * d);
-            for (r, n) in rows.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
-                (self.kernels.rms_norm_hidden)(r, self.output_norm.get(), self.cfg.eps, n);
+            let DecoderState {
+                ws, norm, xq, xqk, ..
+            } = state;
+            self.logits(&ws.x[first * d..last * d], norm, xq, xqk, logits, th);
+        }
+    }
+
+    /// Next-token logits of the hidden `rows` (`[m][hidden]`) into
+    /// `logits` (`[m][n_vocab]`): final norm, output projection, soft cap.
+    fn logits(
+        &self,
+        rows: &[f32],
+        norm: &mut Vec<f32>,
+        xq: &mut Vec<BlockQ8_0>,
+        xqk: &mut Vec<BlockQ8K>,
+        logits: &mut [f32],
+        th: usize,
+    ) {
+        let d = self.cfg.hidden;
+        let m = rows.len() / d;
+        let normed = sized(norm, m * d);
+        for (r, n) in rows.chunks_exact(d).zip(normed.chunks_exact_mut(d)) {
+            (self.kernels.rms_norm_hidden)(r, self.output_norm.get(), self.cfg.eps, n);
+        }
+        let xq = sized(xq, m * d / QK8_0);
+        let xqk = sized(xqk, m * d / QK_K);
+        super::layers::prepare(&[&self.output], normed, xq, xqk);
+        let out = &mut logits[..m * self.n_vocab];
+        self.output.forward(
+            Input {
+                f32: normed,
+                q8: xq,
+                q8k: xqk,
+            },
+            m,
+            out,
+            false,
+            th,
+        );
+        if let Some(cap) = self.softcap {
+            for l in out.iter_mut() {
+                *l = cap * (*l / cap).tanh();
             }
-            let xq = sized(&mut state.xq, m * d / QK8_0);
-            let xqk = sized(&mut state.xqk, m * d / QK_K);
-            super::layers::prepare(&[&self.output], normed, xq, xqk);
-            self.output.forward(
-                Input {
-                    f32: normed,
-                    q8: xq,
-                    q8k: xqk,
-                },
-                m,
-                &mut logits[..m * self.n_vocab],
-                false,
-                th,
-            );
-            if let Some(cap) = self.softcap {
-                for l in logits[..m * self.n_vocab].iter_mut() {
-                    *l = cap * (*l / cap).tanh();
-                }
+        }
+    }
+
+    /// One decode step of several sequences: row `i` is `ids[i]` at the
+    /// end of `states[i]`'s cache. Projections and the feed-forward run
+    /// over all rows at once (weights read once); RoPE, the cache write
+    /// and attention run per sequence on its own cache.
+    fn batch(&self, ids: &[u32], states: &mut [&mut DecoderState], ws: &mut Workspace, th: usize) {
+        let cfg = &self.cfg;
+        let n = ids.len();
+        let (d, kn) = (cfg.hidden, &self.kernels);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let wide = cfg.ffn.max(d).max(q_dim).max(kv_dim);
+        let x = sized(&mut ws.x, n * d);
+        let mut b = BlockBufs {
+            t: sized(&mut ws.t, n * d.max(q_dim)),
+            q: sized(&mut ws.q, n * q_dim),
+            k: sized(&mut ws.k, n * kv_dim),
+            v: sized(&mut ws.v, n * kv_dim),
+            att: sized(&mut ws.att, n * q_dim),
+            ff_a: sized(&mut ws.ff_a, n * wide),
+            ff_b: sized(&mut ws.ff_b, n * wide),
+            xq: sized(&mut ws.xq, n * wide / QK8_0),
+            xqk: sized(&mut ws.xqk, n * wide / QK_K),
+        };
+        super::layers::embed_rows(&self.token_embd, kn.gather, cfg.style, d, ids, x);
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let segments: Vec<Segment> = states
+            .iter()
+            .map(|s| Segment {
+                len: 1,
+                pos0: s.cache.len(),
+            })
+            .collect();
+        let end = segments.iter().map(|s| s.pos0 + 1).max().unwrap_or(1);
+        let tables = self.rope.get(end);
+        for (il, layer) in self.layers.iter().enumerate() {
+            layer.qkv(cfg, kn, tables.for_layer(layer), x, &segments, &mut b, th);
+            for (i, (st, seg)) in states.iter_mut().zip(&segments).enumerate() {
+                let kv = i * kv_dim..(i + 1) * kv_dim;
+                st.cache.write(il, seg.pos0, &b.k[kv.clone()], &b.v[kv]);
+                let q = i * q_dim..(i + 1) * q_dim;
+                st.cache.attend(
+                    kn.attend_cache,
+                    il,
+                    &b.q[q.clone()],
+                    seg.pos0,
+                    (cfg.n_head, cfg.head_dim),
+                    scale,
+                    &mut b.att[q],
+                    &mut ws.scores,
+                    th,
+                );
             }
+            layer.attn_out(cfg, kn, x, n, &mut b, th);
+            layer.ffn(cfg, kn, x, n, &mut b, th);
+        }
+        for st in states.iter_mut() {
+            st.cache.advance(1);
         }
     }
 }

@@ -478,6 +478,18 @@ pub trait DecoderModel: Send + Sync {
         logits: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError>;
+    /// One decode step of several sequences at once: `ids[i]` goes after
+    /// the positions of `states[i]` (each already holding its prompt), and
+    /// row `i` of `logits` (`ids.len() · n_vocab()` values) gets its
+    /// next-token logits. The weights are read once for all rows; each
+    /// row is bit-identical to a lone [`forward`](Self::forward) step.
+    fn forward_batch(
+        &self,
+        ids: &[u32],
+        states: &mut [&mut DecoderState],
+        logits: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError>;
 }
 
 /// Opens the decoder that `file`'s `general.architecture` names.
