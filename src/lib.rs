@@ -26,8 +26,9 @@ pub use embedder::{
 };
 pub use error::Error;
 pub use generate::{
-    ClassScore, Classification, Draft, Drafter, FinishReason, GenerateOptions, Generation,
-    Generator, GeneratorBuilder, Metrics, ModelInfo, Token,
+    ClassScore, Classification, Draft, Drafter, Engine, EngineEvent, EngineInput, EngineRequest,
+    EventSink, FinishReason, GenerateOptions, Generation, Generator, GeneratorBuilder, Metrics,
+    ModelInfo, Token,
 };
 pub use grammar::Grammar;
 pub use kiln_codegen::model;

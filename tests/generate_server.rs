@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::server::{TestServer, agent, post_raw};
 use kiln::server::generation::{GenConfig, router};
-use kiln::{ChatMessage, GenerateOptions, Generator};
+use kiln::{ChatMessage, GenerateOptions, Generator, SamplingOptions};
 use serde_json::{Value, json};
 
 /// Log lines the servers wrote.
@@ -404,4 +404,55 @@ fn a_cancellable_generation_equals_the_library() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Continuous batching: requests that arrive at different times, with
+/// different lengths, join and leave the batch while others decode, and
+/// each gets exactly the library's lone output (greedy and seeded).
+#[test]
+fn concurrent_requests_each_get_their_lone_output() {
+    let _one = exclusive();
+    let Some((base, g)) = server() else { return };
+    let cases: Vec<(String, usize, f32)> = vec![
+        ("The capital of France is".into(), 24, 0.0),
+        ("Once upon a time".into(), 6, 0.0),
+        ("def add(a, b):".into(), 16, 0.7),
+        ("List three colors:".into(), 10, 0.0),
+        ("The German word for house is".into(), 20, 0.9),
+    ];
+    let url = format!("{base}/v1/completions");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (prompt, n, temp))| {
+                let url = url.clone();
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(40 * i as u64));
+                    let req =
+                        json!({"prompt": prompt, "max_tokens": n, "temperature": temp, "seed": 5});
+                    post(&url, &req)
+                })
+            })
+            .collect();
+        for ((prompt, n, temp), h) in cases.iter().zip(handles) {
+            let (status, body) = h.join().unwrap();
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let opts = GenerateOptions {
+                max_tokens: *n,
+                sampling: SamplingOptions {
+                    temperature: *temp,
+                    seed: 5,
+                    top_k: 0,
+                    top_p: 1.0,
+                    min_p: 0.0,
+                    ..SamplingOptions::default()
+                },
+                ..Default::default()
+            };
+            let want = g.generate_text(prompt, &opts).unwrap();
+            assert_eq!(v["choices"][0]["text"], want.as_str(), "{prompt}");
+        }
+    });
 }

@@ -63,8 +63,9 @@ pub struct ServeArgs {
     /// Decoders: context in tokens per generation.
     #[arg(long, default_value_t = kiln::runtime::model::DEFAULT_CONTEXT)]
     pub ctx: usize,
-    /// Decoders: generations that run at once (others wait).
-    #[arg(long, default_value_t = 1)]
+    /// Decoders: generations decoded together in one batch (continuous
+    /// batching; each slot holds a KV cache of --ctx positions; others wait).
+    #[arg(long, visible_alias = "parallel", default_value_t = 4)]
     pub max_concurrent_generations: usize,
     /// Decoders: speculative decoding for every generation (`ngram`: prompt
     /// lookup; greedy output is unchanged).

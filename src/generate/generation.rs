@@ -335,6 +335,11 @@ impl<'a> Generation<'a> {
         r
     }
 
+    /// The next token ready to be handed out, without computing more.
+    pub(super) fn pop_ready(&mut self) -> Option<Token> {
+        self.ready.pop_front()
+    }
+
     /// Whether the generation has ended.
     pub(super) fn is_done(&self) -> bool {
         self.done

@@ -19,11 +19,13 @@
 //!
 //! The parts: `options` (what one call asks for), `builder` (opening a
 //! model), `generator` (the opened model, its pooled sessions, batches),
+//! `engine` (continuous batching: one loop serving many requests),
 //! `generation` (one streamed generation), `classify` (prefill-only
 //! scoring) and `stream` (bytes to whole characters, stop strings).
 
 mod builder;
 mod classify;
+mod engine;
 mod generation;
 mod generator;
 mod options;
@@ -31,6 +33,7 @@ mod stream;
 
 pub use builder::GeneratorBuilder;
 pub use classify::{ClassScore, Classification};
+pub use engine::{Engine, EngineEvent, EngineInput, EngineRequest, EventSink};
 pub use generation::{FinishReason, Generation, Token};
 pub use generator::{Generator, Metrics, ModelInfo};
 pub use options::{Draft, Drafter, GenerateOptions};

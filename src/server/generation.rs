@@ -2,12 +2,14 @@
 //! `POST /v1/chat/completions`, whole or streamed as server-sent events
 //! (`stream: true`), plus `/v1/models`, `/info` and `/health`.
 //!
-//! Each generation runs on a blocking thread and sends its tokens through a
-//! channel; when the client goes away the channel closes and the
-//! generation stops between prompt chunks or at its next token. At most
-//! `max_concurrent` generations run at once (each uses all of the
-//! generator's threads); at most `max_waiting` others wait, and more get
-//! 429. A stream that fails part way ends with an error event.
+//! Every generation goes through one continuous-batching loop
+//! ([`Engine`]): up to `max_concurrent` generations advance together, one
+//! token each per batched forward pass, newcomers join between steps, and
+//! each gets exactly what it would get alone. Tokens reach the handler
+//! through a channel; when the client goes away the channel closes and the
+//! generation leaves the batch at the next step. At most `max_waiting`
+//! others wait, and more get 429. A stream that fails part way ends with
+//! an error event.
 //!
 //! Structured output: OpenAI's `response_format` (`text`, `json_object`,
 //! `json_schema`) and llama.cpp's `grammar` (GBNF) and `json_schema` on
@@ -29,12 +31,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use super::conn::{BodyLimits, ConnLimits};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
 use crate::{
-    ChatMessage, Draft, FinishReason, GenerateOptions, Generator, Grammar, SamplingOptions,
+    ChatMessage, Draft, Engine, EngineEvent, EngineInput, EngineRequest, FinishReason,
+    GenerateOptions, Generator, Grammar, SamplingOptions,
 };
 
 /// Settings of the generation server.
@@ -42,7 +45,8 @@ use crate::{
 pub struct GenConfig {
     /// The model's name in responses.
     pub model_id: String,
-    /// Generations running at once.
+    /// Generations decoded together (batch slots, each with its own KV
+    /// cache).
     pub max_concurrent: usize,
     /// Generations that may wait for a slot; more get 429.
     pub max_waiting: usize,
@@ -63,7 +67,7 @@ impl GenConfig {
     pub fn new(model_id: impl Into<String>) -> Self {
         GenConfig {
             model_id: model_id.into(),
-            max_concurrent: 1,
+            max_concurrent: 4,
             max_waiting: 64,
             default_max_tokens: 256,
             max_body_bytes: 2 * 1024 * 1024,
@@ -77,7 +81,8 @@ impl GenConfig {
 struct GenState {
     generator: Arc<Generator>,
     config: GenConfig,
-    slots: Arc<Semaphore>,
+    /// The continuous-batching loop all generations go through.
+    engine: Engine,
     /// Generations running or waiting for a slot.
     admitted: Arc<AtomicUsize>,
     next_id: AtomicU64,
@@ -93,7 +98,7 @@ pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
     };
     let key = config.api_key.as_deref().map(Arc::from);
     let state = Arc::new(GenState {
-        slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        engine: Engine::new(generator.clone(), config.max_concurrent.max(1)),
         admitted: Arc::new(AtomicUsize::new(0)),
         generator,
         config,
@@ -470,66 +475,50 @@ fn start(
     }
     let admitted = Admitted(s.admitted.clone());
     let (tx, rx) = mpsc::channel(64);
-    let slots = s.slots.clone();
-    let generator = s.generator.clone();
+    // The engine never waits on a slow client: its events queue here, and
+    // a task feeds them to the handler's bounded channel.
+    let (etx, mut erx) = mpsc::unbounded_channel::<Msg>();
     tokio::spawn(async move {
-        // A client that leaves while waiting gives up its place.
-        let permit = tokio::select! {
-            p = slots.acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = tx.closed() => return,
-        };
-        let _ = tokio::task::spawn_blocking(move || {
-            let _admitted = admitted;
-            let _permit = permit;
-            let run = std::panic::AssertUnwindSafe(|| generate(&generator, &input, &opts, &tx));
-            if std::panic::catch_unwind(run).is_err() {
-                tracing::error!("a generation panicked");
-                let _ = tx.blocking_send(Msg::Error(ApiError::new(
-                    Flavor::OpenAi,
-                    Kind::Backend,
-                    "the generation failed (internal error)",
-                )));
+        // Admitted while its client listens and its events flow.
+        let _admitted = admitted;
+        loop {
+            tokio::select! {
+                m = erx.recv() => match m {
+                    Some(m) => if tx.send(m).await.is_err() { break },
+                    None => break,
+                },
+                () = tx.closed() => break,
             }
-        })
-        .await;
+        }
+    });
+    let gone = etx.clone();
+    let sink = move |ev: EngineEvent| {
+        let msg = match ev {
+            EngineEvent::Token(t) => Msg::Text(t.text),
+            EngineEvent::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            } => Msg::Done {
+                finish,
+                prompt_tokens,
+                completion_tokens,
+            },
+            EngineEvent::Error(e) => Msg::Error(from_kiln(Flavor::OpenAi, &e)),
+        };
+        etx.send(msg).is_ok()
+    };
+    s.engine.submit(EngineRequest {
+        input: match input {
+            Input::Prompt(p) => EngineInput::Prompt(p),
+            Input::Chat(m) => EngineInput::Chat(m),
+        },
+        opts,
+        sink: Box::new(sink),
+        // A client that leaves, waiting or running, gives up its place.
+        cancelled: Arc::new(move || gone.is_closed()),
     });
     Ok(rx)
-}
-
-/// Runs one generation, sending its tokens to `tx`; stops, between prompt
-/// chunks or tokens, once the receiver is gone.
-fn generate(generator: &Generator, input: &Input, opts: &GenerateOptions, tx: &mpsc::Sender<Msg>) {
-    let gone = tx.clone();
-    let g = match input {
-        Input::Prompt(p) => generator.generate(p, opts),
-        Input::Chat(m) => generator.chat(m, opts),
-    };
-    let mut g = g.cancel_when(move || gone.is_closed());
-    for t in g.by_ref() {
-        let msg = match t {
-            Ok(t) => Msg::Text(t.text),
-            Err(e) => {
-                let _ = tx.blocking_send(Msg::Error(from_kiln(Flavor::OpenAi, &e)));
-                return;
-            }
-        };
-        if tx.blocking_send(msg).is_err() {
-            // The client is gone: dropping `g` stops the work.
-            return;
-        }
-    }
-    if tx.is_closed() {
-        tracing::debug!("dropped a generation: its client went away");
-        return;
-    }
-    let _ = tx.blocking_send(Msg::Done {
-        finish: g.finish_reason().unwrap_or(FinishReason::Length),
-        prompt_tokens: g.prompt_tokens(),
-        completion_tokens: g.generated_tokens(),
-    });
 }
 
 fn now() -> u64 {
