@@ -469,7 +469,7 @@ pub trait DecoderModel: Send + Sync {
     /// Like [`forward`](Self::forward), but writes the next-token logits
     /// of every one of `ids` (`ids.len() · n_vocab()` values, row by row):
     /// the verification pass of speculative decoding. At most
-    /// [`MAX_CHUNK`](kv_cache::MAX_CHUNK) ids. Each row's logits are
+    /// [`MAX_CHUNK`] ids. Each row's logits are
     /// bit-identical to feeding the ids one at a time.
     fn forward_rows(
         &self,
