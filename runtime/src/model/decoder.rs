@@ -157,20 +157,7 @@ impl Decoder {
         let n = ids.len();
         let pos0 = cache.len();
         let (d, kn) = (cfg.hidden, &self.kernels);
-        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
-        let wide = cfg.ffn.max(d).max(q_dim).max(kv_dim);
-        let x = sized(&mut ws.x, n * d);
-        let mut b = BlockBufs {
-            t: sized(&mut ws.t, n * d.max(q_dim)),
-            q: sized(&mut ws.q, n * q_dim),
-            k: sized(&mut ws.k, n * kv_dim),
-            v: sized(&mut ws.v, n * kv_dim),
-            att: sized(&mut ws.att, n * q_dim),
-            ff_a: sized(&mut ws.ff_a, n * wide),
-            ff_b: sized(&mut ws.ff_b, n * wide),
-            xq: sized(&mut ws.xq, n * wide / QK8_0),
-            xqk: sized(&mut ws.xqk, n * wide / QK_K),
-        };
+        let (x, mut b, scores) = buffers(ws, cfg, n);
         super::layers::embed_rows(&self.token_embd, kn.gather, cfg.style, d, ids, x);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         // A prompt's first chunk sees only its own keys: the generated
@@ -205,16 +192,7 @@ impl Decoder {
                         Some(window) => Mask::CausalWindow { window },
                     },
                 };
-                exec::attention(
-                    kn.attention,
-                    b.q,
-                    b.k,
-                    b.v,
-                    &shape,
-                    b.att,
-                    &mut ws.scores,
-                    threads,
-                );
+                exec::attention(kn.attention, b.q, b.k, b.v, &shape, b.att, scores, threads);
             } else {
                 cache.attend(
                     kn.attend_cache,
@@ -224,7 +202,7 @@ impl Decoder {
                     (cfg.n_head, cfg.head_dim),
                     scale,
                     b.att,
-                    &mut ws.scores,
+                    scores,
                     threads,
                 );
             }
@@ -233,6 +211,30 @@ impl Decoder {
         }
         cache.advance(n);
     }
+}
+
+/// The residual rows, the blocks' buffers and the attention scratch of an
+/// `n`-row step, carved out of `ws`.
+fn buffers<'w>(
+    ws: &'w mut Workspace,
+    cfg: &LayerConfig,
+    n: usize,
+) -> (&'w mut [f32], BlockBufs<'w>, &'w mut Vec<f32>) {
+    let d = cfg.hidden;
+    let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+    let wide = cfg.ffn.max(d).max(q_dim).max(kv_dim);
+    let b = BlockBufs {
+        t: sized(&mut ws.t, n * d.max(q_dim)),
+        q: sized(&mut ws.q, n * q_dim),
+        k: sized(&mut ws.k, n * kv_dim),
+        v: sized(&mut ws.v, n * kv_dim),
+        att: sized(&mut ws.att, n * q_dim),
+        ff_a: sized(&mut ws.ff_a, n * wide),
+        ff_b: sized(&mut ws.ff_b, n * wide),
+        xq: sized(&mut ws.xq, n * wide / QK8_0),
+        xqk: sized(&mut ws.xqk, n * wide / QK_K),
+    };
+    (sized(&mut ws.x, n * d), b, &mut ws.scores)
 }
 
 /// Context planned when the caller does not say (the CLI's `--ctx` default).
@@ -456,20 +458,7 @@ impl Decoder {
         let cfg = &self.cfg;
         let n = ids.len();
         let (d, kn) = (cfg.hidden, &self.kernels);
-        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
-        let wide = cfg.ffn.max(d).max(q_dim).max(kv_dim);
-        let x = sized(&mut ws.x, n * d);
-        let mut b = BlockBufs {
-            t: sized(&mut ws.t, n * d.max(q_dim)),
-            q: sized(&mut ws.q, n * q_dim),
-            k: sized(&mut ws.k, n * kv_dim),
-            v: sized(&mut ws.v, n * kv_dim),
-            att: sized(&mut ws.att, n * q_dim),
-            ff_a: sized(&mut ws.ff_a, n * wide),
-            ff_b: sized(&mut ws.ff_b, n * wide),
-            xq: sized(&mut ws.xq, n * wide / QK8_0),
-            xqk: sized(&mut ws.xqk, n * wide / QK_K),
-        };
+        let (x, mut b, scores) = buffers(ws, cfg, n);
         super::layers::embed_rows(&self.token_embd, kn.gather, cfg.style, d, ids, x);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
         let segments: Vec<Segment> = states
@@ -483,6 +472,7 @@ impl Decoder {
         let tables = self.rope.get(end);
         for (il, layer) in self.layers.iter().enumerate() {
             layer.qkv(cfg, kn, tables.for_layer(layer), x, &segments, &mut b, th);
+            let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
             for (i, (st, seg)) in states.iter_mut().zip(&segments).enumerate() {
                 let kv = i * kv_dim..(i + 1) * kv_dim;
                 st.cache.write(il, seg.pos0, &b.k[kv.clone()], &b.v[kv]);
@@ -495,7 +485,7 @@ impl Decoder {
                     (cfg.n_head, cfg.head_dim),
                     scale,
                     &mut b.att[q],
-                    &mut ws.scores,
+                    scores,
                     th,
                 );
             }
