@@ -456,3 +456,25 @@ fn concurrent_requests_each_get_their_lone_output() {
         }
     });
 }
+
+#[test]
+fn metrics_report_the_batch_and_the_generations() {
+    let _one = exclusive();
+    let Some((base, _)) = server() else { return };
+    let req = json!({"prompt": "Hello", "max_tokens": 3, "temperature": 0});
+    assert_eq!(post(&format!("{base}/v1/completions"), &req).0, 200);
+    let (status, body) = call("GET", &format!("{base}/metrics"), None, None);
+    assert_eq!(status, 200, "{body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {body}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("kiln_generations_total") >= 1.0);
+    assert!(value("kiln_generated_tokens_total") >= 3.0);
+    assert!(value("kiln_generations_active") <= 2.0 && value("kiln_generations_waiting") >= 0.0);
+    assert!(value("kiln_time_to_first_token_seconds_count") >= 1.0);
+    assert!(value("kiln_generation_queue_seconds_count") >= 1.0);
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::generation::{FinishReason, Generation, Token};
 use super::generator::Generator;
@@ -41,6 +42,8 @@ pub enum EngineEvent {
         prompt_tokens: usize,
         /// Generated tokens.
         completion_tokens: usize,
+        /// Seconds it waited for a slot.
+        queue_seconds: f64,
     },
     /// The generation failed.
     Error(Error),
@@ -65,7 +68,7 @@ pub struct EngineRequest {
 
 /// The running loop of one generator: submit requests from any thread.
 pub struct Engine {
-    tx: Option<mpsc::Sender<EngineRequest>>,
+    tx: Option<mpsc::Sender<(EngineRequest, Instant)>>,
     thread: Option<JoinHandle<()>>,
     counts: Arc<Counts>,
 }
@@ -109,7 +112,7 @@ impl Engine {
     pub fn submit(&self, req: EngineRequest) {
         if let Some(tx) = &self.tx {
             self.counts.waiting.fetch_add(1, Ordering::AcqRel);
-            if let Err(mpsc::SendError(mut req)) = tx.send(req) {
+            if let Err(mpsc::SendError((mut req, _))) = tx.send((req, Instant::now())) {
                 self.counts.waiting.fetch_sub(1, Ordering::AcqRel);
                 (req.sink)(EngineEvent::Error(Error::Empty));
             }
@@ -150,6 +153,7 @@ struct Running<'g> {
     g: Generation<'g>,
     sink: EventSink,
     cancelled: Arc<dyn Fn() -> bool + Send + Sync>,
+    queue_seconds: f64,
 }
 
 impl Running<'_> {
@@ -174,6 +178,7 @@ impl Running<'_> {
                     finish,
                     prompt_tokens: self.g.prompt_tokens(),
                     completion_tokens: self.g.generated_tokens(),
+                    queue_seconds: self.queue_seconds,
                 });
             }
             return false;
@@ -182,12 +187,18 @@ impl Running<'_> {
     }
 }
 
-fn run(g: &Generator, rx: &mpsc::Receiver<EngineRequest>, slots: usize, counts: &Counts) {
+fn run(
+    g: &Generator,
+    rx: &mpsc::Receiver<(EngineRequest, Instant)>,
+    slots: usize,
+    counts: &Counts,
+) {
     let mut running: Vec<Running<'_>> = Vec::new();
-    let mut waiting: VecDeque<EngineRequest> = VecDeque::new();
+    let mut waiting: VecDeque<(EngineRequest, Instant)> = VecDeque::new();
     let n_vocab = g.model.n_vocab();
     let mut logits = Vec::new();
     loop {
+        counts.active.store(running.len(), Ordering::Release);
         if running.is_empty() && waiting.is_empty() {
             match rx.recv() {
                 Ok(r) => waiting.push_back(r),
@@ -199,7 +210,7 @@ fn run(g: &Generator, rx: &mpsc::Receiver<EngineRequest>, slots: usize, counts: 
         }
         // Join: each newcomer's prompt runs now, between two steps.
         while running.len() < slots
-            && let Some(req) = waiting.pop_front()
+            && let Some((req, since)) = waiting.pop_front()
         {
             counts.waiting.fetch_sub(1, Ordering::AcqRel);
             if (req.cancelled)() {
@@ -215,6 +226,7 @@ fn run(g: &Generator, rx: &mpsc::Receiver<EngineRequest>, slots: usize, counts: 
                 g: gen_,
                 sink: req.sink,
                 cancelled: req.cancelled,
+                queue_seconds: since.elapsed().as_secs_f64(),
             };
             let step = r.g.advance();
             if r.flush(step) {

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{BodyLimits, ConnLimits};
 use super::error::{ApiError, Flavor, Kind, from_kiln};
+use super::metrics::GenMetrics;
 use crate::{
     ChatMessage, Draft, Engine, EngineEvent, EngineInput, EngineRequest, FinishReason,
     GenerateOptions, Generator, Grammar, SamplingOptions,
@@ -83,6 +84,7 @@ struct GenState {
     config: GenConfig,
     /// The continuous-batching loop all generations go through.
     engine: Engine,
+    metrics: Arc<GenMetrics>,
     /// Generations running or waiting for a slot.
     admitted: Arc<AtomicUsize>,
     next_id: AtomicU64,
@@ -99,6 +101,7 @@ pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
     let key = config.api_key.as_deref().map(Arc::from);
     let state = Arc::new(GenState {
         engine: Engine::new(generator.clone(), config.max_concurrent.max(1)),
+        metrics: Arc::new(GenMetrics::default()),
         admitted: Arc::new(AtomicUsize::new(0)),
         generator,
         config,
@@ -109,6 +112,7 @@ pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
         .route("/info", get(info))
+        .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(super::method_not_allowed)
@@ -464,6 +468,7 @@ fn start(
     let max = s.config.max_concurrent.max(1) + s.config.max_waiting;
     if s.admitted.fetch_add(1, Ordering::AcqRel) >= max {
         s.admitted.fetch_sub(1, Ordering::AcqRel);
+        s.metrics.rejected();
         return Err(ApiError::new(
             Flavor::OpenAi,
             Kind::Overloaded,
@@ -492,18 +497,30 @@ fn start(
         }
     });
     let gone = etx.clone();
+    let metrics = s.metrics.clone();
+    let submitted = std::time::Instant::now();
+    let mut first = Some(());
     let sink = move |ev: EngineEvent| {
         let msg = match ev {
-            EngineEvent::Token(t) => Msg::Text(t.text),
             EngineEvent::Done {
                 finish,
                 prompt_tokens,
                 completion_tokens,
-            } => Msg::Done {
-                finish,
-                prompt_tokens,
-                completion_tokens,
-            },
+                queue_seconds,
+            } => {
+                metrics.finished(prompt_tokens, completion_tokens, queue_seconds);
+                Msg::Done {
+                    finish,
+                    prompt_tokens,
+                    completion_tokens,
+                }
+            }
+            EngineEvent::Token(t) => {
+                if first.take().is_some() {
+                    metrics.first_token(submitted.elapsed().as_secs_f64());
+                }
+                Msg::Text(t.text)
+            }
             EngineEvent::Error(e) => Msg::Error(from_kiln(Flavor::OpenAi, &e)),
         };
         etx.send(msg).is_ok()
@@ -753,6 +770,19 @@ async fn models(State(s): Shared) -> Json<Value> {
 
 /// The model and the limits. Per-call metrics are not shown: they belong to
 /// whichever client made the last call.
+/// Prometheus text: the batch's occupancy and the generations' figures.
+async fn metrics(State(s): Shared) -> Response {
+    let body = s.metrics.render(s.engine.active(), s.engine.waiting());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
 async fn info(State(s): Shared) -> Json<Value> {
     Json(json!({
         "model_id": s.config.model_id,
