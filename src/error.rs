@@ -18,6 +18,20 @@ pub enum Error {
     /// generation cannot go on.
     #[error(transparent)]
     Grammar(#[from] kiln_runtime::grammar::GrammarError),
+    /// A draft model's vocabulary differs from its target's.
+    #[error("the draft model {} cannot draft for this model: its vocabulary differs ({why})", path.display())]
+    DraftVocabulary {
+        /// The draft model's file.
+        path: std::path::PathBuf,
+        /// The first difference.
+        why: String,
+    },
+    /// Speculative decoding with a draft model was asked of a generator
+    /// opened without one.
+    #[error(
+        "Draft::Model needs a draft model: open the generator with .draft(path) (--draft-model)"
+    )]
+    NoDraftModel,
     /// The input tokenizes to nothing.
     #[error("the input is empty")]
     Empty,

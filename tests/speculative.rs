@@ -120,3 +120,59 @@ fn always_right_always_wrong_and_mixed_drafts_give_the_plain_greedy_tokens() {
         }
     }
 }
+
+#[test]
+fn a_draft_model_with_the_targets_weights_is_always_right_and_changes_nothing() {
+    let Some(path) = common::cached_model("gemma3-270m") else {
+        return;
+    };
+    let g = Generator::builder()
+        .threads(2)
+        .context(512)
+        .draft(&path)
+        .open(&path)
+        .unwrap();
+    for p in golden_prompts().iter().take(3) {
+        let (plain, _) = run(&g, p, None, 32);
+        let (spec, m) = run(&g, p, Some(Draft::model()), 32);
+        assert_eq!(plain, spec, "{p}");
+        assert_eq!(m.accepted_draft_tokens, m.draft_tokens, "{m:?}");
+        assert!(m.draft_tokens > 0);
+    }
+    // Without a draft model, asking for one is a typed error.
+    let lone = gemma().unwrap();
+    let e = lone
+        .generate(
+            "Hi",
+            &GenerateOptions {
+                draft: Some(Draft::model()),
+                ..GenerateOptions::greedy(4)
+            },
+        )
+        .next()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, kiln::Error::NoDraftModel), "{e}");
+}
+
+#[test]
+fn a_draft_model_with_another_vocabulary_is_refused_at_open() {
+    let (Some(target), Some(draft)) = (
+        common::cached_model("gemma3-270m"),
+        common::cached_model("smollm2"),
+    ) else {
+        return;
+    };
+    let e = Generator::builder()
+        .threads(1)
+        .context(64)
+        .draft(draft)
+        .open(target)
+        .unwrap_err();
+    assert!(matches!(e, kiln::Error::DraftVocabulary { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("49152 tokens against the target's 262144"),
+        "{e}"
+    );
+}

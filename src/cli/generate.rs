@@ -16,6 +16,8 @@ pub enum DraftArg {
     /// Prompt lookup: drafts the tokens that followed the last 3 tokens'
     /// latest earlier occurrence in the prompt or output.
     Ngram,
+    /// The model given with --draft-model, 4 greedy tokens per pass.
+    Model,
 }
 
 impl DraftArg {
@@ -23,6 +25,7 @@ impl DraftArg {
     pub fn draft(self) -> Draft {
         match self {
             DraftArg::Ngram => Draft::ngram(),
+            DraftArg::Model => Draft::model(),
         }
     }
 }
@@ -84,6 +87,10 @@ pub struct GenArgs {
     /// greedy output is unchanged. Not used with a grammar.
     #[arg(long, value_enum)]
     pub draft: Option<DraftArg>,
+    /// A draft model for speculative decoding (same vocabulary as the
+    /// model; implies --draft model).
+    #[arg(long, value_name = "MODEL")]
+    pub draft_model: Option<String>,
     #[command(flatten)]
     pub constraint: ConstraintArgs,
     /// Print the GBNF grammar of --json-schema, --grammar or --json and
@@ -158,6 +165,9 @@ impl GenArgs {
         if let Some(t) = self.threads {
             b = b.threads(t);
         }
+        if let Some(d) = &self.draft_model {
+            b = b.draft(super::resolve_model(d)?);
+        }
         Ok(b.open(path)?)
     }
 
@@ -177,7 +187,11 @@ impl GenArgs {
             stop: self.stop.clone(),
             context: None,
             grammar: self.constraint.grammar()?,
-            draft: self.draft.map(DraftArg::draft),
+            draft: match (self.draft, &self.draft_model) {
+                (Some(d), _) => Some(d.draft()),
+                (None, Some(_)) => Some(Draft::model()),
+                (None, None) => None,
+            },
         })
     }
 

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// lookup; greedy output is unchanged).
     #[arg(long, value_enum)]
     pub draft: Option<super::generate::DraftArg>,
+    /// Decoders: a draft model for speculative decoding (same vocabulary;
+    /// implies --draft model).
+    #[arg(long, value_name = "MODEL")]
+    pub draft_model: Option<String>,
     /// Decoders: generations that may wait for a slot; more get 429 at once.
     #[arg(long, default_value_t = 64)]
     pub max_waiting_generations: usize,
@@ -206,6 +210,9 @@ fn run_generation(
     if let Some(t) = args.threads {
         b = b.threads(t);
     }
+    if let Some(d) = &args.draft_model {
+        b = b.draft(super::resolve_model(d)?);
+    }
     let generator = Arc::new(
         b.open_file(file)
             .with_context(|| format!("cannot open {}", path.display()))?,
@@ -213,7 +220,11 @@ fn run_generation(
     let mut config = kiln::server::generation::GenConfig::new(args.model_id());
     config.max_concurrent = args.max_concurrent_generations.max(1);
     config.max_waiting = args.max_waiting_generations;
-    config.draft = args.draft.map(super::generate::DraftArg::draft);
+    config.draft = match (args.draft, &args.draft_model) {
+        (Some(d), _) => Some(d.draft()),
+        (None, Some(_)) => Some(kiln::Draft::model()),
+        (None, None) => None,
+    };
     config.connections = args.connections();
     config.max_body_bytes = args.max_body_bytes;
     config.api_key = args.api_key.filter(|k| !k.is_empty());

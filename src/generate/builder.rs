@@ -7,7 +7,7 @@ use kiln_runtime::gguf::GgufFile;
 use kiln_runtime::model::{self, DecoderOptions, KvType};
 use kiln_runtime::tokenizer::{TokenType, Tokenizer};
 
-use super::generator::{Generator, Metrics};
+use super::generator::{DraftModel, Generator, Metrics};
 use crate::Error;
 
 /// Builds a [`Generator`].
@@ -18,6 +18,8 @@ pub struct GeneratorBuilder {
     kv_type: KvType,
     /// `None`: the default ([`config::default_pack_dir`](crate::config::default_pack_dir)).
     pack_dir: Option<Option<PathBuf>>,
+    /// A second, smaller model drafting for speculative decoding.
+    draft: Option<PathBuf>,
 }
 
 impl Default for GeneratorBuilder {
@@ -27,6 +29,7 @@ impl Default for GeneratorBuilder {
             context: None,
             kv_type: KvType::F16,
             pack_dir: None,
+            draft: None,
         }
     }
 }
@@ -56,6 +59,14 @@ impl GeneratorBuilder {
     /// of f32, and faster decoding once the context is long).
     pub fn kv_type(mut self, kv: KvType) -> Self {
         self.kv_type = kv;
+        self
+    }
+
+    /// A draft model for speculative decoding ([`Draft::Model`](super::Draft::Model)):
+    /// it must have the target's vocabulary, token for token (checked at
+    /// open), and is usually a smaller model of the same family.
+    pub fn draft(mut self, path: impl AsRef<Path>) -> Self {
+        self.draft = Some(path.as_ref().to_owned());
         self
     }
 
@@ -98,6 +109,17 @@ impl GeneratorBuilder {
         });
         let (model, tokenizer) = (model?, tokenizer?);
         model::check_vocab(tokenizer.vocab_size(), model.n_vocab())?;
+        let draft = match &self.draft {
+            None => None,
+            Some(path) => Some(open_draft(
+                path,
+                &tokenizer,
+                model.n_vocab(),
+                kernels,
+                &options,
+                &pool,
+            )?),
+        };
         let eog = end_of_generation(&tokenizer);
         Ok(Generator {
             arch,
@@ -114,9 +136,52 @@ impl GeneratorBuilder {
             metrics: Mutex::new(Metrics::default()),
             isa: kernels.isa().name(),
             grammar_vocab: std::sync::OnceLock::new(),
+            draft,
             _file: file,
         })
     }
+}
+
+/// Opens a draft model and checks that its vocabulary is the target's,
+/// piece for piece: a draft token must mean the same text to both.
+fn open_draft(
+    path: &Path,
+    target: &Tokenizer,
+    n_vocab: usize,
+    kernels: &'static dyn kiln_runtime::kernels::KernelSet,
+    options: &DecoderOptions,
+    pool: &rayon::ThreadPool,
+) -> Result<DraftModel, Error> {
+    let file = Arc::new(GgufFile::open(path)?);
+    let tok = Tokenizer::from_gguf(&file)?;
+    let mismatch = |why: String| Error::DraftVocabulary {
+        path: path.to_owned(),
+        why,
+    };
+    if tok.vocab_size() != target.vocab_size() {
+        return Err(mismatch(format!(
+            "{} tokens against the target's {}",
+            tok.vocab_size(),
+            target.vocab_size()
+        )));
+    }
+    if let Some(id) =
+        (0..target.vocab_size() as u32).find(|&id| tok.token_text(id) != target.token_text(id))
+    {
+        return Err(mismatch(format!(
+            "token {id} is {:?} in the draft and {:?} in the target",
+            tok.token_text(id).unwrap_or(""),
+            target.token_text(id).unwrap_or("")
+        )));
+    }
+    let model = pool.install(|| model::open_decoder(file.clone(), kernels, options))?;
+    if model.n_vocab() != n_vocab {
+        return Err(mismatch(format!(
+            "{} logits against the target's {n_vocab}",
+            model.n_vocab()
+        )));
+    }
+    Ok(DraftModel { model, _file: file })
 }
 
 /// Pieces that end an assistant turn in the chat formats kiln knows

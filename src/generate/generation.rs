@@ -75,6 +75,8 @@ pub struct Generation<'a> {
     draft: Option<Draft>,
     prompt_ids: Vec<u32>,
     row_logits: Vec<f32>,
+    draft_state: Option<DecoderState>,
+    draft_logits: Vec<f32>,
     passes: usize,
     drafted_tokens: usize,
     accepted_tokens: usize,
@@ -95,6 +97,10 @@ impl<'a> Generation<'a> {
         let context = opts
             .context
             .map_or(owner.model.context(), |c| c.min(owner.model.context()));
+        let ids = match (&opts.draft, &owner.draft) {
+            (Some(Draft::Model { .. }), None) => Err(Error::NoDraftModel),
+            _ => ids,
+        };
         let matcher = opts.grammar.as_ref().map(|g| owner.matcher(g)).transpose();
         let (ids, matcher) = match matcher {
             Ok(m) => (ids, m),
@@ -137,6 +143,8 @@ impl<'a> Generation<'a> {
             draft: opts.draft.clone(),
             prompt_ids: Vec::new(),
             row_logits: Vec::new(),
+            draft_state: None,
+            draft_logits: Vec::new(),
             passes: 0,
             drafted_tokens: 0,
             accepted_tokens: 0,
@@ -255,7 +263,7 @@ impl<'a> Generation<'a> {
             }
         } else {
             let last = *self.history.last().ok_or(Error::Empty)?;
-            if let Some(drafted) = self.drafted() {
+            if let Some(drafted) = self.drafted()? {
                 return self.speculate(last, drafted);
             }
             let state = self.state.as_mut().ok_or(Error::Empty)?;
@@ -347,25 +355,70 @@ impl<'a> Generation<'a> {
 
     /// Drafted tokens for the next pass, if speculation is on and there is
     /// room for them (output and context).
-    fn drafted(&self) -> Option<Vec<u32>> {
-        let draft = self.draft.as_ref()?;
+    fn drafted(&mut self) -> Result<Option<Vec<u32>>, Error> {
+        let Some(draft) = self.draft.as_ref() else {
+            return Ok(None);
+        };
         if self.matcher.is_some() {
-            return None;
+            return Ok(None);
         }
-        let in_cache = self.state.as_ref()?.len();
+        let Some(in_cache) = self.state.as_ref().map(DecoderState::len) else {
+            return Ok(None);
+        };
         // The pass feeds the last token and the drafts; a fully accepted
         // pass also yields one more token.
         let room = (self.max_tokens.saturating_sub(self.history.len() + 1))
             .min(self.context.saturating_sub(in_cache + 1))
             .min(MAX_CHUNK - 1);
         if room == 0 {
-            return None;
+            return Ok(None);
         }
         let mut tokens = Vec::with_capacity(self.prompt_ids.len() + self.history.len());
         tokens.extend_from_slice(&self.prompt_ids);
         tokens.extend_from_slice(&self.history);
-        let d = draft.propose(&tokens, room);
-        (!d.is_empty()).then_some(d)
+        let d = match *draft {
+            Draft::Model { max_tokens } => self.model_draft(&tokens, room.min(max_tokens))?,
+            _ => draft.propose(&tokens, room),
+        };
+        Ok((!d.is_empty()).then_some(d))
+    }
+
+    /// Greedy drafts of the draft model after `tokens`: its cache is
+    /// brought up to `tokens` (kept where it still agrees, extended with
+    /// the rest), then it decodes `n` tokens on its own.
+    fn model_draft(&mut self, tokens: &[u32], n: usize) -> Result<Vec<u32>, Error> {
+        let owner = self.owner;
+        let dm = owner.draft.as_ref().ok_or(Error::NoDraftModel)?;
+        let st = self
+            .draft_state
+            .get_or_insert_with(|| dm.model.new_state(owner.kv_type));
+        // Its cache holds a prefix of `tokens` (rolled back after each
+        // pass); at least the last token is fed again for fresh logits.
+        let keep = st.len().min(tokens.len() - 1);
+        if !st.truncate(keep) {
+            st.clear();
+        }
+        let prompt = self.prompt_ids.len().min(tokens.len() - 1);
+        self.draft_logits.resize(dm.model.n_vocab(), 0.0);
+        let logits = &mut self.draft_logits;
+        let threads = self.threads;
+        owner.run(|| -> Result<Vec<u32>, Error> {
+            // The prompt alone first, as the target ran it: then the same
+            // model drafts exactly what the target would choose.
+            if st.is_empty() && prompt > 0 {
+                dm.model.forward(&tokens[..prompt], st, None, threads)?;
+            }
+            let have = st.len();
+            dm.model
+                .forward(&tokens[have..], st, Some(logits), threads)?;
+            let mut out = vec![kiln_runtime::sampling::argmax(logits)];
+            while out.len() < n {
+                let last = out[out.len() - 1];
+                dm.model.forward(&[last], st, Some(logits), threads)?;
+                out.push(kiln_runtime::sampling::argmax(logits));
+            }
+            Ok(out)
+        })
     }
 
     /// One verification pass: the last token and the drafts in one
@@ -407,6 +460,13 @@ impl<'a> Generation<'a> {
             kept += 1;
         }
         self.accepted_tokens += kept;
+        if let Some(ds) = &mut self.draft_state {
+            // The draft model's cache keeps what the target confirmed.
+            let confirmed = self.prompt_ids.len() + self.history.len() + kept;
+            if !ds.truncate(confirmed.min(ds.len())) {
+                ds.clear();
+            }
+        }
         let state = self.state.as_mut().ok_or(Error::Empty)?;
         if !state.truncate(base + 1 + kept) {
             return Err(Error::Model(kiln_runtime::model::ModelError::Config(

@@ -81,6 +81,12 @@ pub struct Metrics {
     pub peak_rss_bytes: u64,
 }
 
+/// A second model that drafts tokens for the target to verify.
+pub(crate) struct DraftModel {
+    pub(super) model: Box<dyn DecoderModel>,
+    pub(super) _file: Arc<GgufFile>,
+}
+
 /// A text-generation model ready to generate. `Send + Sync`: concurrent
 /// generations each get their own KV cache.
 pub struct Generator {
@@ -100,6 +106,8 @@ pub struct Generator {
     /// The vocabulary as a byte trie, built on the first constrained
     /// generation.
     pub(super) grammar_vocab: OnceLock<Arc<GrammarVocab>>,
+    /// The draft model of speculative decoding, if one was opened.
+    pub(super) draft: Option<DraftModel>,
     pub(super) _file: Arc<GgufFile>,
 }
 

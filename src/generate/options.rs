@@ -42,6 +42,12 @@ pub enum Draft {
         /// Most tokens drafted per pass.
         max_tokens: usize,
     },
+    /// The generator's draft model ([`GeneratorBuilder::draft`](super::GeneratorBuilder::draft)),
+    /// decoding greedily `max_tokens` tokens per pass.
+    Model {
+        /// Most tokens drafted per pass.
+        max_tokens: usize,
+    },
     /// A drafter of the caller's: given the tokens so far (prompt and
     /// output), the tokens it expects next (any number; the excess over
     /// the room left is cut).
@@ -58,6 +64,11 @@ impl Draft {
             ngram: 3,
             max_tokens: 8,
         }
+    }
+
+    /// The draft model, 4 tokens per pass.
+    pub fn model() -> Draft {
+        Draft::Model { max_tokens: 4 }
     }
 
     /// Tokens expected after `tokens`, at most `room`.
@@ -81,6 +92,8 @@ impl Draft {
                 }
                 Vec::new()
             }
+            // Drafted by the generation, which holds the model's cache.
+            Draft::Model { .. } => Vec::new(),
             Draft::Custom(f) => {
                 let mut d = f(tokens);
                 d.truncate(room);
@@ -96,6 +109,10 @@ impl std::fmt::Debug for Draft {
             Draft::Ngram { ngram, max_tokens } => f
                 .debug_struct("Ngram")
                 .field("ngram", ngram)
+                .field("max_tokens", max_tokens)
+                .finish(),
+            Draft::Model { max_tokens } => f
+                .debug_struct("Model")
                 .field("max_tokens", max_tokens)
                 .finish(),
             Draft::Custom(_) => f.write_str("Custom(..)"),
