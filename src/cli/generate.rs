@@ -21,6 +21,15 @@ pub enum DraftArg {
 }
 
 impl DraftArg {
+    /// The drafter of `--draft` (if given), else the draft model's when
+    /// `--draft-model` was given.
+    pub fn choose(draft: Option<DraftArg>, has_model: bool) -> Option<Draft> {
+        match draft {
+            Some(d) => Some(d.draft()),
+            None => has_model.then(Draft::model),
+        }
+    }
+
     /// The library's drafter.
     pub fn draft(self) -> Draft {
         match self {
@@ -187,11 +196,7 @@ impl GenArgs {
             stop: self.stop.clone(),
             context: None,
             grammar: self.constraint.grammar()?,
-            draft: match (self.draft, &self.draft_model) {
-                (Some(d), _) => Some(d.draft()),
-                (None, Some(_)) => Some(Draft::model()),
-                (None, None) => None,
-            },
+            draft: DraftArg::choose(self.draft, self.draft_model.is_some()),
         })
     }
 

@@ -220,11 +220,7 @@ fn run_generation(
     let mut config = kiln::server::generation::GenConfig::new(args.model_id());
     config.max_concurrent = args.max_concurrent_generations.max(1);
     config.max_waiting = args.max_waiting_generations;
-    config.draft = match (args.draft, &args.draft_model) {
-        (Some(d), _) => Some(d.draft()),
-        (None, Some(_)) => Some(kiln::Draft::model()),
-        (None, None) => None,
-    };
+    config.draft = super::generate::DraftArg::choose(args.draft, args.draft_model.is_some());
     config.connections = args.connections();
     config.max_body_bytes = args.max_body_bytes;
     config.api_key = args.api_key.filter(|k| !k.is_empty());
