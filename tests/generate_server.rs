@@ -478,3 +478,35 @@ fn metrics_report_the_batch_and_the_generations() {
     assert!(value("kiln_time_to_first_token_seconds_count") >= 1.0);
     assert!(value("kiln_generation_queue_seconds_count") >= 1.0);
 }
+
+/// A long prompt joins in 64-token chunks between the running streams'
+/// steps; its output is the library's for the same chunking.
+#[test]
+fn a_long_prompt_fed_in_chunks_between_steps_gives_the_librarys_output() {
+    let _one = exclusive();
+    let Some((base, g)) = server() else { return };
+    let long = "The history of the river valley, told year by year: ".repeat(12);
+    let want = g
+        .generate(&long, &GenerateOptions::greedy(12))
+        .cancel_when(|| false)
+        .text()
+        .unwrap();
+    let url = format!("{base}/v1/completions");
+    std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            post(
+                &url,
+                &json!({"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let (status, body) = post(
+            &url,
+            &json!({"prompt": long, "max_tokens": 12, "temperature": 0}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["choices"][0]["text"], want.as_str());
+        assert_eq!(other.join().unwrap().0, 200);
+    });
+}

@@ -20,6 +20,9 @@ use super::generator::Generator;
 use super::options::GenerateOptions;
 use crate::{ChatMessage, Error};
 
+/// Prompt tokens a newcomer feeds per step of the loop.
+const PREFILL_CHUNK: usize = 64;
+
 /// What a request generates from.
 #[derive(Clone, Debug)]
 pub enum EngineInput {
@@ -221,19 +224,33 @@ fn run(
                 EngineInput::Chat(m) => g.chat(m, &req.opts),
             };
             let c = req.cancelled.clone();
-            let gen_ = gen_.cancel_when(move || c());
+            let mut gen_ = gen_.cancel_when(move || c());
+            gen_.prefill_in_chunks(PREFILL_CHUNK);
             let mut r = Running {
                 g: gen_,
                 sink: req.sink,
                 cancelled: req.cancelled,
                 queue_seconds: since.elapsed().as_secs_f64(),
             };
-            let step = r.g.advance();
-            if r.flush(step) {
+            if r.flush(Ok(())) {
                 running.push(r);
             }
         }
         counts.active.store(running.len(), Ordering::Release);
+        if running.is_empty() {
+            continue;
+        }
+        // Newcomers feed one prompt chunk per step, between the others'
+        // tokens, so that running streams keep flowing.
+        let mut keep = vec![true; running.len()];
+        for (i, r) in running.iter_mut().enumerate() {
+            if r.g.is_prefilling() {
+                let step = r.g.advance();
+                keep[i] = r.flush(step);
+            }
+        }
+        let mut k = keep.into_iter();
+        running.retain(|_| k.next().unwrap_or(false));
         if running.is_empty() {
             continue;
         }

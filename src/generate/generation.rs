@@ -77,6 +77,10 @@ pub struct Generation<'a> {
     row_logits: Vec<f32>,
     draft_state: Option<DecoderState>,
     draft_logits: Vec<f32>,
+    /// Chunked prefill: the most prompt tokens one step feeds, and how
+    /// many are in while it is under way.
+    prefill_chunk: Option<usize>,
+    prefilled: Option<usize>,
     passes: usize,
     drafted_tokens: usize,
     accepted_tokens: usize,
@@ -145,6 +149,8 @@ impl<'a> Generation<'a> {
             row_logits: Vec::new(),
             draft_state: None,
             draft_logits: Vec::new(),
+            prefill_chunk: None,
+            prefilled: None,
             passes: 0,
             drafted_tokens: 0,
             accepted_tokens: 0,
@@ -221,7 +227,11 @@ impl<'a> Generation<'a> {
     /// be released. Sets `done` at the end.
     fn step(&mut self) -> Result<(), Error> {
         let owner = self.owner;
-        if self.state.is_none() {
+        if self.prefill_chunk.is_some() && (self.state.is_none() || self.prefilled.is_some()) {
+            if !self.prefill_one_chunk()? {
+                return Ok(());
+            }
+        } else if self.state.is_none() {
             kiln_runtime::memory::reset_peak_rss();
             self.start = Instant::now();
             let prompt = self.prompt.take().ok_or(Error::Empty)?;
@@ -351,6 +361,57 @@ impl<'a> Generation<'a> {
     /// Whether the generation has ended.
     pub(super) fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Feeds the next chunk of the prompt (the engine's way, so that its
+    /// running streams decode between a newcomer's chunks); true once the
+    /// whole prompt is in and its last logits are computed.
+    fn prefill_one_chunk(&mut self) -> Result<bool, Error> {
+        let owner = self.owner;
+        if self.state.is_none() {
+            self.start = Instant::now();
+            self.state = Some(owner.state());
+            self.logits.resize(owner.model.n_vocab(), 0.0);
+            self.prefilled = Some(0);
+        }
+        let prompt = self.prompt.as_ref().ok_or(Error::Empty)?;
+        let at = self.prefilled.unwrap_or(0);
+        let end = (at + self.prefill_chunk.unwrap_or(prompt.len())).min(prompt.len());
+        let last = end == prompt.len();
+        let t0 = Instant::now();
+        let state = self.state.as_mut().ok_or(Error::Empty)?;
+        let logits = &mut self.logits;
+        let threads = self.threads;
+        owner.run(|| {
+            owner.model.forward(
+                &prompt[at..end],
+                state,
+                last.then_some(&mut logits[..]),
+                threads,
+            )
+        })?;
+        self.prefill_seconds += t0.elapsed().as_secs_f64();
+        if !last {
+            self.prefilled = Some(end);
+            return Ok(false);
+        }
+        self.prefilled = None;
+        let prompt = self.prompt.take().ok_or(Error::Empty)?;
+        if self.draft.is_some() {
+            self.prompt_ids = prompt;
+        }
+        Ok(true)
+    }
+
+    /// Makes each `advance` feed at most `chunk` prompt tokens, so that a
+    /// loop can run other work between a long prompt's chunks.
+    pub(super) fn prefill_in_chunks(&mut self, chunk: usize) {
+        self.prefill_chunk = Some(chunk.max(1));
+    }
+
+    /// Whether the prompt is not fully fed yet.
+    pub(super) fn is_prefilling(&self) -> bool {
+        !self.done && self.history.is_empty() && self.prompt.is_some()
     }
 
     /// Drafted tokens for the next pass, if speculation is on and there is
