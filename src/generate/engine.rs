@@ -198,7 +198,6 @@ fn run(
 ) {
     let mut running: Vec<Running<'_>> = Vec::new();
     let mut waiting: VecDeque<(EngineRequest, Instant)> = VecDeque::new();
-    let n_vocab = g.model.n_vocab();
     let mut logits = Vec::new();
     loop {
         counts.active.store(running.len(), Ordering::Release);
@@ -242,15 +241,14 @@ fn run(
         }
         // Newcomers feed one prompt chunk per step, between the others'
         // tokens, so that running streams keep flowing.
-        let mut keep = vec![true; running.len()];
-        for (i, r) in running.iter_mut().enumerate() {
+        running.retain_mut(|r| {
             if r.g.is_prefilling() {
                 let step = r.g.advance();
-                keep[i] = r.flush(step);
+                r.flush(step)
+            } else {
+                true
             }
-        }
-        let mut k = keep.into_iter();
-        running.retain(|_| k.next().unwrap_or(false));
+        });
         if running.is_empty() {
             continue;
         }
@@ -262,52 +260,9 @@ fn run(
             }
             continue;
         }
-        let mut ids = Vec::with_capacity(running.len());
-        let mut states = Vec::with_capacity(running.len());
-        let mut which = Vec::with_capacity(running.len());
-        for (i, r) in running.iter_mut().enumerate() {
-            if let Some((id, st)) = r.g.batch_input() {
-                ids.push(id);
-                states.push(st);
-                which.push(i);
-            }
-        }
-        logits.resize(ids.len() * n_vocab, 0.0);
-        let threads = g.threads;
-        let result = if ids.is_empty() {
-            Ok(())
-        } else {
-            g.run(|| {
-                g.model
-                    .forward_batch(&ids, &mut states, &mut logits, threads)
-            })
-        };
-        drop(states);
-        let mut keep = vec![true; running.len()];
-        match result {
-            Ok(()) => {
-                for (row, &i) in logits.chunks_exact(n_vocab).zip(&which) {
-                    let step = running[i].g.take_logits(row);
-                    keep[i] = running[i].flush(step);
-                }
-                for (i, r) in running.iter_mut().enumerate() {
-                    if !which.contains(&i) {
-                        keep[i] = r.flush(Ok(()));
-                    }
-                }
-            }
-            Err(e) => {
-                // A batch failure (no state was touched) fails its members.
-                let e = Error::Model(e);
-                for &i in &which {
-                    (running[i].sink)(EngineEvent::Error(Error::Model(
-                        kiln_runtime::model::ModelError::Config(e.to_string()),
-                    )));
-                    keep[i] = false;
-                }
-            }
-        }
-        let mut k = keep.into_iter();
-        running.retain(|_| k.next().unwrap_or(false));
+        let mut refs: Vec<&mut Generation<'_>> = running.iter_mut().map(|r| &mut r.g).collect();
+        let mut results = g.decode_together(&mut refs, &mut logits).into_iter();
+        // Those not in the step (cancelled or done) are flushed too.
+        running.retain_mut(|r| r.flush(results.next().flatten().unwrap_or(Ok(()))));
     }
 }

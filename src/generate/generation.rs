@@ -227,49 +227,20 @@ impl<'a> Generation<'a> {
     /// be released. Sets `done` at the end.
     fn step(&mut self) -> Result<(), Error> {
         let owner = self.owner;
-        if self.prefill_chunk.is_some() && (self.state.is_none() || self.prefilled.is_some()) {
-            if !self.prefill_one_chunk()? {
-                return Ok(());
-            }
-        } else if self.state.is_none() {
-            kiln_runtime::memory::reset_peak_rss();
-            self.start = Instant::now();
-            let prompt = self.prompt.take().ok_or(Error::Empty)?;
-            let mut state = owner.state();
-            self.logits.resize(owner.model.n_vocab(), 0.0);
-            let t0 = Instant::now();
-            let threads = self.threads;
-            let logits = &mut self.logits;
-            let cancel = self.cancel.as_deref();
-            let r = owner.run(|| match cancel {
-                None => owner
-                    .model
-                    .forward(&prompt, &mut state, Some(logits), threads)
-                    .map(|()| false),
-                Some(cancelled) => {
-                    let n = prompt.len().div_ceil(CANCELLABLE_PREFILL_CHUNK);
-                    for (i, chunk) in prompt.chunks(CANCELLABLE_PREFILL_CHUNK).enumerate() {
-                        if cancelled() {
-                            return Ok(true);
-                        }
-                        let out = if i + 1 == n {
-                            Some(&mut logits[..])
-                        } else {
-                            None
-                        };
-                        owner.model.forward(chunk, &mut state, out, threads)?;
-                    }
-                    Ok(false)
+        if self.state.is_none() || self.prefilled.is_some() {
+            // The prompt, whole or in chunks: between chunks a cancelled
+            // generation stops, and the engine runs other work.
+            loop {
+                if self.cancelled() {
+                    self.done = true;
+                    return Ok(());
                 }
-            });
-            self.state = Some(state);
-            if r? {
-                self.done = true;
-                return Ok(());
-            }
-            self.prefill_seconds = t0.elapsed().as_secs_f64();
-            if self.draft.is_some() {
-                self.prompt_ids = prompt;
+                if self.prefill_one_chunk()? {
+                    break;
+                }
+                if self.prefill_chunk.is_some() {
+                    return Ok(());
+                }
             }
         } else {
             let last = *self.history.last().ok_or(Error::Empty)?;
@@ -363,12 +334,12 @@ impl<'a> Generation<'a> {
         self.done
     }
 
-    /// Feeds the next chunk of the prompt (the engine's way, so that its
-    /// running streams decode between a newcomer's chunks); true once the
-    /// whole prompt is in and its last logits are computed.
+    /// Feeds the next chunk of the prompt; true once the whole prompt is
+    /// in and its last logits are computed.
     fn prefill_one_chunk(&mut self) -> Result<bool, Error> {
         let owner = self.owner;
         if self.state.is_none() {
+            kiln_runtime::memory::reset_peak_rss();
             self.start = Instant::now();
             self.state = Some(owner.state());
             self.logits.resize(owner.model.n_vocab(), 0.0);
@@ -376,7 +347,13 @@ impl<'a> Generation<'a> {
         }
         let prompt = self.prompt.as_ref().ok_or(Error::Empty)?;
         let at = self.prefilled.unwrap_or(0);
-        let end = (at + self.prefill_chunk.unwrap_or(prompt.len())).min(prompt.len());
+        // The engine's chunk, a cancellable generation's, or all at once.
+        let chunk = self.prefill_chunk.unwrap_or(if self.cancel.is_some() {
+            CANCELLABLE_PREFILL_CHUNK
+        } else {
+            prompt.len()
+        });
+        let end = (at + chunk).min(prompt.len());
         let last = end == prompt.len();
         let t0 = Instant::now();
         let state = self.state.as_mut().ok_or(Error::Empty)?;
@@ -594,25 +571,11 @@ impl Iterator for Generation<'_> {
             if let Some(t) = self.ready.pop_front() {
                 return Some(Ok(t));
             }
-            if let Some(e) = self.error.take() {
-                self.done = true;
-                return Some(Err(e));
-            }
-            if self.done {
+            if self.done && self.error.is_none() {
                 self.release();
                 return None;
             }
-            if self.max_tokens == 0 {
-                self.finish = Some(FinishReason::Length);
-                self.done = true;
-                continue;
-            }
-            if self.cancelled() {
-                self.done = true;
-                continue;
-            }
-            if let Err(e) = self.step() {
-                self.done = true;
+            if let Err(e) = self.advance() {
                 return Some(Err(e));
             }
         }

@@ -264,36 +264,17 @@ impl Generator {
         for g in &mut gens {
             g.advance()?;
         }
-        let n_vocab = self.model.n_vocab();
         let mut logits = Vec::new();
         let mut steps = 0;
         loop {
-            let (ids, mut states, which): (Vec<u32>, Vec<&mut DecoderState>, Vec<usize>) = {
-                let mut ids = Vec::new();
-                let mut states = Vec::new();
-                let mut which = Vec::new();
-                for (i, g) in gens.iter_mut().enumerate() {
-                    if let Some((id, st)) = g.batch_input() {
-                        ids.push(id);
-                        states.push(st);
-                        which.push(i);
-                    }
-                }
-                (ids, states, which)
-            };
-            if ids.is_empty() {
+            let mut refs: Vec<&mut Generation<'_>> = gens.iter_mut().collect();
+            let results = self.decode_together(&mut refs, &mut logits);
+            if results.iter().all(Option::is_none) {
                 break;
             }
-            logits.resize(ids.len() * n_vocab, 0.0);
-            let threads = self.threads;
-            self.run(|| {
-                self.model
-                    .forward_batch(&ids, &mut states, &mut logits, threads)
-            })?;
-            drop(states);
             steps += 1;
-            for (row, &i) in logits.chunks_exact(n_vocab).zip(&which) {
-                gens[i].take_logits(row)?;
+            for r in results.into_iter().flatten() {
+                r?;
             }
         }
         let mut texts = Vec::with_capacity(gens.len());
@@ -317,6 +298,53 @@ impl Generator {
         m.peak_rss_bytes = kiln_runtime::memory::peak_rss().unwrap_or(0);
         *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = m;
         Ok(texts)
+    }
+
+    /// One decode step of every generation in `gens` that is past its
+    /// prompt, all in one batched pass: per generation, the outcome of
+    /// choosing its next token (`None`: it was not in the step). A failed
+    /// pass fails every generation in it.
+    pub(super) fn decode_together(
+        &self,
+        gens: &mut [&mut Generation<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Vec<Option<Result<(), Error>>> {
+        let mut out: Vec<Option<Result<(), Error>>> = (0..gens.len()).map(|_| None).collect();
+        let (mut ids, mut states, mut which) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, g) in gens.iter_mut().enumerate() {
+            if let Some((id, st)) = g.batch_input() {
+                ids.push(id);
+                states.push(st);
+                which.push(i);
+            }
+        }
+        if ids.is_empty() {
+            return out;
+        }
+        let n_vocab = self.model.n_vocab();
+        logits.resize(ids.len() * n_vocab, 0.0);
+        let threads = self.threads;
+        let pass = self.run(|| self.model.forward_batch(&ids, &mut states, logits, threads));
+        drop(states);
+        match pass {
+            Ok(()) => {
+                for (row, &i) in logits.chunks_exact(n_vocab).zip(&which) {
+                    out[i] = Some(gens[i].take_logits(row));
+                }
+            }
+            Err(e) => {
+                // The first member gets the error itself, the others its text.
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for &i in &which {
+                    let e = first
+                        .take()
+                        .unwrap_or_else(|| kiln_runtime::model::ModelError::Config(msg.clone()));
+                    out[i] = Some(Err(Error::Model(e)));
+                }
+            }
+        }
+        out
     }
 
     /// A cleared session: a pooled one, else a new KV cache.
