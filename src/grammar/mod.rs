@@ -44,8 +44,13 @@ impl Grammar {
 
     /// Any JSON object: OpenAI's `response_format: {"type": "json_object"}`.
     pub fn json() -> Grammar {
-        Grammar::json_schema(&serde_json::json!({ "type": "object" }))
-            .expect("the any-object schema compiles")
+        // Compiled once: a server asks for it on every json_object request.
+        static JSON: std::sync::OnceLock<Grammar> = std::sync::OnceLock::new();
+        JSON.get_or_init(|| {
+            Grammar::json_schema(&serde_json::json!({ "type": "object" }))
+                .expect("the any-object schema compiles")
+        })
+        .clone()
     }
 
     /// The grammar in GBNF (for a JSON Schema: the grammar made from it).
