@@ -122,9 +122,20 @@ pub struct EmbedderBuilder {
     task: Option<String>,
     /// `None`: the default ([`config::default_pack_dir`](crate::config::default_pack_dir)).
     pack_dir: Option<Option<PathBuf>>,
+    /// A thread pool shared with other models (instead of one of its own).
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl EmbedderBuilder {
+    /// Runs on `pool`, shared with other models, instead of a pool of its
+    /// own: several models in one process then never run more threads than
+    /// the pool has. Threads per text become the pool's size.
+    pub fn pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.options.threads = pool.current_num_threads().max(1);
+        self.pool = Some(pool);
+        self
+    }
+
     /// Threads per text and across a batch (default: all cores).
     pub fn threads(mut self, threads: usize) -> Self {
         self.options.threads = threads.max(1);
@@ -205,12 +216,16 @@ impl EmbedderBuilder {
             self.options.prompt = Some(prompt.to_owned());
         }
         let kernels = crate::kernels::best();
-        let threads = self.options.threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("kiln-{i}"))
-            .build()
-            .map_err(|e| Error::Threads(e.to_string()))?;
+        let pool = match self.pool.take() {
+            Some(pool) => pool,
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.options.threads.max(1))
+                    .thread_name(|i| format!("kiln-{i}"))
+                    .build()
+                    .map_err(|e| Error::Threads(e.to_string()))?,
+            ),
+        };
         // The plan (weight repacking, layers in parallel) and the tokenizer
         // are built side by side on the embedder's own threads.
         let options = ModelOptions {
@@ -265,7 +280,7 @@ pub struct Embedder {
     model: Box<dyn EncoderModel>,
     tokenizer: Tokenizer,
     options: EmbedOptions,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     workers: Mutex<Vec<Worker>>,
     _file: Arc<GgufFile>,
 }

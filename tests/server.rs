@@ -227,6 +227,53 @@ fn openai_base64_dimensions_and_quantized_encodings() {
     }
 }
 
+/// `--auto-truncate`: over-long inputs are cut by default (keeping the
+/// start and end tokens, as with `truncate: true`), and a request may still
+/// refuse it with `"truncate": false` and get 413 naming the limit.
+#[test]
+fn auto_truncate_cuts_unless_the_request_says_not_to() {
+    let s = TestServer::start(|c| {
+        c.max_input_tokens = 16;
+        c.auto_truncate = true;
+    });
+    let long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen";
+    let cut = |d: TruncateDirection| {
+        s.embedder
+            .embed_batch_with(
+                &[long],
+                &CallOptions {
+                    truncate: Some(true),
+                    truncate_direction: Some(d),
+                    max_tokens: Some(16),
+                    ..CallOptions::default()
+                },
+            )
+            .unwrap()
+            .remove(0)
+    };
+    let (status, body) = post(&s.url("/embed"), &json!({"inputs": long}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&body[0]), cut(TruncateDirection::Right));
+    let (status, body) = post(
+        &s.url("/v1/embeddings"),
+        &json!({"input": long, "truncation_direction": "Left"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        floats(&body["data"][0]["embedding"]),
+        cut(TruncateDirection::Left)
+    );
+    let (status, body) = post(
+        &s.url("/embed"),
+        &json!({"inputs": long, "truncate": false}),
+    );
+    assert_tei_error(status, &body, 413, "more than the limit of 16");
+    let (status, info) = get(&s.url("/info"), None);
+    assert_eq!(status, 200);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["auto_truncate"], true, "{info}");
+}
+
 #[test]
 fn tei_embed_options_equal_library() {
     let s = TestServer::start(|c| c.max_input_tokens = 16);

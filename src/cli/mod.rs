@@ -10,6 +10,8 @@ pub mod list;
 pub mod pull;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
+pub mod serve_config;
 pub mod similarity;
 pub mod tokenize;
 

@@ -11,7 +11,11 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kiln::Embedder;
 use kiln::server::conn::ConnLimits;
+use kiln::server::generation::{GenConfig, GenServer};
+use kiln::server::multi::{MultiConfig, MultiServer, Served, ServedModel};
 use kiln::server::{Config, Server};
+
+use super::serve_config::{self, ModelEntry};
 
 /// Log line formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,11 +29,18 @@ pub enum LogFormat {
 /// Arguments of `kiln serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// A GGUF file or a short model name (embeddinggemma, minilm).
-    #[arg(short, long, default_value = super::DEFAULT_MODEL)]
-    pub model: String,
+    /// A GGUF file or a short model name (embeddinggemma, minilm,
+    /// gemma3-270m) [default: embeddinggemma]. Repeat it to serve several
+    /// models on one port; requests pick one by their `model` field.
+    #[arg(short, long = "model", value_name = "MODEL")]
+    pub model: Vec<String>,
+    /// A TOML (or .json) file listing the models to serve with their own
+    /// options (threads, batching limits, context, aliases); see
+    /// docs/serving-rag.md. Models given with -m follow its models.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// The model's name in responses and /v1/models (default: --model, or
-    /// its file name when it is a path).
+    /// its file name when it is a path). One model only.
     #[arg(long)]
     pub model_id: Option<String>,
     /// Address to listen on.
@@ -51,6 +62,11 @@ pub struct ServeArgs {
     /// Tokens per input (default and maximum: the model's context).
     #[arg(long)]
     pub max_input_tokens: Option<usize>,
+    /// Embedders: cut inputs longer than --max-input-tokens (keeping the
+    /// model's start and end tokens) unless a request sends
+    /// `"truncate": false`; without it they get 413 naming the limit.
+    #[arg(long)]
+    pub auto_truncate: bool,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -118,14 +134,19 @@ impl ServeArgs {
         }
     }
 
+    /// The one `--model` (the default model when none is given).
+    fn single_model(&self) -> &str {
+        self.model
+            .first()
+            .map_or(super::DEFAULT_MODEL, String::as_str)
+    }
+
     /// `--model-id`, else `--model` without its directories: responses
     /// never show where the model lives on disk.
     fn model_id(&self) -> String {
-        self.model_id.clone().unwrap_or_else(|| {
-            std::path::Path::new(&self.model)
-                .file_name()
-                .map_or_else(|| self.model.clone(), |n| n.to_string_lossy().into_owned())
-        })
+        self.model_id
+            .clone()
+            .unwrap_or_else(|| serve_config::default_id(self.single_model()))
     }
 }
 
@@ -139,7 +160,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => sub.init(),
         LogFormat::Json => sub.json().init(),
     }
-    let path = super::resolve_model(&args.model)?;
+    if args.config.is_some() || args.model.len() > 1 {
+        return run_multi(args);
+    }
+    let path = super::resolve_model(args.single_model())?;
     // Opened (mapped) once, then handed to the embedder or generator.
     let file = Arc::new(
         kiln::runtime::gguf::GgufFile::open(&path)
@@ -161,6 +185,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_batch_tokens = args.max_batch_tokens;
     config.max_concurrent_requests = args.max_concurrent_requests;
     config.max_body_bytes = args.max_body_bytes;
+    config.auto_truncate = args.auto_truncate;
     config.api_key = args.api_key.filter(|k| !k.is_empty());
     if let Some(n) = args.max_input_tokens {
         config.max_input_tokens = n;
@@ -239,6 +264,143 @@ fn run_generation(
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
         kiln::server::conn::serve(listener, router, connections, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves every model of `--config` and the `-m` flags on one port.
+fn run_multi(args: ServeArgs) -> anyhow::Result<()> {
+    if args.model_id.is_some() {
+        anyhow::bail!("--model-id names a single model; with several, give ids in --config");
+    }
+    let file = match &args.config {
+        Some(p) => serve_config::read(p)?,
+        None => serve_config::ServeFile::default(),
+    };
+    let entries: Vec<ModelEntry> = file
+        .models
+        .iter()
+        .cloned()
+        .chain(args.model.iter().map(|m| ModelEntry::named(m)))
+        .collect();
+    // One pool for every model without threads of its own: models running
+    // at once take turns on its threads instead of oversubscribing the
+    // cores.
+    let threads = file
+        .threads
+        .or(args.threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let shared = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("kiln-{i}"))
+            .build()
+            .context("cannot start the thread pool")?,
+    );
+    let own_pool = |n: usize, id: &str| -> anyhow::Result<Arc<rayon::ThreadPool>> {
+        let id = id.to_owned();
+        Ok(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .thread_name(move |i| format!("kiln-{id}-{i}"))
+                .build()
+                .context("cannot start a thread pool")?,
+        ))
+    };
+    let mut models = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let id = e.id();
+        let path = super::resolve_model(&e.model)?;
+        let file = Arc::new(
+            kiln::runtime::gguf::GgufFile::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        let pool = match e.threads {
+            Some(n) => own_pool(n, &id)?,
+            None => shared.clone(),
+        };
+        let served = if kiln::runtime::model::is_decoder_arch(file.architecture()?) {
+            let mut b = kiln::Generator::builder()
+                .pool(pool)
+                .context(e.ctx.unwrap_or(args.ctx));
+            if let Some(d) = &args.draft_model {
+                b = b.draft(super::resolve_model(d)?);
+            }
+            let generator = Arc::new(
+                b.open_file(file)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            );
+            let mut config = GenConfig::new(id.clone());
+            config.max_concurrent = e
+                .max_concurrent_generations
+                .unwrap_or(args.max_concurrent_generations)
+                .max(1);
+            config.max_waiting = e
+                .max_waiting_generations
+                .unwrap_or(args.max_waiting_generations);
+            config.draft =
+                super::generate::DraftArg::choose(args.draft, args.draft_model.is_some());
+            let info = generator.info();
+            tracing::info!(id, model = %path.display(), arch = info.arch, context = info.context, threads = info.threads, "model loaded");
+            Served::Generator(GenServer::new(generator, config))
+        } else {
+            let embedder = Arc::new(
+                Embedder::builder()
+                    .pool(pool)
+                    .open_file(file)
+                    .with_context(|| format!("cannot open {}", path.display()))?,
+            );
+            let mut config = Config::new(id.clone(), &embedder);
+            config.max_batch_tokens = e.max_batch_tokens.unwrap_or(args.max_batch_tokens);
+            config.max_concurrent_requests = e
+                .max_concurrent_requests
+                .unwrap_or(args.max_concurrent_requests);
+            config.auto_truncate = e.auto_truncate.unwrap_or(args.auto_truncate);
+            if let Some(n) = e.max_input_tokens.or(args.max_input_tokens) {
+                config.max_input_tokens = n;
+            }
+            tracing::info!(
+                id,
+                model = %path.display(),
+                arch = embedder.arch(),
+                dim = embedder.dim(),
+                threads = embedder.options().threads,
+                "model loaded"
+            );
+            Served::Embedder(
+                Server::new(embedder, config).context("cannot start the batching worker")?,
+            )
+        };
+        models.push(ServedModel {
+            served,
+            aliases: e.aliases.clone(),
+        });
+    }
+    tracing::info!(
+        threads,
+        isa = kiln::kernels::best().isa().name(),
+        "shared thread pool"
+    );
+    let config = MultiConfig {
+        max_body_bytes: args.max_body_bytes,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        connections: args.connections(),
+    };
+    let server = MultiServer::new(models, config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
+        server.serve(listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     tracing::info!("stopped");

@@ -20,6 +20,8 @@ pub struct GeneratorBuilder {
     pack_dir: Option<Option<PathBuf>>,
     /// A second, smaller model drafting for speculative decoding.
     draft: Option<PathBuf>,
+    /// A thread pool shared with other models (instead of one of its own).
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Default for GeneratorBuilder {
@@ -30,6 +32,7 @@ impl Default for GeneratorBuilder {
             kv_type: KvType::F16,
             pack_dir: None,
             draft: None,
+            pool: None,
         }
     }
 }
@@ -38,6 +41,15 @@ impl GeneratorBuilder {
     /// Threads per generation (a batch runs one generation per thread).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Runs on `pool`, shared with other models, instead of a pool of its
+    /// own: several models in one process then never run more threads than
+    /// the pool has. Threads per generation become the pool's size.
+    pub fn pool(mut self, pool: Arc<rayon::ThreadPool>) -> Self {
+        self.threads = pool.current_num_threads().max(1);
+        self.pool = Some(pool);
         self
     }
 
@@ -88,11 +100,16 @@ impl GeneratorBuilder {
             .ok()
             .map(str::to_owned);
         let kernels = crate::kernels::best();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .thread_name(|i| format!("kiln-gen-{i}"))
-            .build()
-            .map_err(|e| Error::Threads(e.to_string()))?;
+        let pool = match &self.pool {
+            Some(pool) => pool.clone(),
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("kiln-gen-{i}"))
+                    .build()
+                    .map_err(|e| Error::Threads(e.to_string()))?,
+            ),
+        };
         // The plan (layers in parallel) and the tokenizer side by side, on
         // the generator's own threads.
         let options = DecoderOptions {

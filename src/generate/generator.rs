@@ -99,7 +99,7 @@ pub struct Generator {
     pub(super) eog: Vec<u32>,
     pub(super) threads: usize,
     pub(super) kv_type: KvType,
-    pub(super) pool: rayon::ThreadPool,
+    pub(super) pool: Arc<rayon::ThreadPool>,
     pub(super) states: Mutex<Vec<DecoderState>>,
     pub(super) metrics: Mutex<Metrics>,
     pub(super) isa: &'static str,

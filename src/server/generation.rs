@@ -79,7 +79,7 @@ impl GenConfig {
     }
 }
 
-struct GenState {
+pub(super) struct GenState {
     generator: Arc<Generator>,
     config: GenConfig,
     /// The continuous-batching loop all generations go through.
@@ -92,35 +92,92 @@ struct GenState {
 
 type Shared = State<Arc<GenState>>;
 
+/// A decoder being served: its continuous-batching loop, limits and
+/// metrics. Build its routes with [`GenServer::router`], or serve it among
+/// other models with [`super::multi`].
+#[derive(Clone)]
+pub struct GenServer {
+    pub(super) state: Arc<GenState>,
+}
+
+impl std::fmt::Debug for GenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenServer")
+            .field("model_id", &self.state.config.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenServer {
+    /// Starts the engine loop of `generator`.
+    pub fn new(generator: Arc<Generator>, config: GenConfig) -> GenServer {
+        GenServer {
+            state: Arc::new(GenState {
+                engine: Engine::new(generator.clone(), config.max_concurrent.max(1)),
+                metrics: Arc::new(GenMetrics::default()),
+                admitted: Arc::new(AtomicUsize::new(0)),
+                generator,
+                config,
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &GenConfig {
+        &self.state.config
+    }
+
+    /// The generator served.
+    pub fn generator(&self) -> &Arc<Generator> {
+        &self.state.generator
+    }
+
+    /// The Prometheus text of this model's metrics.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.state;
+        s.metrics.render(s.engine.active(), s.engine.waiting())
+    }
+
+    /// What `/info` says about this model.
+    pub fn info(&self) -> Value {
+        let s = &self.state;
+        json!({
+            "model_id": s.config.model_id,
+            "model": s.generator.info(),
+            "max_concurrent": s.config.max_concurrent,
+            "max_waiting": s.config.max_waiting,
+        })
+    }
+
+    /// The routes of this model alone.
+    pub fn router(&self) -> Router {
+        let config = &self.state.config;
+        let body = BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.connections.body_read_timeout,
+        };
+        let key = config.api_key.as_deref().map(Arc::from);
+        Router::new()
+            .route("/v1/completions", post(completions))
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/info", get(info))
+            .route("/metrics", get(metrics))
+            .route("/health", get(|| async { "ok" }))
+            .fallback(not_found)
+            .method_not_allowed_fallback(super::method_not_allowed)
+            .layer(DefaultBodyLimit::max(body.max_bytes))
+            .layer(middleware::from_fn_with_state(body, super::conn::read_body))
+            .layer(middleware::from_fn_with_state(key, super::require_api_key))
+            .layer(middleware::from_fn(log_request))
+            .with_state(self.state.clone())
+    }
+}
+
 /// The routes of a generation server.
 pub fn router(generator: Arc<Generator>, config: GenConfig) -> Router {
-    let body = BodyLimits {
-        max_bytes: config.max_body_bytes,
-        timeout: config.connections.body_read_timeout,
-    };
-    let key = config.api_key.as_deref().map(Arc::from);
-    let state = Arc::new(GenState {
-        engine: Engine::new(generator.clone(), config.max_concurrent.max(1)),
-        metrics: Arc::new(GenMetrics::default()),
-        admitted: Arc::new(AtomicUsize::new(0)),
-        generator,
-        config,
-        next_id: AtomicU64::new(0),
-    });
-    Router::new()
-        .route("/v1/completions", post(completions))
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models))
-        .route("/info", get(info))
-        .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok" }))
-        .fallback(not_found)
-        .method_not_allowed_fallback(super::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body.max_bytes))
-        .layer(middleware::from_fn_with_state(body, super::conn::read_body))
-        .layer(middleware::from_fn_with_state(key, super::require_api_key))
-        .layer(middleware::from_fn(log_request))
-        .with_state(state)
+    GenServer::new(generator, config).router()
 }
 
 /// Logs one line per request (no metrics for generations yet).
@@ -712,7 +769,10 @@ fn error_event(message: &str) -> Event {
         .data(json!({"error": {"message": message, "type": "server_error"}}).to_string())
 }
 
-async fn completions(State(s): Shared, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub(super) async fn completions(
+    State(s): Shared,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req: CompletionRequest = parse(&body)?;
     let prompt = match req.prompt {
         Value::String(p) => p,
@@ -740,7 +800,10 @@ async fn completions(State(s): Shared, body: axum::body::Bytes) -> Result<Respon
     .await)
 }
 
-async fn chat_completions(State(s): Shared, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub(super) async fn chat_completions(
+    State(s): Shared,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let req: ChatRequest = parse(&body)?;
     if req.messages.is_empty() {
         return Err(
@@ -772,7 +835,7 @@ async fn models(State(s): Shared) -> Json<Value> {
 /// whichever client made the last call.
 /// Prometheus text: the batch's occupancy and the generations' figures.
 async fn metrics(State(s): Shared) -> Response {
-    let body = s.metrics.render(s.engine.active(), s.engine.waiting());
+    let body = GenServer { state: s }.render_metrics();
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -784,12 +847,7 @@ async fn metrics(State(s): Shared) -> Response {
 }
 
 async fn info(State(s): Shared) -> Json<Value> {
-    Json(json!({
-        "model_id": s.config.model_id,
-        "model": s.generator.info(),
-        "max_concurrent": s.config.max_concurrent,
-        "max_waiting": s.config.max_waiting,
-    }))
+    Json(GenServer { state: s }.info())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

@@ -353,6 +353,67 @@ impl GenMetrics {
     }
 }
 
+/// Several models' expositions as one: every sample gets a
+/// `model="ID"` label, and each metric family keeps one `# HELP`/`# TYPE`
+/// header with the samples of every model under it (Prometheus refuses a
+/// family declared twice).
+pub fn combine<'a>(parts: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    // (family name, header lines, sample lines), in order of first sight.
+    let mut families: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for (model, text) in parts {
+        let label = format!("model=\"{}\"", escape_label(model));
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or(rest);
+                let at = families.iter().position(|f| f.0 == name);
+                current = Some(at.unwrap_or_else(|| {
+                    families.push((name.to_owned(), vec![line.to_owned()], Vec::new()));
+                    families.len() - 1
+                }));
+                continue;
+            }
+            let Some(i) = current else { continue };
+            if line.starts_with('#') {
+                if !families[i].1.iter().any(|l| l == line) {
+                    families[i].1.push(line.to_owned());
+                }
+                continue;
+            }
+            families[i].2.push(with_label(line, &label));
+        }
+    }
+    let mut out = String::new();
+    for (_, head, samples) in families {
+        for l in head.iter().chain(&samples) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A sample line with `label` first among its labels.
+fn with_label(line: &str, label: &str) -> String {
+    match line.find(['{', ' ']) {
+        Some(i) if line[i..].starts_with("{}") => {
+            format!("{}{{{label}}}{}", &line[..i], &line[i + 2..])
+        }
+        Some(i) if line[i..].starts_with('{') => {
+            format!("{}{{{label},{}", &line[..i], &line[i + 1..])
+        }
+        Some(i) => format!("{}{{{label}}}{}", &line[..i], &line[i..]),
+        None => line.to_owned(),
+    }
+}
+
+/// A label value as the exposition format writes it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +447,49 @@ mod tests {
         assert!(text.contains("kiln_requests_total{route=\"/embed\",status=\"200\"} 2\n"));
         assert!(text.contains("kiln_requests_total{route=\"/embed\",status=\"429\"} 1\n"));
         assert!(text.contains("kiln_request_duration_seconds_count{route=\"/embed\"} 3\n"));
+    }
+
+    #[test]
+    fn combined_families_are_declared_once_with_model_labels() {
+        let a = Metrics::default();
+        a.request("/embed", 200, 0.003);
+        a.batch(1, 10, &[0.001], 0.01);
+        let b = Metrics::default();
+        b.batch(2, 30, &[], 0.01);
+        let text = combine([("minilm", a.render()), ("gemma", b.render())]);
+        assert_eq!(
+            text.matches("# HELP kiln_tokens_total ").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_tokens_total{model=\"minilm\"} 10\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_tokens_total{model=\"gemma\"} 30\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kiln_requests_total{model=\"minilm\",route=\"/embed\",status=\"200\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kiln_batch_inputs_bucket{model=\"gemma\",le=\"2\"} 1\n"),
+            "{text}"
+        );
+        // Every sample line carries a model label.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(l.contains("{model=\""), "{l}");
+        }
+        let g = GenMetrics::default();
+        let text = combine([("gemma3", g.render(1, 2))]);
+        assert!(
+            text.contains("kiln_generations_active{model=\"gemma3\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(escape_label("a\"b\\"), "a\\\"b\\\\");
     }
 }

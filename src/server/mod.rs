@@ -14,6 +14,7 @@ pub mod encoding;
 pub mod error;
 pub mod generation;
 pub mod metrics;
+pub mod multi;
 mod routes;
 
 use std::future::Future;
@@ -47,6 +48,10 @@ pub struct Config {
     pub max_input_tokens: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Cut inputs longer than `max_input_tokens` (keeping the model's start
+    /// and end tokens) when a request does not say `truncate`; otherwise
+    /// they get 413.
+    pub auto_truncate: bool,
     /// Bearer token required on every route but `/health`.
     pub api_key: Option<String>,
     /// Connection cap and timeouts.
@@ -62,6 +67,7 @@ impl Config {
             max_batch_tokens: 16384,
             max_input_tokens: embedder.max_tokens(),
             max_body_bytes: 2 * 1024 * 1024,
+            auto_truncate: false,
             api_key: None,
             connections: ConnLimits::default(),
         }
@@ -118,6 +124,26 @@ impl Server {
     /// The settings in use (limits clamped to the model).
     pub fn config(&self) -> &Config {
         &self.state.config
+    }
+
+    /// The embedder served.
+    pub fn embedder(&self) -> &Arc<Embedder> {
+        &self.state.embedder
+    }
+
+    /// What `/info` says about this model: TEI's fields, plus kiln's.
+    pub fn info(&self) -> serde_json::Value {
+        routes::info_of(&self.state)
+    }
+
+    /// The Prometheus text of this model's metrics.
+    pub fn render_metrics(&self) -> String {
+        self.state.metrics.render()
+    }
+
+    /// Whether the batching worker runs.
+    pub fn is_alive(&self) -> bool {
+        self.state.batcher.is_alive()
     }
 
     /// The HTTP routes.

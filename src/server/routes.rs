@@ -356,13 +356,19 @@ struct EmbedOptions {
 
 impl EmbedOptions {
     /// Checks the options and pairs them with the request's inputs.
-    fn request(self, flavor: Flavor, inputs: Inputs) -> Result<Embedding, ApiError> {
+    /// `auto_truncate` is the server's default for `truncate`.
+    fn request(
+        self,
+        flavor: Flavor,
+        inputs: Inputs,
+        auto_truncate: bool,
+    ) -> Result<Embedding, ApiError> {
         Ok(Embedding {
             flavor,
             inputs,
             dim: self.dimensions,
             normalize: self.normalize.unwrap_or(true),
-            truncate: self.truncate.unwrap_or(false),
+            truncate: self.truncate.unwrap_or(auto_truncate),
             direction: parse_direction(flavor, self.truncation_direction.as_deref())?,
             prompt_name: self.prompt_name,
             encoding: parse_encoding(flavor, self.encoding_format.as_deref())?,
@@ -402,7 +408,11 @@ pub(super) async fn openai_embeddings(
 ) -> Result<Response, ApiError> {
     let f = Flavor::OpenAi;
     let r: OpenAiRequest = parse(f, body, s.config.max_body_bytes)?;
-    let req = r.options.request(f, parse_inputs(f, "input", r.input)?)?;
+    let req = r.options.request(
+        f,
+        parse_inputs(f, "input", r.input)?,
+        s.config.auto_truncate,
+    )?;
     if let Some(m) = &r.model
         && *m != s.config.model_id
     {
@@ -439,7 +449,11 @@ pub(super) async fn tei_embed(
 ) -> Result<Response, ApiError> {
     let f = Flavor::Tei;
     let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
-    let req = r.options.request(f, parse_inputs(f, "inputs", r.inputs)?)?;
+    let req = r.options.request(
+        f,
+        parse_inputs(f, "inputs", r.inputs)?,
+        s.config.auto_truncate,
+    )?;
     let out = embed(&s, req).await?;
     let mut resp = Json(out.vectors).into_response();
     resp.headers_mut().insert(
@@ -553,8 +567,13 @@ pub(super) async fn tokenize(
 
 /// `GET /info`: the model and the server's limits (TEI's fields, plus kiln's).
 pub(super) async fn info(State(s): Shared) -> Json<Value> {
+    Json(info_of(&s))
+}
+
+/// The model and the server's limits (TEI's fields, plus kiln's).
+pub(super) fn info_of(s: &AppState) -> Value {
     let e = &s.embedder;
-    Json(json!({
+    json!({
         "model_id": s.config.model_id,
         "model_sha": null,
         "model_dtype": "q8_0",
@@ -564,6 +583,7 @@ pub(super) async fn info(State(s): Shared) -> Json<Value> {
         "max_batch_tokens": s.config.max_batch_tokens,
         "max_batch_requests": null,
         "max_client_batch_size": null,
+        "auto_truncate": s.config.auto_truncate,
         "tokenization_workers": null,
         "version": env!("CARGO_PKG_VERSION"),
         "arch": e.arch(),
@@ -571,7 +591,7 @@ pub(super) async fn info(State(s): Shared) -> Json<Value> {
         "prompts": crate::prompts::names(e.arch()),
         "isa": crate::kernels::best().isa().name(),
         "threads": e.options().threads,
-    }))
+    })
 }
 
 /// `GET /health`: 200 while the batching worker runs.
