@@ -581,6 +581,63 @@ impl Embedder {
         Ok(full.chunks_exact(full_dim).map(<[f32]>::to_vec).collect())
     }
 
+    /// The prompt a call puts before its text, if any.
+    pub(crate) fn prompt_of<'a>(&'a self, call: &'a CallOptions) -> Result<Option<&'a str>, Error> {
+        Ok(self.resolve(call)?.prompt)
+    }
+
+    /// The final hidden state of every token of `ids` (after the last
+    /// norm, before pooling and any projection): `ids.len()` rows of the
+    /// model's full width, one after another. `ids` go to the model as
+    /// given (no special tokens added), within its context.
+    pub fn token_states(&self, ids: &[u32]) -> Result<Vec<f32>, Error> {
+        let vocab = self.tokenizer.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::BadToken { id, vocab });
+        }
+        let mut out = vec![0.0; ids.len() * self.model.dim()];
+        let mut w = self.worker();
+        let threads = self.options.threads;
+        self.pool
+            .install(|| self.model.token_states(ids, &mut w.ws, &mut out, threads))?;
+        Ok(out)
+    }
+
+    /// Late chunking over one token sequence: `ids` run through the model
+    /// once, and each of `spans` (token ranges of `ids`) is pooled from the
+    /// final token states as the model pools a whole input, then finished
+    /// as any embedding (projections, Matryoshka width, normalization, as
+    /// `call` says). `ids` go to the model as given (no special tokens or
+    /// prompt added), within its context. A span over all of `ids` gives
+    /// the vector of `ids` embedded whole.
+    pub fn embed_token_spans(
+        &self,
+        ids: &[u32],
+        spans: &[std::ops::Range<usize>],
+        call: &CallOptions,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let r = self.resolve(call)?;
+        let vocab = self.tokenizer.vocab_size();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::BadToken { id, vocab });
+        }
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full_dim = self.model.dim();
+        let mut out = vec![0.0; spans.len() * full_dim];
+        let mut w = self.worker();
+        let threads = self.options.threads;
+        self.pool.install(|| {
+            self.model
+                .embed_spans(ids, spans, &mut w.ws, &mut out, threads)
+        })?;
+        Ok(out
+            .chunks_exact(full_dim)
+            .map(|row| self.finish(row.to_vec(), &r))
+            .collect())
+    }
+
     /// Finishes a full-width row as a float vector: the Matryoshka cut,
     /// then L2 normalization. The one place both happen.
     fn finish(&self, mut row: Vec<f32>, r: &Resolved<'_>) -> Vec<f32> {

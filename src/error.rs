@@ -35,6 +35,26 @@ pub enum Error {
     /// The input tokenizes to nothing.
     #[error("the input is empty")]
     Empty,
+    /// A caller-given chunk span that is empty or past the text's end.
+    #[error("chunk span {start}..{end} is empty or outside the text's {n_chars} characters")]
+    BadChunkSpan {
+        /// First character of the span.
+        start: usize,
+        /// One past its last character.
+        end: usize,
+        /// Characters in the text.
+        n_chars: usize,
+    },
+    /// A chunk size of zero, or an overlap not below the size.
+    #[error(
+        "chunk size {size} with overlap {overlap}: the size must be positive and the overlap below it"
+    )]
+    BadChunking {
+        /// Tokens per chunk.
+        size: usize,
+        /// Tokens shared by consecutive chunks.
+        overlap: usize,
+    },
     /// A token id outside the model's vocabulary.
     #[error("token id {id} is not in the vocabulary of {vocab} tokens")]
     BadToken {

@@ -7,6 +7,7 @@
 //! into a binary.
 
 mod chat;
+mod chunk;
 pub mod config;
 pub mod convert;
 mod embedder;
@@ -21,6 +22,7 @@ pub mod quantize;
 pub mod server;
 
 pub use chat::ChatMessage;
+pub use chunk::{Boundary, Chunk, ChunkMode, ChunkOptions};
 pub use embedder::{
     CallOptions, EmbedOptions, Embedder, EmbedderBuilder, TruncateDirection, cosine, l2_normalize,
 };

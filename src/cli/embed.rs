@@ -184,6 +184,41 @@ pub struct EmbedArgs {
     /// Print tokens, time per text and texts/s on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Embed each text as a long document cut into chunks, one vector per
+    /// chunk with its character span (`late`: the document encoded once,
+    /// each chunk pooled from its tokens' states; `naive`: each chunk
+    /// alone). `--input` then reads the whole file as one document.
+    #[arg(long, value_enum)]
+    pub chunk: Option<ChunkModeArg>,
+    /// Largest chunk in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub chunk_size: usize,
+    /// Tokens shared by consecutive chunks.
+    #[arg(long, default_value_t = 32)]
+    pub chunk_overlap: usize,
+    /// Where a chunk may end.
+    #[arg(long, value_enum, default_value = "word")]
+    pub chunk_boundary: BoundaryArg,
+}
+
+/// Chunking modes on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ChunkModeArg {
+    /// Late chunking.
+    Late,
+    /// Each chunk embedded alone.
+    Naive,
+}
+
+/// Chunk boundaries on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BoundaryArg {
+    /// Between any two words.
+    Word,
+    /// After a sentence or line end where the chunk has one.
+    Sentence,
+    /// After a line end where the chunk has one.
+    Line,
 }
 
 /// Reads one text per line; a line that is not UTF-8 is an error naming it.
@@ -210,6 +245,9 @@ fn read_lines(mut r: impl BufRead, source: &str) -> anyhow::Result<Vec<String>> 
 
 /// Runs `kiln embed`.
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    if let Some(mode) = args.chunk {
+        return run_chunks(&args, mode);
+    }
     let texts = if !args.texts.is_empty() {
         args.texts.clone()
     } else if let Some(path) = &args.input {
@@ -270,6 +308,81 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             secs * 1e3 / texts.len() as f64,
             texts.len() as f64 / secs,
             tokens as f64 / secs,
+            embedder.options().threads,
+            kiln::kernels::best().isa().name(),
+        );
+    }
+    Ok(())
+}
+
+/// `kiln embed --chunk`: every document's chunks as JSON lines.
+fn run_chunks(args: &EmbedArgs, mode: ChunkModeArg) -> anyhow::Result<()> {
+    if args.precision != PrecisionArg::Float32 || args.format != Format::Jsonl {
+        bail!("--chunk writes float32 vectors as JSON lines (no --precision or --format)");
+    }
+    let docs = if !args.texts.is_empty() {
+        args.texts.clone()
+    } else if let Some(path) = &args.input {
+        vec![
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?,
+        ]
+    } else {
+        let mut all = String::new();
+        std::io::stdin()
+            .read_to_string(&mut all)
+            .context("cannot read stdin as UTF-8 text")?;
+        vec![all]
+    };
+    let opts = kiln::ChunkOptions {
+        size: args.chunk_size,
+        overlap: args.chunk_overlap,
+        boundary: match args.chunk_boundary {
+            BoundaryArg::Word => kiln::Boundary::Word,
+            BoundaryArg::Sentence => kiln::Boundary::Sentence,
+            BoundaryArg::Line => kiln::Boundary::Line,
+        },
+        spans: None,
+        mode: match mode {
+            ChunkModeArg::Late => kiln::ChunkMode::Late,
+            ChunkModeArg::Naive => kiln::ChunkMode::Naive,
+        },
+    };
+    let embedder = args.model.open()?;
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(out);
+    let (mut chunks, mut tokens, mut secs) = (0, 0, 0.0);
+    for (d, doc) in docs.iter().enumerate() {
+        let start = Instant::now();
+        let got = embedder
+            .embed_chunks(doc, &opts, &CallOptions::default())
+            .with_context(|| format!("document {d}"))?;
+        secs += start.elapsed().as_secs_f64();
+        chunks += got.len();
+        tokens += got.last().map_or(0, |c| c.tokens.end);
+        for (i, c) in got.iter().enumerate() {
+            serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({
+                    "document": d, "chunk": i, "start": c.chars.start, "end": c.chars.end,
+                    "tokens": [c.tokens.start, c.tokens.end], "embedding": c.embedding,
+                }),
+            )?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    if args.stats {
+        eprintln!(
+            "{} documents, {chunks} chunks, {tokens} tokens in {secs:.3} s: {:.0} tokens/s, {:.1} chunks/s ({mode:?}, {} threads, {})",
+            docs.len(),
+            tokens as f64 / secs,
+            chunks as f64 / secs,
             embedder.options().threads,
             kiln::kernels::best().isa().name(),
         );

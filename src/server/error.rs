@@ -173,9 +173,12 @@ pub fn from_kiln(flavor: Flavor, e: &crate::Error) -> ApiError {
         E::Empty => Kind::Empty,
         E::TooLong { .. } | E::PromptTooLong { .. } => Kind::TooLarge,
         E::Template(_) | E::BadRole(_) => Kind::Validation,
-        E::BadDim { .. } | E::UnknownTask { .. } | E::BadToken { .. } | E::Tokenizer(_) => {
-            Kind::Validation
-        }
+        E::BadDim { .. }
+        | E::UnknownTask { .. }
+        | E::BadToken { .. }
+        | E::Tokenizer(_)
+        | E::BadChunkSpan { .. }
+        | E::BadChunking { .. } => Kind::Validation,
         // A grammar that cannot be followed part way is the server's
         // failure; one that cannot be compiled is the request's.
         E::Grammar(g) => match g {
@@ -187,6 +190,7 @@ pub fn from_kiln(flavor: Flavor, e: &crate::Error) -> ApiError {
     let param = match e {
         E::BadDim { .. } => Some("dimensions"),
         E::UnknownTask { .. } => Some("prompt_name"),
+        E::BadChunkSpan { .. } | E::BadChunking { .. } => Some("chunking"),
         _ => None,
     };
     ApiError {

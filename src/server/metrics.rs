@@ -143,6 +143,13 @@ impl Metrics {
         }
     }
 
+    /// Records one chunked document request (computed outside the batcher).
+    pub fn chunked(&self, tokens: usize, seconds: f64) {
+        lock(&self.inference).observe(seconds);
+        self.tokens_total
+            .fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

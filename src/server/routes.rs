@@ -439,8 +439,135 @@ pub(super) async fn openai_embeddings(
 #[derive(Deserialize)]
 struct TeiEmbedRequest {
     inputs: Option<Value>,
+    /// kiln's chunked embedding of long documents.
+    chunking: Option<ChunkingRequest>,
     #[serde(flatten)]
     options: EmbedOptions,
+}
+
+/// `"chunking": {"mode": "late" | "naive", "size": 256, "overlap": 32,
+/// "boundary": "word" | "sentence" | "line", "spans": [[start, end], ...]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChunkingRequest {
+    mode: Option<String>,
+    size: Option<usize>,
+    overlap: Option<usize>,
+    boundary: Option<String>,
+    spans: Option<Vec<(usize, usize)>>,
+}
+
+impl ChunkingRequest {
+    fn options(self, flavor: Flavor) -> Result<crate::ChunkOptions, ApiError> {
+        let bad = |m: String| ApiError::new(flavor, Kind::Validation, m).param("chunking");
+        let d = crate::ChunkOptions::default();
+        let mode = match self.mode.as_deref() {
+            None | Some("late") => crate::ChunkMode::Late,
+            Some("naive") => crate::ChunkMode::Naive,
+            Some(m) => {
+                return Err(bad(format!(
+                    "chunking.mode `{m}` is neither late nor naive"
+                )));
+            }
+        };
+        let boundary = match self.boundary.as_deref() {
+            None | Some("word") => crate::Boundary::Word,
+            Some("sentence") => crate::Boundary::Sentence,
+            Some("line") => crate::Boundary::Line,
+            Some(b) => {
+                return Err(bad(format!(
+                    "chunking.boundary `{b}` is not word, sentence or line"
+                )));
+            }
+        };
+        let size = self.size.unwrap_or(d.size);
+        Ok(crate::ChunkOptions {
+            size,
+            overlap: self.overlap.unwrap_or(d.overlap.min(size / 2)),
+            boundary,
+            spans: self
+                .spans
+                .map(|v| v.into_iter().map(|(a, b)| a..b).collect()),
+            mode,
+        })
+    }
+}
+
+/// `/embed` with `chunking`: per input, its chunks with their spans and
+/// vectors. Runs off the async threads and outside the batcher (a
+/// document's passes are its own); never fails for length.
+async fn tei_embed_chunks(
+    s: &AppState,
+    inputs: Inputs,
+    chunking: ChunkingRequest,
+    options: EmbedOptions,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let Inputs::Texts(texts) = inputs else {
+        return Err(ApiError::new(
+            f,
+            Kind::Validation,
+            "chunking takes text inputs, not token ids",
+        )
+        .param("inputs"));
+    };
+    if options
+        .encoding_format
+        .as_deref()
+        .is_some_and(|e| e != "float")
+    {
+        return Err(
+            ApiError::new(f, Kind::Validation, "chunking returns float vectors only")
+                .param("encoding_format"),
+        );
+    }
+    let opts = chunking.options(f)?;
+    let call = CallOptions {
+        dim: options.dimensions,
+        task: options.prompt_name,
+        normalize: Some(options.normalize.unwrap_or(true)),
+        max_tokens: Some(s.config.max_input_tokens),
+        ..CallOptions::default()
+    };
+    let embedder = s.embedder.clone();
+    let started = Instant::now();
+    let (body, tokens) = off_thread(s, f, move || {
+        let mut out = Vec::with_capacity(texts.len());
+        let mut tokens = 0;
+        for (i, t) in texts.iter().enumerate() {
+            let chunks = embedder.embed_chunks(t, &opts, &call).map_err(|e| {
+                let mut a = from_kiln(f, &e);
+                a.message = format!("input {i}: {}", a.message);
+                a
+            })?;
+            tokens += chunks.last().map_or(0, |c| c.tokens.end);
+            out.push(
+                chunks
+                    .into_iter()
+                    .map(|c| {
+                        json!({
+                            "start": c.chars.start,
+                            "end": c.chars.end,
+                            "tokens": [c.tokens.start, c.tokens.end],
+                            "window": [c.window.start, c.window.end],
+                            "embedding": c.embedding,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let body =
+            serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))?;
+        Ok((body, tokens))
+    })
+    .await?;
+    s.metrics.chunked(tokens, started.elapsed().as_secs_f64());
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    resp.headers_mut().insert(
+        "x-prompt-tokens",
+        axum::http::HeaderValue::from(tokens as u64),
+    );
+    Ok(resp)
 }
 
 pub(super) async fn tei_embed(
@@ -449,6 +576,10 @@ pub(super) async fn tei_embed(
 ) -> Result<Response, ApiError> {
     let f = Flavor::Tei;
     let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
+    if let Some(chunking) = r.chunking {
+        let inputs = parse_inputs(f, "inputs", r.inputs)?;
+        return tei_embed_chunks(&s, inputs, chunking, r.options).await;
+    }
     let req = r.options.request(
         f,
         parse_inputs(f, "inputs", r.inputs)?,

@@ -21,7 +21,7 @@ use super::exec::{self, Workspace, sized};
 use super::linear::{Input, Linear, forward_together};
 use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
-use super::{EncoderModel, ModelError, ModelOptions, Pooling};
+use super::{EncoderModel, ModelError, ModelOptions, Pooling, Readout};
 use crate::gguf::GgufFile;
 use crate::kernels::{
     AttentionFn, AttnShape, GatherQ8_0Fn, KernelSet, LayerNormFn, Mask, MeanPoolFn, UnaryFn,
@@ -198,9 +198,10 @@ impl EncoderModel for Bert {
         self.n_vocab
     }
 
-    fn forward_packed(
+    fn forward(
         &self,
         seqs: &[&[u32]],
+        readout: Readout<'_>,
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
@@ -361,11 +362,21 @@ impl EncoderModel for Bert {
             );
         }
 
-        let mut row = 0;
-        for (ids, o) in seqs.iter().zip(out.chunks_exact_mut(d)) {
-            let rows = &x[row * d..(row + ids.len()) * d];
-            super::pool(self.pooling, kn.mean_pool, rows, o);
-            row += ids.len();
+        match readout {
+            Readout::PerSequence => {
+                let mut row = 0;
+                for (ids, o) in seqs.iter().zip(out.chunks_exact_mut(d)) {
+                    let rows = &x[row * d..(row + ids.len()) * d];
+                    super::pool(self.pooling, kn.mean_pool, rows, o);
+                    row += ids.len();
+                }
+            }
+            Readout::Spans(spans) => {
+                for (s, o) in spans.iter().zip(out.chunks_exact_mut(d)) {
+                    super::pool(self.pooling, kn.mean_pool, &x[s.start * d..s.end * d], o);
+                }
+            }
+            Readout::Tokens => out[..n * d].copy_from_slice(&x[..n * d]),
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use super::layers::{BlockBufs, Layer, LayerConfig, LayerKernels, Rope};
 use super::linear::{Input, Linear};
 use super::pack_cache::{PackCache, Packs};
 use super::weights::{Data, Tensors, WeightData};
-use super::{EncoderModel, ModelError, ModelOptions, Pooling};
+use super::{EncoderModel, ModelError, ModelOptions, Pooling, Readout};
 use crate::gguf::GgufFile;
 use crate::kernels::{AttentionFn, AttnShape, KernelSet, Mask, MeanPoolFn};
 use crate::quant::{QK_K, QK8_0};
@@ -151,9 +151,10 @@ impl EncoderModel for GemmaEmbedding {
         self.n_vocab
     }
 
-    fn forward_packed(
+    fn forward(
         &self,
         seqs: &[&[u32]],
+        readout: Readout<'_>,
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
@@ -163,7 +164,8 @@ impl EncoderModel for GemmaEmbedding {
             super::check_ids(ids, cfg.context, self.n_vocab)?;
         }
         let n: usize = seqs.iter().map(|s| s.len()).sum();
-        let m = seqs.len();
+        // Rows pooled and projected.
+        let m = readout.pooled_rows(seqs.len());
         let (d, hd, kn) = (cfg.hidden, cfg.head_dim, &self.kernels);
         let q_dim = cfg.q_dim();
         let kv_dim = cfg.kv_dim();
@@ -241,15 +243,33 @@ impl EncoderModel for GemmaEmbedding {
         (kn.rms_norm_hidden)(x, self.output_norm.get(), cfg.eps, &mut b.t[..n * d]);
         let width = max_dense.max(d);
         let pooled = sized(&mut ws.pooled, m * width);
-        let mut row = 0;
-        for (s, p) in segments.iter().zip(pooled.chunks_exact_mut(d)) {
-            super::pool(
-                self.pooling,
-                self.mean_pool,
-                &b.t[row * d..(row + s.len) * d],
-                p,
-            );
-            row += s.len;
+        match readout {
+            Readout::Tokens => {
+                out[..n * d].copy_from_slice(&b.t[..n * d]);
+                return Ok(());
+            }
+            Readout::PerSequence => {
+                let mut row = 0;
+                for (s, p) in segments.iter().zip(pooled.chunks_exact_mut(d)) {
+                    super::pool(
+                        self.pooling,
+                        self.mean_pool,
+                        &b.t[row * d..(row + s.len) * d],
+                        p,
+                    );
+                    row += s.len;
+                }
+            }
+            Readout::Spans(spans) => {
+                for (s, p) in spans.iter().zip(pooled.chunks_exact_mut(d)) {
+                    super::pool(
+                        self.pooling,
+                        self.mean_pool,
+                        &b.t[s.start * d..s.end * d],
+                        p,
+                    );
+                }
+            }
         }
 
         // The dense projections: one matmul over the pack's pooled rows.

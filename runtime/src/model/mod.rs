@@ -18,6 +18,7 @@ mod linear;
 mod pack_cache;
 mod weights;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -139,6 +140,16 @@ pub enum ModelError {
     /// No tokens at all.
     #[error("input has no tokens")]
     Empty,
+    /// A chunk span that is empty or reaches past its input.
+    #[error("token span {start}..{end} is empty or outside the input's {n_tokens} tokens")]
+    BadSpan {
+        /// First token of the span.
+        start: usize,
+        /// One past its last token.
+        end: usize,
+        /// Tokens in the input.
+        n_tokens: usize,
+    },
     /// A token id the vocabulary does not have.
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     BadToken {
@@ -328,8 +339,8 @@ pub trait EncoderModel: Send + Sync {
     /// their tokens at once, so the weights are read once for the whole
     /// pack, while attention, positions and pooling stay per text. Every
     /// row is bit-identical to [`embed_tokens`](Self::embed_tokens) of
-    /// that text alone. Runs [`forward_packed`](Self::forward_packed) with
-    /// the pool's other workers kept awake (`with_hot_workers`).
+    /// that text alone. Runs [`forward`](Self::forward) with the pool's
+    /// other workers kept awake (`with_hot_workers`).
     fn embed_packed(
         &self,
         seqs: &[&[u32]],
@@ -337,19 +348,88 @@ pub trait EncoderModel: Send + Sync {
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError> {
-        exec::with_hot_workers(threads, || self.forward_packed(seqs, ws, out, threads))?;
+        exec::with_hot_workers(threads, || {
+            self.forward(seqs, Readout::PerSequence, ws, out, threads)
+        })?;
         let n = (seqs.len() * self.dim()).min(out.len());
         check_finite("embedding", &out[..n])
     }
-    /// The architecture's forward pass behind
-    /// [`embed_packed`](Self::embed_packed) (what a model implements).
-    fn forward_packed(
+    /// Late chunking: one forward pass over `ids`, then each of `spans`
+    /// (token ranges of `ids`) pooled from the final token states as the
+    /// model pools a whole text, then through the model's projections:
+    /// `out` gets `spans.len()` rows of `dim()` values, not normalized. A
+    /// span covering all of `ids` gives [`embed_tokens`](Self::embed_tokens)'s
+    /// vector.
+    fn embed_spans(
+        &self,
+        ids: &[u32],
+        spans: &[Range<usize>],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        if let Some(bad) = spans.iter().find(|s| s.start >= s.end || s.end > ids.len()) {
+            return Err(ModelError::BadSpan {
+                start: bad.start,
+                end: bad.end,
+                n_tokens: ids.len(),
+            });
+        }
+        let rows = spans.len() * self.dim();
+        exec::with_hot_workers(threads, || {
+            self.forward(&[ids], Readout::Spans(spans), ws, &mut out[..rows], threads)
+        })?;
+        check_finite("embedding", &out[..rows])
+    }
+    /// The final hidden state of every token of `ids` (after the last
+    /// norm, before pooling and projections): `ids.len()` rows of `dim()`
+    /// values into `out`.
+    fn token_states(
+        &self,
+        ids: &[u32],
+        ws: &mut Workspace,
+        out: &mut [f32],
+        threads: usize,
+    ) -> Result<(), ModelError> {
+        let rows = ids.len() * self.dim();
+        exec::with_hot_workers(threads, || {
+            self.forward(&[ids], Readout::Tokens, ws, &mut out[..rows], threads)
+        })?;
+        check_finite("token state", &out[..rows])
+    }
+    /// The architecture's forward pass (what a model implements): `seqs`
+    /// packed in one pass, read out as `readout` says. [`Readout::Spans`]
+    /// and [`Readout::Tokens`] take one sequence.
+    fn forward(
         &self,
         seqs: &[&[u32]],
+        readout: Readout<'_>,
         ws: &mut Workspace,
         out: &mut [f32],
         threads: usize,
     ) -> Result<(), ModelError>;
+}
+
+/// What an encoder's forward pass writes out.
+#[derive(Clone, Copy, Debug)]
+pub enum Readout<'a> {
+    /// One pooled, projected vector per sequence.
+    PerSequence,
+    /// One pooled, projected vector per token span of the one sequence.
+    Spans(&'a [Range<usize>]),
+    /// The one sequence's final token states, neither pooled nor projected.
+    Tokens,
+}
+
+impl Readout<'_> {
+    /// Pooled rows of a pass over `seqs` sequences.
+    pub(crate) fn pooled_rows(self, seqs: usize) -> usize {
+        match self {
+            Readout::PerSequence => seqs,
+            Readout::Spans(s) => s.len(),
+            Readout::Tokens => 0,
+        }
+    }
 }
 
 /// Options that change how a model is planned.
