@@ -880,3 +880,75 @@ fn a_non_finite_vector_is_an_error_not_a_200() {
     let (status, _) = get(&server.url("/health"), None);
     assert_eq!(status, 200);
 }
+
+/// TEI's `/embed_all`, `/similarity` and `/decode` against the library.
+#[test]
+fn embed_all_similarity_and_decode() {
+    let s = TestServer::start(|_| {});
+    let e = &s.embedder;
+
+    // Per-token states; their mean, normalized, is the pooled embedding.
+    let (status, body) = post(
+        &s.url("/embed_all"),
+        &json!({"inputs": [TEXTS[0], TEXTS[1]]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    for (i, text) in TEXTS[..2].iter().enumerate() {
+        let ids = e.tokenize_with(text, &CallOptions::default()).unwrap();
+        let rows = body[i].as_array().unwrap();
+        assert_eq!(rows.len(), ids.len());
+        let states = e.token_states(&ids).unwrap();
+        let got: Vec<f32> = rows.iter().flat_map(floats).collect();
+        assert_eq!(got, states);
+        let d = e.dim();
+        let mut mean = vec![0f32; d];
+        for r in states.chunks_exact(d) {
+            for (m, x) in mean.iter_mut().zip(r) {
+                *m += x / ids.len() as f32;
+            }
+        }
+        let cos = kiln::cosine(&mean, &e.embed(text).unwrap());
+        assert!(cos >= 0.99999, "{cos}");
+    }
+    let long = "word ".repeat(600);
+    let (status, body) = post(&s.url("/embed_all"), &json!({"inputs": long}));
+    assert_tei_error(status, &body, 413, "more than the limit of 512");
+    let (status, body) = post(
+        &s.url("/embed_all"),
+        &json!({"inputs": long, "truncate": true}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body[0].as_array().unwrap().len(), 512);
+
+    // Cosine of the source to each sentence.
+    let sentences = [TEXTS[1], "A fast fox leaps over a dog.", TEXTS[2]];
+    let (status, body) = post(
+        &s.url("/similarity"),
+        &json!({"inputs": {"source_sentence": TEXTS[0], "sentences": sentences}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let got = floats(&body);
+    let src = e.embed(TEXTS[0]).unwrap();
+    for (g, t) in got.iter().zip(sentences) {
+        let want = kiln::cosine(&src, &e.embed(t).unwrap());
+        assert!((g - want).abs() < 1e-6, "{t}: {g} against {want}");
+    }
+    assert!(got[1] > got[0] && got[1] > got[2], "{got:?}");
+    let (status, body) = post(
+        &s.url("/similarity"),
+        &json!({"inputs": {"source_sentence": "a", "sentences": []}}),
+    );
+    assert_tei_error(status, &body, 400, "sentences");
+
+    // Ids back to text, control tokens left out.
+    let text = "kiln serves embeddings";
+    let ids = e.tokenize_with(text, &CallOptions::default()).unwrap();
+    let (status, body) = post(&s.url("/decode"), &json!({"ids": ids}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([text]));
+    let (status, body) = post(&s.url("/decode"), &json!({"ids": [ids.clone(), ids]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!([text, text]));
+    let (status, body) = post(&s.url("/decode"), &json!({"ids": [999_999]}));
+    assert_tei_error(status, &body, 422, "999999");
+}

@@ -164,6 +164,9 @@ impl MultiServer {
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/embed", post(tei_embed))
             .route("/tokenize", post(tokenize))
+            .route("/decode", post(decode))
+            .route("/similarity", post(similarity))
+            .route("/embed_all", post(embed_all))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
@@ -355,6 +358,27 @@ async fn tei_embed(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Res
 async fn tokenize(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     embedding_route(&s, Flavor::Tei, "/tokenize", body, |m, b| {
         routes::tokenize(State(m.state), b)
+    })
+    .await
+}
+
+async fn decode(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
+    embedding_route(&s, Flavor::Tei, "/decode", body, |m, b| {
+        routes::decode(State(m.state), b)
+    })
+    .await
+}
+
+async fn similarity(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
+    embedding_route(&s, Flavor::Tei, "/similarity", body, |m, b| {
+        routes::similarity(State(m.state), b)
+    })
+    .await
+}
+
+async fn embed_all(State(s): Shared, body: Result<Bytes, BytesRejection>) -> Response {
+    embedding_route(&s, Flavor::Tei, "/embed_all", body, |m, b| {
+        routes::embed_all(State(m.state), b)
     })
     .await
 }

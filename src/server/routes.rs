@@ -764,3 +764,191 @@ pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
         format!("no route for {method} {}", uri.path()),
     )
 }
+
+/// `POST /decode` (TEI): token ids back to text, control tokens left out.
+#[derive(Deserialize)]
+struct DecodeRequest {
+    ids: Option<Value>,
+    skip_special_tokens: Option<bool>,
+}
+
+pub(super) async fn decode(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let r: DecodeRequest = parse(f, body, s.config.max_body_bytes)?;
+    if r.skip_special_tokens == Some(false) {
+        return Err(ApiError::new(
+            f,
+            Kind::Validation,
+            "skip_special_tokens: false is not supported (kiln's decoder always leaves control tokens out)",
+        )
+        .param("skip_special_tokens"));
+    }
+    let lists = match parse_inputs(f, "ids", r.ids)? {
+        Inputs::Tokens(lists) => lists,
+        Inputs::Texts(_) => {
+            return Err(ApiError::new(
+                f,
+                Kind::Validation,
+                "`ids` must be an array of token ids or an array of such arrays",
+            ));
+        }
+    };
+    let tok = s.embedder.tokenizer();
+    let texts = lists
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            tok.decode(ids).map_err(|e| {
+                ApiError::new(f, Kind::Validation, format!("ids[{i}]: {e}")).param("ids")
+            })
+        })
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(Json(texts).into_response())
+}
+
+/// `POST /similarity` (TEI): cosine similarity of `source_sentence` to each
+/// of `sentences`, embedded as `/embed` would.
+#[derive(Deserialize)]
+struct SimilarityRequest {
+    inputs: Option<SimilarityInputs>,
+    #[serde(flatten)]
+    options: EmbedOptions,
+}
+
+#[derive(Deserialize)]
+struct SimilarityInputs {
+    source_sentence: String,
+    sentences: Vec<String>,
+}
+
+pub(super) async fn similarity(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let r: SimilarityRequest = parse(f, body, s.config.max_body_bytes)?;
+    let Some(inputs) = r.inputs else {
+        return Err(ApiError::new(
+            f,
+            Kind::Validation,
+            "missing `inputs`: {\"source_sentence\": ..., \"sentences\": [...]}",
+        )
+        .param("inputs"));
+    };
+    if inputs.sentences.is_empty() {
+        return Err(ApiError::new(f, Kind::Empty, "`inputs.sentences` is empty").param("inputs"));
+    }
+    let mut texts = Vec::with_capacity(1 + inputs.sentences.len());
+    texts.push(inputs.source_sentence);
+    texts.extend(inputs.sentences);
+    if let Some(i) = texts.iter().position(String::is_empty) {
+        return Err(ApiError::new(
+            f,
+            Kind::Empty,
+            if i == 0 {
+                "`inputs.source_sentence` is empty".to_owned()
+            } else {
+                format!("`inputs.sentences[{}]` is empty", i - 1)
+            },
+        )
+        .param("inputs"));
+    }
+    let mut options = r.options;
+    options.encoding_format = None;
+    options.normalize = Some(true);
+    let req = options.request(f, Inputs::Texts(texts), s.config.auto_truncate)?;
+    let out = embed(&s, req).await?;
+    let vectors: Vec<Vec<f32>> = out
+        .vectors
+        .into_iter()
+        .map(|v| match v {
+            Encoded::Float(v) => Ok(v),
+            _ => Err(ApiError::new(
+                f,
+                Kind::Backend,
+                "similarity needs float vectors",
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let scores: Vec<f32> = vectors[1..]
+        .iter()
+        .map(|v| crate::cosine(&vectors[0], v))
+        .collect();
+    Ok(Json(scores).into_response())
+}
+
+/// `POST /embed_all` (TEI): every token's final hidden state (before
+/// pooling and projections), per input.
+pub(super) async fn embed_all(
+    State(s): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f = Flavor::Tei;
+    let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
+    let inputs = parse_inputs(f, "inputs", r.inputs)?;
+    let max = s.config.max_input_tokens;
+    let call = CallOptions {
+        task: r.options.prompt_name,
+        truncate: Some(r.options.truncate.unwrap_or(s.config.auto_truncate)),
+        truncate_direction: Some(parse_direction(
+            f,
+            r.options.truncation_direction.as_deref(),
+        )?),
+        max_tokens: Some(max),
+        ..CallOptions::default()
+    };
+    s.embedder.dim_with(&call).map_err(|e| from_kiln(f, &e))?;
+    let max_request = s.config.max_batch_tokens;
+    let embedder = s.embedder.clone();
+    let body = off_thread(&s, f, move || {
+        let ids: Vec<Vec<u32>> = match inputs {
+            Inputs::Texts(texts) => texts
+                .iter()
+                .map(|t| embedder.tokenize_with(t, &call))
+                .collect::<Result<_, _>>(),
+            Inputs::Tokens(lists) => lists
+                .iter()
+                .map(|l| embedder.prepare_tokens(l, &call))
+                .collect::<Result<_, _>>(),
+        }
+        .map_err(|e| match e {
+            crate::Error::TooLong { n_tokens, .. } => ApiError::new(
+                f,
+                Kind::TooLarge,
+                format!(
+                    "an input has {n_tokens} tokens, more than the limit of {max} (set `truncate` to cut it)"
+                ),
+            ),
+            e => from_kiln(f, &e),
+        })?;
+        let total: usize = ids.iter().map(Vec::len).sum();
+        if total > max_request {
+            return Err(ApiError::new(
+                f,
+                Kind::TooLarge,
+                format!(
+                    "the request has {total} tokens in all, more than the limit of {max_request} per request; split it"
+                ),
+            ));
+        }
+        let d = embedder.dim();
+        let mut out = Vec::with_capacity(ids.len());
+        for one in &ids {
+            let states = embedder
+                .token_states(one)
+                .map_err(|e| from_kiln(f, &e))?;
+            out.push(
+                states
+                    .chunks_exact(d)
+                    .map(<[f32]>::to_vec)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
