@@ -53,6 +53,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["k"],
         doc: "Quantizes rows of `k` values to Q8_K, bit-identical to `quantize_row_q8_k_reference`.",
         test: "kquant_kernels::quantize_q8_k_is_bit_exact_with_reference",
+        wide_body: None,
         body: quantize_q8_k,
     },
     Family {
@@ -64,6 +65,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·Σ_c sc·(wq·xq) - dmin·dx·Σ m·bsum` over Q4_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q4K, key),
     },
     Family {
@@ -75,6 +77,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b d·dx·(Σ_c sc·(wq·xq) - 32·Σ sc·bsum)` over Q6_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q6K, key),
     },
     Family {
@@ -88,6 +91,7 @@ pub const FAMILIES: &[Family] = &[
               per 8 rows, each super-block two scaled fmas. Panels of `X8_PANEL` groups, register \
               tiles of `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| kx8_matmul(&Q4KX8, key),
     },
     Family {
@@ -99,6 +103,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "As `matmul_q6_k` over weights repacked in groups of 8 rows (see `matmul_q4_kx8`); \
               the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| kx8_matmul(&Q6KX8, key),
     },
     Family {
@@ -113,6 +118,7 @@ pub const FAMILIES: &[Family] = &[
               computed once per token tile. Panels of `X8_PANEL` groups, register tiles of \
               `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: q4_1x8_matmul,
     },
     Family {
@@ -124,6 +130,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·((wq - 16)·xq)` over Q5_0 × Q8_0 blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q5_0, key),
     },
 ];
@@ -444,6 +451,7 @@ pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
         key,
         [&kx8_tile(f, crate::kernels::matmul::X8_MR), &kx8_tile(f, 1)],
         [&quote!(), &quote!()],
+        None,
     )
 }
 
@@ -543,5 +551,6 @@ fn q4_1x8_matmul(key: &[Option<usize>]) -> TokenStream {
         key,
         [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
         [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
+        None,
     )
 }

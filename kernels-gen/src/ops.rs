@@ -14,6 +14,7 @@
 //! | `RI` | 8 int32 dot products, one per row of the group |
 //! | `RW` | 4 columns of the 8 rows (32 int8), prepared for [`q8r_dot_acc`](Op::q8r_dot_acc) |
 //! | `RX` | 4 activation int8, prepared (broadcast) for the same |
+//! | `R16`, `RI16`, `RW16` | `R8`, `RI`, `RW` for two groups at once (16 rows): one register where the lowering's `wide_groups`, else a pair |
 //! | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `KS` | the scales of a chunk's two 16-value halves, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `CA`, `CA2` | the int32 accumulator of the ceiling probe's first and second form ([`ceil_mac`](Op::ceil_mac)) |
@@ -220,6 +221,23 @@ ops! {
     /// The accumulator a block's `q8r_dot_acc` chain starts from: `bias` in every lane where
     /// `q8r_offset()`, else zero.
     fn q8r_init(bias: i32) -> RI { let _ = bias; ri_zero() }
+    /// 16 zeros.
+    fn r16_zero() -> R16 { (r8_zero(), r8_zero()) }
+    /// The 16 row scales of groups `d0` and `d1`, as f32.
+    fn r16_scales(d0: &[f16; 8], d1: &[f16; 8]) -> R16 { (r8_scales(d0), r8_scales(d1)) }
+    /// `acc + (dw·dx)·f32(p)` for 16 rows.
+    fn r16_fma_block(dw: R16, dx: f32, p: RI16, acc: R16) -> R16 {
+        (r8_fma_block(dw.0, dx, p.0, acc.0), r8_fma_block(dw.1, dx, p.1, acc.1))
+    }
+    /// `q8r_init` for 16 rows.
+    fn q8r16_init(bias: i32) -> RI16 { (q8r_init(bias), q8r_init(bias)) }
+    /// `q8r_load_w` of the same column quad of two groups (`qs0`: rows 0-7, `qs1`: rows 8-15).
+    fn q8r16_load_w(qs0: &[i8; 32], qs1: &[i8; 32]) -> RW16 { (q8r_load_w(qs0), q8r_load_w(qs1)) }
+    /// `q8r_dot_acc` for 16 rows, with activation values `4·quad .. 4·quad + 4` of `x`.
+    fn q8r16_dot_acc(acc: RI16, w: RW16, x: &[i8; 32], quad: usize) -> RI16 {
+        let xq = q8r_load_x(x, quad);
+        (q8r_dot_acc(acc.0, w.0, xq), q8r_dot_acc(acc.1, w.1, xq))
+    }
     /// `Σ qs[i]`, exact: an activation block's sum, which Q4_1's minimums multiply.
     fn q8_sum(qs: &[i8; 32]) -> i32 { qs.iter().map(|&v| i32::from(v)).sum::<i32>() }
     // --- composites: math on F ---
@@ -411,6 +429,11 @@ ops! {
                 row[j0 + c] = if accumulate { row[j0 + c] + s } else { s };
             }
         }
+    }
+    /// `r8_store_row` for 16 results, columns `j0..j0 + 16`.
+    fn r16_store_row(row: &mut [f32], j0: usize, v: R16, bias: Option<&[f32]>, accumulate: bool) {
+        r8_store_row(row, j0, v.0, bias, accumulate);
+        r8_store_row(row, j0 + 8, v.1, bias, accumulate);
     }
     /// `s[i] = e^(s[i] - mx)`, returning `Σ s[i]` (softmax numerators).
     fn exp_sub_sum(s: &mut [f32], mx: f32) -> f32 {

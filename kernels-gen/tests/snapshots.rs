@@ -45,6 +45,16 @@ fn q8_0x8_matmul() {
     for op in ["q8r_dot_acc", "q8r_load_w", "q8r_x_bias", "q8r_init"] {
         snap("avx512vnni", op);
     }
+    // Its registers hold 16 rows: many tokens run 16-row tiles.
+    for name in [
+        "matmul_q8_0x8_n256_k768",
+        "q8r16_load_w",
+        "q8r16_dot_acc",
+        "r16_fma_block",
+        "r16_store_row",
+    ] {
+        snap("avx512vnni", name);
+    }
     snap("neon_dotprod", "q8r_dot_acc");
 }
 

@@ -422,7 +422,144 @@ pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
         key,
         [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
         [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+        None,
     )
+}
+
+/// `matmul_q8_0x8` for an ISA whose registers hold 16 rows: many tokens go
+/// through 16-row tiles.
+pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
+    let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
+    let wide = Wide {
+        mr: X16_MR,
+        many: q8x16_tile(X16_MR, cap),
+        one: q8x16_tile(1, cap),
+        pre_many: q8x16_pre(X16_MR, cap),
+        pre_one: q8x16_pre(1, cap),
+    };
+    x8_matmul(
+        "matmul_q8_0x8",
+        32,
+        key,
+        [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
+        [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+        Some(&wide),
+    )
+}
+
+/// Tokens per register tile of the 16-row (two-group) Q8_0 tiles of wide
+/// ISAs: 8 tokens × 16 rows keep 16 accumulators in registers
+/// and load each group block once for 8 tokens.
+pub const X16_MR: usize = 8;
+
+/// The 16-row tiles of a wide ISA: `mr` tokens of
+/// the many-token tile, the tiles for `mr` tokens and for one, and what the
+/// `mr`-token tile binds before its groups (the one-token tile shares the
+/// 8-row driver's).
+pub(crate) struct Wide {
+    mr: usize,
+    many: TokenStream,
+    one: TokenStream,
+    pre_many: TokenStream,
+    pre_one: TokenStream,
+}
+
+/// Before a 16-row tile's groups: the 8-row tiles' offset corrections
+/// (`xb{i}`) and each token's block scales as f32 (`dx{i}`), which every
+/// group pair of the panel reuses (`cap` blocks on the stack; a longer
+/// generic row converts them in every group).
+fn q8x16_pre(mr: usize, cap: usize) -> TokenStream {
+    let bias = q8x8_bias(mr, cap);
+    let capl = lit(cap);
+    let rows = (0..mr).map(|i| {
+        let (dx, il) = (id("dx", i), lit(i));
+        quote! {
+            let mut #dx = [0.0f32; #capl];
+            if kb <= #capl {
+                let xr = &x[(i0 + #il) * kb..][..kb];
+                for (d, xb) in #dx.iter_mut().zip(xr) {
+                    *d = f16_to_f32(xb.d.to_bits());
+                }
+            }
+        }
+    });
+    quote! {
+        #bias
+        #(#rows)*
+    }
+}
+
+/// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
+/// each column quad of the 16 rows is loaded once and every token's
+/// activation quad is a broadcast operand of one dot; one scaled fma per
+/// token covers the 16 rows.
+fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let xrows = (0..mr).map(|i| {
+        let (xr, il) = (id("xr", i), lit(i));
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
+    });
+    let accs = (0..mr).map(|i| {
+        let acc = id("acc", i);
+        quote!(let mut #acc = r16_zero();)
+    });
+    let iaccs = (0..mr).map(|i| {
+        let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
+        quote! {
+            let mut #ia = if !q8r_offset() {
+                q8r16_init(0)
+            } else if kb <= #cap {
+                q8r16_init(#xb[b])
+            } else {
+                q8r16_init(q8r_x_bias(&#xr[b].qs))
+            };
+        }
+    });
+    let dots = (0..mr).map(|i| {
+        let (ia, xr) = (id("ia", i), id("xr", i));
+        quote!(#ia = q8r16_dot_acc(#ia, wq, &#xr[b].qs, q);)
+    });
+    let scales = (0..mr).map(|i| {
+        let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
+        quote! {
+            let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
+            #acc = r16_fma_block(dw, d, #ia, #acc);
+        }
+    });
+    let stores = (0..mr).map(|i| {
+        let (acc, il) = (id("acc", i), lit(i));
+        quote!(r16_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
+    });
+    // As the 8-row tiles: only the first token tile of a panel streams its
+    // weights from memory.
+    let ahead = lit(X8_PREFETCH);
+    let lines = [quote!(wg0), quote!(wg1)]
+        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), Q8_0X8_BYTES));
+    let prefetch = if mr == 1 {
+        quote!(#(#lines)*)
+    } else {
+        quote!(if i0 == 0 { #(#lines)* })
+    };
+    quote! {
+        {
+            let wg0 = &w[g * kb..][..kb];
+            let wg1 = &w[(g + 1) * kb..][..kb];
+            #(#xrows)*
+            #(#accs)*
+            for b in 0..kb {
+                #prefetch
+                let (b0, b1) = (&wg0[b], &wg1[b]);
+                let dw = r16_scales(&b0.d, &b1.d);
+                #(#iaccs)*
+                for q in 0..8 {
+                    let wq = q8r16_load_w(&b0.qs[q], &b1.qs[q]);
+                    #(#dots)*
+                }
+                #(#scales)*
+            }
+            #(#stores)*
+        }
+    }
 }
 
 /// The most blocks of a token's offset corrections (`q8r_x_bias`) kept on
@@ -438,12 +575,13 @@ fn q8x8_bias(mr: usize, cap: usize) -> TokenStream {
     let rows = (0..mr).map(|i| {
         let (xb, il) = (format_ident!("xb{i}"), lit(i));
         quote! {
-            let #xb: [i32; #cap] = if q8r_offset() && kb <= #cap {
+            let mut #xb = [0i32; #cap];
+            if q8r_offset() && kb <= #cap {
                 let xr = &x[(i0 + #il) * kb..][..kb];
-                core::array::from_fn(|b| if b < kb { q8r_x_bias(&xr[b].qs) } else { 0 })
-            } else {
-                [0; #cap]
-            };
+                for (o, xb) in #xb.iter_mut().zip(xr) {
+                    *o = q8r_x_bias(&xb.qs);
+                }
+            }
         }
     });
     quote!(#(#rows)*)
@@ -461,6 +599,7 @@ pub(crate) fn x8_matmul(
     key: &[Option<usize>],
     [many, one]: [&TokenStream; 2],
     [pre_many, pre_one]: [&TokenStream; 2],
+    wide: Option<&Wide>,
 ) -> TokenStream {
     // As for `matmul_q8_0`: the column count comes from `out` (threads split
     // by blocks of `MATMUL_COL_ALIGN` columns); only `k` is specialized.
@@ -487,6 +626,76 @@ pub(crate) fn x8_matmul(
         format!("{name}: weight is not {{groups}} groups of 8 rows of {{k}}"),
         format!("{name}: bias length"),
     );
+    // A wide ISA's many tokens: pairs of groups per panel, an odd last
+    // group through the one-token 8-row tile for each token.
+    let many_tokens = match wide {
+        Some(Wide {
+            mr: wmr,
+            many: wmany,
+            one: wone,
+            pre_many: wpre,
+            pre_one: wpre_one,
+        }) => {
+            let wmr = Literal::usize_unsuffixed(*wmr);
+            quote! {
+                {
+                    let mut gp = 0;
+                    while gp < groups {
+                        let ge = (gp + #panel).min(groups);
+                        let mut i0 = 0;
+                        while i0 < m {
+                            let tile = if i0 + #wmr <= m { #wmr } else { 1 };
+                            let mut g = gp;
+                            if tile == 1 {
+                                #wpre_one
+                                while g + 2 <= ge {
+                                    #wone
+                                    g += 2;
+                                }
+                            } else {
+                                #wpre
+                                while g + 2 <= ge {
+                                    #wmany
+                                    g += 2;
+                                }
+                            }
+                            if g < ge {
+                                for t in i0..i0 + tile {
+                                    let i0 = t;
+                                    #pre_one
+                                    #one
+                                }
+                            }
+                            i0 += tile;
+                        }
+                        gp = ge;
+                    }
+                }
+            }
+        }
+        None => quote! {
+            let mut gp = 0;
+            while gp < groups {
+                let ge = (gp + #panel).min(groups);
+                let mut i0 = 0;
+                while i0 + #mr <= m {
+                    #pre_many
+                    for g in gp..ge {
+                        #many
+                    }
+                    i0 += #mr;
+                }
+                while i0 < m {
+                    #pre_one
+                    for g in gp..ge {
+                        #one
+                    }
+                    i0 += 1;
+                }
+                gp = ge;
+            }
+        },
+    };
     quote! {
         let mut out = out;
         let m = out.rows();
@@ -509,26 +718,7 @@ pub(crate) fn x8_matmul(
             }
             return;
         }
-        let mut gp = 0;
-        while gp < groups {
-            let ge = (gp + #panel).min(groups);
-            let mut i0 = 0;
-            while i0 + #mr <= m {
-                #pre_many
-                for g in gp..ge {
-                    #many
-                }
-                i0 += #mr;
-            }
-            while i0 < m {
-                #pre_one
-                for g in gp..ge {
-                    #one
-                }
-                i0 += 1;
-            }
-            gp = ge;
-        }
+        #many_tokens
     }
 }
 

@@ -38,6 +38,24 @@ pub trait Lowering {
     /// The body of `op`; `None` takes the op's composite default. One table
     /// per ISA: adding an op is one entry here per lowering.
     fn op(&self, op: Op) -> Option<TokenStream>;
+    /// Whether the ISA's registers hold 16 int32 lanes, so that the
+    /// many-token Q8_0 group matmul runs 16-row tiles (two groups side by
+    /// side): each activation quad is then loaded once for 16 rows, as a
+    /// broadcast operand of the dot, and a block's scale work is done once
+    /// per 16 rows ([`crate::kernels::Family::wide_body`]).
+    fn wide_groups(&self) -> bool {
+        false
+    }
+    /// The types of the 16-row Q8_0 group ops (`R16`, `RI16`, `RW16`): pairs
+    /// of the 8-row types, unless the ISA holds 16 rows in one register (and
+    /// then says so in [`Lowering::wide_groups`] and lowers those ops).
+    fn wide_types(&self) -> TokenStream {
+        quote::quote! {
+            type R16 = (R8, R8);
+            type RI16 = (RI, RI);
+            type RW16 = (RW, RW);
+        }
+    }
     /// The register-only int8 ceiling probes: the form the `ceil_*` ops lower
     /// (the ISA's best multiply-accumulate sequence; `None`: the ISA has none)
     /// and the form the `ceil2_*` ops lower, if any.
