@@ -29,6 +29,9 @@ use norm::{layer_norm, rms_norm, rms_norm_q8_0};
 use pooling::mean_pool;
 use rope::rope;
 
+/// Builds a kernel body for a shape key (`None` entries stay runtime values).
+pub type BodyFn = fn(&[Option<usize>]) -> TokenStream;
+
 /// One kernel family (one `KernelSet` getter), declared once: the
 /// runtime's fn type, `KernelSet` method and do-nothing stub are generated
 /// from it ([`crate::interface`]), and so are its kernels for every ISA.
@@ -57,9 +60,9 @@ pub struct Family {
     /// The body for ISAs whose registers hold two 8-row groups
     /// ([`Lowering::wide_groups`](crate::lower::Lowering::wide_groups)), if
     /// the family has one.
-    pub wide_body: Option<fn(&[Option<usize>]) -> TokenStream>,
+    pub wide_body: Option<BodyFn>,
     /// Builds the body for a key (`None` entries stay runtime values).
-    pub body: fn(&[Option<usize>]) -> TokenStream,
+    pub body: BodyFn,
 }
 
 impl Family {
