@@ -398,8 +398,11 @@ fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
         quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
     });
     let scales = (0..mr).map(|i| {
-        let (acc, ia, xr) = (id("acc", i), id("ia", i), id("xr", i));
-        quote!(#acc = r8_fma_block(dw, f16_to_f32(#xr[b].d.to_bits()), #ia, #acc);)
+        let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
+        quote! {
+            let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
+            #acc = r8_fma_block(dw, d, #ia, #acc);
+        }
     });
     let prefetch = x8_prefetch(mr, Q8_0X8_BYTES, X8_PREFETCH);
     let block = quote! {
@@ -421,7 +424,7 @@ pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
         32,
         key,
         [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
-        [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+        [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
         None,
     )
 }
@@ -434,15 +437,15 @@ pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
         mr: X16_MR,
         many: q8x16_tile(X16_MR, cap),
         one: q8x16_tile(1, cap),
-        pre_many: q8x16_pre(X16_MR, cap),
-        pre_one: q8x16_pre(1, cap),
+        pre_many: q8x8_pre(X16_MR, cap),
+        pre_one: q8x8_pre(1, cap),
     };
     x8_matmul(
         "matmul_q8_0x8",
         32,
         key,
         [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
-        [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+        [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
         Some(&wide),
     )
 }
@@ -462,31 +465,6 @@ pub(crate) struct Wide {
     one: TokenStream,
     pre_many: TokenStream,
     pre_one: TokenStream,
-}
-
-/// Before a 16-row tile's groups: the 8-row tiles' offset corrections
-/// (`xb{i}`) and each token's block scales as f32 (`dx{i}`), which every
-/// group pair of the panel reuses (`cap` blocks on the stack; a longer
-/// generic row converts them in every group).
-fn q8x16_pre(mr: usize, cap: usize) -> TokenStream {
-    let bias = q8x8_bias(mr, cap);
-    let capl = lit(cap);
-    let rows = (0..mr).map(|i| {
-        let (dx, il) = (id("dx", i), lit(i));
-        quote! {
-            let mut #dx = [0.0f32; #capl];
-            if kb <= #capl {
-                let xr = &x[(i0 + #il) * kb..][..kb];
-                for (d, xb) in #dx.iter_mut().zip(xr) {
-                    *d = f16_to_f32(xb.d.to_bits());
-                }
-            }
-        }
-    });
-    quote! {
-        #bias
-        #(#rows)*
-    }
 }
 
 /// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
@@ -566,20 +544,25 @@ fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
 /// the stack (k ≤ 4096); a longer generic row computes them in every group.
 pub const X8_BIAS_CAP: usize = 128;
 
-/// Before a tile's groups: where the dot offsets the weights
-/// (`q8r_offset`), the `mr` tokens' corrections per block, `xb{i}`, which
-/// every group of the panel reuses (`cap` blocks on the stack).
-fn q8x8_bias(mr: usize, cap: usize) -> TokenStream {
-    let lit = Literal::usize_unsuffixed;
+/// Before a Q8_0 tile's groups, what every group of the panel reuses for
+/// each of the `mr` tokens (`cap` blocks on the stack; a longer generic row
+/// computes them in every group): `xb{i}`, its corrections per block where
+/// the dot offsets the weights (`q8r_offset`), and `dx{i}`, its block
+/// scales as f32.
+fn q8x8_pre(mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
     let rows = (0..mr).map(|i| {
-        let (xb, il) = (format_ident!("xb{i}"), lit(i));
+        let (xb, dx, il) = (id("xb", i), id("dx", i), lit(i));
         quote! {
             let mut #xb = [0i32; #cap];
-            if q8r_offset() && kb <= #cap {
+            let mut #dx = [0.0f32; #cap];
+            if kb <= #cap {
                 let xr = &x[(i0 + #il) * kb..][..kb];
-                for (o, xb) in #xb.iter_mut().zip(xr) {
-                    *o = q8r_x_bias(&xb.qs);
+                for ((o, d), xb) in #xb.iter_mut().zip(#dx.iter_mut()).zip(xr) {
+                    if q8r_offset() {
+                        *o = q8r_x_bias(&xb.qs);
+                    }
+                    *d = f16_to_f32(xb.d.to_bits());
                 }
             }
         }
