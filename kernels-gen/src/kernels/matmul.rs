@@ -434,11 +434,10 @@ pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
 pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
     let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
     let wide = Wide {
-        mr: X16_MR,
-        many: q8x16_tile(X16_MR, cap),
-        one: q8x16_tile(1, cap),
-        pre_many: q8x8_pre(X16_MR, cap),
-        pre_one: q8x8_pre(1, cap),
+        tiles: X16_TILES
+            .iter()
+            .map(|&mr| (mr, q8x16_tile(mr, cap), q8x8_pre(mr, cap)))
+            .collect(),
     };
     x8_matmul(
         "matmul_q8_0x8",
@@ -451,20 +450,16 @@ pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
 }
 
 /// Tokens per register tile of the 16-row (two-group) Q8_0 tiles of wide
-/// ISAs: 8 tokens × 16 rows keep 16 accumulators in registers
-/// and load each group block once for 8 tokens.
-pub const X16_MR: usize = 8;
+/// ISAs, largest first: 8 tokens × 16 rows keep 16 accumulators in
+/// registers and load each group block once for 8 tokens; the last tokens
+/// (a short text is 4-8) take the largest smaller tile that fits, since a
+/// tile's weight loads cost as much for one token as for eight.
+pub const X16_TILES: [usize; 4] = [8, 4, 2, 1];
 
-/// The 16-row tiles of a wide ISA: `mr` tokens of
-/// the many-token tile, the tiles for `mr` tokens and for one, and what the
-/// `mr`-token tile binds before its groups (the one-token tile shares the
-/// 8-row driver's).
+/// The 16-row tiles of a wide ISA: per tile size of `X16_TILES`, the tile
+/// and what it binds before its groups.
 pub(crate) struct Wide {
-    mr: usize,
-    many: TokenStream,
-    one: TokenStream,
-    pre_many: TokenStream,
-    pre_one: TokenStream,
+    tiles: Vec<(usize, TokenStream, TokenStream)>,
 }
 
 /// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
@@ -612,47 +607,40 @@ pub(crate) fn x8_matmul(
     // A wide ISA's many tokens: pairs of groups per panel, an odd last
     // group through the one-token 8-row tile for each token.
     let many_tokens = match wide {
-        Some(Wide {
-            mr: wmr,
-            many: wmany,
-            one: wone,
-            pre_many: wpre,
-            pre_one: wpre_one,
-        }) => {
-            let wmr = Literal::usize_unsuffixed(*wmr);
-            quote! {
-                {
-                    let mut gp = 0;
-                    while gp < groups {
-                        let ge = (gp + #panel).min(groups);
-                        let mut i0 = 0;
-                        while i0 < m {
-                            let tile = if i0 + #wmr <= m { #wmr } else { 1 };
-                            let mut g = gp;
-                            if tile == 1 {
-                                #wpre_one
-                                while g + 2 <= ge {
-                                    #wone
-                                    g += 2;
-                                }
-                            } else {
-                                #wpre
-                                while g + 2 <= ge {
-                                    #wmany
-                                    g += 2;
-                                }
-                            }
-                            if g < ge {
-                                for t in i0..i0 + tile {
-                                    let i0 = t;
-                                    #pre_one
-                                    #one
-                                }
-                            }
-                            i0 += tile;
+        Some(Wide { tiles }) => {
+            // The largest tile that fits the tokens left, then its group
+            // pairs, then an odd last group 8 rows at a time per token.
+            let arms = tiles.iter().map(|(wmr, tile, pre)| {
+                let wmr = Literal::usize_unsuffixed(*wmr);
+                quote! {
+                    if m - i0 >= #wmr {
+                        #pre
+                        let mut g = gp;
+                        while g + 2 <= ge {
+                            #tile
+                            g += 2;
                         }
-                        gp = ge;
+                        if g < ge {
+                            for t in i0..i0 + #wmr {
+                                let i0 = t;
+                                #pre_one
+                                #one
+                            }
+                        }
+                        i0 += #wmr;
+                        continue;
                     }
+                }
+            });
+            quote! {
+                let mut gp = 0;
+                while gp < groups {
+                    let ge = (gp + #panel).min(groups);
+                    let mut i0 = 0;
+                    while i0 < m {
+                        #(#arms)*
+                    }
+                    gp = ge;
                 }
             }
         }

@@ -146,7 +146,7 @@ pub const FAMILIES: &[Family] = &[
               each int8 step yields the 8 rows' partial dots in one vector, each block one scaled \
               fma per 8 rows. Walked in panels of `X8_PANEL` groups (kept in L2), register tiles of \
               `X8_MR` tokens × 8 rows; where registers hold 16 rows, many tokens take tiles of \
-              `X16_MR` tokens × 16 rows (two groups).",
+              up to 8 tokens × 16 rows (two groups; `X16_TILES`).",
         test: "kernels_props::matmul_q8_0_matches_reference",
         wide_body: Some(matmul_q8_0x8_wide),
         body: matmul_q8_0x8,
