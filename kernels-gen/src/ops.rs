@@ -525,6 +525,30 @@ ops! {
     /// `acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the low and high
     /// int16 halves of `pair` (exact in int32).
     fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI;
+    // --- the same for two groups at once (16 rows), where the lowering's `wide_groups` ---
+    /// 16 zero int32.
+    fn ri16_zero() -> RI16 { (ri_zero(), ri_zero()) }
+    /// `q4x8_w` of the same packed bytes of two groups.
+    fn q4x16_w(qs0: &[u8; 32], qs1: &[u8; 32], hi: usize) -> RW16 { (q4x8_w(qs0, hi), q4x8_w(qs1, hi)) }
+    /// `q6x8_w` of the same packed bytes of two groups.
+    fn q6x16_w(ql0: &[u8; 32], ql1: &[u8; 32], hi: usize, qh0: &[u8; 32], qh1: &[u8; 32], j: usize) -> RW16 {
+        (q6x8_w(ql0, hi, qh0, j), q6x8_w(ql1, hi, qh1, j))
+    }
+    /// `ru_dot_acc` for 16 rows, with activation values `4·quad .. 4·quad + 4` of `x`.
+    fn ru16_dot_acc(acc: RI16, w: RW16, x: &[i8; 32], quad: usize) -> RI16 {
+        let xq = q8r_load_x(x, quad);
+        (ru_dot_acc(acc.0, w.0, xq), ru_dot_acc(acc.1, w.1, xq))
+    }
+    /// `ri_from_i8` of two groups' 8 values.
+    fn ri16_from_i8(s0: &[i8; 8], s1: &[i8; 8]) -> RI16 { (ri_from_i8(s0), ri_from_i8(s1)) }
+    /// `ri_mul_acc` for 16 lanes.
+    fn ri16_mul_acc(acc: RI16, p: RI16, s: RI16) -> RI16 { (ri_mul_acc(acc.0, p.0, s.0), ri_mul_acc(acc.1, p.1, s.1)) }
+    /// `ri_sub_splat` for 16 lanes.
+    fn ri16_sub_splat(p: RI16, v: i32) -> RI16 { (ri_sub_splat(p.0, v), ri_sub_splat(p.1, v)) }
+    /// `ri_madd_pair_acc` for 16 lanes (`m0`: rows 0-7, `m1`: rows 8-15).
+    fn ri16_madd_pair_acc(acc: RI16, m0: &[i16; 16], m1: &[i16; 16], pair: i32) -> RI16 {
+        (ri_madd_pair_acc(acc.0, m0, pair), ri_madd_pair_acc(acc.1, m1, pair))
+    }
     // --- the register-only int8 ceiling probe (no kernel uses these) ---
     // Two forms per ISA at most (`ceil_*`, `ceil2_*`; see `Lowering::int8_ceiling`). The defaults
     // are for a form the ISA does not have: it is never probed, so they are never called.

@@ -459,7 +459,7 @@ pub const X16_TILES: [usize; 4] = [8, 4, 2, 1];
 /// The 16-row tiles of a wide ISA: per tile size of `X16_TILES`, the tile
 /// and what it binds before its groups.
 pub(crate) struct Wide {
-    tiles: Vec<(usize, TokenStream, TokenStream)>,
+    pub(crate) tiles: Vec<(usize, TokenStream, TokenStream)>,
 }
 
 /// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
@@ -468,14 +468,6 @@ pub(crate) struct Wide {
 /// token covers the 16 rows.
 fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
-    let xrows = (0..mr).map(|i| {
-        let (xr, il) = (id("xr", i), lit(i));
-        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
-    });
-    let accs = (0..mr).map(|i| {
-        let acc = id("acc", i);
-        quote!(let mut #acc = r16_zero();)
-    });
     let iaccs = (0..mr).map(|i| {
         let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
         quote! {
@@ -499,15 +491,40 @@ fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
             #acc = r16_fma_block(dw, d, #ia, #acc);
         }
     });
+    let block = quote! {
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        #(#iaccs)*
+        for q in 0..8 {
+            let wq = q8r16_load_w(&blk0.qs[q], &blk1.qs[q]);
+            #(#dots)*
+        }
+        #(#scales)*
+    };
+    x16_tile(mr, Q8_0X8_BYTES, X8_PREFETCH, block)
+}
+
+/// One 16-row tile: `mr` tokens from `i0` × groups `g` and `g + 1`. Per
+/// block `b`, `block` (with the two group blocks bound as `blk0` and `blk1`,
+/// token `i`'s activation row as `xr{i}`) adds to the accumulators `acc{i}`
+/// (`R16`), which are stored at the end. As the 8-row tiles, only the first
+/// token tile of a panel prefetches (`bytes` per group block, `ahead`
+/// blocks ahead): it streams the panel's weights from memory.
+pub(crate) fn x16_tile(mr: usize, bytes: usize, ahead: usize, block: TokenStream) -> TokenStream {
+    let xrows = (0..mr).map(|i| {
+        let (xr, il) = (id("xr", i), lit(i));
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
+    });
+    let accs = (0..mr).map(|i| {
+        let acc = id("acc", i);
+        quote!(let mut #acc = r16_zero();)
+    });
     let stores = (0..mr).map(|i| {
         let (acc, il) = (id("acc", i), lit(i));
         quote!(r16_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
     });
-    // As the 8-row tiles: only the first token tile of a panel streams its
-    // weights from memory.
-    let ahead = lit(X8_PREFETCH);
+    let ahead = lit(ahead);
     let lines = [quote!(wg0), quote!(wg1)]
-        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), Q8_0X8_BYTES));
+        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), bytes));
     let prefetch = if mr == 1 {
         quote!(#(#lines)*)
     } else {
@@ -521,14 +538,8 @@ fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
             #(#accs)*
             for b in 0..kb {
                 #prefetch
-                let (b0, b1) = (&wg0[b], &wg1[b]);
-                let dw = r16_scales(&b0.d, &b1.d);
-                #(#iaccs)*
-                for q in 0..8 {
-                    let wq = q8r16_load_w(&b0.qs[q], &b1.qs[q]);
-                    #(#dots)*
-                }
-                #(#scales)*
+                let (blk0, blk1) = (&wg0[b], &wg1[b]);
+                #block
             }
             #(#stores)*
         }
