@@ -120,7 +120,7 @@ pub const FAMILIES: &[Family] = &[
               computed once per token tile. Panels of `X8_PANEL` groups, register tiles of \
               `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
-        wide_body: None,
+        wide_body: Some(q4_1x8_matmul_wide),
         body: q4_1x8_matmul,
     },
     Family {
@@ -700,6 +700,69 @@ fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
         #(#finish)*
     };
     matmul::x8_tile(mr, prefetch, block)
+}
+
+/// `q4_1x8_tile` over two groups (`blk0`, `blk1`: 16 rows).
+fn q4_1x16_tile(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let ia = ri16_zeros("ia", mr);
+    let quads = (0..4).map(|p| {
+        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
+        let dots = |w: &str, q: &Literal| -> Vec<TokenStream> {
+            let w = format_ident!("{w}");
+            (0..mr)
+                .map(|i| {
+                    let (ia, xr) = (id("ia", i), id("xr", i));
+                    quote!(#ia = ru16_dot_acc(#ia, #w, &#xr[b].qs, #q);)
+                })
+                .collect()
+        };
+        let (d0, d1) = (dots("w0", &q0), dots("w1", &q1));
+        quote! {
+            let w0 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 0);
+            let w1 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 1);
+            #(#d0)*
+            #(#d1)*
+        }
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xr, xs) = (id("acc", i), id("ia", i), id("xr", i), id("xs", i));
+        quote! {
+            let dx = f16_to_f32(#xr[b].d.to_bits());
+            let sx = if kb <= #cap { #xs[b] } else { dx * q8_sum(&#xr[b].qs) as f32 };
+            #acc = r16_fma_block(dw, dx, #ia, #acc);
+            #acc = r16_fma_splat(mw, sx, #acc);
+        }
+    });
+    let block = quote! {
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        let mw = r16_scales(&blk0.m, &blk1.m);
+        #(#ia)*
+        #(#quads)*
+        #(#finish)*
+    };
+    matmul::x16_tile(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH, block)
+}
+
+/// `q4_1x8_matmul` on an ISA whose registers hold 16 rows: many tokens go
+/// through 16-row tiles.
+fn q4_1x8_matmul_wide(key: &[Option<usize>]) -> TokenStream {
+    let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
+    let wide = matmul::Wide {
+        tiles: matmul::X16_TILES
+            .iter()
+            .map(|&mr| (mr, q4_1x16_tile(mr, cap), q4_1x8_sums(mr, cap)))
+            .collect(),
+    };
+    let mr = matmul::X8_MR;
+    matmul::x8_matmul(
+        "matmul_q4_1x8",
+        32,
+        key,
+        [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
+        [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
+        Some(&wide),
+    )
 }
 
 /// The Q4_1 matmul over 8-row groups, on the driver the Q8_0 groups use.

@@ -229,6 +229,8 @@ ops! {
     fn r16_fma_block(dw: R16, dx: f32, p: RI16, acc: R16) -> R16 {
         (r8_fma_block(dw.0, dx, p.0, acc.0), r8_fma_block(dw.1, dx, p.1, acc.1))
     }
+    /// `acc + a·s` for 16 rows.
+    fn r16_fma_splat(a: R16, s: f32, acc: R16) -> R16 { (r8_fma_splat(a.0, s, acc.0), r8_fma_splat(a.1, s, acc.1)) }
     /// `q8r_init` for 16 rows.
     fn q8r16_init(bias: i32) -> RI16 { (q8r_init(bias), q8r_init(bias)) }
     /// `q8r_load_w` of the same column quad of two groups (`qs0`: rows 0-7, `qs1`: rows 8-15).

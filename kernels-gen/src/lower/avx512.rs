@@ -178,6 +178,7 @@ fn avx512_op(op: Op) -> Option<TokenStream> {
         Op::r16_fma_block => quote! {
             _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(p), acc)
         },
+        Op::r16_fma_splat => quote!(_mm512_fmadd_ps(a, _mm512_set1_ps(s), acc)),
         Op::q8r16_init => quote!(_mm512_set1_epi32(bias)),
         Op::q8r16_load_w => quote! {
             __SAFETY__!("`qs0` and `qs1` are 32 bytes each: two 256-bit loads.");
