@@ -25,10 +25,12 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Generate only the ISAs the target can compile (x86_64: scalar, AVX2,
-    // AVX-512; aarch64: scalar, NEON, NEON+dotprod; others: scalar).
+    // AVX-512; aarch64: scalar, NEON, NEON+dotprod; wasm32: scalar, plus
+    // SIMD128 and relaxed SIMD when the build enables them; others: scalar).
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     let start = Instant::now();
-    let kernels = generate(&shapes::builtin(), &lower::for_target_arch(&arch));
+    let kernels = generate(&shapes::builtin(), &lower::for_target(&arch, &features));
     write_if_changed(&out.join("kernels.rs"), &kernels);
     write_if_changed(
         &out.join("generator_time.txt"),
