@@ -3,7 +3,7 @@
 // corpus, answers a typed query; the ranking and the vectors are checked
 // against native kiln, and a screenshot is saved (target/wasm/search.png).
 //
-// Needs KILN (the native `kiln` binary) and CHROMIUM (default: chromium).
+// Needs KILN (the native `kiln` binary) and CHROMIUM (default: /usr/bin/chromium).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -45,7 +45,7 @@ test("the search page ranks like native kiln", async () => {
   const server = await serve({ models: path.join(root, "tests/fixtures") });
   const profile = mkdtempSync(path.join(tmpdir(), "kiln-chromium-"));
   const browser = await puppeteer.launch({
-    executablePath: process.env.CHROMIUM ?? "chromium",
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: [...CHROMIUM_ARGS, `--user-data-dir=${profile}`],
     headless: true,
   });
