@@ -206,11 +206,7 @@ impl EmbedderBuilder {
         }
         let kernels = crate::kernels::best();
         let threads = self.options.threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("kiln-{i}"))
-            .build()
-            .map_err(|e| Error::Threads(e.to_string()))?;
+        let pool = crate::threads::pool(threads, "kiln")?;
         // The plan (weight repacking, layers in parallel) and the tokenizer
         // are built side by side on the embedder's own threads.
         let options = ModelOptions {
@@ -265,7 +261,7 @@ pub struct Embedder {
     model: Box<dyn EncoderModel>,
     tokenizer: Tokenizer,
     options: EmbedOptions,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     workers: Mutex<Vec<Worker>>,
     _file: Arc<GgufFile>,
 }

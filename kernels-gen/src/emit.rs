@@ -289,11 +289,12 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         Some(a) => quote!(#[cfg(target_arch = #a)]),
         None => quote!(),
     };
-    let module_doc = format!(
-        " Kernels lowered for `{}` ({}).",
-        l.module(),
-        l.features().unwrap_or("portable Rust")
-    );
+    let features = match (l.features(), l.build_features()) {
+        (Some(f), _) => f.to_string(),
+        (None, []) => "portable Rust".to_string(),
+        (None, build) => format!("a build with {}", build.join(",")),
+    };
+    let module_doc = format!(" Kernels lowered for `{}` ({features}).", l.module());
     let tokens = quote! {
         #cfg
         #[doc = #module_doc]

@@ -147,6 +147,20 @@ fn int8_probes() {
 }
 
 #[test]
+fn wasm() {
+    for isa in ["wasm_simd128", "wasm_relaxed_simd"] {
+        snap(isa, "q8_load_w");
+        snap(isa, "q8_dot");
+        snap(isa, "q8r_dot_acc");
+        snap(isa, "f_fma");
+    }
+    // Weights in 0..=63 need no sign moved; SIMD128 takes the default.
+    snap("wasm_relaxed_simd", "ru_dot_acc");
+    snap("wasm_simd128", "q8_quant");
+    snap("wasm_simd128", "rms_norm_768");
+}
+
+#[test]
 fn every_lowering_defines_every_primitive() {
     // Generating a module panics on a missing primitive body.
     for l in kiln_kernels_gen::lower::all() {

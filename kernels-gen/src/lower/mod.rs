@@ -13,11 +13,13 @@ mod avx2;
 mod avx512;
 mod neon;
 mod scalar;
+mod wasm;
 
 pub use avx2::Avx2;
 pub use avx512::Avx512Vnni;
 pub use neon::Neon;
 pub use scalar::Scalar;
+pub use wasm::Wasm;
 
 /// How one instruction set lowers the ops of [`crate::ops::OPS`].
 pub trait Lowering {
@@ -29,6 +31,13 @@ pub trait Lowering {
     fn target_arch(&self) -> Option<&'static str>;
     /// The `#[target_feature(enable = ...)]` list; `None` needs no feature.
     fn features(&self) -> Option<&'static str>;
+    /// Target features the whole build must enable for this lowering to be
+    /// generated at all (`-C target-feature=...`). WebAssembly's: an engine
+    /// cannot be asked at run time, and a module with one instruction it
+    /// lacks does not load, so each feature level is its own build.
+    fn build_features(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// A `bool` expression true when the running CPU has [`Lowering::features`].
     fn detect(&self) -> TokenStream;
     /// `use` items, `const LANES`, `const ATTN_ROWS` (queries per attention
@@ -88,6 +97,18 @@ pub fn for_target_arch(target_arch: &str) -> Vec<Box<dyn Lowering>> {
         .collect()
 }
 
+/// Every lowering that can compile for `target_arch` with the build's
+/// `target_features` (as in `CARGO_CFG_TARGET_FEATURE`, comma-separated):
+/// [`for_target_arch`] less those whose [`Lowering::build_features`] the
+/// build does not enable.
+pub fn for_target(target_arch: &str, target_features: &str) -> Vec<Box<dyn Lowering>> {
+    let enabled: Vec<&str> = target_features.split(',').map(str::trim).collect();
+    for_target_arch(target_arch)
+        .into_iter()
+        .filter(|l| l.build_features().iter().all(|f| enabled.contains(f)))
+        .collect()
+}
+
 /// Every lowering, scalar first.
 pub fn all() -> Vec<Box<dyn Lowering>> {
     vec![
@@ -96,6 +117,8 @@ pub fn all() -> Vec<Box<dyn Lowering>> {
         Box::new(Avx512Vnni),
         Box::new(Neon { dotprod: false }),
         Box::new(Neon { dotprod: true }),
+        Box::new(Wasm { relaxed: false }),
+        Box::new(Wasm { relaxed: true }),
     ]
 }
 
@@ -143,5 +166,25 @@ mod tests {
     #[test]
     fn every_lowering_lowers_every_primitive() {
         check_tables().unwrap();
+    }
+
+    #[test]
+    fn wasm_lowerings_need_their_build_features() {
+        let modules = |arch, features| -> Vec<&'static str> {
+            for_target(arch, features)
+                .iter()
+                .map(|l| l.module())
+                .collect()
+        };
+        assert_eq!(modules("wasm32", ""), ["scalar"]);
+        assert_eq!(modules("wasm32", "simd128"), ["scalar", "wasm_simd128"]);
+        assert_eq!(
+            modules("wasm32", "relaxed-simd,simd128"),
+            ["scalar", "wasm_simd128", "wasm_relaxed_simd"]
+        );
+        assert_eq!(
+            modules("x86_64", "avx2,fma"),
+            ["scalar", "avx2", "avx512vnni"]
+        );
     }
 }
