@@ -21,14 +21,29 @@ fn write_if_changed(path: &PathBuf, contents: &str) {
 
 fn main() {
     // The generator is a build dependency: cargo reruns this script when it
-    // changes. Nothing else (no source file, no env var) affects the output.
+    // changes. Nothing else (no source file) affects the output but
+    // `KILN_ISAS`.
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=KILN_ISAS");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Generate only the ISAs the target can compile (x86_64: scalar, AVX2,
-    // AVX-512; aarch64: scalar, NEON, NEON+dotprod; others: scalar).
+    // AVX-512; aarch64: scalar, NEON, NEON+dotprod; wasm32: scalar, plus
+    // SIMD128 and relaxed SIMD when the build enables them; others: scalar).
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     let start = Instant::now();
-    let kernels = generate(&shapes::builtin(), &lower::for_target_arch(&arch));
+    let mut isas = lower::for_target(&arch, &features);
+    // `KILN_ISAS=scalar,wasm_relaxed_simd` (module names) keeps only those
+    // ISAs, for a build whose size matters more than choice (a browser
+    // `.wasm` runs one ISA: the best its build enables). Scalar, the
+    // reference, always stays.
+    if let Ok(keep) = env::var("KILN_ISAS")
+        && !keep.trim().is_empty()
+    {
+        let keep: Vec<&str> = keep.split(',').map(str::trim).collect();
+        isas.retain(|l| l.module() == "scalar" || keep.contains(&l.module()));
+    }
+    let kernels = generate(&shapes::builtin(), &isas);
     write_if_changed(&out.join("kernels.rs"), &kernels);
     write_if_changed(
         &out.join("generator_time.txt"),

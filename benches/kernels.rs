@@ -108,6 +108,8 @@ fn bars(set: &'static dyn KernelSet, bw: f64, peak: f64) {
         (256usize, 768usize, 64usize),
         (768, 768, 64),
         (1152, 768, 128),
+        // A short text's tokens ("Hello world" with EmbeddingGemma's prompt).
+        (768, 768, 6),
     ] {
         let w = q8(&rand_vec(n * k, 3));
         let w8 = repack_q8_0x8(&w, n, k);

@@ -218,13 +218,7 @@ impl EmbedderBuilder {
         let kernels = crate::kernels::best();
         let pool = match self.pool.take() {
             Some(pool) => pool,
-            None => Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.options.threads.max(1))
-                    .thread_name(|i| format!("kiln-{i}"))
-                    .build()
-                    .map_err(|e| Error::Threads(e.to_string()))?,
-            ),
+            None => crate::threads::pool(self.options.threads.max(1), "kiln")?,
         };
         // The plan (weight repacking, layers in parallel) and the tokenizer
         // are built side by side on the embedder's own threads.

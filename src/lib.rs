@@ -20,6 +20,7 @@ pub mod prompts;
 pub mod quantize;
 #[cfg(feature = "server")]
 pub mod server;
+mod threads;
 
 pub use chat::ChatMessage;
 pub use chunk::{Boundary, Chunk, ChunkMode, ChunkOptions};

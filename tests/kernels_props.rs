@@ -148,9 +148,10 @@ fn check_q8_matmul(
 
 #[test]
 fn matmul_q8_0_matches_reference() {
-    // Awkward generic shapes: one token, odd tokens, K not a multiple of 256,
-    // n not a multiple of the tile or panel widths.
-    proptest!(cases(40), |(m in prop::sample::select(vec![1usize, 2, 3, 4, 5, 9]), n in 1usize..70, kb in 1usize..12, wv in vecf(70 * 12 * 32, 2.0), xv in vecf(9 * 12 * 32, 3.0), bias in vecf(70, 1.0), flags in 0u8..4)| {
+    // Awkward generic shapes: one token, odd tokens, whole and partial token
+    // tiles (4 and 8 tokens), K not a multiple of 256, n not a multiple of
+    // the tile or panel widths (an odd last group of 16-row tiles).
+    proptest!(cases(40), |(m in prop::sample::select(vec![1usize, 2, 3, 4, 5, 8, 9, 17]), n in 1usize..70, kb in 1usize..12, wv in vecf(70 * 12 * 32, 2.0), xv in vecf(17 * 12 * 32, 3.0), bias in vecf(70, 1.0), flags in 0u8..4)| {
         let b = (flags & 1 == 1).then_some(&bias[..n]);
         check_q8_matmul(m, n, kb * 32, &wv, &xv, b, flags & 2 == 2)?;
     });
@@ -175,7 +176,7 @@ fn matmul_q8_0_table_shapes_and_513_tokens() {
         (384, 384, &[1, 5]),
         (768, 1152, &[1, 4]),
         (40, 96, &[513]),
-        (24, 129 * 32, &[1, 5]),
+        (24, 129 * 32, &[1, 5, 9]),
     ] {
         for &m in ms {
             let (wv, xv, bias) = (rand(n * k), rand(m * k), rand(n));

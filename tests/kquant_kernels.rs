@@ -407,10 +407,11 @@ fn case(seed: u64, m: usize, n: usize, kb_k: usize, kb_5: usize, flags: u8) -> f
 
 #[test]
 fn matmuls_match_reference_on_awkward_shapes() {
-    // Generic variants: one token, odd token counts, n not a multiple of the
+    // Generic variants: one token, odd token counts, whole and partial token
+    // tiles (4, 8 and 2 x 8 tokens), n not a multiple of the
     // tile or the panel, K-quant k of 1-3 super-blocks, Q5_0 and Q4_1 k of
     // 1-20 blocks.
-    proptest!(cases(40), |(seed in any::<u64>(), m in prop::sample::select(vec![1usize, 2, 3, 5, 9]), n in 1usize..70, kb_k in 1usize..4, kb_5 in 1usize..21, flags in 0u8..4)| {
+    proptest!(cases(40), |(seed in any::<u64>(), m in prop::sample::select(vec![1usize, 2, 3, 5, 8, 9, 17]), n in 1usize..70, kb_k in 1usize..4, kb_5 in 1usize..21, flags in 0u8..4)| {
         case(seed, m, n, kb_k, kb_5, flags);
     });
 }

@@ -86,6 +86,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let module = format_ident!("{}", l.module());
     let attr = feature_attr(l);
     let prelude = l.prelude();
+    let wide_types = l.wide_types();
     let mut items = Vec::new();
     let mut named = Vec::new();
     for (name, t) in ops(l) {
@@ -109,7 +110,10 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         // would otherwise compile the same code again).
         let mut groups: Vec<(TokenStream, Vec<Vec<Option<usize>>>)> = Vec::new();
         for key in keys(f, shapes) {
-            let body = (f.body)(&key);
+            let body = match f.wide_body {
+                Some(wide) if l.wide_groups() => wide(&key),
+                _ => (f.body)(&key),
+            };
             let text = body.to_string();
             match groups.iter_mut().find(|(b, _)| b.to_string() == text) {
                 Some((_, same)) => same.push(key),
@@ -285,11 +289,12 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
         Some(a) => quote!(#[cfg(target_arch = #a)]),
         None => quote!(),
     };
-    let module_doc = format!(
-        " Kernels lowered for `{}` ({}).",
-        l.module(),
-        l.features().unwrap_or("portable Rust")
-    );
+    let features = match (l.features(), l.build_features()) {
+        (Some(f), _) => f.to_string(),
+        (None, []) => "portable Rust".to_string(),
+        (None, build) => format!("a build with {}", build.join(",")),
+    };
+    let module_doc = format!(" Kernels lowered for `{}` ({features}).", l.module());
     let tokens = quote! {
         #cfg
         #[doc = #module_doc]
@@ -301,6 +306,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
                 BlockQ8_0x8, BlockQ8K,
             };
             #prelude
+            #wide_types
             #(#items)*
             /// This ISA's kernel set; only [`detect`] hands it out.
             pub struct Kernels {

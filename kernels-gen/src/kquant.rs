@@ -35,6 +35,8 @@
 //! tokens rather than once per 3, and each sub-block costs one integer
 //! multiply by the 8 rows' scales. Same integer sums, so the same results
 //! as the row kernels up to float rounding; 2-3x their speed on many tokens.
+//! Where registers hold 16 rows (AVX-512), many tokens take 16-row tiles
+//! over two groups ([`kx8_matmul_wide`]).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -53,6 +55,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["k"],
         doc: "Quantizes rows of `k` values to Q8_K, bit-identical to `quantize_row_q8_k_reference`.",
         test: "kquant_kernels::quantize_q8_k_is_bit_exact_with_reference",
+        wide_body: None,
         body: quantize_q8_k,
     },
     Family {
@@ -64,6 +67,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·Σ_c sc·(wq·xq) - dmin·dx·Σ m·bsum` over Q4_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q4K, key),
     },
     Family {
@@ -75,6 +79,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b d·dx·(Σ_c sc·(wq·xq) - 32·Σ sc·bsum)` over Q6_K × Q8_K blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q6K, key),
     },
     Family {
@@ -88,6 +93,7 @@ pub const FAMILIES: &[Family] = &[
               per 8 rows, each super-block two scaled fmas. Panels of `X8_PANEL` groups, register \
               tiles of `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: Some(|key| kx8_matmul_wide(&Q4KX8, key)),
         body: |key| kx8_matmul(&Q4KX8, key),
     },
     Family {
@@ -99,6 +105,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "As `matmul_q6_k` over weights repacked in groups of 8 rows (see `matmul_q4_kx8`); \
               the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: Some(|key| kx8_matmul_wide(&Q6KX8, key)),
         body: |key| kx8_matmul(&Q6KX8, key),
     },
     Family {
@@ -113,6 +120,7 @@ pub const FAMILIES: &[Family] = &[
               computed once per token tile. Panels of `X8_PANEL` groups, register tiles of \
               `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: Some(q4_1x8_matmul_wide),
         body: q4_1x8_matmul,
     },
     Family {
@@ -124,6 +132,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·((wq - 16)·xq)` over Q5_0 × Q8_0 blocks, \
               in panels of `PANEL` weight rows and register tiles of `MR` tokens × `NR` rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
+        wide_body: None,
         body: |key| crate::kernels::matmul::row_matmul(&Q5_0, key),
     },
 ];
@@ -273,6 +282,9 @@ pub struct Kx8Format {
     pub bytes: usize,
     /// The super-block's statements for a tile of `mr` tokens.
     pub block: fn(mr: usize) -> TokenStream,
+    /// The same for a 16-row tile (two groups, `blk0` and `blk1`), on ISAs
+    /// whose registers hold 16 rows.
+    pub wide_block: fn(mr: usize) -> TokenStream,
 }
 
 /// Q4_K groups (`BlockQ4Kx8`), Q8_K activations.
@@ -280,6 +292,7 @@ pub const Q4KX8: Kx8Format = Kx8Format {
     name: "matmul_q4_kx8",
     bytes: 1248,
     block: q4kx8_block,
+    wide_block: q4kx16_block,
 };
 
 /// Q6_K groups (`BlockQ6Kx8`), Q8_K activations.
@@ -287,6 +300,7 @@ pub const Q6KX8: Kx8Format = Kx8Format {
     name: "matmul_q6_kx8",
     bytes: 1680,
     block: q6kx8_block,
+    wide_block: q6kx16_block,
 };
 
 /// Per token: `let mut {p}{i} = ri_zero();`.
@@ -376,6 +390,123 @@ fn q4kx8_block(mr: usize) -> TokenStream {
     }
 }
 
+/// Per token: `is{i} = ru16_dot_acc(is{i}, w, xs{i}, quad)`.
+fn quad_dots16(mr: usize, w: &proc_macro2::Ident, quad: &TokenStream) -> Vec<TokenStream> {
+    (0..mr)
+        .map(|i| {
+            let (is, xs) = (id("is", i), id("xs", i));
+            quote!(#is = ru16_dot_acc(#is, #w, #xs, #quad);)
+        })
+        .collect()
+}
+
+/// Per token: `let mut {p}{i} = ri16_zero();`.
+fn ri16_zeros(p: &str, mr: usize) -> Vec<TokenStream> {
+    (0..mr)
+        .map(|i| {
+            let v = id(p, i);
+            quote!(let mut #v = ri16_zero();)
+        })
+        .collect()
+}
+
+/// `q4kx8_block` over two groups (`blk0`, `blk1`): the same sums for 16 rows.
+fn q4kx16_block(mr: usize) -> TokenStream {
+    let ia = ri16_zeros("ia", mr);
+    let is = ri16_zeros("is", mr);
+    let xs = x_chunks(mr, &quote!(s));
+    let (w0, w1) = (format_ident!("w0"), format_ident!("w1"));
+    let quads = (0..4).map(|p| {
+        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
+        let d0 = quad_dots16(mr, &w0, &quote!(#q0));
+        let d1 = quad_dots16(mr, &w1, &quote!(#q1));
+        quote! {
+            let w0 = q4x16_w(&blk0.qs[4 * s + #pl], &blk1.qs[4 * s + #pl], 0);
+            let w1 = q4x16_w(&blk0.qs[4 * s + #pl], &blk1.qs[4 * s + #pl], 1);
+            #(#d0)*
+            #(#d1)*
+        }
+    });
+    let scale = (0..mr).map(|i| {
+        let (ia, is) = (id("ia", i), id("is", i));
+        quote!(#ia = ri16_mul_acc(#ia, #is, sc);)
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
+        quote! {
+            let mut im = ri16_zero();
+            for t in 0..4 {
+                // Sums of 32 activations: |Σ| <= 32 · 127 fits int16.
+                let lo = #xb.bsums[4 * t] + #xb.bsums[4 * t + 1];
+                let hi = #xb.bsums[4 * t + 2] + #xb.bsums[4 * t + 3];
+                let pair = ((u32::from(hi as u16) << 16) | u32::from(lo as u16)) as i32;
+                im = ri16_madd_pair_acc(im, &blk0.mins[t], &blk1.mins[t], pair);
+            }
+            #acc = r16_fma_block(dw, #xb.d, #ia, #acc);
+            #acc = r16_fma_block(dm, #xb.d, im, #acc);
+        }
+    });
+    quote! {
+        #(#ia)*
+        for s in 0..8 {
+            let sc = ri16_from_i8(&blk0.sc[s], &blk1.sc[s]);
+            #(#xs)*
+            #(#is)*
+            #(#quads)*
+            #(#scale)*
+        }
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        let dm = r16_scales(&blk0.neg_dmin, &blk1.neg_dmin);
+        #(#finish)*
+    }
+}
+
+/// `q6kx8_block` over two groups (`blk0`, `blk1`): the same sums for 16 rows.
+fn q6kx16_block(mr: usize) -> TokenStream {
+    let ia = ri16_zeros("ia", mr);
+    let is = ri16_zeros("is", mr);
+    let xs = x_chunks(mr, &quote!((s / 2)));
+    let w = format_ident!("w");
+    let quads = (0..4).map(|j| {
+        let (jl, pair, hi) = (lit(j), lit(j / 2), lit(j % 2));
+        let dots = quad_dots16(mr, &w, &quote!(4 * (s % 2) + #jl));
+        quote! {
+            let w = q6x16_w(
+                &blk0.ql[2 * s + #pair],
+                &blk1.ql[2 * s + #pair],
+                #hi,
+                &blk0.qh[s],
+                &blk1.qh[s],
+                #jl,
+            );
+            #(#dots)*
+        }
+    });
+    let scale = (0..mr).map(|i| {
+        let (ia, is, xb) = (id("ia", i), id("is", i), id("xb", i));
+        quote! {
+            #is = ri16_sub_splat(#is, 32 * i32::from(#xb.bsums[s]));
+            #ia = ri16_mul_acc(#ia, #is, sc);
+        }
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
+        quote!(#acc = r16_fma_block(dw, #xb.d, #ia, #acc);)
+    });
+    quote! {
+        #(#ia)*
+        for s in 0..16 {
+            let sc = ri16_from_i8(&blk0.sc[s], &blk1.sc[s]);
+            #(#xs)*
+            #(#is)*
+            #(#quads)*
+            #(#scale)*
+        }
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        #(#finish)*
+    }
+}
+
 /// 16 sub-blocks of 16: per sub-block, 4 quads of unsigned 6-bit values into
 /// an exact int32 sum per row, minus `32 · bsum` (the values' offset), times
 /// the rows' scales; one scaled fma per super-block.
@@ -444,6 +575,44 @@ pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
         key,
         [&kx8_tile(f, crate::kernels::matmul::X8_MR), &kx8_tile(f, 1)],
         [&quote!(), &quote!()],
+        None,
+    )
+}
+
+/// `kx8_matmul` on an ISA whose registers hold 16 rows: many tokens go
+/// through 16-row tiles.
+pub fn kx8_matmul_wide(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
+    let wide = matmul::Wide {
+        tiles: matmul::X16_TILES
+            .iter()
+            .map(|&mr| (mr, kx16_tile(f, mr), quote!()))
+            .collect(),
+    };
+    matmul::x8_matmul(
+        f.name,
+        QK_K_VALUES,
+        key,
+        [&kx8_tile(f, matmul::X8_MR), &kx8_tile(f, 1)],
+        [&quote!(), &quote!()],
+        Some(&wide),
+    )
+}
+
+/// One 16-row tile of a K-quant format: `mr` tokens × groups `g`, `g + 1`.
+fn kx16_tile(f: &Kx8Format, mr: usize) -> TokenStream {
+    let xbs = (0..mr).map(|i| {
+        let (xb, xr) = (id("xb", i), id("xr", i));
+        quote!(let #xb = &#xr[b];)
+    });
+    let block = (f.wide_block)(mr);
+    matmul::x16_tile(
+        mr,
+        f.bytes,
+        KX8_PREFETCH,
+        quote! {
+            #(#xbs)*
+            #block
+        },
     )
 }
 
@@ -533,6 +702,69 @@ fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
     matmul::x8_tile(mr, prefetch, block)
 }
 
+/// `q4_1x8_tile` over two groups (`blk0`, `blk1`: 16 rows).
+fn q4_1x16_tile(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let ia = ri16_zeros("ia", mr);
+    let quads = (0..4).map(|p| {
+        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
+        let dots = |w: &str, q: &Literal| -> Vec<TokenStream> {
+            let w = format_ident!("{w}");
+            (0..mr)
+                .map(|i| {
+                    let (ia, xr) = (id("ia", i), id("xr", i));
+                    quote!(#ia = ru16_dot_acc(#ia, #w, &#xr[b].qs, #q);)
+                })
+                .collect()
+        };
+        let (d0, d1) = (dots("w0", &q0), dots("w1", &q1));
+        quote! {
+            let w0 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 0);
+            let w1 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 1);
+            #(#d0)*
+            #(#d1)*
+        }
+    });
+    let finish = (0..mr).map(|i| {
+        let (acc, ia, xr, xs) = (id("acc", i), id("ia", i), id("xr", i), id("xs", i));
+        quote! {
+            let dx = f16_to_f32(#xr[b].d.to_bits());
+            let sx = if kb <= #cap { #xs[b] } else { dx * q8_sum(&#xr[b].qs) as f32 };
+            #acc = r16_fma_block(dw, dx, #ia, #acc);
+            #acc = r16_fma_splat(mw, sx, #acc);
+        }
+    });
+    let block = quote! {
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        let mw = r16_scales(&blk0.m, &blk1.m);
+        #(#ia)*
+        #(#quads)*
+        #(#finish)*
+    };
+    matmul::x16_tile(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH, block)
+}
+
+/// `q4_1x8_matmul` on an ISA whose registers hold 16 rows: many tokens go
+/// through 16-row tiles.
+fn q4_1x8_matmul_wide(key: &[Option<usize>]) -> TokenStream {
+    let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
+    let wide = matmul::Wide {
+        tiles: matmul::X16_TILES
+            .iter()
+            .map(|&mr| (mr, q4_1x16_tile(mr, cap), q4_1x8_sums(mr, cap)))
+            .collect(),
+    };
+    let mr = matmul::X8_MR;
+    matmul::x8_matmul(
+        "matmul_q4_1x8",
+        32,
+        key,
+        [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
+        [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
+        Some(&wide),
+    )
+}
+
 /// The Q4_1 matmul over 8-row groups, on the driver the Q8_0 groups use.
 fn q4_1x8_matmul(key: &[Option<usize>]) -> TokenStream {
     let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
@@ -543,5 +775,6 @@ fn q4_1x8_matmul(key: &[Option<usize>]) -> TokenStream {
         key,
         [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
         [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
+        None,
     )
 }

@@ -15,6 +15,9 @@
 //! 6. [`interface`]: the runtime's fn types and `KernelSet`, generated from
 //!    the families into a committed file of `kiln-runtime`.
 
+// The op table is one `ops!` invocation, expanded token by token.
+#![recursion_limit = "256"]
+
 pub mod emit;
 pub mod interface;
 pub mod kernels;

@@ -14,6 +14,7 @@
 //! | `RI` | 8 int32 dot products, one per row of the group |
 //! | `RW` | 4 columns of the 8 rows (32 int8), prepared for [`q8r_dot_acc`](Op::q8r_dot_acc) |
 //! | `RX` | 4 activation int8, prepared (broadcast) for the same |
+//! | `R16`, `RI16`, `RW16` | `R8`, `RI`, `RW` for two groups at once (16 rows): one register where the lowering's `wide_groups`, else a pair |
 //! | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `KS` | the scales of a chunk's two 16-value halves, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `CA`, `CA2` | the int32 accumulator of the ceiling probe's first and second form ([`ceil_mac`](Op::ceil_mac)) |
@@ -220,6 +221,25 @@ ops! {
     /// The accumulator a block's `q8r_dot_acc` chain starts from: `bias` in every lane where
     /// `q8r_offset()`, else zero.
     fn q8r_init(bias: i32) -> RI { let _ = bias; ri_zero() }
+    /// 16 zeros.
+    fn r16_zero() -> R16 { (r8_zero(), r8_zero()) }
+    /// The 16 row scales of groups `d0` and `d1`, as f32.
+    fn r16_scales(d0: &[f16; 8], d1: &[f16; 8]) -> R16 { (r8_scales(d0), r8_scales(d1)) }
+    /// `acc + (dw·dx)·f32(p)` for 16 rows.
+    fn r16_fma_block(dw: R16, dx: f32, p: RI16, acc: R16) -> R16 {
+        (r8_fma_block(dw.0, dx, p.0, acc.0), r8_fma_block(dw.1, dx, p.1, acc.1))
+    }
+    /// `acc + a·s` for 16 rows.
+    fn r16_fma_splat(a: R16, s: f32, acc: R16) -> R16 { (r8_fma_splat(a.0, s, acc.0), r8_fma_splat(a.1, s, acc.1)) }
+    /// `q8r_init` for 16 rows.
+    fn q8r16_init(bias: i32) -> RI16 { (q8r_init(bias), q8r_init(bias)) }
+    /// `q8r_load_w` of the same column quad of two groups (`qs0`: rows 0-7, `qs1`: rows 8-15).
+    fn q8r16_load_w(qs0: &[i8; 32], qs1: &[i8; 32]) -> RW16 { (q8r_load_w(qs0), q8r_load_w(qs1)) }
+    /// `q8r_dot_acc` for 16 rows, with activation values `4·quad .. 4·quad + 4` of `x`.
+    fn q8r16_dot_acc(acc: RI16, w: RW16, x: &[i8; 32], quad: usize) -> RI16 {
+        let xq = q8r_load_x(x, quad);
+        (q8r_dot_acc(acc.0, w.0, xq), q8r_dot_acc(acc.1, w.1, xq))
+    }
     /// `Σ qs[i]`, exact: an activation block's sum, which Q4_1's minimums multiply.
     fn q8_sum(qs: &[i8; 32]) -> i32 { qs.iter().map(|&v| i32::from(v)).sum::<i32>() }
     // --- composites: math on F ---
@@ -412,6 +432,11 @@ ops! {
             }
         }
     }
+    /// `r8_store_row` for 16 results, columns `j0..j0 + 16`.
+    fn r16_store_row(row: &mut [f32], j0: usize, v: R16, bias: Option<&[f32]>, accumulate: bool) {
+        r8_store_row(row, j0, v.0, bias, accumulate);
+        r8_store_row(row, j0 + 8, v.1, bias, accumulate);
+    }
     /// `s[i] = e^(s[i] - mx)`, returning `Σ s[i]` (softmax numerators).
     fn exp_sub_sum(s: &mut [f32], mx: f32) -> f32 {
         let n = s.len();
@@ -502,6 +527,30 @@ ops! {
     /// `acc[r] + m[2r]·lo + m[2r+1]·hi` for the 8 lanes, where `lo` and `hi` are the low and high
     /// int16 halves of `pair` (exact in int32).
     fn ri_madd_pair_acc(acc: RI, m: &[i16; 16], pair: i32) -> RI;
+    // --- the same for two groups at once (16 rows), where the lowering's `wide_groups` ---
+    /// 16 zero int32.
+    fn ri16_zero() -> RI16 { (ri_zero(), ri_zero()) }
+    /// `q4x8_w` of the same packed bytes of two groups.
+    fn q4x16_w(qs0: &[u8; 32], qs1: &[u8; 32], hi: usize) -> RW16 { (q4x8_w(qs0, hi), q4x8_w(qs1, hi)) }
+    /// `q6x8_w` of the same packed bytes of two groups.
+    fn q6x16_w(ql0: &[u8; 32], ql1: &[u8; 32], hi: usize, qh0: &[u8; 32], qh1: &[u8; 32], j: usize) -> RW16 {
+        (q6x8_w(ql0, hi, qh0, j), q6x8_w(ql1, hi, qh1, j))
+    }
+    /// `ru_dot_acc` for 16 rows, with activation values `4·quad .. 4·quad + 4` of `x`.
+    fn ru16_dot_acc(acc: RI16, w: RW16, x: &[i8; 32], quad: usize) -> RI16 {
+        let xq = q8r_load_x(x, quad);
+        (ru_dot_acc(acc.0, w.0, xq), ru_dot_acc(acc.1, w.1, xq))
+    }
+    /// `ri_from_i8` of two groups' 8 values.
+    fn ri16_from_i8(s0: &[i8; 8], s1: &[i8; 8]) -> RI16 { (ri_from_i8(s0), ri_from_i8(s1)) }
+    /// `ri_mul_acc` for 16 lanes.
+    fn ri16_mul_acc(acc: RI16, p: RI16, s: RI16) -> RI16 { (ri_mul_acc(acc.0, p.0, s.0), ri_mul_acc(acc.1, p.1, s.1)) }
+    /// `ri_sub_splat` for 16 lanes.
+    fn ri16_sub_splat(p: RI16, v: i32) -> RI16 { (ri_sub_splat(p.0, v), ri_sub_splat(p.1, v)) }
+    /// `ri_madd_pair_acc` for 16 lanes (`m0`: rows 0-7, `m1`: rows 8-15).
+    fn ri16_madd_pair_acc(acc: RI16, m0: &[i16; 16], m1: &[i16; 16], pair: i32) -> RI16 {
+        (ri_madd_pair_acc(acc.0, m0, pair), ri_madd_pair_acc(acc.1, m1, pair))
+    }
     // --- the register-only int8 ceiling probe (no kernel uses these) ---
     // Two forms per ISA at most (`ceil_*`, `ceil2_*`; see `Lowering::int8_ceiling`). The defaults
     // are for a form the ISA does not have: it is never probed, so they are never called.

@@ -45,6 +45,16 @@ fn q8_0x8_matmul() {
     for op in ["q8r_dot_acc", "q8r_load_w", "q8r_x_bias", "q8r_init"] {
         snap("avx512vnni", op);
     }
+    // Its registers hold 16 rows: many tokens run 16-row tiles.
+    for name in [
+        "matmul_q8_0x8_n256_k768",
+        "q8r16_load_w",
+        "q8r16_dot_acc",
+        "r16_fma_block",
+        "r16_store_row",
+    ] {
+        snap("avx512vnni", name);
+    }
     snap("neon_dotprod", "q8r_dot_acc");
 }
 
@@ -134,6 +144,20 @@ fn int8_probes() {
     snap("neon", "ceil_opaque");
     // Scalar has no int8 multiply-accumulate instruction: no ceiling probe.
     assert!(source_of(&table(), "scalar", "int8_ceiling_probe").is_none());
+}
+
+#[test]
+fn wasm() {
+    for isa in ["wasm_simd128", "wasm_relaxed_simd"] {
+        snap(isa, "q8_load_w");
+        snap(isa, "q8_dot");
+        snap(isa, "q8r_dot_acc");
+        snap(isa, "f_fma");
+    }
+    // Weights in 0..=63 need no sign moved; SIMD128 takes the default.
+    snap("wasm_relaxed_simd", "ru_dot_acc");
+    snap("wasm_simd128", "q8_quant");
+    snap("wasm_simd128", "rms_norm_768");
 }
 
 #[test]

@@ -34,9 +34,30 @@ pub enum Isa {
     Neon,
     /// aarch64 Advanced SIMD with the dot-product extension (`sdot`).
     NeonDotprod,
+    /// WebAssembly SIMD128 (a build with `+simd128`).
+    WasmSimd128,
+    /// WebAssembly SIMD128 and relaxed SIMD (a build with
+    /// `+simd128,+relaxed-simd`).
+    WasmRelaxedSimd,
 }
 
 impl Isa {
+    /// Every ISA kernels are generated for, whichever this build compiles.
+    pub const ALL: &[Isa] = &[
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+        Isa::NeonDotprod,
+        Isa::WasmSimd128,
+        Isa::WasmRelaxedSimd,
+    ];
+
+    /// The ISA called `name` (as [`Isa::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name() == name)
+    }
+
     /// The lower-case name used in kernel names, benches and the CLI.
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +66,8 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::NeonDotprod => "neon-dotprod",
+            Isa::WasmSimd128 => "wasm-simd128",
+            Isa::WasmRelaxedSimd => "wasm-relaxed-simd",
         }
     }
 }

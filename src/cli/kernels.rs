@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::bail;
 use clap::Args;
-use kiln::kernels::{best, compiled, compiled_isa, for_isa, limits, source, variants};
+use kiln::kernels::{any_isa, best, compiled, compiled_isa, for_isa, limits, source, variants};
 
 /// Arguments of `kiln kernels`.
 #[derive(Args)]
@@ -13,7 +13,9 @@ pub struct KernelsArgs {
     /// Print the generated source of this kernel (or op), e.g. `rms_norm_768`.
     #[arg(long, value_name = "NAME")]
     show: Option<String>,
-    /// The ISA whose source `--show` prints (default: the one this CPU gets).
+    /// The ISA whose source `--show` prints (default: the one this CPU gets);
+    /// any ISA kiln generates kernels for, compiled here or not (e.g.
+    /// `neon-dotprod`, `wasm-simd128`, `wasm-relaxed-simd`).
     #[arg(long, value_name = "ISA")]
     isa: Option<String>,
     /// Measure this machine's limits instead: read bandwidth with
@@ -34,6 +36,7 @@ pub struct KernelsArgs {
 /// Runs `kiln kernels`.
 pub fn run(args: &KernelsArgs) -> anyhow::Result<()> {
     let isa = match &args.isa {
+        Some(name) if args.show.is_some() => any_isa(name).map_err(anyhow::Error::msg)?,
         Some(name) => compiled_isa(name).map_err(anyhow::Error::msg)?,
         None => best().isa(),
     };

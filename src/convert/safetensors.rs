@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -16,6 +15,22 @@ use super::ConvertError;
 
 /// Largest header accepted (the format's own limit is 100 MB).
 const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Fills `buf` from `file` at byte `offset` (a positioned read: the file's
+/// cursor is not shared state).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Positioned reads need a Unix file API (WebAssembly has no files to convert).
+#[cfg(not(unix))]
+fn read_exact_at(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "positioned file reads are only implemented on Unix",
+    ))
+}
 
 /// Element types found in checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +109,7 @@ impl SafeTensors {
             .map_err(|e| ConvertError::io(path, e))?
             .len();
         let mut len_bytes = [0u8; 8];
-        file.read_exact_at(&mut len_bytes, 0)
+        read_exact_at(&file, &mut len_bytes, 0)
             .map_err(|_| bad("file shorter than its 8-byte header length".into()))?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER_BYTES || header_len + 8 > file_len {
@@ -103,8 +118,7 @@ impl SafeTensors {
             )));
         }
         let mut header = vec![0u8; header_len as usize];
-        file.read_exact_at(&mut header, 8)
-            .map_err(|e| ConvertError::io(path, e))?;
+        read_exact_at(&file, &mut header, 8).map_err(|e| ConvertError::io(path, e))?;
         let json: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
         let data_start = 8 + header_len;
@@ -181,9 +195,7 @@ impl SafeTensors {
             });
         }
         raw.resize(n_el * t.dtype.size() as usize, 0);
-        self.file
-            .read_exact_at(raw, start)
-            .map_err(|e| ConvertError::io(&self.path, e))?;
+        read_exact_at(&self.file, raw, start).map_err(|e| ConvertError::io(&self.path, e))?;
         out.clear();
         match t.dtype {
             Dtype::F32 => out.extend(

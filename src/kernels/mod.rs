@@ -29,6 +29,8 @@ const PREFERENCE: &[Isa] = &[
     Isa::Avx2,
     Isa::NeonDotprod,
     Isa::Neon,
+    Isa::WasmRelaxedSimd,
+    Isa::WasmSimd128,
     Isa::Scalar,
 ];
 
@@ -135,6 +137,15 @@ pub fn compiled_isa(name: &str) -> Result<Isa, String> {
             let names: Vec<_> = compiled().iter().map(|i| i.name()).collect();
             format!("unknown ISA `{name}`; compiled: {}", names.join(", "))
         })
+}
+
+/// The ISA called `name`, compiled for this target or not (the generated
+/// source of any ISA can be shown: see [`source`]), or a message naming them.
+pub fn any_isa(name: &str) -> Result<Isa, String> {
+    Isa::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+        format!("unknown ISA `{name}`; known: {}", names.join(", "))
+    })
 }
 
 /// The ISAs compiled for this target, scalar first.

@@ -398,8 +398,11 @@ fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
         quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
     });
     let scales = (0..mr).map(|i| {
-        let (acc, ia, xr) = (id("acc", i), id("ia", i), id("xr", i));
-        quote!(#acc = r8_fma_block(dw, f16_to_f32(#xr[b].d.to_bits()), #ia, #acc);)
+        let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
+        quote! {
+            let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
+            #acc = r8_fma_block(dw, d, #ia, #acc);
+        }
     });
     let prefetch = x8_prefetch(mr, Q8_0X8_BYTES, X8_PREFETCH);
     let block = quote! {
@@ -421,29 +424,153 @@ pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
         32,
         key,
         [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
-        [&q8x8_bias(X8_MR, cap), &q8x8_bias(1, cap)],
+        [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
+        None,
     )
+}
+
+/// `matmul_q8_0x8` for an ISA whose registers hold 16 rows: many tokens go
+/// through 16-row tiles.
+pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
+    let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
+    let wide = Wide {
+        tiles: X16_TILES
+            .iter()
+            .map(|&mr| (mr, q8x16_tile(mr, cap), q8x8_pre(mr, cap)))
+            .collect(),
+    };
+    x8_matmul(
+        "matmul_q8_0x8",
+        32,
+        key,
+        [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
+        [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
+        Some(&wide),
+    )
+}
+
+/// Tokens per register tile of the 16-row (two-group) Q8_0 tiles of wide
+/// ISAs, largest first: 8 tokens × 16 rows keep 16 accumulators in
+/// registers and load each group block once for 8 tokens; the last tokens
+/// (a short text is 4-8) take the largest smaller tile that fits, since a
+/// tile's weight loads cost as much for one token as for eight.
+pub const X16_TILES: [usize; 4] = [8, 4, 2, 1];
+
+/// The 16-row tiles of a wide ISA: per tile size of `X16_TILES`, the tile
+/// and what it binds before its groups.
+pub(crate) struct Wide {
+    pub(crate) tiles: Vec<(usize, TokenStream, TokenStream)>,
+}
+
+/// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
+/// each column quad of the 16 rows is loaded once and every token's
+/// activation quad is a broadcast operand of one dot; one scaled fma per
+/// token covers the 16 rows.
+fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
+    let cap = lit(cap);
+    let iaccs = (0..mr).map(|i| {
+        let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
+        quote! {
+            let mut #ia = if !q8r_offset() {
+                q8r16_init(0)
+            } else if kb <= #cap {
+                q8r16_init(#xb[b])
+            } else {
+                q8r16_init(q8r_x_bias(&#xr[b].qs))
+            };
+        }
+    });
+    let dots = (0..mr).map(|i| {
+        let (ia, xr) = (id("ia", i), id("xr", i));
+        quote!(#ia = q8r16_dot_acc(#ia, wq, &#xr[b].qs, q);)
+    });
+    let scales = (0..mr).map(|i| {
+        let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
+        quote! {
+            let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
+            #acc = r16_fma_block(dw, d, #ia, #acc);
+        }
+    });
+    let block = quote! {
+        let dw = r16_scales(&blk0.d, &blk1.d);
+        #(#iaccs)*
+        for q in 0..8 {
+            let wq = q8r16_load_w(&blk0.qs[q], &blk1.qs[q]);
+            #(#dots)*
+        }
+        #(#scales)*
+    };
+    x16_tile(mr, Q8_0X8_BYTES, X8_PREFETCH, block)
+}
+
+/// One 16-row tile: `mr` tokens from `i0` × groups `g` and `g + 1`. Per
+/// block `b`, `block` (with the two group blocks bound as `blk0` and `blk1`,
+/// token `i`'s activation row as `xr{i}`) adds to the accumulators `acc{i}`
+/// (`R16`), which are stored at the end. As the 8-row tiles, only the first
+/// token tile of a panel prefetches (`bytes` per group block, `ahead`
+/// blocks ahead): it streams the panel's weights from memory.
+pub(crate) fn x16_tile(mr: usize, bytes: usize, ahead: usize, block: TokenStream) -> TokenStream {
+    let xrows = (0..mr).map(|i| {
+        let (xr, il) = (id("xr", i), lit(i));
+        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
+    });
+    let accs = (0..mr).map(|i| {
+        let acc = id("acc", i);
+        quote!(let mut #acc = r16_zero();)
+    });
+    let stores = (0..mr).map(|i| {
+        let (acc, il) = (id("acc", i), lit(i));
+        quote!(r16_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
+    });
+    let ahead = lit(ahead);
+    let lines = [quote!(wg0), quote!(wg1)]
+        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), bytes));
+    let prefetch = if mr == 1 {
+        quote!(#(#lines)*)
+    } else {
+        quote!(if i0 == 0 { #(#lines)* })
+    };
+    quote! {
+        {
+            let wg0 = &w[g * kb..][..kb];
+            let wg1 = &w[(g + 1) * kb..][..kb];
+            #(#xrows)*
+            #(#accs)*
+            for b in 0..kb {
+                #prefetch
+                let (blk0, blk1) = (&wg0[b], &wg1[b]);
+                #block
+            }
+            #(#stores)*
+        }
+    }
 }
 
 /// The most blocks of a token's offset corrections (`q8r_x_bias`) kept on
 /// the stack (k ≤ 4096); a longer generic row computes them in every group.
 pub const X8_BIAS_CAP: usize = 128;
 
-/// Before a tile's groups: where the dot offsets the weights
-/// (`q8r_offset`), the `mr` tokens' corrections per block, `xb{i}`, which
-/// every group of the panel reuses (`cap` blocks on the stack).
-fn q8x8_bias(mr: usize, cap: usize) -> TokenStream {
-    let lit = Literal::usize_unsuffixed;
+/// Before a Q8_0 tile's groups, what every group of the panel reuses for
+/// each of the `mr` tokens (`cap` blocks on the stack; a longer generic row
+/// computes them in every group): `xb{i}`, its corrections per block where
+/// the dot offsets the weights (`q8r_offset`), and `dx{i}`, its block
+/// scales as f32.
+fn q8x8_pre(mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
     let rows = (0..mr).map(|i| {
-        let (xb, il) = (format_ident!("xb{i}"), lit(i));
+        let (xb, dx, il) = (id("xb", i), id("dx", i), lit(i));
         quote! {
-            let #xb: [i32; #cap] = if q8r_offset() && kb <= #cap {
+            let mut #xb = [0i32; #cap];
+            let mut #dx = [0.0f32; #cap];
+            if kb <= #cap {
                 let xr = &x[(i0 + #il) * kb..][..kb];
-                core::array::from_fn(|b| if b < kb { q8r_x_bias(&xr[b].qs) } else { 0 })
-            } else {
-                [0; #cap]
-            };
+                for ((o, d), xb) in #xb.iter_mut().zip(#dx.iter_mut()).zip(xr) {
+                    if q8r_offset() {
+                        *o = q8r_x_bias(&xb.qs);
+                    }
+                    *d = f16_to_f32(xb.d.to_bits());
+                }
+            }
         }
     });
     quote!(#(#rows)*)
@@ -461,6 +588,7 @@ pub(crate) fn x8_matmul(
     key: &[Option<usize>],
     [many, one]: [&TokenStream; 2],
     [pre_many, pre_one]: [&TokenStream; 2],
+    wide: Option<&Wide>,
 ) -> TokenStream {
     // As for `matmul_q8_0`: the column count comes from `out` (threads split
     // by blocks of `MATMUL_COL_ALIGN` columns); only `k` is specialized.
@@ -487,6 +615,69 @@ pub(crate) fn x8_matmul(
         format!("{name}: weight is not {{groups}} groups of 8 rows of {{k}}"),
         format!("{name}: bias length"),
     );
+    // A wide ISA's many tokens: pairs of groups per panel, an odd last
+    // group through the one-token 8-row tile for each token.
+    let many_tokens = match wide {
+        Some(Wide { tiles }) => {
+            // The largest tile that fits the tokens left, then its group
+            // pairs, then an odd last group 8 rows at a time per token.
+            let arms = tiles.iter().map(|(wmr, tile, pre)| {
+                let wmr = Literal::usize_unsuffixed(*wmr);
+                quote! {
+                    if m - i0 >= #wmr {
+                        #pre
+                        let mut g = gp;
+                        while g + 2 <= ge {
+                            #tile
+                            g += 2;
+                        }
+                        if g < ge {
+                            for t in i0..i0 + #wmr {
+                                let i0 = t;
+                                #pre_one
+                                #one
+                            }
+                        }
+                        i0 += #wmr;
+                        continue;
+                    }
+                }
+            });
+            quote! {
+                let mut gp = 0;
+                while gp < groups {
+                    let ge = (gp + #panel).min(groups);
+                    let mut i0 = 0;
+                    while i0 < m {
+                        #(#arms)*
+                    }
+                    gp = ge;
+                }
+            }
+        }
+        None => quote! {
+            let mut gp = 0;
+            while gp < groups {
+                let ge = (gp + #panel).min(groups);
+                let mut i0 = 0;
+                while i0 + #mr <= m {
+                    #pre_many
+                    for g in gp..ge {
+                        #many
+                    }
+                    i0 += #mr;
+                }
+                while i0 < m {
+                    #pre_one
+                    for g in gp..ge {
+                        #one
+                    }
+                    i0 += 1;
+                }
+                gp = ge;
+            }
+        },
+    };
     quote! {
         let mut out = out;
         let m = out.rows();
@@ -509,26 +700,7 @@ pub(crate) fn x8_matmul(
             }
             return;
         }
-        let mut gp = 0;
-        while gp < groups {
-            let ge = (gp + #panel).min(groups);
-            let mut i0 = 0;
-            while i0 + #mr <= m {
-                #pre_many
-                for g in gp..ge {
-                    #many
-                }
-                i0 += #mr;
-            }
-            while i0 < m {
-                #pre_one
-                for g in gp..ge {
-                    #one
-                }
-                i0 += 1;
-            }
-            gp = ge;
-        }
+        #many_tokens
     }
 }
 

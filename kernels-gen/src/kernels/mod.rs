@@ -24,10 +24,13 @@ pub mod rope;
 
 use attention::{attend_cache, attend_cache_f16, attention};
 use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, swiglu_q8_0, unary, widen_f16};
-use matmul::{matmul_f32, matmul_q8_0, matmul_q8_0x8};
+use matmul::{matmul_f32, matmul_q8_0, matmul_q8_0x8, matmul_q8_0x8_wide};
 use norm::{layer_norm, rms_norm, rms_norm_q8_0};
 use pooling::mean_pool;
 use rope::rope;
+
+/// Builds a kernel body for a shape key (`None` entries stay runtime values).
+pub type BodyFn = fn(&[Option<usize>]) -> TokenStream;
 
 /// One kernel family (one `KernelSet` getter), declared once: the
 /// runtime's fn type, `KernelSet` method and do-nothing stub are generated
@@ -54,8 +57,12 @@ pub struct Family {
     /// `kernels-gen/tests/families.rs` fails if it does not exist or its
     /// file never calls the getter.
     pub test: &'static str,
+    /// The body for ISAs whose registers hold two 8-row groups
+    /// ([`Lowering::wide_groups`](crate::lower::Lowering::wide_groups)), if
+    /// the family has one.
+    pub wide_body: Option<BodyFn>,
     /// Builds the body for a key (`None` entries stay runtime values).
-    pub body: fn(&[Option<usize>]) -> TokenStream,
+    pub body: BodyFn,
 }
 
 impl Family {
@@ -113,6 +120,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["k"],
         doc: "Quantizes rows of `k` values to Q8_0, bit-identical to `quantize_row_q8_0_reference`.",
         test: "kernels_props::quantize_is_bit_exact_with_reference",
+        wide_body: None,
         body: quantize_q8_0,
     },
     Family {
@@ -125,6 +133,7 @@ pub const FAMILIES: &[Family] = &[
               Weights are walked in panels of `PANEL` rows (kept in L2) and, within a panel, \
               in register tiles of `MR` tokens × `NR` weight rows; one token uses `1 × 4` tiles.",
         test: "kernels_props::matmul_q8_0_matches_reference",
+        wide_body: None,
         body: matmul_q8_0,
     },
     Family {
@@ -136,8 +145,10 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i][j] (+)= bias[j] + Σ_b dw·dx·(wq·xq)` over weights repacked in groups of 8 rows: \
               each int8 step yields the 8 rows' partial dots in one vector, each block one scaled \
               fma per 8 rows. Walked in panels of `X8_PANEL` groups (kept in L2), register tiles of \
-              `X8_MR` tokens × 8 rows.",
+              `X8_MR` tokens × 8 rows; where registers hold 16 rows, many tokens take tiles of \
+              up to 8 tokens × 16 rows (two groups; `X16_TILES`).",
         test: "kernels_props::matmul_q8_0_matches_reference",
+        wide_body: Some(matmul_q8_0x8_wide),
         body: matmul_q8_0x8,
     },
     Family {
@@ -148,6 +159,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["n", "k"],
         doc: "`out[i][j] (+)= bias[j] + Σ_k x[i][k]·w[j][k]` in f32 (for small tensors).",
         test: "kernels_props::matmul_f32_matches_reference",
+        wide_body: None,
         body: matmul_f32,
     },
     Family {
@@ -158,6 +170,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "RMSNorm of each row: `out = x / sqrt(mean(x²) + eps) · w`.",
         test: "kernels_props::norms_match_reference",
+        wide_body: None,
         body: rms_norm,
     },
     Family {
@@ -169,6 +182,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "RMSNorm of each row fused with Q8_0 quantization of the result \
               (equal to `quantize_q8_0(rms_norm(x))` bit for bit).",
         test: "kernels_props::norms_match_reference",
+        wide_body: None,
         body: rms_norm_q8_0,
     },
     Family {
@@ -179,6 +193,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "LayerNorm of each row: `out = (x - μ) / sqrt(σ² + eps) · w + b` (two passes).",
         test: "kernels_props::norms_match_reference",
+        wide_body: None,
         body: layer_norm,
     },
     Family {
@@ -190,6 +205,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "Rotary embedding in place over rows of `n_heads` heads: NeoX pairs `(x[i], x[i + d/2])` \
               are vectorized; adjacent pairs `(x[2i], x[2i+1])` use plain code.",
         test: "kernels_props::rope_matches_reference",
+        wide_body: None,
         body: rope,
     },
     Family {
@@ -202,6 +218,7 @@ pub const FAMILIES: &[Family] = &[
               keys the mask allows, softmax (max-subtracted), then the weighted sum of `v`. \
               Query head `h` reads KV head `h / (n_head / n_head_kv)`.",
         test: "kernels_props::attention_matches_reference",
+        wide_body: None,
         body: attention,
     },
     Family {
@@ -214,6 +231,7 @@ pub const FAMILIES: &[Family] = &[
               `at.spans` (`at.stride` apart): scores `scale·q·k`, softmax (max-subtracted), the \
               weighted sum of `v`. Each key and value row is read once for all the heads.",
         test: "kernels_props::attend_cache_matches_reference",
+        wide_body: None,
         body: attend_cache,
     },
     Family {
@@ -226,6 +244,7 @@ pub const FAMILIES: &[Family] = &[
               to f32 exactly as it is read: the same sums in the same order, so the result is the \
               f32 kernel's over the converted rows, and half the bytes are read.",
         test: "kernels_props::attend_cache_f16_matches_reference",
+        wide_body: None,
         body: attend_cache_f16,
     },
     Family {
@@ -237,6 +256,7 @@ pub const FAMILIES: &[Family] = &[
         doc: "`out[i] = f32(src[i])` for halves given as bits, exactly: the conversion the f16 cache \
               kernels read rows with, exposed so that it can be tested on every half.",
         test: "kernels_props::f16_widening_is_bit_exact",
+        wide_body: None,
         body: |_| widen_f16(),
     },
     Family {
@@ -247,6 +267,7 @@ pub const FAMILIES: &[Family] = &[
         key: &[],
         doc: "GELU, tanh approximation, in place.",
         test: "kernels_props::activations_match_reference",
+        wide_body: None,
         body: |_| unary(quote!(gelu_tanh_v)),
     },
     Family {
@@ -257,6 +278,7 @@ pub const FAMILIES: &[Family] = &[
         key: &[],
         doc: "GELU with erf, in place.",
         test: "kernels_props::activations_match_reference",
+        wide_body: None,
         body: |_| unary(quote!(gelu_erf_v)),
     },
     Family {
@@ -267,6 +289,7 @@ pub const FAMILIES: &[Family] = &[
         key: &[],
         doc: "SiLU, `x / (1 + e^{-x})`, in place.",
         test: "kernels_props::activations_match_reference",
+        wide_body: None,
         body: |_| unary(quote!(silu_v)),
     },
     Family {
@@ -277,6 +300,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "`out = Q8_0(gelu_tanh(gate) ⊙ up)`, block by block.",
         test: "kernels_props::activations_match_reference",
+        wide_body: None,
         body: geglu_q8_0,
     },
     Family {
@@ -287,6 +311,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "`out = Q8_0(silu(gate) ⊙ up)`, block by block.",
         test: "kernels_props::activations_match_reference",
+        wide_body: None,
         body: swiglu_q8_0,
     },
     Family {
@@ -297,6 +322,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "Gathers rows `ids` of a Q8_0 table, `out = (d·q)·scale`.",
         test: "kernels_props::gather_pool_normalize_match_reference",
+        wide_body: None,
         body: gather_q8_0,
     },
     Family {
@@ -307,6 +333,7 @@ pub const FAMILIES: &[Family] = &[
         key: &["dim"],
         doc: "Mean of the rows of `x` (zero rows give zeros).",
         test: "kernels_props::gather_pool_normalize_match_reference",
+        wide_body: None,
         body: mean_pool,
     },
     Family {
@@ -317,6 +344,7 @@ pub const FAMILIES: &[Family] = &[
         key: &[],
         doc: "Scales `x` to unit L2 norm (a zero vector stays zero).",
         test: "kernels_props::gather_pool_normalize_match_reference",
+        wide_body: None,
         body: |_| {
             quote! {
                 let norm = dot_f32(x, x).sqrt();

@@ -90,6 +90,18 @@ impl Lowering for Avx512Vnni {
             }),
         ]
     }
+    fn wide_groups(&self) -> bool {
+        true
+    }
+    fn wide_types(&self) -> TokenStream {
+        // 16 rows in one register: the 16-row Q8_0 group tiles (`q8r_wide`).
+        quote! {
+            type R16 = __m512;
+            type RI16 = __m512i;
+            /// `w + 128` as unsigned bytes, 16 rows × one column quad.
+            type RW16 = __m512i;
+        }
+    }
     fn op(&self, op: Op) -> Option<TokenStream> {
         // Its own ops first: some (the offset Q8_0 weight loads) replace the shared AVX2 ones.
         avx512_op(op).or_else(|| x86_256_op(op))
@@ -152,6 +164,105 @@ fn avx512_op(op: Op) -> Option<TokenStream> {
             __SAFETY__!("`qs` is 32 bytes, one 256-bit load.");
             let w = unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) };
             (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), w)
+        },
+        // 16 rows (two groups) per register: each activation quad is one
+        // broadcast memory operand of `vpdpbusd` for all 16.
+        Op::r16_zero => quote!(_mm512_setzero_ps()),
+        Op::r16_scales => quote! {
+            __SAFETY__!("`d0` and `d1` are 8 halves each: two 128-bit loads.");
+            let (d0, d1) = unsafe {
+                (_mm_loadu_si128(d0.as_ptr().cast()), _mm_loadu_si128(d1.as_ptr().cast()))
+            };
+            _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(_mm256_castsi128_si256(d0), d1))
+        },
+        Op::r16_fma_block => quote! {
+            _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(p), acc)
+        },
+        Op::r16_fma_splat => quote!(_mm512_fmadd_ps(a, _mm512_set1_ps(s), acc)),
+        Op::q8r16_init => quote!(_mm512_set1_epi32(bias)),
+        Op::q8r16_load_w => quote! {
+            __SAFETY__!("`qs0` and `qs1` are 32 bytes each: two 256-bit loads.");
+            let (w0, w1) = unsafe {
+                (_mm256_loadu_si256(qs0.as_ptr().cast()), _mm256_loadu_si256(qs1.as_ptr().cast()))
+            };
+            let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(w0), w1);
+            _mm512_xor_si512(w, _mm512_set1_epi8(-128))
+        },
+        Op::q8r16_dot_acc => quote! {
+            assert!(quad < 8);
+            __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `x`.");
+            let xq = unsafe { x.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() };
+            _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(xq))
+        },
+        Op::ri16_zero => quote!(_mm512_setzero_si512()),
+        Op::q4x16_w => quote! {
+            __SAFETY__!("`qs0` and `qs1` are 32 bytes each: two 256-bit loads.");
+            let (v0, v1) = unsafe {
+                (_mm256_loadu_si256(qs0.as_ptr().cast()), _mm256_loadu_si256(qs1.as_ptr().cast()))
+            };
+            let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v0), v1);
+            let v = if hi == 1 { _mm512_srli_epi16::<4>(v) } else { v };
+            _mm512_and_si512(v, _mm512_set1_epi8(0x0f))
+        },
+        Op::q6x16_w => quote! {
+            __SAFETY__!("`ql0`, `ql1`, `qh0` and `qh1` are 32 bytes each: four 256-bit loads.");
+            let (l0, l1, h0, h1) = unsafe {
+                (
+                    _mm256_loadu_si256(ql0.as_ptr().cast()),
+                    _mm256_loadu_si256(ql1.as_ptr().cast()),
+                    _mm256_loadu_si256(qh0.as_ptr().cast()),
+                    _mm256_loadu_si256(qh1.as_ptr().cast()),
+                )
+            };
+            let l = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l0), l1);
+            let h = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h0), h1);
+            let l = if hi == 1 { _mm512_srli_epi16::<4>(l) } else { l };
+            let l = _mm512_and_si512(l, _mm512_set1_epi8(0x0f));
+            // Bits 2j..2j+2 to bits 4-5, as the 8-row form.
+            let h = match j {
+                0 => _mm512_slli_epi16::<4>(h),
+                1 => _mm512_slli_epi16::<2>(h),
+                2 => h,
+                _ => _mm512_srli_epi16::<2>(h),
+            };
+            _mm512_or_si512(l, _mm512_and_si512(h, _mm512_set1_epi8(0x30)))
+        },
+        Op::ru16_dot_acc => quote! {
+            assert!(quad < 8);
+            __SAFETY__!("`quad < 8` (asserted above): 4 bytes inside the 32-byte `x`.");
+            let xq = unsafe { x.as_ptr().add(4 * quad).cast::<i32>().read_unaligned() };
+            _mm512_dpbusd_epi32(acc, w, _mm512_set1_epi32(xq))
+        },
+        Op::ri16_from_i8 => quote! {
+            __SAFETY__!("`s0` and `s1` are 8 bytes each: two 64-bit loads.");
+            let (a, b) = unsafe { (_mm_loadl_epi64(s0.as_ptr().cast()), _mm_loadl_epi64(s1.as_ptr().cast())) };
+            _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(a, b))
+        },
+        Op::ri16_mul_acc => quote!(_mm512_add_epi32(acc, _mm512_mullo_epi32(p, s))),
+        Op::ri16_sub_splat => quote!(_mm512_sub_epi32(p, _mm512_set1_epi32(v))),
+        Op::ri16_madd_pair_acc => quote! {
+            __SAFETY__!("`m0` and `m1` are 16 int16 each: two 256-bit loads.");
+            let (a, b) = unsafe {
+                (_mm256_loadu_si256(m0.as_ptr().cast()), _mm256_loadu_si256(m1.as_ptr().cast()))
+            };
+            let m = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+            _mm512_add_epi32(acc, _mm512_madd_epi16(m, _mm512_set1_epi32(pair)))
+        },
+        Op::r16_store_row => quote! {
+            if j0 + 16 <= row.len() {
+                let mut v = v;
+                if let Some(bias) = bias {
+                    v = f_add(v, f_load(&bias[j0..]));
+                }
+                if accumulate {
+                    v = f_add(v, f_load(&row[j0..]));
+                }
+                f_store(&mut row[j0..], v);
+            } else {
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                r8_store_row(row, j0, _mm512_castps512_ps256(v), bias, accumulate);
+                r8_store_row(row, j0 + 8, hi, bias, accumulate);
+            }
         },
         Op::f_zero => quote!(_mm512_setzero_ps()),
         Op::f_splat => quote!(_mm512_set1_ps(x)),

@@ -13,11 +13,13 @@ mod avx2;
 mod avx512;
 mod neon;
 mod scalar;
+mod wasm;
 
 pub use avx2::Avx2;
 pub use avx512::Avx512Vnni;
 pub use neon::Neon;
 pub use scalar::Scalar;
+pub use wasm::Wasm;
 
 /// How one instruction set lowers the ops of [`crate::ops::OPS`].
 pub trait Lowering {
@@ -29,6 +31,13 @@ pub trait Lowering {
     fn target_arch(&self) -> Option<&'static str>;
     /// The `#[target_feature(enable = ...)]` list; `None` needs no feature.
     fn features(&self) -> Option<&'static str>;
+    /// Target features the whole build must enable for this lowering to be
+    /// generated at all (`-C target-feature=...`). WebAssembly's: an engine
+    /// cannot be asked at run time, and a module with one instruction it
+    /// lacks does not load, so each feature level is its own build.
+    fn build_features(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// A `bool` expression true when the running CPU has [`Lowering::features`].
     fn detect(&self) -> TokenStream;
     /// `use` items, `const LANES`, `const ATTN_ROWS` (queries per attention
@@ -38,6 +47,24 @@ pub trait Lowering {
     /// The body of `op`; `None` takes the op's composite default. One table
     /// per ISA: adding an op is one entry here per lowering.
     fn op(&self, op: Op) -> Option<TokenStream>;
+    /// Whether the ISA's registers hold 16 int32 lanes, so that the
+    /// many-token Q8_0 group matmul runs 16-row tiles (two groups side by
+    /// side): each activation quad is then loaded once for 16 rows, as a
+    /// broadcast operand of the dot, and a block's scale work is done once
+    /// per 16 rows ([`crate::kernels::Family::wide_body`]).
+    fn wide_groups(&self) -> bool {
+        false
+    }
+    /// The types of the 16-row Q8_0 group ops (`R16`, `RI16`, `RW16`): pairs
+    /// of the 8-row types, unless the ISA holds 16 rows in one register (and
+    /// then says so in [`Lowering::wide_groups`] and lowers those ops).
+    fn wide_types(&self) -> TokenStream {
+        quote::quote! {
+            type R16 = (R8, R8);
+            type RI16 = (RI, RI);
+            type RW16 = (RW, RW);
+        }
+    }
     /// The register-only int8 ceiling probes: the form the `ceil_*` ops lower
     /// (the ISA's best multiply-accumulate sequence; `None`: the ISA has none)
     /// and the form the `ceil2_*` ops lower, if any.
@@ -70,6 +97,18 @@ pub fn for_target_arch(target_arch: &str) -> Vec<Box<dyn Lowering>> {
         .collect()
 }
 
+/// Every lowering that can compile for `target_arch` with the build's
+/// `target_features` (as in `CARGO_CFG_TARGET_FEATURE`, comma-separated):
+/// [`for_target_arch`] less those whose [`Lowering::build_features`] the
+/// build does not enable.
+pub fn for_target(target_arch: &str, target_features: &str) -> Vec<Box<dyn Lowering>> {
+    let enabled: Vec<&str> = target_features.split(',').map(str::trim).collect();
+    for_target_arch(target_arch)
+        .into_iter()
+        .filter(|l| l.build_features().iter().all(|f| enabled.contains(f)))
+        .collect()
+}
+
 /// Every lowering, scalar first.
 pub fn all() -> Vec<Box<dyn Lowering>> {
     vec![
@@ -78,6 +117,8 @@ pub fn all() -> Vec<Box<dyn Lowering>> {
         Box::new(Avx512Vnni),
         Box::new(Neon { dotprod: false }),
         Box::new(Neon { dotprod: true }),
+        Box::new(Wasm { relaxed: false }),
+        Box::new(Wasm { relaxed: true }),
     ]
 }
 
@@ -125,5 +166,25 @@ mod tests {
     #[test]
     fn every_lowering_lowers_every_primitive() {
         check_tables().unwrap();
+    }
+
+    #[test]
+    fn wasm_lowerings_need_their_build_features() {
+        let modules = |arch, features| -> Vec<&'static str> {
+            for_target(arch, features)
+                .iter()
+                .map(|l| l.module())
+                .collect()
+        };
+        assert_eq!(modules("wasm32", ""), ["scalar"]);
+        assert_eq!(modules("wasm32", "simd128"), ["scalar", "wasm_simd128"]);
+        assert_eq!(
+            modules("wasm32", "relaxed-simd,simd128"),
+            ["scalar", "wasm_simd128", "wasm_relaxed_simd"]
+        );
+        assert_eq!(
+            modules("x86_64", "avx2,fma"),
+            ["scalar", "avx2", "avx512vnni"]
+        );
     }
 }

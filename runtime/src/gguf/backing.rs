@@ -49,7 +49,9 @@ impl Backing {
 impl Backing {
     /// Drops the whole pages inside `range` (byte offsets) from this
     /// process's resident set; a later read faults them back in from the
-    /// page cache with the same contents. Only maps are affected.
+    /// page cache with the same contents. Only maps are affected, and only
+    /// on Unix (elsewhere the pages simply stay resident).
+    #[cfg(unix)]
     pub(crate) fn release(&self, range: std::ops::Range<usize>) {
         const PAGE: usize = 4096;
         let Backing::Mmap(map) = self else { return };
@@ -68,6 +70,10 @@ impl Backing {
             map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
         };
     }
+
+    /// Nothing to release without `madvise`.
+    #[cfg(not(unix))]
+    pub(crate) fn release(&self, _range: std::ops::Range<usize>) {}
 }
 
 impl Deref for Backing {
