@@ -42,7 +42,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::interface;
-use crate::kernels::matmul::{self, Format, id, id2, lit};
+use crate::kernels::matmul::{self, Format, Rows, id, id2, lit};
 use crate::kernels::{Family, bind};
 
 /// The families of this module, in `KernelSet` order.
@@ -280,35 +280,32 @@ pub struct Kx8Format {
     pub name: &'static str,
     /// Bytes per group block (for prefetching).
     pub bytes: usize,
-    /// The super-block's statements for a tile of `mr` tokens.
-    pub block: fn(mr: usize) -> TokenStream,
-    /// The same for a 16-row tile (two groups, `blk0` and `blk1`), on ISAs
-    /// whose registers hold 16 rows.
-    pub wide_block: fn(mr: usize) -> TokenStream,
+    /// The super-block's statements for a tile of `mr` tokens, 8 rows
+    /// (`blk`) or 16 (`blk0`, `blk1`, on ISAs whose registers hold 16 rows).
+    pub block: fn(rows: Rows, mr: usize) -> TokenStream,
 }
 
 /// Q4_K groups (`BlockQ4Kx8`), Q8_K activations.
 pub const Q4KX8: Kx8Format = Kx8Format {
     name: "matmul_q4_kx8",
     bytes: 1248,
-    block: q4kx8_block,
-    wide_block: q4kx16_block,
+    block: q4k_block,
 };
 
 /// Q6_K groups (`BlockQ6Kx8`), Q8_K activations.
 pub const Q6KX8: Kx8Format = Kx8Format {
     name: "matmul_q6_kx8",
     bytes: 1680,
-    block: q6kx8_block,
-    wide_block: q6kx16_block,
+    block: q6k_block,
 };
 
-/// Per token: `let mut {p}{i} = ri_zero();`.
-fn ri_zeros(p: &str, mr: usize) -> Vec<TokenStream> {
+/// Per token: `let mut {p}{i} = ri_zero();` (at the tile's width).
+fn ri_zeros(rows: Rows, p: &str, mr: usize) -> Vec<TokenStream> {
+    let zero = rows.op("ri_zero");
     (0..mr)
         .map(|i| {
             let v = id(p, i);
-            quote!(let mut #v = ri_zero();)
+            quote!(let mut #v = #zero();)
         })
         .collect()
 }
@@ -327,12 +324,17 @@ fn x_chunks(mr: usize, chunk: &TokenStream) -> Vec<TokenStream> {
         .collect()
 }
 
-/// Per token: `is{i} = ru_dot_acc(is{i}, w, q8r_load_x(xs{i}, quad))`.
-fn quad_dots(mr: usize, w: &proc_macro2::Ident, quad: &TokenStream) -> Vec<TokenStream> {
+/// Per token: `is{i} = ru_dot_acc(is{i}, w, quad of xs{i})`.
+fn quad_dots(
+    rows: Rows,
+    mr: usize,
+    w: &proc_macro2::Ident,
+    quad: &TokenStream,
+) -> Vec<TokenStream> {
     (0..mr)
         .map(|i| {
             let (is, xs) = (id("is", i), id("xs", i));
-            quote!(#is = ru_dot_acc(#is, #w, q8r_load_x(#xs, #quad));)
+            rows.dot("ru_dot_acc", &is, quote!(#w), quote!(#xs), quad.clone())
         })
         .collect()
 }
@@ -340,169 +342,68 @@ fn quad_dots(mr: usize, w: &proc_macro2::Ident, quad: &TokenStream) -> Vec<Token
 /// 8 sub-blocks of 32: per sub-block, 8 quads of unsigned nibbles into an
 /// exact int32 sum per row, times the rows' scales; per super-block the
 /// mins (`Σ m·bsum` over pairs of sub-blocks) and two scaled fmas.
-fn q4kx8_block(mr: usize) -> TokenStream {
-    let ia = ri_zeros("ia", mr);
-    let is = ri_zeros("is", mr);
+fn q4k_block(rows: Rows, mr: usize) -> TokenStream {
+    let ia = ri_zeros(rows, "ia", mr);
+    let is = ri_zeros(rows, "is", mr);
     let xs = x_chunks(mr, &quote!(s));
+    let (zero, from_i8, mul_acc, madd_pair, w4, scales, fma) = (
+        rows.op("ri_zero"),
+        rows.op("ri_from_i8"),
+        rows.op("ri_mul_acc"),
+        rows.op("ri_madd_pair_acc"),
+        rows.op("q4x8_w"),
+        rows.op("r8_scales"),
+        rows.op("r8_fma_block"),
+    );
     let (w0, w1) = (format_ident!("w0"), format_ident!("w1"));
     let quads = (0..4).map(|p| {
         let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
-        let d0 = quad_dots(mr, &w0, &quote!(#q0));
-        let d1 = quad_dots(mr, &w1, &quote!(#q1));
+        let d0 = quad_dots(rows, mr, &w0, &quote!(#q0));
+        let d1 = quad_dots(rows, mr, &w1, &quote!(#q1));
+        let qs = rows.blk(quote!(qs[4 * s + #pl]));
         quote! {
-            let w0 = q4x8_w(&blk.qs[4 * s + #pl], 0);
-            let w1 = q4x8_w(&blk.qs[4 * s + #pl], 1);
+            let w0 = #w4(#qs, 0);
+            let w1 = #w4(#qs, 1);
             #(#d0)*
             #(#d1)*
         }
     });
     let scale = (0..mr).map(|i| {
         let (ia, is) = (id("ia", i), id("is", i));
-        quote!(#ia = ri_mul_acc(#ia, #is, sc);)
+        quote!(#ia = #mul_acc(#ia, #is, sc);)
     });
+    let mins = rows.blk(quote!(mins[t]));
     let finish = (0..mr).map(|i| {
         let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
         quote! {
-            let mut im = ri_zero();
+            let mut im = #zero();
             for t in 0..4 {
                 // Sums of 32 activations: |Σ| <= 32 · 127 fits int16.
                 let lo = #xb.bsums[4 * t] + #xb.bsums[4 * t + 1];
                 let hi = #xb.bsums[4 * t + 2] + #xb.bsums[4 * t + 3];
                 let pair = ((u32::from(hi as u16) << 16) | u32::from(lo as u16)) as i32;
-                im = ri_madd_pair_acc(im, &blk.mins[t], pair);
+                im = #madd_pair(im, #mins, pair);
             }
-            #acc = r8_fma_block(dw, #xb.d, #ia, #acc);
-            #acc = r8_fma_block(dm, #xb.d, im, #acc);
+            #acc = #fma(dw, #xb.d, #ia, #acc);
+            #acc = #fma(dm, #xb.d, im, #acc);
         }
     });
+    let (sc, d, neg_dmin) = (
+        rows.blk(quote!(sc[s])),
+        rows.blk(quote!(d)),
+        rows.blk(quote!(neg_dmin)),
+    );
     quote! {
         #(#ia)*
         for s in 0..8 {
-            let sc = ri_from_i8(&blk.sc[s]);
+            let sc = #from_i8(#sc);
             #(#xs)*
             #(#is)*
             #(#quads)*
             #(#scale)*
         }
-        let dw = r8_scales(&blk.d);
-        let dm = r8_scales(&blk.neg_dmin);
-        #(#finish)*
-    }
-}
-
-/// Per token: `is{i} = ru16_dot_acc(is{i}, w, xs{i}, quad)`.
-fn quad_dots16(mr: usize, w: &proc_macro2::Ident, quad: &TokenStream) -> Vec<TokenStream> {
-    (0..mr)
-        .map(|i| {
-            let (is, xs) = (id("is", i), id("xs", i));
-            quote!(#is = ru16_dot_acc(#is, #w, #xs, #quad);)
-        })
-        .collect()
-}
-
-/// Per token: `let mut {p}{i} = ri16_zero();`.
-fn ri16_zeros(p: &str, mr: usize) -> Vec<TokenStream> {
-    (0..mr)
-        .map(|i| {
-            let v = id(p, i);
-            quote!(let mut #v = ri16_zero();)
-        })
-        .collect()
-}
-
-/// `q4kx8_block` over two groups (`blk0`, `blk1`): the same sums for 16 rows.
-fn q4kx16_block(mr: usize) -> TokenStream {
-    let ia = ri16_zeros("ia", mr);
-    let is = ri16_zeros("is", mr);
-    let xs = x_chunks(mr, &quote!(s));
-    let (w0, w1) = (format_ident!("w0"), format_ident!("w1"));
-    let quads = (0..4).map(|p| {
-        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
-        let d0 = quad_dots16(mr, &w0, &quote!(#q0));
-        let d1 = quad_dots16(mr, &w1, &quote!(#q1));
-        quote! {
-            let w0 = q4x16_w(&blk0.qs[4 * s + #pl], &blk1.qs[4 * s + #pl], 0);
-            let w1 = q4x16_w(&blk0.qs[4 * s + #pl], &blk1.qs[4 * s + #pl], 1);
-            #(#d0)*
-            #(#d1)*
-        }
-    });
-    let scale = (0..mr).map(|i| {
-        let (ia, is) = (id("ia", i), id("is", i));
-        quote!(#ia = ri16_mul_acc(#ia, #is, sc);)
-    });
-    let finish = (0..mr).map(|i| {
-        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
-        quote! {
-            let mut im = ri16_zero();
-            for t in 0..4 {
-                // Sums of 32 activations: |Σ| <= 32 · 127 fits int16.
-                let lo = #xb.bsums[4 * t] + #xb.bsums[4 * t + 1];
-                let hi = #xb.bsums[4 * t + 2] + #xb.bsums[4 * t + 3];
-                let pair = ((u32::from(hi as u16) << 16) | u32::from(lo as u16)) as i32;
-                im = ri16_madd_pair_acc(im, &blk0.mins[t], &blk1.mins[t], pair);
-            }
-            #acc = r16_fma_block(dw, #xb.d, #ia, #acc);
-            #acc = r16_fma_block(dm, #xb.d, im, #acc);
-        }
-    });
-    quote! {
-        #(#ia)*
-        for s in 0..8 {
-            let sc = ri16_from_i8(&blk0.sc[s], &blk1.sc[s]);
-            #(#xs)*
-            #(#is)*
-            #(#quads)*
-            #(#scale)*
-        }
-        let dw = r16_scales(&blk0.d, &blk1.d);
-        let dm = r16_scales(&blk0.neg_dmin, &blk1.neg_dmin);
-        #(#finish)*
-    }
-}
-
-/// `q6kx8_block` over two groups (`blk0`, `blk1`): the same sums for 16 rows.
-fn q6kx16_block(mr: usize) -> TokenStream {
-    let ia = ri16_zeros("ia", mr);
-    let is = ri16_zeros("is", mr);
-    let xs = x_chunks(mr, &quote!((s / 2)));
-    let w = format_ident!("w");
-    let quads = (0..4).map(|j| {
-        let (jl, pair, hi) = (lit(j), lit(j / 2), lit(j % 2));
-        let dots = quad_dots16(mr, &w, &quote!(4 * (s % 2) + #jl));
-        quote! {
-            let w = q6x16_w(
-                &blk0.ql[2 * s + #pair],
-                &blk1.ql[2 * s + #pair],
-                #hi,
-                &blk0.qh[s],
-                &blk1.qh[s],
-                #jl,
-            );
-            #(#dots)*
-        }
-    });
-    let scale = (0..mr).map(|i| {
-        let (ia, is, xb) = (id("ia", i), id("is", i), id("xb", i));
-        quote! {
-            #is = ri16_sub_splat(#is, 32 * i32::from(#xb.bsums[s]));
-            #ia = ri16_mul_acc(#ia, #is, sc);
-        }
-    });
-    let finish = (0..mr).map(|i| {
-        let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
-        quote!(#acc = r16_fma_block(dw, #xb.d, #ia, #acc);)
-    });
-    quote! {
-        #(#ia)*
-        for s in 0..16 {
-            let sc = ri16_from_i8(&blk0.sc[s], &blk1.sc[s]);
-            #(#xs)*
-            #(#is)*
-            #(#quads)*
-            #(#scale)*
-        }
-        let dw = r16_scales(&blk0.d, &blk1.d);
+        let dw = #scales(#d);
+        let dm = #scales(#neg_dmin);
         #(#finish)*
     }
 }
@@ -510,40 +411,50 @@ fn q6kx16_block(mr: usize) -> TokenStream {
 /// 16 sub-blocks of 16: per sub-block, 4 quads of unsigned 6-bit values into
 /// an exact int32 sum per row, minus `32 · bsum` (the values' offset), times
 /// the rows' scales; one scaled fma per super-block.
-fn q6kx8_block(mr: usize) -> TokenStream {
-    let ia = ri_zeros("ia", mr);
-    let is = ri_zeros("is", mr);
+fn q6k_block(rows: Rows, mr: usize) -> TokenStream {
+    let ia = ri_zeros(rows, "ia", mr);
+    let is = ri_zeros(rows, "is", mr);
     let xs = x_chunks(mr, &quote!((s / 2)));
+    let (from_i8, mul_acc, sub_splat, w6, scales, fma) = (
+        rows.op("ri_from_i8"),
+        rows.op("ri_mul_acc"),
+        rows.op("ri_sub_splat"),
+        rows.op("q6x8_w"),
+        rows.op("r8_scales"),
+        rows.op("r8_fma_block"),
+    );
     let w = format_ident!("w");
     let quads = (0..4).map(|j| {
         let (jl, pair, hi) = (lit(j), lit(j / 2), lit(j % 2));
-        let dots = quad_dots(mr, &w, &quote!(4 * (s % 2) + #jl));
+        let dots = quad_dots(rows, mr, &w, &quote!(4 * (s % 2) + #jl));
+        let (ql, qh) = (rows.blk(quote!(ql[2 * s + #pair])), rows.blk(quote!(qh[s])));
         quote! {
-            let w = q6x8_w(&blk.ql[2 * s + #pair], #hi, &blk.qh[s], #jl);
+            let w = #w6(#ql, #hi, #qh, #jl);
             #(#dots)*
         }
     });
     let scale = (0..mr).map(|i| {
         let (ia, is, xb) = (id("ia", i), id("is", i), id("xb", i));
         quote! {
-            #is = ri_sub_splat(#is, 32 * i32::from(#xb.bsums[s]));
-            #ia = ri_mul_acc(#ia, #is, sc);
+            #is = #sub_splat(#is, 32 * i32::from(#xb.bsums[s]));
+            #ia = #mul_acc(#ia, #is, sc);
         }
     });
     let finish = (0..mr).map(|i| {
         let (acc, ia, xb) = (id("acc", i), id("ia", i), id("xb", i));
-        quote!(#acc = r8_fma_block(dw, #xb.d, #ia, #acc);)
+        quote!(#acc = #fma(dw, #xb.d, #ia, #acc);)
     });
+    let (sc, d) = (rows.blk(quote!(sc[s])), rows.blk(quote!(d)));
     quote! {
         #(#ia)*
         for s in 0..16 {
-            let sc = ri_from_i8(&blk.sc[s]);
+            let sc = #from_i8(#sc);
             #(#xs)*
             #(#is)*
             #(#quads)*
             #(#scale)*
         }
-        let dw = r8_scales(&blk.d);
+        let dw = #scales(#d);
         #(#finish)*
     }
 }
@@ -555,7 +466,7 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
         quote!(let #xb = &#xr[b];)
     });
     let prefetch = crate::kernels::matmul::x8_prefetch(mr, f.bytes, KX8_PREFETCH);
-    let block = (f.block)(mr);
+    let block = (f.block)(Rows::Eight, mr);
     crate::kernels::matmul::x8_tile(
         mr,
         prefetch,
@@ -604,7 +515,7 @@ fn kx16_tile(f: &Kx8Format, mr: usize) -> TokenStream {
         let (xb, xr) = (id("xb", i), id("xr", i));
         quote!(let #xb = &#xr[b];)
     });
-    let block = (f.wide_block)(mr);
+    let block = (f.block)(Rows::Sixteen, mr);
     matmul::x16_tile(
         mr,
         f.bytes,
@@ -657,12 +568,19 @@ fn q4_1x8_sums(mr: usize, cap: usize) -> TokenStream {
     quote!(#(#rows)*)
 }
 
-/// The Q4_1 group tile: per block, 4 loads of packed nibbles give the 8
-/// quads (low then high nibbles), each dotted with every token's broadcast
-/// quad; then per token `dw·dx` times the dots and `mw` times `dx·Σ xq`.
-fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
+/// The Q4_1 block statements of a group tile: 4 loads of packed nibbles
+/// give the 8 quads (low then high nibbles), each dotted with every token's
+/// broadcast quad; then per token `dw·dx` times the dots and `mw` times
+/// `dx·Σ xq`.
+fn q4_1_block(rows: Rows, mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
-    let ia = ri_zeros("ia", mr);
+    let ia = ri_zeros(rows, "ia", mr);
+    let (w4, scales, fma, fma_splat) = (
+        rows.op("q4x8_w"),
+        rows.op("r8_scales"),
+        rows.op("r8_fma_block"),
+        rows.op("r8_fma_splat"),
+    );
     let quads = (0..4).map(|p| {
         let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
         let dots = |w: &str, q: &Literal| -> Vec<TokenStream> {
@@ -670,14 +588,21 @@ fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
             (0..mr)
                 .map(|i| {
                     let (ia, xr) = (id("ia", i), id("xr", i));
-                    quote!(#ia = ru_dot_acc(#ia, #w, q8r_load_x(&#xr[b].qs, #q));)
+                    rows.dot(
+                        "ru_dot_acc",
+                        &ia,
+                        quote!(#w),
+                        quote!(&#xr[b].qs),
+                        quote!(#q),
+                    )
                 })
                 .collect()
         };
         let (d0, d1) = (dots("w0", &q0), dots("w1", &q1));
+        let qs = rows.blk(quote!(qs[#pl]));
         quote! {
-            let w0 = q4x8_w(&blk.qs[#pl], 0);
-            let w1 = q4x8_w(&blk.qs[#pl], 1);
+            let w0 = #w4(#qs, 0);
+            let w1 = #w4(#qs, 1);
             #(#d0)*
             #(#d1)*
         }
@@ -687,61 +612,34 @@ fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
         quote! {
             let dx = f16_to_f32(#xr[b].d.to_bits());
             let sx = if kb <= #cap { #xs[b] } else { dx * q8_sum(&#xr[b].qs) as f32 };
-            #acc = r8_fma_block(dw, dx, #ia, #acc);
-            #acc = r8_fma_splat(mw, sx, #acc);
+            #acc = #fma(dw, dx, #ia, #acc);
+            #acc = #fma_splat(mw, sx, #acc);
         }
     });
-    let prefetch = matmul::x8_prefetch(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH);
-    let block = quote! {
-        let dw = r8_scales(&blk.d);
-        let mw = r8_scales(&blk.m);
+    let (d, m) = (rows.blk(quote!(d)), rows.blk(quote!(m)));
+    quote! {
+        let dw = #scales(#d);
+        let mw = #scales(#m);
         #(#ia)*
         #(#quads)*
         #(#finish)*
-    };
-    matmul::x8_tile(mr, prefetch, block)
+    }
 }
 
-/// `q4_1x8_tile` over two groups (`blk0`, `blk1`: 16 rows).
+/// The Q4_1 group tile (8 rows).
+fn q4_1x8_tile(mr: usize, cap: usize) -> TokenStream {
+    let prefetch = matmul::x8_prefetch(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH);
+    matmul::x8_tile(mr, prefetch, q4_1_block(Rows::Eight, mr, cap))
+}
+
+/// The Q4_1 tile over two groups (`blk0`, `blk1`: 16 rows).
 fn q4_1x16_tile(mr: usize, cap: usize) -> TokenStream {
-    let cap = lit(cap);
-    let ia = ri16_zeros("ia", mr);
-    let quads = (0..4).map(|p| {
-        let (pl, q0, q1) = (lit(p), lit(2 * p), lit(2 * p + 1));
-        let dots = |w: &str, q: &Literal| -> Vec<TokenStream> {
-            let w = format_ident!("{w}");
-            (0..mr)
-                .map(|i| {
-                    let (ia, xr) = (id("ia", i), id("xr", i));
-                    quote!(#ia = ru16_dot_acc(#ia, #w, &#xr[b].qs, #q);)
-                })
-                .collect()
-        };
-        let (d0, d1) = (dots("w0", &q0), dots("w1", &q1));
-        quote! {
-            let w0 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 0);
-            let w1 = q4x16_w(&blk0.qs[#pl], &blk1.qs[#pl], 1);
-            #(#d0)*
-            #(#d1)*
-        }
-    });
-    let finish = (0..mr).map(|i| {
-        let (acc, ia, xr, xs) = (id("acc", i), id("ia", i), id("xr", i), id("xs", i));
-        quote! {
-            let dx = f16_to_f32(#xr[b].d.to_bits());
-            let sx = if kb <= #cap { #xs[b] } else { dx * q8_sum(&#xr[b].qs) as f32 };
-            #acc = r16_fma_block(dw, dx, #ia, #acc);
-            #acc = r16_fma_splat(mw, sx, #acc);
-        }
-    });
-    let block = quote! {
-        let dw = r16_scales(&blk0.d, &blk1.d);
-        let mw = r16_scales(&blk0.m, &blk1.m);
-        #(#ia)*
-        #(#quads)*
-        #(#finish)*
-    };
-    matmul::x16_tile(mr, Q4_1X8_BYTES, Q4_1X8_PREFETCH, block)
+    matmul::x16_tile(
+        mr,
+        Q4_1X8_BYTES,
+        Q4_1X8_PREFETCH,
+        q4_1_block(Rows::Sixteen, mr, cap),
+    )
 }
 
 /// `q4_1x8_matmul` on an ISA whose registers hold 16 rows: many tokens go

@@ -373,48 +373,137 @@ pub(crate) fn x8_tile(mr: usize, prefetch: TokenStream, block: TokenStream) -> T
     }
 }
 
-/// The Q8_0 group tile: per block, 8 column quads of int8 dots per token,
-/// one scaled fma.
-fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
-    let lit = Literal::usize_unsuffixed;
-    let id = |p: &str, a: usize| format_ident!("{p}{a}");
+/// The width of a group tile: 8 rows of the group block `blk`, or 16 rows
+/// of two neighbouring groups' blocks `blk0` and `blk1` (ISAs whose
+/// registers hold 16 rows). The tiles' block statements are written once
+/// against it.
+#[derive(Clone, Copy)]
+pub enum Rows {
+    /// One group: `blk`, the 8-row ops.
+    Eight,
+    /// Two groups: `blk0` and `blk1`, the 16-row ops.
+    Sixteen,
+}
+
+/// The 8-row ops that have a 16-row form, and its name.
+const WIDE_OPS: &[(&str, &str)] = &[
+    ("ri_zero", "ri16_zero"),
+    ("ri_from_i8", "ri16_from_i8"),
+    ("ri_mul_acc", "ri16_mul_acc"),
+    ("ri_sub_splat", "ri16_sub_splat"),
+    ("ri_madd_pair_acc", "ri16_madd_pair_acc"),
+    ("r8_scales", "r16_scales"),
+    ("r8_fma_block", "r16_fma_block"),
+    ("r8_fma_splat", "r16_fma_splat"),
+    ("q4x8_w", "q4x16_w"),
+    ("q6x8_w", "q6x16_w"),
+    ("q8r_load_w", "q8r16_load_w"),
+    ("q8r_init", "q8r16_init"),
+    ("q8r_dot_acc", "q8r16_dot_acc"),
+    ("ru_dot_acc", "ru16_dot_acc"),
+];
+
+impl Rows {
+    /// The 8-row op `name` at this width.
+    pub(crate) fn op(self, name: &str) -> proc_macro2::Ident {
+        match self {
+            Rows::Eight => format_ident!("{name}"),
+            Rows::Sixteen => {
+                let (_, wide) = WIDE_OPS
+                    .iter()
+                    .find(|(op, _)| *op == name)
+                    .unwrap_or_else(|| panic!("`{name}` has no 16-row form"));
+                format_ident!("{wide}")
+            }
+        }
+    }
+
+    /// Field `field` of the group block, as operands: `&blk.field`, or
+    /// `&blk0.field, &blk1.field`.
+    pub(crate) fn blk(self, field: TokenStream) -> TokenStream {
+        match self {
+            Rows::Eight => quote!(&blk.#field),
+            Rows::Sixteen => quote!(&blk0.#field, &blk1.#field),
+        }
+    }
+
+    /// `acc = dot(acc, w, quad)` with the 8-row dot op `dot` (`q8r_dot_acc`,
+    /// `ru_dot_acc`) and activation values `4·quad ..` of `xs` (a
+    /// `&[i8; 32]`): loaded and broadcast for 8 rows, a broadcast operand
+    /// of the 16-row dot.
+    pub(crate) fn dot(
+        self,
+        dot: &str,
+        acc: &proc_macro2::Ident,
+        w: TokenStream,
+        xs: TokenStream,
+        quad: TokenStream,
+    ) -> TokenStream {
+        let op = self.op(dot);
+        match self {
+            Rows::Eight => quote!(#acc = #op(#acc, #w, q8r_load_x(#xs, #quad));),
+            Rows::Sixteen => quote!(#acc = #op(#acc, #w, #xs, #quad);),
+        }
+    }
+}
+
+/// The Q8_0 block statements of a group tile: 8 column quads of int8 dots
+/// per token (each weight quad loaded once for every token of the tile),
+/// one scaled fma per token.
+fn q8_block(rows: Rows, mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
+    let (init, zero, load_w, scales, fma) = (
+        rows.op("q8r_init"),
+        rows.op("ri_zero"),
+        rows.op("q8r_load_w"),
+        rows.op("r8_scales"),
+        rows.op("r8_fma_block"),
+    );
     let iaccs = (0..mr).map(|i| {
         let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
         quote! {
             let mut #ia = if !q8r_offset() {
-                ri_zero()
+                #zero()
             } else if kb <= #cap {
-                q8r_init(#xb[b])
+                #init(#xb[b])
             } else {
-                q8r_init(q8r_x_bias(&#xr[b].qs))
+                #init(q8r_x_bias(&#xr[b].qs))
             };
         }
     });
-    // The 8 column quads of a block, unrolled; each weight quad is loaded
-    // once and used by every token of the tile.
     let dots = (0..mr).map(|i| {
         let (ia, xr) = (id("ia", i), id("xr", i));
-        quote!(#ia = q8r_dot_acc(#ia, wq, q8r_load_x(&#xr[b].qs, q));)
+        rows.dot(
+            "q8r_dot_acc",
+            &ia,
+            quote!(wq),
+            quote!(&#xr[b].qs),
+            quote!(q),
+        )
     });
-    let scales = (0..mr).map(|i| {
+    let scale = (0..mr).map(|i| {
         let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
         quote! {
             let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
-            #acc = r8_fma_block(dw, d, #ia, #acc);
+            #acc = #fma(dw, d, #ia, #acc);
         }
     });
-    let prefetch = x8_prefetch(mr, Q8_0X8_BYTES, X8_PREFETCH);
-    let block = quote! {
-        let dw = r8_scales(&blk.d);
+    let (d, qs) = (rows.blk(quote!(d)), rows.blk(quote!(qs[q])));
+    quote! {
+        let dw = #scales(#d);
         #(#iaccs)*
         for q in 0..8 {
-            let wq = q8r_load_w(&blk.qs[q]);
+            let wq = #load_w(#qs);
             #(#dots)*
         }
-        #(#scales)*
-    };
-    x8_tile(mr, prefetch, block)
+        #(#scale)*
+    }
+}
+
+/// The Q8_0 group tile (8 rows).
+fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
+    let prefetch = x8_prefetch(mr, Q8_0X8_BYTES, X8_PREFETCH);
+    x8_tile(mr, prefetch, q8_block(Rows::Eight, mr, cap))
 }
 
 pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
@@ -462,45 +551,16 @@ pub(crate) struct Wide {
     pub(crate) tiles: Vec<(usize, TokenStream, TokenStream)>,
 }
 
-/// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): per block,
-/// each column quad of the 16 rows is loaded once and every token's
-/// activation quad is a broadcast operand of one dot; one scaled fma per
-/// token covers the 16 rows.
+/// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): each
+/// token's activation quad is a broadcast operand of one dot for the 16
+/// rows, and one scaled fma per token covers them.
 fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
-    let cap = lit(cap);
-    let iaccs = (0..mr).map(|i| {
-        let (ia, xb, xr) = (id("ia", i), id("xb", i), id("xr", i));
-        quote! {
-            let mut #ia = if !q8r_offset() {
-                q8r16_init(0)
-            } else if kb <= #cap {
-                q8r16_init(#xb[b])
-            } else {
-                q8r16_init(q8r_x_bias(&#xr[b].qs))
-            };
-        }
-    });
-    let dots = (0..mr).map(|i| {
-        let (ia, xr) = (id("ia", i), id("xr", i));
-        quote!(#ia = q8r16_dot_acc(#ia, wq, &#xr[b].qs, q);)
-    });
-    let scales = (0..mr).map(|i| {
-        let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
-        quote! {
-            let d = if kb <= #cap { #dx[b] } else { f16_to_f32(#xr[b].d.to_bits()) };
-            #acc = r16_fma_block(dw, d, #ia, #acc);
-        }
-    });
-    let block = quote! {
-        let dw = r16_scales(&blk0.d, &blk1.d);
-        #(#iaccs)*
-        for q in 0..8 {
-            let wq = q8r16_load_w(&blk0.qs[q], &blk1.qs[q]);
-            #(#dots)*
-        }
-        #(#scales)*
-    };
-    x16_tile(mr, Q8_0X8_BYTES, X8_PREFETCH, block)
+    x16_tile(
+        mr,
+        Q8_0X8_BYTES,
+        X8_PREFETCH,
+        q8_block(Rows::Sixteen, mr, cap),
+    )
 }
 
 /// One 16-row tile: `mr` tokens from `i0` × groups `g` and `g + 1`. Per
