@@ -36,7 +36,7 @@
 //! multiply by the 8 rows' scales. Same integer sums, so the same results
 //! as the row kernels up to float rounding; 2-3x their speed on many tokens.
 //! Where registers hold 16 rows (AVX-512), many tokens take 16-row tiles
-//! over two groups ([`kx8_matmul_wide`]).
+//! over two groups ([`kx8_matmul`] with [`Rows::Sixteen`]).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -93,8 +93,8 @@ pub const FAMILIES: &[Family] = &[
               per 8 rows, each super-block two scaled fmas. Panels of `X8_PANEL` groups, register \
               tiles of `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
-        wide_body: Some(|key| kx8_matmul_wide(&Q4KX8, key)),
-        body: |key| kx8_matmul(&Q4KX8, key),
+        wide_body: Some(|key| kx8_matmul(&Q4KX8, Rows::Sixteen, key)),
+        body: |key| kx8_matmul(&Q4KX8, Rows::Eight, key),
     },
     Family {
         getter: "matmul_q6_kx8",
@@ -105,8 +105,8 @@ pub const FAMILIES: &[Family] = &[
         doc: "As `matmul_q6_k` over weights repacked in groups of 8 rows (see `matmul_q4_kx8`); \
               the offset of 32 comes off each sub-block's integer sum as `32 · bsum`.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
-        wide_body: Some(|key| kx8_matmul_wide(&Q6KX8, key)),
-        body: |key| kx8_matmul(&Q6KX8, key),
+        wide_body: Some(|key| kx8_matmul(&Q6KX8, Rows::Sixteen, key)),
+        body: |key| kx8_matmul(&Q6KX8, Rows::Eight, key),
     },
     Family {
         getter: "matmul_q4_1x8",
@@ -120,8 +120,8 @@ pub const FAMILIES: &[Family] = &[
               computed once per token tile. Panels of `X8_PANEL` groups, register tiles of \
               `X8_MR` tokens × 8 rows.",
         test: "kquant_kernels::matmuls_match_reference_on_awkward_shapes",
-        wide_body: Some(q4_1x8_matmul_wide),
-        body: q4_1x8_matmul,
+        wide_body: Some(|key| q4_1x8_matmul(Rows::Sixteen, key)),
+        body: |key| q4_1x8_matmul(Rows::Eight, key),
     },
     Family {
         getter: "matmul_q5_0",
@@ -479,33 +479,15 @@ fn kx8_tile(f: &Kx8Format, mr: usize) -> TokenStream {
 
 /// The matmul of an 8-row-group K-quant format, on the driver the Q8_0
 /// groups use.
-pub fn kx8_matmul(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
-    crate::kernels::matmul::x8_matmul(
-        f.name,
-        QK_K_VALUES,
-        key,
-        [&kx8_tile(f, crate::kernels::matmul::X8_MR), &kx8_tile(f, 1)],
-        [&quote!(), &quote!()],
-        None,
-    )
-}
-
-/// `kx8_matmul` on an ISA whose registers hold 16 rows: many tokens go
-/// through 16-row tiles.
-pub fn kx8_matmul_wide(f: &Kx8Format, key: &[Option<usize>]) -> TokenStream {
-    let wide = matmul::Wide {
-        tiles: matmul::X16_TILES
-            .iter()
-            .map(|&mr| (mr, kx16_tile(f, mr), quote!()))
-            .collect(),
-    };
+pub fn kx8_matmul(f: &Kx8Format, rows: Rows, key: &[Option<usize>]) -> TokenStream {
+    let wide = matmul::Wide::of(rows, |mr| (kx16_tile(f, mr), quote!()));
     matmul::x8_matmul(
         f.name,
         QK_K_VALUES,
         key,
         [&kx8_tile(f, matmul::X8_MR), &kx8_tile(f, 1)],
         [&quote!(), &quote!()],
-        Some(&wide),
+        wide.as_ref(),
     )
 }
 
@@ -642,16 +624,11 @@ fn q4_1x16_tile(mr: usize, cap: usize) -> TokenStream {
     )
 }
 
-/// `q4_1x8_matmul` on an ISA whose registers hold 16 rows: many tokens go
-/// through 16-row tiles.
-fn q4_1x8_matmul_wide(key: &[Option<usize>]) -> TokenStream {
+/// The Q4_1 matmul over 8-row groups, on the driver the Q8_0 groups use
+/// (16-row tiles for many tokens with `Rows::Sixteen`).
+fn q4_1x8_matmul(rows: Rows, key: &[Option<usize>]) -> TokenStream {
     let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
-    let wide = matmul::Wide {
-        tiles: matmul::X16_TILES
-            .iter()
-            .map(|&mr| (mr, q4_1x16_tile(mr, cap), q4_1x8_sums(mr, cap)))
-            .collect(),
-    };
+    let wide = matmul::Wide::of(rows, |mr| (q4_1x16_tile(mr, cap), q4_1x8_sums(mr, cap)));
     let mr = matmul::X8_MR;
     matmul::x8_matmul(
         "matmul_q4_1x8",
@@ -659,20 +636,6 @@ fn q4_1x8_matmul_wide(key: &[Option<usize>]) -> TokenStream {
         key,
         [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
         [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
-        Some(&wide),
-    )
-}
-
-/// The Q4_1 matmul over 8-row groups, on the driver the Q8_0 groups use.
-fn q4_1x8_matmul(key: &[Option<usize>]) -> TokenStream {
-    let cap = key[1].map_or(matmul::X8_BIAS_CAP, |k| k / 32);
-    let mr = matmul::X8_MR;
-    matmul::x8_matmul(
-        "matmul_q4_1x8",
-        32,
-        key,
-        [&q4_1x8_tile(mr, cap), &q4_1x8_tile(1, cap)],
-        [&q4_1x8_sums(mr, cap), &q4_1x8_sums(1, cap)],
-        None,
+        wide.as_ref(),
     )
 }

@@ -318,12 +318,21 @@ const Q8_0X8_BYTES: usize = 8 * 2 + 8 * 32;
 /// so a tile of several tokens prefetches only when `i0 == 0`. A prefetch
 /// never faults, even past the end of the weight.
 pub(crate) fn x8_prefetch(mr: usize, bytes: usize, ahead: usize) -> TokenStream {
+    group_prefetch(Rows::Eight, mr, bytes, ahead)
+}
+
+/// `x8_prefetch` for the group blocks of a tile `rows` wide (`wg`, or
+/// `wg0` and `wg1`).
+fn group_prefetch(rows: Rows, mr: usize, bytes: usize, ahead: usize) -> TokenStream {
     let ahead = Literal::usize_unsuffixed(ahead);
-    let lines = prefetch_lines(quote!(wg.as_ptr().wrapping_add(b + #ahead)), bytes);
+    let lines = rows
+        .groups()
+        .into_iter()
+        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), bytes));
     if mr == 1 {
-        lines
+        quote!(#(#lines)*)
     } else {
-        quote!(if i0 == 0 { #lines })
+        quote!(if i0 == 0 { #(#lines)* })
     }
 }
 
@@ -344,28 +353,47 @@ pub(crate) fn prefetch_lines(block: TokenStream, bytes: usize) -> TokenStream {
 /// block bound as `blk`, token `i`'s activation row as `xr{i}`) add to the
 /// accumulators `acc{i}`, which are stored at the end.
 pub(crate) fn x8_tile(mr: usize, prefetch: TokenStream, block: TokenStream) -> TokenStream {
-    let lit = Literal::usize_unsuffixed;
-    let id = |p: &str, a: usize| format_ident!("{p}{a}");
+    group_tile(Rows::Eight, mr, prefetch, block)
+}
+
+/// `x8_tile` for a tile `rows` wide: group `g` (`wg`, block `blk`), or
+/// groups `g` and `g + 1` (`wg0`, `wg1`, blocks `blk0`, `blk1`) with `R16`
+/// accumulators.
+fn group_tile(rows: Rows, mr: usize, prefetch: TokenStream, block: TokenStream) -> TokenStream {
+    let (zero, store) = (rows.op("r8_zero"), rows.op("r8_store_row"));
     let xrows = (0..mr).map(|i| {
         let (xr, il) = (id("xr", i), lit(i));
         quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
     });
     let accs = (0..mr).map(|i| {
         let acc = id("acc", i);
-        quote!(let mut #acc = r8_zero();)
+        quote!(let mut #acc = #zero();)
     });
     let stores = (0..mr).map(|i| {
         let (acc, il) = (id("acc", i), lit(i));
-        quote!(r8_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
+        quote!(#store(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
     });
+    let (groups, blocks) = match rows {
+        Rows::Eight => (
+            quote!(let wg = &w[g * kb..][..kb];),
+            quote!(let blk = &wg[b];),
+        ),
+        Rows::Sixteen => (
+            quote! {
+                let wg0 = &w[g * kb..][..kb];
+                let wg1 = &w[(g + 1) * kb..][..kb];
+            },
+            quote!(let (blk0, blk1) = (&wg0[b], &wg1[b]);),
+        ),
+    };
     quote! {
         {
-            let wg = &w[g * kb..][..kb];
+            #groups
             #(#xrows)*
             #(#accs)*
             for b in 0..kb {
                 #prefetch
-                let blk = &wg[b];
+                #blocks
                 #block
             }
             #(#stores)*
@@ -387,6 +415,8 @@ pub enum Rows {
 
 /// The 8-row ops that have a 16-row form, and its name.
 const WIDE_OPS: &[(&str, &str)] = &[
+    ("r8_zero", "r16_zero"),
+    ("r8_store_row", "r16_store_row"),
     ("ri_zero", "ri16_zero"),
     ("ri_from_i8", "ri16_from_i8"),
     ("ri_mul_acc", "ri16_mul_acc"),
@@ -415,6 +445,14 @@ impl Rows {
                     .unwrap_or_else(|| panic!("`{name}` has no 16-row form"));
                 format_ident!("{wide}")
             }
+        }
+    }
+
+    /// The tile's group rows of the weight: `wg`, or `wg0` and `wg1`.
+    fn groups(self) -> Vec<TokenStream> {
+        match self {
+            Rows::Eight => vec![quote!(wg)],
+            Rows::Sixteen => vec![quote!(wg0), quote!(wg1)],
         }
     }
 
@@ -506,35 +544,18 @@ fn q8x8_tile(mr: usize, cap: usize) -> TokenStream {
     x8_tile(mr, prefetch, q8_block(Rows::Eight, mr, cap))
 }
 
-pub(super) fn matmul_q8_0x8(key: &[Option<usize>]) -> TokenStream {
+/// The Q8_0 group matmul; with `Rows::Sixteen` (ISAs whose registers hold
+/// 16 rows), many tokens go through 16-row tiles.
+pub(super) fn matmul_q8_0x8(rows: Rows, key: &[Option<usize>]) -> TokenStream {
     let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
+    let wide = Wide::of(rows, |mr| (q8x16_tile(mr, cap), q8x8_pre(mr, cap)));
     x8_matmul(
         "matmul_q8_0x8",
         32,
         key,
         [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
         [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
-        None,
-    )
-}
-
-/// `matmul_q8_0x8` for an ISA whose registers hold 16 rows: many tokens go
-/// through 16-row tiles.
-pub(super) fn matmul_q8_0x8_wide(key: &[Option<usize>]) -> TokenStream {
-    let cap = key[1].map_or(X8_BIAS_CAP, |k| k / 32);
-    let wide = Wide {
-        tiles: X16_TILES
-            .iter()
-            .map(|&mr| (mr, q8x16_tile(mr, cap), q8x8_pre(mr, cap)))
-            .collect(),
-    };
-    x8_matmul(
-        "matmul_q8_0x8",
-        32,
-        key,
-        [&q8x8_tile(X8_MR, cap), &q8x8_tile(1, cap)],
-        [&q8x8_pre(X8_MR, cap), &q8x8_pre(1, cap)],
-        Some(&wide),
+        wide.as_ref(),
     )
 }
 
@@ -548,7 +569,30 @@ pub const X16_TILES: [usize; 4] = [8, 4, 2, 1];
 /// The 16-row tiles of a wide ISA: per tile size of `X16_TILES`, the tile
 /// and what it binds before its groups.
 pub(crate) struct Wide {
-    pub(crate) tiles: Vec<(usize, TokenStream, TokenStream)>,
+    tiles: Vec<(usize, TokenStream, TokenStream)>,
+}
+
+impl Wide {
+    /// For `Rows::Sixteen`, the 16-row tiles `tile(mr)` (the tile and what
+    /// it binds before its groups) of every size of `X16_TILES`; `None`
+    /// for 8 rows.
+    pub(crate) fn of(
+        rows: Rows,
+        tile: impl Fn(usize) -> (TokenStream, TokenStream),
+    ) -> Option<Self> {
+        match rows {
+            Rows::Eight => None,
+            Rows::Sixteen => Some(Wide {
+                tiles: X16_TILES
+                    .iter()
+                    .map(|&mr| {
+                        let (t, pre) = tile(mr);
+                        (mr, t, pre)
+                    })
+                    .collect(),
+            }),
+        }
+    }
 }
 
 /// The Q8_0 tile over two groups at once (`g`, `g + 1`: 16 rows): each
@@ -570,40 +614,8 @@ fn q8x16_tile(mr: usize, cap: usize) -> TokenStream {
 /// token tile of a panel prefetches (`bytes` per group block, `ahead`
 /// blocks ahead): it streams the panel's weights from memory.
 pub(crate) fn x16_tile(mr: usize, bytes: usize, ahead: usize, block: TokenStream) -> TokenStream {
-    let xrows = (0..mr).map(|i| {
-        let (xr, il) = (id("xr", i), lit(i));
-        quote!(let #xr = &x[(i0 + #il) * kb..][..kb];)
-    });
-    let accs = (0..mr).map(|i| {
-        let acc = id("acc", i);
-        quote!(let mut #acc = r16_zero();)
-    });
-    let stores = (0..mr).map(|i| {
-        let (acc, il) = (id("acc", i), lit(i));
-        quote!(r16_store_row(out.row(i0 + #il), g * 8, #acc, bias, accumulate);)
-    });
-    let ahead = lit(ahead);
-    let lines = [quote!(wg0), quote!(wg1)]
-        .map(|wg| prefetch_lines(quote!(#wg.as_ptr().wrapping_add(b + #ahead)), bytes));
-    let prefetch = if mr == 1 {
-        quote!(#(#lines)*)
-    } else {
-        quote!(if i0 == 0 { #(#lines)* })
-    };
-    quote! {
-        {
-            let wg0 = &w[g * kb..][..kb];
-            let wg1 = &w[(g + 1) * kb..][..kb];
-            #(#xrows)*
-            #(#accs)*
-            for b in 0..kb {
-                #prefetch
-                let (blk0, blk1) = (&wg0[b], &wg1[b]);
-                #block
-            }
-            #(#stores)*
-        }
-    }
+    let prefetch = group_prefetch(Rows::Sixteen, mr, bytes, ahead);
+    group_tile(Rows::Sixteen, mr, prefetch, block)
 }
 
 /// The most blocks of a token's offset corrections (`q8r_x_bias`) kept on

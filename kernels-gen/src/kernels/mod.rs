@@ -24,7 +24,7 @@ pub mod rope;
 
 use attention::{attend_cache, attend_cache_f16, attention};
 use elementwise::{gather_q8_0, geglu_q8_0, quantize_q8_0, swiglu_q8_0, unary, widen_f16};
-use matmul::{matmul_f32, matmul_q8_0, matmul_q8_0x8, matmul_q8_0x8_wide};
+use matmul::{Rows, matmul_f32, matmul_q8_0, matmul_q8_0x8};
 use norm::{layer_norm, rms_norm, rms_norm_q8_0};
 use pooling::mean_pool;
 use rope::rope;
@@ -148,8 +148,8 @@ pub const FAMILIES: &[Family] = &[
               `X8_MR` tokens × 8 rows; where registers hold 16 rows, many tokens take tiles of \
               up to 8 tokens × 16 rows (two groups; `X16_TILES`).",
         test: "kernels_props::matmul_q8_0_matches_reference",
-        wide_body: Some(matmul_q8_0x8_wide),
-        body: matmul_q8_0x8,
+        wide_body: Some(|key| matmul_q8_0x8(Rows::Sixteen, key)),
+        body: |key| matmul_q8_0x8(Rows::Eight, key),
     },
     Family {
         getter: "matmul_f32",
