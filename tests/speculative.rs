@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, OnceLock};
 
-use kiln::{Draft, GenerateOptions, Generator, Metrics};
+use kiln::{Draft, GenerateOptions, Generator, Grammar, Metrics};
 use serde_json::Value;
 
 fn gemma() -> Option<&'static Generator> {
@@ -29,8 +29,19 @@ const EXTRACTIVE: &[&str] = &[
 ];
 
 fn run(g: &Generator, prompt: &str, draft: Option<Draft>, n: usize) -> (Vec<u32>, Metrics) {
+    run_with(g, prompt, draft, None, n)
+}
+
+fn run_with(
+    g: &Generator,
+    prompt: &str,
+    draft: Option<Draft>,
+    grammar: Option<Grammar>,
+    n: usize,
+) -> (Vec<u32>, Metrics) {
     let opts = GenerateOptions {
         draft,
+        grammar,
         ..GenerateOptions::greedy(n)
     };
     let mut it = g.generate(prompt, &opts);
@@ -118,6 +129,57 @@ fn always_right_always_wrong_and_mixed_drafts_give_the_plain_greedy_tokens() {
                 }
             }
         }
+    }
+}
+
+/// Answers in JSON that copy from their prompts.
+const JSON_EXTRACTIVE: &[&str] = &[
+    "<start_of_turn>user\nRepeat this JSON exactly: {\"name\": \"Ada Lovelace\", \"born\": 1815, \"languages\": [\"English\", \"French\"]}<end_of_turn>\n<start_of_turn>model\n",
+    "Record: {\"city\": \"Lisbon\", \"country\": \"Portugal\", \"population\": 545000}\nSame record again: ",
+];
+
+#[test]
+fn drafts_under_a_grammar_give_the_plain_constrained_tokens() {
+    for g in [gemma(), smollm2()].into_iter().flatten() {
+        let n_vocab = g.info().n_vocab as u32;
+        let mut accepted = 0;
+        for p in JSON_EXTRACTIVE {
+            let json = || Some(Grammar::json());
+            let (plain, plain_m) = run_with(g, p, None, json(), 40);
+            assert!(!plain.is_empty(), "{p}");
+            let (lookup, m) = run_with(g, p, Some(Draft::ngram()), json(), 40);
+            assert_eq!(plain, lookup, "lookup: {p}");
+            accepted += m.accepted_draft_tokens;
+            // Right drafts are all admitted and kept; wrong ones are mostly
+            // cut by the grammar before the pass, and never change a token.
+            let prompt_len = g.tokenize(p).unwrap().len();
+            let (right, m) = run_with(
+                g,
+                p,
+                Some(oracle(prompt_len, plain.clone(), n_vocab, "right")),
+                json(),
+                40,
+            );
+            assert_eq!(plain, right, "right: {p}");
+            assert_eq!(m.accepted_draft_tokens, m.draft_tokens, "{m:?}");
+            if plain.len() >= 12 {
+                assert!(
+                    m.decode_passes * 3 < plain_m.decode_passes,
+                    "{m:?} vs {plain_m:?}"
+                );
+            }
+            for mode in ["wrong", "mixed"] {
+                let (spec, _) = run_with(
+                    g,
+                    p,
+                    Some(oracle(prompt_len, plain.clone(), n_vocab, mode)),
+                    json(),
+                    40,
+                );
+                assert_eq!(plain, spec, "{mode}: {p}");
+            }
+        }
+        assert!(accepted > 0, "prompt lookup under a grammar never paid");
     }
 }
 

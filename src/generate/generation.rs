@@ -259,19 +259,14 @@ impl<'a> Generation<'a> {
     /// Chooses the next token from `self.logits` (grammar mask, sampler)
     /// and releases it.
     fn choose(&mut self) -> Result<(), Error> {
-        let id = match &mut self.matcher {
-            None => self.sampler.sample(&mut self.logits, &self.history),
-            Some(m) => {
-                let t0 = Instant::now();
-                m.mask(&mut self.logits)?;
-                let t1 = Instant::now();
-                let id = self.sampler.sample(&mut self.logits, &self.history);
-                let t2 = Instant::now();
-                m.accept(id)?;
-                self.grammar_seconds += (t1 - t0 + t2.elapsed()).as_secs_f64();
-                id
-            }
-        };
+        let id = pick(
+            self.matcher.as_mut(),
+            &mut self.sampler,
+            &mut self.logits,
+            &self.history,
+            None,
+            &mut self.grammar_seconds,
+        )?;
         let in_cache = self.state.as_ref().map_or(0, DecoderState::len);
         self.emit(id, in_cache)
     }
@@ -397,9 +392,6 @@ impl<'a> Generation<'a> {
         let Some(draft) = self.draft.as_ref() else {
             return Ok(None);
         };
-        if self.matcher.is_some() {
-            return Ok(None);
-        }
         let Some(in_cache) = self.state.as_ref().map(DecoderState::len) else {
             return Ok(None);
         };
@@ -414,10 +406,17 @@ impl<'a> Generation<'a> {
         let mut tokens = Vec::with_capacity(self.prompt_ids.len() + self.history.len());
         tokens.extend_from_slice(&self.prompt_ids);
         tokens.extend_from_slice(&self.history);
-        let d = match *draft {
+        let mut d = match *draft {
             Draft::Model { max_tokens } => self.model_draft(&tokens, room.min(max_tokens))?,
             _ => draft.propose(&tokens, room),
         };
+        if let Some(m) = &mut self.matcher {
+            // Rows past a draft the grammar forbids cannot match: the
+            // pass would compute them for nothing.
+            let t0 = Instant::now();
+            d.truncate(m.admits(&d)?);
+            self.grammar_seconds += t0.elapsed().as_secs_f64();
+        }
         Ok((!d.is_empty()).then_some(d))
     }
 
@@ -478,18 +477,22 @@ impl<'a> Generation<'a> {
         owner.run(|| owner.model.forward_rows(&rows, state, logits, threads))?;
         self.passes += 1;
         self.drafted_tokens += k;
-        let greedy = self.sampler.options().temperature <= 0.0;
-        // The repetition penalty of row i sees the tokens kept before it.
+        // Row i is chosen as a plain step after the tokens kept before it
+        // would be: its repetition penalty sees them, and the grammar has
+        // moved past them.
         let mut history = self.history.clone();
         let mut chosen = Vec::with_capacity(k + 1);
         let mut kept = 0;
         for (i, row) in self.row_logits.chunks_exact_mut(v).enumerate() {
             let d = drafted.get(i).copied();
-            let id = if greedy {
-                self.sampler.sample(row, &history)
-            } else {
-                self.sampler.sample_with_draft(row, &history, d)
-            };
+            let id = pick(
+                self.matcher.as_mut(),
+                &mut self.sampler,
+                row,
+                &history,
+                d,
+                &mut self.grammar_seconds,
+            )?;
             chosen.push(id);
             history.push(id);
             if d != Some(id) {
@@ -561,6 +564,31 @@ impl<'a> Generation<'a> {
             }
         }
     }
+}
+
+/// Chooses the next token from `logits` as a plain step does: the
+/// grammar's mask, then the sampler (`draft`: the token a drafter
+/// proposed here, which sampling accepts with its probability); the
+/// grammar moves past the choice, and its time is added to `grammar_seconds`.
+fn pick(
+    matcher: Option<&mut Matcher>,
+    sampler: &mut Sampler,
+    logits: &mut [f32],
+    history: &[u32],
+    draft: Option<u32>,
+    grammar_seconds: &mut f64,
+) -> Result<u32, Error> {
+    let Some(m) = matcher else {
+        return Ok(sampler.sample_with_draft(logits, history, draft));
+    };
+    let t0 = Instant::now();
+    m.mask(logits)?;
+    let t1 = Instant::now();
+    let id = sampler.sample_with_draft(logits, history, draft);
+    let t2 = Instant::now();
+    m.accept(id)?;
+    *grammar_seconds += (t1 - t0 + t2.elapsed()).as_secs_f64();
+    Ok(id)
 }
 
 impl Iterator for Generation<'_> {

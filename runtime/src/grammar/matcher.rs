@@ -78,28 +78,49 @@ impl Matcher {
 
     /// Moves past `token`; an error if the grammar does not allow it.
     pub fn accept(&mut self, token: u32) -> Result<(), GrammarError> {
-        if self.ended {
-            return Err(GrammarError::Rejected { token });
-        }
-        if self.vocab.is_end(token) {
-            if !self.auto.is_accepting(self.state) {
-                return Err(GrammarError::Rejected { token });
-            }
-            self.ended = true;
-        } else {
-            let bytes = self.vocab.token_bytes(token);
-            let next = if bytes.is_empty() {
-                DEAD
-            } else {
-                self.auto.walk(self.state, bytes)?
-            };
-            if next == DEAD {
-                return Err(GrammarError::Rejected { token });
-            }
-            self.state = next;
-        }
+        let (state, ended) = self
+            .after(self.state, self.ended, token)?
+            .ok_or(GrammarError::Rejected { token })?;
+        self.state = state;
+        self.ended = ended;
         self.tokens += 1;
         Ok(())
+    }
+
+    /// How many of `tokens`, from the start, the grammar allows in a row
+    /// from here; the matcher does not move. Speculative decoding cuts
+    /// its drafts there, since a verification row past it cannot match.
+    pub fn admits(&mut self, tokens: &[u32]) -> Result<usize, GrammarError> {
+        let (mut state, mut ended) = (self.state, self.ended);
+        for (i, &token) in tokens.iter().enumerate() {
+            match self.after(state, ended, token)? {
+                Some(next) => (state, ended) = next,
+                None => return Ok(i),
+            }
+        }
+        Ok(tokens.len())
+    }
+
+    /// Where `token` leads from `state` (and whether the grammar has
+    /// ended there), or `None` if the grammar does not allow it.
+    fn after(
+        &mut self,
+        state: StateId,
+        ended: bool,
+        token: u32,
+    ) -> Result<Option<(StateId, bool)>, GrammarError> {
+        if ended {
+            return Ok(None);
+        }
+        if self.vocab.is_end(token) {
+            return Ok(self.auto.is_accepting(state).then_some((state, true)));
+        }
+        let bytes = self.vocab.token_bytes(token);
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let next = self.auto.walk(state, bytes)?;
+        Ok((next != DEAD).then_some((next, false)))
     }
 
     /// Whether the text so far is a whole sentence of the grammar.

@@ -163,6 +163,28 @@ fn the_matcher_allows_tokens_spanning_symbols_and_ends_only_when_complete() {
 }
 
 #[test]
+fn admits_counts_the_allowed_prefix_of_a_draft_without_moving() {
+    let toks = ["{", "}", "{\"", "\"a\":", " 1", "1}", "a", "\"", ":", "1"];
+    let end = toks.len() as u32;
+    let v = vocab(&toks, end);
+    let gr = g(r#"root ::= "{" "\"a\":" " "? [0-9]+ "}""#);
+    let mut m = Matcher::new(&gr, v).unwrap();
+    // `{` `"a":` ` 1` `1}` end: all allowed, end only once complete.
+    assert_eq!(m.admits(&[0, 3, 4, 5, end]).unwrap(), 5);
+    // A second end, or anything after the end, is not.
+    assert_eq!(m.admits(&[0, 3, 4, 5, end, end]).unwrap(), 5);
+    // The end before the object closes is not.
+    assert_eq!(m.admits(&[0, 3, 4, end]).unwrap(), 3);
+    assert_eq!(m.admits(&[6]).unwrap(), 0);
+    assert_eq!(m.admits(&[]).unwrap(), 0);
+    // The matcher has not moved: its start still allows `{` and `{"`.
+    assert_eq!(allowed(&mut m, toks.len() + 1), [0, 2]);
+    m.accept(0).unwrap();
+    assert_eq!(m.admits(&[3, 9, 1]).unwrap(), 3);
+    assert_eq!(m.admits(&[0]).unwrap(), 0);
+}
+
+#[test]
 fn a_grammar_the_vocabulary_cannot_write_is_a_dead_end() {
     let v = vocab(&["a", "b"], 2);
     let mut m = Matcher::new(&g(r#"root ::= "c""#), v).unwrap();
