@@ -653,38 +653,48 @@ fn real_rows<W: Weight>(
     }
 }
 
-#[test]
-fn real_gemma3_weights() {
-    // The model cache (CI pulls it; absent, this skips, or fails under
-    // KILN_REQUIRE_MODELS=1), or a file that KILN_GEMMA3_GGUF names.
-    let path = match std::env::var_os("KILN_GEMMA3_GGUF") {
+/// The GGUF a real-weights test reads: the file the variable `env` names,
+/// or the cached model `name` (absent: the test skips, or fails under
+/// KILN_REQUIRE_MODELS=1; CI pulls it).
+fn real_model(env: &str, name: &str) -> Option<GgufFile> {
+    let path = match std::env::var_os(env) {
         Some(p) => std::path::PathBuf::from(p),
-        None => match common::cached_model("gemma3-270m") {
-            Some(p) => p,
-            None => return,
-        },
+        None => common::cached_model(name)?,
     };
-    let g = GgufFile::open(&path).expect("gguf opens");
-    let mut r = Rng(2026);
-    // Activations of a realistic spread: mostly small, a few outliers.
-    let x: Vec<f32> = (0..2048)
+    Some(GgufFile::open(&path).expect("gguf opens"))
+}
+
+/// Activations of a realistic spread: mostly small, a few outliers.
+fn spread_activations(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = Rng(seed);
+    (0..n)
         .map(|i| {
             let v = r.f(-1.0, 1.0);
             if i % 97 == 0 { v * 40.0 } else { v }
         })
-        .collect();
-    let deq_k = |x: &[f32]| {
-        let b = q8k(x);
-        let mut y = vec![0.0; x.len()];
-        dequantize_row_q8_k(&b, &mut y);
-        y
+        .collect()
+}
+
+/// `x` as a Q8_0 activation row sees it (quantized and back).
+fn deq_8(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    dequantize_row_q8_0(&q8(x), &mut y);
+    y
+}
+
+/// `x` as a Q8_K activation row sees it.
+fn deq_k(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    dequantize_row_q8_k(&q8k(x), &mut y);
+    y
+}
+
+#[test]
+fn real_gemma3_weights() {
+    let Some(g) = real_model("KILN_GEMMA3_GGUF", "gemma3-270m") else {
+        return;
     };
-    let deq_8 = |x: &[f32]| {
-        let b = q8(x);
-        let mut y = vec![0.0; x.len()];
-        dequantize_row_q8_0(&b, &mut y);
-        y
-    };
+    let x = spread_activations(2026, 2048);
     let mut seen = [false; 3];
     for t in g.tensors() {
         let name = t.name.as_str();
@@ -725,29 +735,11 @@ fn real_gemma3_weights() {
 
 #[test]
 fn real_smollm2_weights() {
-    // As `real_gemma3_weights`: the model cache, or a file that
-    // KILN_SMOLLM2_GGUF names. Every projection of SmolLM2-135M is Q4_1.
-    let path = match std::env::var_os("KILN_SMOLLM2_GGUF") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => match common::cached_model("smollm2") {
-            Some(p) => p,
-            None => return,
-        },
+    // Every projection of SmolLM2-135M is Q4_1.
+    let Some(g) = real_model("KILN_SMOLLM2_GGUF", "smollm2") else {
+        return;
     };
-    let g = GgufFile::open(&path).expect("gguf opens");
-    let mut r = Rng(2027);
-    let x: Vec<f32> = (0..1536)
-        .map(|i| {
-            let v = r.f(-1.0, 1.0);
-            if i % 97 == 0 { v * 40.0 } else { v }
-        })
-        .collect();
-    let deq_8 = |x: &[f32]| {
-        let b = q8(x);
-        let mut y = vec![0.0; x.len()];
-        dequantize_row_q8_0(&b, &mut y);
-        y
-    };
+    let x = spread_activations(2027, 1536);
     let mut seen = 0;
     for name in [
         "blk.0.attn_q.weight",

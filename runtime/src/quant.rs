@@ -337,23 +337,7 @@ pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
 pub fn dequantize_row_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
     check_len(blocks.len(), QK_K, out);
     for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let d = b.d.to_f32();
-        let dmin = b.dmin.to_f32();
-        for (g, (qs, ys)) in
-            b.qs.chunks_exact(32)
-                .zip(ys.chunks_exact_mut(64))
-                .enumerate()
-        {
-            let (sc1, m1) = scale_min_k4(2 * g, &b.scales);
-            let (sc2, m2) = scale_min_k4(2 * g + 1, &b.scales);
-            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
-            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
-            let (lo, hi) = ys.split_at_mut(32);
-            for ((&q, l), h) in qs.iter().zip(lo).zip(hi) {
-                *l = d1 * f32::from(q & 0x0f) - m1;
-                *h = d2 * f32::from(q >> 4) - m2;
-            }
-        }
+        dequantize_k4_super_block((b.d, b.dmin), &b.scales, &b.qs, None, ys);
     }
 }
 
@@ -362,25 +346,31 @@ pub fn dequantize_row_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
 pub fn dequantize_row_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
     check_len(blocks.len(), QK_K, out);
     for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let d = b.d.to_f32();
-        let dmin = b.dmin.to_f32();
-        for (g, (qs, ys)) in
-            b.qs.chunks_exact(32)
-                .zip(ys.chunks_exact_mut(64))
-                .enumerate()
-        {
-            let (sc1, m1) = scale_min_k4(2 * g, &b.scales);
-            let (sc2, m2) = scale_min_k4(2 * g + 1, &b.scales);
-            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
-            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
-            let (u1, u2) = (1u8 << (2 * g), 1u8 << (2 * g + 1));
-            let (lo, hi) = ys.split_at_mut(32);
-            for (((&q, &h), l), hv) in qs.iter().zip(&b.qh).zip(lo).zip(hi) {
-                let b1 = if h & u1 != 0 { 16 } else { 0 };
-                let b2 = if h & u2 != 0 { 16 } else { 0 };
-                *l = d1 * f32::from((q & 0x0f) + b1) - m1;
-                *hv = d2 * f32::from((q >> 4) + b2) - m2;
-            }
+        dequantize_k4_super_block((b.d, b.dmin), &b.scales, &b.qs, Some(&b.qh), ys);
+    }
+}
+
+/// One Q4_K super-block, or a Q5_K one when `qh` gives the fifth bits:
+/// the two formats share their scales, mins and nibble layout.
+fn dequantize_k4_super_block(
+    (d, dmin): (f16, f16),
+    scales: &[u8; K_SCALE_SIZE],
+    qs: &[u8],
+    qh: Option<&[u8; QK_K / 8]>,
+    ys: &mut [f32],
+) {
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    for (g, (qs, ys)) in qs.chunks_exact(32).zip(ys.chunks_exact_mut(64)).enumerate() {
+        let (sc1, m1) = scale_min_k4(2 * g, scales);
+        let (sc2, m2) = scale_min_k4(2 * g + 1, scales);
+        let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+        let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+        let (lo, hi) = ys.split_at_mut(32);
+        for (l, (&q, (yl, yh))) in qs.iter().zip(lo.iter_mut().zip(hi)).enumerate() {
+            // The fifth bit adds 16 (Q5_K); Q4_K has none.
+            let h = qh.map_or(0, |qh| qh[l] >> (2 * g));
+            *yl = d1 * f32::from((q & 0x0f) + ((h & 1) << 4)) - m1;
+            *yh = d2 * f32::from((q >> 4) + ((h >> 1 & 1) << 4)) - m2;
         }
     }
 }
