@@ -259,10 +259,19 @@ impl<'a> Generation<'a> {
     /// Chooses the next token from `self.logits` (grammar mask, sampler)
     /// and releases it.
     fn choose(&mut self) -> Result<(), Error> {
+        let mut logits = std::mem::take(&mut self.logits);
+        let r = self.choose_from(&mut logits);
+        self.logits = logits;
+        r
+    }
+
+    /// Chooses the next token from `logits`, which the grammar's mask and
+    /// the repetition penalty change in place, and releases it.
+    fn choose_from(&mut self, logits: &mut [f32]) -> Result<(), Error> {
         let id = pick(
             self.matcher.as_mut(),
             &mut self.sampler,
-            &mut self.logits,
+            logits,
             &self.history,
             None,
             &mut self.grammar_seconds,
@@ -309,10 +318,11 @@ impl<'a> Generation<'a> {
 
     /// Takes this generation's row of a batched decode step and chooses
     /// its next token as a lone step would.
-    pub(super) fn take_logits(&mut self, row: &[f32]) -> Result<(), Error> {
-        self.logits.copy_from_slice(row);
+    pub(super) fn take_logits(&mut self, row: &mut [f32]) -> Result<(), Error> {
+        // Chosen in place: a copy would move the vocabulary's logits (1 MB
+        // for Gemma 3) once more per sequence and step.
         self.passes += 1;
-        let r = self.choose();
+        let r = self.choose_from(row);
         if r.is_err() {
             self.done = true;
         }

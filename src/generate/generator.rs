@@ -328,7 +328,7 @@ impl Generator {
         drop(states);
         match pass {
             Ok(()) => {
-                for (row, &i) in logits.chunks_exact(n_vocab).zip(&which) {
+                for (row, &i) in logits.chunks_exact_mut(n_vocab).zip(&which) {
                     out[i] = Some(gens[i].take_logits(row));
                 }
             }
