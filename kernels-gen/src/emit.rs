@@ -87,6 +87,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
     let attr = feature_attr(l);
     let prelude = l.prelude();
     let wide_types = l.wide_types();
+    let prepared_types = l.prepared_types();
     let mut items = Vec::new();
     let mut named = Vec::new();
     for (name, t) in ops(l) {
@@ -307,6 +308,7 @@ pub fn isa_module(l: &dyn Lowering, shapes: &ShapeTable) -> (TokenStream, Vec<So
             };
             #prelude
             #wide_types
+            #prepared_types
             #(#items)*
             /// This ISA's kernel set; only [`detect`] hands it out.
             pub struct Kernels {

@@ -14,6 +14,7 @@
 //! | `RI` | 8 int32 dot products, one per row of the group |
 //! | `RW` | 4 columns of the 8 rows (32 int8), prepared for [`q8r_dot_acc`](Op::q8r_dot_acc) |
 //! | `RX` | 4 activation int8, prepared (broadcast) for the same |
+//! | `PX` | one activation block prepared once per tile for every group's `RX` ([`q8r_load_px`](Op::q8r_load_px)) |
 //! | `R16`, `RI16`, `RW16` | `R8`, `RI`, `RW` for two groups at once (16 rows): one register where the lowering's `wide_groups`, else a pair |
 //! | `KW` | 32 unsigned weight quants (`0..=63`) of one chunk, prepared for [`ku_dot`](Op::ku_dot) |
 //! | `KS` | the scales of a chunk's two 16-value halves, prepared for [`ku_dot`](Op::ku_dot) |
@@ -221,6 +222,15 @@ ops! {
     /// The accumulator a block's `q8r_dot_acc` chain starts from: `bias` in every lane where
     /// `q8r_offset()`, else zero.
     fn q8r_init(bias: i32) -> RI { let _ = bias; ri_zero() }
+    /// Whether the 8-row group tiles prepare each activation block once per tile
+    /// (`q8r_prep_x`) for the dots of all the panel's groups (`q8r_load_px`) instead of
+    /// loading its quads for each group (`q8r_load_x`): where making `RX` costs more than
+    /// loading it.
+    fn q8r_prepared() -> bool { false }
+    /// An activation block prepared for `q8r_load_px`.
+    fn q8r_prep_x(qs: &[i8; 32]) -> PX { *qs }
+    /// `q8r_load_x` of a block prepared by `q8r_prep_x`.
+    fn q8r_load_px(p: &PX, quad: usize) -> RX { q8r_load_x(p, quad) }
     /// 16 zeros.
     fn r16_zero() -> R16 { (r8_zero(), r8_zero()) }
     /// The 16 row scales of groups `d0` and `d1`, as f32.

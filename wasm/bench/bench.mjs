@@ -46,7 +46,7 @@ function meanPool(hidden, n, dim) {
   return v;
 }
 
-window.runBench = async ({ model, onnx, texts, reps, batchReps }) => {
+window.runBench = async ({ model, onnx, texts, reps, batchReps, builds }) => {
   const gguf = await bytes(model);
   const out = { kiln: {}, ort: {} };
   // Token ids from kiln (truncated to 512 keeping the final [SEP]), fed to both.
@@ -58,7 +58,7 @@ window.runBench = async ({ model, onnx, texts, reps, batchReps }) => {
   const hello = Array.from(ref.tokenize("Hello world"));
   ref.free();
 
-  for (const build of ["relaxed-simd", "simd128"]) {
+  for (const build of builds) {
     await init(build);
     const s = performance.now();
     const e = await Embedder.load(gguf, { build });

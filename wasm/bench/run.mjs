@@ -12,6 +12,7 @@ const { values } = parseArgs({
   options: {
     models: { type: "string" }, onnx: { type: "string" }, ort: { type: "string" },
     texts: { type: "string" }, reps: { type: "string" }, "batch-reps": { type: "string" },
+    builds: { type: "string", default: "relaxed-simd,simd128" },
   },
 });
 const server = await serve({
@@ -38,6 +39,7 @@ try {
     texts,
     reps: Number(values.reps ?? 50),
     batchReps: Number(values["batch-reps"] ?? 2),
+    builds: values.builds.split(","),
   });
   result.browser = await browser.version();
   console.log(JSON.stringify(result));

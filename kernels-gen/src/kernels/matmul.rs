@@ -510,14 +510,24 @@ fn q8_block(rows: Rows, mr: usize, cap: usize) -> TokenStream {
         }
     });
     let dots = (0..mr).map(|i| {
-        let (ia, xr) = (id("ia", i), id("xr", i));
-        rows.dot(
-            "q8r_dot_acc",
-            &ia,
-            quote!(wq),
-            quote!(&#xr[b].qs),
-            quote!(q),
-        )
+        let (ia, xr, px) = (id("ia", i), id("xr", i), id("px", i));
+        match rows {
+            // Prepared once per tile where the lowering prepares blocks.
+            Rows::Eight => quote! {
+                #ia = q8r_dot_acc(#ia, wq, if q8r_prepared() && kb <= #cap {
+                    q8r_load_px(&#px[b], q)
+                } else {
+                    q8r_load_x(&#xr[b].qs, q)
+                });
+            },
+            Rows::Sixteen => rows.dot(
+                "q8r_dot_acc",
+                &ia,
+                quote!(wq),
+                quote!(&#xr[b].qs),
+                quote!(q),
+            ),
+        }
     });
     let scale = (0..mr).map(|i| {
         let (acc, ia, xr, dx) = (id("acc", i), id("ia", i), id("xr", i), id("dx", i));
@@ -625,13 +635,20 @@ pub const X8_BIAS_CAP: usize = 128;
 /// Before a Q8_0 tile's groups, what every group of the panel reuses for
 /// each of the `mr` tokens (`cap` blocks on the stack; a longer generic row
 /// computes them in every group): `xb{i}`, its corrections per block where
-/// the dot offsets the weights (`q8r_offset`), and `dx{i}`, its block
-/// scales as f32.
+/// the dot offsets the weights (`q8r_offset`), `dx{i}`, its block scales as
+/// f32, and `px{i}`, its blocks prepared where the lowering prepares them
+/// (`q8r_prepared`).
 fn q8x8_pre(mr: usize, cap: usize) -> TokenStream {
     let cap = lit(cap);
     let rows = (0..mr).map(|i| {
-        let (xb, dx, il) = (id("xb", i), id("dx", i), lit(i));
+        let (xb, dx, px, il) = (id("xb", i), id("dx", i), id("px", i), lit(i));
         quote! {
+            let mut #px = [q8r_prep_x(&[0; 32]); #cap];
+            if q8r_prepared() && kb <= #cap {
+                for (p, xb) in #px.iter_mut().zip(&x[(i0 + #il) * kb..][..kb]) {
+                    *p = q8r_prep_x(&xb.qs);
+                }
+            }
             let mut #xb = [0i32; #cap];
             let mut #dx = [0.0f32; #cap];
             if kb <= #cap {

@@ -65,6 +65,14 @@ pub trait Lowering {
             type RW16 = (RW, RW);
         }
     }
+    /// The type `PX` of an activation block prepared for the 8-row group
+    /// tiles (`q8r_prep_x`): the block's quants themselves unless the
+    /// lowering prepares them (and says so in its `q8r_prepared` op).
+    fn prepared_types(&self) -> TokenStream {
+        quote::quote! {
+            type PX = [i8; 32];
+        }
+    }
     /// The register-only int8 ceiling probes: the form the `ceil_*` ops lower
     /// (the ISA's best multiply-accumulate sequence; `None`: the ISA has none)
     /// and the form the `ceil2_*` ops lower, if any.

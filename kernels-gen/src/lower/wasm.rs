@@ -8,14 +8,22 @@
 //! [`Lowering::build_features`]), and the page picks which `.wasm` to load.
 //!
 //! SIMD128 has no fused multiply-add: `f_fma` is a multiply then an add, as
-//! the scalar reference computes it. The Q8_0 block dot widens: `extmul` to
-//! int16 products, `extadd_pairwise` to int32. With relaxed SIMD it is
-//! `i32x4.relaxed_dot_i8x16_i7x16_add`, whose second operand is only defined
-//! for 7-bit values: the weights' magnitudes go there and their signs move to
-//! the activations (as x86's `vpmaddubsw` path does), which is exact for the
-//! `[-127, 127]` quants Q8_0 files hold. `f32x4.relaxed_madd` may or may not
-//! fuse, so the relaxed variant's f32 sums may differ from SIMD128's in the
-//! last bit.
+//! the scalar reference computes it. Its 8-row group dots widen to int16 and
+//! use `i32x4.dot_i16x8_s` (one `pmaddwd` on x86, exact for any int8): each
+//! weight quad is widened once for every token of a tile into its even and
+//! odd columns, in place (`even_odd`), so its dots with the same form of an
+//! activation quad (made once per tile, broadcast by one load) add up 4
+//! rows' quads in their own lanes: no shuffles, no lanes to add across. The
+//! row layout's block dot widens with `extmul` and `extadd_pairwise`. With
+//! relaxed SIMD the dot is `i32x4.relaxed_dot_i8x16_i7x16_add`, whose second
+//! operand is only defined for 7-bit values: the weights' magnitudes go
+//! there and their signs move to the activations (as x86's `vpmaddubsw` path
+//! does), which is exact for the `[-127, 127]` quants Q8_0 files hold: one
+//! `sdot` on ARM, five instructions on x86 without AVX-VNNI (see
+//! docs/wasm.md). `f32x4.relaxed_madd` may or may not fuse, so the relaxed
+//! variant's f32 sums may differ from SIMD128's in the last bit. Neither has
+//! a half-precision conversion: `f16x4_to_f32` does it with integer and f32
+//! ops, exactly.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -75,6 +83,8 @@ impl Lowering for Wasm {
                 quote! {
                     /// `(|w|, |w|, sign mask, sign mask)` of rows 0–3 and 4–7, as `QW`.
                     type RW = (v128, v128, v128, v128);
+                    /// The 4 values repeated in every 32-bit lane.
+                    type RX = v128;
                 },
             )
         } else {
@@ -84,8 +94,31 @@ impl Lowering for Wasm {
                     type QW = (v128, v128);
                 },
                 quote! {
-                    /// Rows 0–3 and 4–7 (4 columns each).
-                    type RW = (v128, v128);
+                    /// Rows 0–3 then rows 4–7, each as their even then odd columns
+                    /// (see `even_odd`): the `i32x4.dot_i16x8_s` operands.
+                    type RW = (v128, v128, v128, v128);
+                    /// The quad's even then odd columns (`even_odd` of the 4 values in
+                    /// every 32-bit lane).
+                    type RX = (v128, v128);
+
+                    /// The even (0, 2) and odd (1, 3) values of each 4-value group
+                    /// (`b[4r + e]`) sign-extended to int16 where they are: int16 lanes
+                    /// `2r` and `2r + 1` of the first hold values 0 and 2 of group `r`,
+                    /// of the second values 1 and 3. `i32x4.dot_i16x8_s` of each with
+                    /// the same form of the activations adds up each group's 4 products
+                    /// in its own lane: no bytes move across lanes (no shuffle, whose
+                    /// mask x86 engines build anew each time).
+                    #[inline(always)]
+                    fn even_odd(b: v128) -> (v128, v128) {
+                        (i16x8_shr(i16x8_shl(b, 8), 8), i16x8_shr(b, 8))
+                    }
+
+                    /// `RW` of a column quad's 8 rows (rows 0–3 in `a`, 4–7 in `b`).
+                    #[inline(always)]
+                    fn rows_i16(a: v128, b: v128) -> RW {
+                        let ((a0, a1), (b0, b1)) = (even_odd(a), even_odd(b));
+                        (a0, a1, b0, b1)
+                    }
                 },
             )
         };
@@ -104,8 +137,6 @@ impl Lowering for Wasm {
             type R8 = (v128, v128);
             type RI = (v128, v128);
             #rw
-            /// The 4 values repeated in every 32-bit lane.
-            type RX = v128;
             /// Two 16-byte halves; values <= 63 so they read as int8 too.
             type KW = (v128, v128);
             type KS = (v128, v128);
@@ -116,12 +147,20 @@ impl Lowering for Wasm {
             type CA2 = ();
             type CB2 = ();
 
-            /// Lane `r` of each half: `Σ_e w[4r + e]·x[4r + e]` (rows' 4-value dots).
+            /// Four IEEE halves (the low 16 bits of each 32-bit lane) as f32, exactly
+            /// as `f16::to_f32` converts them: the magnitude's bits moved to f32's
+            /// places and scaled by 2^112 (exact for zeros, subnormals and normals,
+            /// as WebAssembly never flushes subnormals), infinities and NaNs
+            /// (quieted) set apart, then the sign.
             #[inline(always)]
-            fn quad_dots(w: v128, x: v128) -> v128 {
-                let lo = i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(w, x));
-                let hi = i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(w, x));
-                i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi))
+            fn f16x4_to_f32(h: v128) -> v128 {
+                let em = v128_and(h, u32x4_splat(0x7fff));
+                let t = u32x4_shl(em, 13);
+                let finite = f32x4_mul(t, f32x4_splat(f32::from_bits(0x7780_0000)));
+                let quiet = v128_and(i32x4_gt(em, u32x4_splat(0x7c00)), u32x4_splat(0x0040_0000));
+                let special = v128_or(v128_or(t, u32x4_splat(0x7f80_0000)), quiet);
+                let mag = v128_bitselect(special, finite, i32x4_gt(em, u32x4_splat(0x7bff)));
+                v128_or(mag, u32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
             }
 
             /// The low (`hi == 0`) or high nibbles of 32 bytes.
@@ -153,6 +192,20 @@ impl Lowering for Wasm {
                 });
                 __SAFETY__!("`w` is 32 bytes: two 16-byte loads.");
                 unsafe { (v128_load(w.as_ptr().cast()), v128_load(w.as_ptr().add(16).cast())) }
+            }
+        }
+    }
+    fn prepared_types(&self) -> TokenStream {
+        if self.relaxed {
+            quote!(
+                type PX = [i8; 32];
+            )
+        } else {
+            quote! {
+                /// An activation block's quads as `RX` makes them, stored: the
+                /// even values' int16 pairs of quads 0–7 (as `u32`), then the odd
+                /// ones'. Made once per tile, each broadcast by one load per group.
+                type PX = [u32; 16];
             }
         }
     }
@@ -202,9 +255,47 @@ impl Wasm {
                 // or -128: Q8_0 quants are in [-127, 127].
                 (i8x16_abs(a), i8x16_abs(b), i8x16_shr(a, 7), i8x16_shr(b, 7))
             },
-            Op::q8_load_w | Op::q8r_load_w => quote! {
+            Op::q8_load_w => quote! {
                 __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
                 unsafe { (v128_load(qs.as_ptr().cast()), v128_load(qs.as_ptr().add(16).cast())) }
+            },
+            // Widened once per quad, for every token of the tile.
+            Op::q8r_load_w => quote! {
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads.");
+                let (a, b) = unsafe { (v128_load(qs.as_ptr().cast()), v128_load(qs.as_ptr().add(16).cast())) };
+                rows_i16(a, b)
+            },
+            // Making `RX` takes three shifts per quad, more than the dots'
+            // adds: done once per tile, not once per group.
+            Op::q8r_prepared if !relaxed => quote!(true),
+            Op::q8r_prep_x if !relaxed => quote! {
+                let mut p = [0u32; 16];
+                __SAFETY__!("`qs` is 32 bytes: two 16-byte loads; `p` is 64 bytes: four 16-byte stores.");
+                unsafe {
+                    let (e0, o0) = even_odd(v128_load(qs.as_ptr().cast()));
+                    let (e1, o1) = even_odd(v128_load(qs.as_ptr().add(16).cast()));
+                    let d = p.as_mut_ptr();
+                    v128_store(d.cast(), e0);
+                    v128_store(d.add(4).cast(), e1);
+                    v128_store(d.add(8).cast(), o0);
+                    v128_store(d.add(12).cast(), o1);
+                }
+                p
+            },
+            Op::q8r_load_px if !relaxed => quote! {
+                assert!(quad < 8);
+                __SAFETY__!("`quad < 8` (asserted): `u32`s `quad` and `8 + quad` lie inside the 16 of `p`.");
+                unsafe { (v128_load32_splat(p.as_ptr().add(quad)), v128_load32_splat(p.as_ptr().add(8 + quad))) }
+            },
+            Op::q8r_load_x if relaxed => quote! {
+                assert!(quad < 8);
+                let q = &qs[4 * quad..4 * quad + 4];
+                i32x4_splat(i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]))
+            },
+            Op::q8r_load_x => quote! {
+                assert!(quad < 8);
+                __SAFETY__!("`quad < 8` (asserted): bytes `4·quad .. 4·quad + 4` lie inside the 32 of `qs`.");
+                even_odd(unsafe { v128_load32_splat(qs.as_ptr().add(4 * quad).cast()) })
             },
             Op::q5_0_w if relaxed => quote! {
                 let (a, b) = q5_0_bytes(b);
@@ -238,8 +329,13 @@ impl Wasm {
                     i32x4_relaxed_dot_i8x16_i7x16_add(x1, w.1, acc.1),
                 )
             },
+            // One `pmaddwd` per 4 rows and even or odd columns on x86: exact
+            // for any int8 operands (|-128·-128·2| fits int32).
             Op::q8r_dot_acc => quote! {
-                (i32x4_add(acc.0, quad_dots(w.0, x)), i32x4_add(acc.1, quad_dots(w.1, x)))
+                (
+                    i32x4_add(acc.0, i32x4_add(i32x4_dot_i16x8(w.0, x.0), i32x4_dot_i16x8(w.1, x.1))),
+                    i32x4_add(acc.1, i32x4_add(i32x4_dot_i16x8(w.2, x.0), i32x4_dot_i16x8(w.3, x.1))),
+                )
             },
             // Weights in 0..=63 are 7-bit: no sign to move.
             Op::ru_dot_acc if relaxed => quote! {
@@ -269,19 +365,25 @@ impl Wasm {
                 let z = i32x4_splat(0);
                 (a, b, z, z)
             },
-            Op::q4x8_w => quote!(nibbles(qs, hi)),
+            Op::q4x8_w => quote! {
+                let (a, b) = nibbles(qs, hi);
+                rows_i16(a, b)
+            },
             Op::q6x8_w if relaxed => quote! {
                 let (a, b) = six_bits(ql, hi, qh, j);
                 let z = i32x4_splat(0);
                 (a, b, z, z)
             },
-            Op::q6x8_w => quote!(six_bits(ql, hi, qh, j)),
+            Op::q6x8_w => quote! {
+                let (a, b) = six_bits(ql, hi, qh, j);
+                rows_i16(a, b)
+            },
             _ => return None,
         })
     }
 }
 
-/// The ops both variants share (the prelude's helpers `quad_dots`,
+/// The ops both variants share (the prelude's helpers `f16x4_to_f32`,
 /// `nibbles`, `six_bits` and `q5_0_bytes` serve them and [`Wasm::int8_op`]).
 fn common_op(op: Op) -> Option<TokenStream> {
     Some(match op {
@@ -303,15 +405,12 @@ fn common_op(op: Op) -> Option<TokenStream> {
             f32::from(s[2]),
             f32::from(s[3])
         )),
-        // No half-precision conversion in SIMD128: the scalar one, exact.
+        // No half-precision conversion in SIMD128: integer and f32 ops on
+        // the bits (`f16x4_to_f32`), exact.
         Op::f_load_f16 => quote! {
             let s = &s[..LANES];
-            f32x4(
-                f16::from_bits(s[0]).to_f32(),
-                f16::from_bits(s[1]).to_f32(),
-                f16::from_bits(s[2]).to_f32(),
-                f16::from_bits(s[3]).to_f32(),
-            )
+            __SAFETY__!("`s` holds 4 halves (sliced above): one 8-byte load.");
+            f16x4_to_f32(u32x4_extend_low_u16x8(unsafe { v128_load64_zero(s.as_ptr().cast()) }))
         },
         Op::f_add => quote!(f32x4_add(a, b)),
         Op::f_sub => quote!(f32x4_sub(a, b)),
@@ -388,8 +487,9 @@ fn common_op(op: Op) -> Option<TokenStream> {
         },
         Op::r8_zero => quote!((f32x4_splat(0.0), f32x4_splat(0.0))),
         Op::r8_scales => quote! {
-            let f: [f32; 8] = d.map(f16::to_f32);
-            (f32x4(f[0], f[1], f[2], f[3]), f32x4(f[4], f[5], f[6], f[7]))
+            __SAFETY__!("`d` is 8 halves: one 16-byte load.");
+            let h = unsafe { v128_load(d.as_ptr().cast()) };
+            (f16x4_to_f32(u32x4_extend_low_u16x8(h)), f16x4_to_f32(u32x4_extend_high_u16x8(h)))
         },
         Op::r8_load => quote! {
             assert!(s.len() >= 8);
@@ -406,11 +506,6 @@ fn common_op(op: Op) -> Option<TokenStream> {
         },
         Op::r8_add => quote!((f32x4_add(a.0, b.0), f32x4_add(a.1, b.1))),
         Op::ri_zero => quote!((i32x4_splat(0), i32x4_splat(0))),
-        Op::q8r_load_x => quote! {
-            assert!(quad < 8);
-            let q = &qs[4 * quad..4 * quad + 4];
-            i32x4_splat(i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]))
-        },
         Op::ks_pair => quote!((i32x4_splat(lo), i32x4_splat(hi))),
         Op::i16_dot => quote! {
             __SAFETY__!("`a` and `b` are 16 int16 each: two 16-byte loads each.");
