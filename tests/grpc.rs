@@ -115,7 +115,10 @@ fn grpc_serves_two_models_picked_by_metadata() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!((long.model_id.as_str(), long.max_input_length), ("minilm", 512));
+        assert_eq!(
+            (long.model_id.as_str(), long.max_input_length),
+            ("minilm", 512)
+        );
         assert_eq!(
             (short.model_id.as_str(), short.max_input_length),
             ("minilm-short", 16)

@@ -382,6 +382,8 @@ impl EmbedOptions {
 struct OpenAiRequest {
     input: Option<Value>,
     model: Option<String>,
+    /// kiln's chunked embedding of long documents, as on `/embed`.
+    chunking: Option<ChunkingRequest>,
     #[serde(rename = "user")]
     _user: Option<String>,
     #[serde(flatten)]
@@ -408,6 +410,10 @@ pub(super) async fn openai_embeddings(
 ) -> Result<Response, ApiError> {
     let f = Flavor::OpenAi;
     let r: OpenAiRequest = parse(f, body, s.config.max_body_bytes)?;
+    if let Some(chunking) = r.chunking {
+        let inputs = parse_inputs(f, "input", r.input)?;
+        return openai_embed_chunks(&s, inputs, chunking, r.options).await;
+    }
     let req = r.options.request(
         f,
         parse_inputs(f, "input", r.input)?,
@@ -503,6 +509,85 @@ async fn tei_embed_chunks(
     options: EmbedOptions,
 ) -> Result<Response, ApiError> {
     let f = Flavor::Tei;
+    embed_chunked(s, f, inputs, chunking, options, move |docs, _| {
+        let out: Vec<Vec<Value>> = docs
+            .into_iter()
+            .map(|chunks| {
+                chunks
+                    .into_iter()
+                    .map(|(c, v)| {
+                        json!({
+                            "start": c.chars.start,
+                            "end": c.chars.end,
+                            "tokens": [c.tokens.start, c.tokens.end],
+                            "window": [c.window.start, c.window.end],
+                            "embedding": v,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await
+}
+
+/// `/v1/embeddings` with `chunking`: OpenAI's list with one entry per
+/// chunk, numbered in order over all inputs, each with kiln's fields
+/// `input_index` (its document), `start`, `end`, `tokens` and `window`.
+async fn openai_embed_chunks(
+    s: &AppState,
+    inputs: Inputs,
+    chunking: ChunkingRequest,
+    options: EmbedOptions,
+) -> Result<Response, ApiError> {
+    let f = Flavor::OpenAi;
+    let model = s.config.model_id.clone();
+    embed_chunked(s, f, inputs, chunking, options, move |docs, tokens| {
+        let data: Vec<Value> = docs
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, chunks)| chunks.into_iter().map(move |c| (i, c)))
+            .enumerate()
+            .map(|(k, (i, (c, v)))| {
+                json!({
+                    "object": "embedding",
+                    "index": k,
+                    "input_index": i,
+                    "start": c.chars.start,
+                    "end": c.chars.end,
+                    "tokens": [c.tokens.start, c.tokens.end],
+                    "window": [c.window.start, c.window.end],
+                    "embedding": v,
+                })
+            })
+            .collect();
+        serde_json::to_vec(&json!({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+        .map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await
+}
+
+/// One document's chunks, each with its vector in the request's encoding.
+type Chunked = Vec<(crate::Chunk, Encoded)>;
+
+/// Embeds each text input as chunks (`float` or `base64` vectors) off the
+/// async threads and outside the batcher (a document's passes are its
+/// own); never fails for length. `body` writes the response from every
+/// input's chunks and the tokens in all, on the same blocking thread.
+async fn embed_chunked(
+    s: &AppState,
+    f: Flavor,
+    inputs: Inputs,
+    chunking: ChunkingRequest,
+    options: EmbedOptions,
+    body: impl FnOnce(Vec<Chunked>, usize) -> Result<Vec<u8>, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let Inputs::Texts(texts) = inputs else {
         return Err(ApiError::new(
             f,
@@ -511,16 +596,17 @@ async fn tei_embed_chunks(
         )
         .param("inputs"));
     };
-    if options
-        .encoding_format
-        .as_deref()
-        .is_some_and(|e| e != "float")
-    {
-        return Err(
-            ApiError::new(f, Kind::Validation, "chunking returns float vectors only")
-                .param("encoding_format"),
-        );
-    }
+    let encoding = match parse_encoding(f, options.encoding_format.as_deref())? {
+        e @ (Encoding::Float | Encoding::Base64) => e,
+        _ => {
+            return Err(ApiError::new(
+                f,
+                Kind::Validation,
+                "chunking returns float vectors only (encoding_format float or base64)",
+            )
+            .param("encoding_format"));
+        }
+    };
     let opts = chunking.options(f)?;
     let call = CallOptions {
         dim: options.dimensions,
@@ -544,21 +630,14 @@ async fn tei_embed_chunks(
             out.push(
                 chunks
                     .into_iter()
-                    .map(|c| {
-                        json!({
-                            "start": c.chars.start,
-                            "end": c.chars.end,
-                            "tokens": [c.tokens.start, c.tokens.end],
-                            "window": [c.window.start, c.window.end],
-                            "embedding": c.embedding,
-                        })
+                    .map(|mut c| {
+                        let v = std::mem::take(&mut c.embedding);
+                        (c, encoding::encode(crate::Embedding::Float32(v), encoding))
                     })
-                    .collect::<Vec<_>>(),
+                    .collect(),
             );
         }
-        let body =
-            serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))?;
-        Ok((body, tokens))
+        Ok((body(out, tokens)?, tokens))
     })
     .await?;
     s.metrics.chunked(tokens, started.elapsed().as_secs_f64());
