@@ -1041,6 +1041,9 @@ pub(super) fn token_states_call(
     Ok(call)
 }
 
+/// Per input, per token, its final hidden state.
+pub(super) type TokenStates = Vec<Vec<Vec<f32>>>;
+
 /// Every token's final hidden state per input, and the tokens in all,
 /// within the per-input and `max_request` token limits. CPU work: run it on
 /// a blocking thread.
@@ -1050,7 +1053,7 @@ pub(super) fn token_states(
     inputs: Inputs,
     call: &CallOptions,
     max_request: usize,
-) -> Result<(Vec<Vec<Vec<f32>>>, usize), ApiError> {
+) -> Result<(TokenStates, usize), ApiError> {
     let max = call.max_tokens.unwrap_or(usize::MAX);
     let ids: Vec<Vec<u32>> = match inputs {
         Inputs::Texts(texts) => texts
