@@ -68,7 +68,8 @@ def main():
     check(r.model_id == http_info["model_id"] and r.model_type == pb.MODEL_TYPE_EMBEDDING,
           f"Info: model {r.model_id}, an embedding model")
     check(r.max_input_length == http_info["max_input_length"]
-          and r.max_batch_tokens == http_info["max_batch_tokens"], "Info: the HTTP server's limits")
+          and r.max_batch_tokens == http_info["max_batch_tokens"]
+          and r.tokenization_workers == http_info["tokenization_workers"] > 0, "Info: the HTTP server's limits")
 
     # Embed: one text per call, normalized or not, as /embed.
     want = [f32(v) for v in requests.post(f"{base}/embed", json={"inputs": TEXTS}, headers=auth).json()]

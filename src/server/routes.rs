@@ -831,7 +831,7 @@ pub(super) fn info_of(s: &AppState) -> Value {
         "max_batch_requests": null,
         "max_client_batch_size": null,
         "auto_truncate": s.config.auto_truncate,
-        "tokenization_workers": null,
+        "tokenization_workers": s.tokenization_workers,
         "version": env!("CARGO_PKG_VERSION"),
         "arch": e.arch(),
         "dim": e.dim(),
