@@ -49,4 +49,25 @@ fn main() {
         &out.join("generator_time.txt"),
         &format!("{} ms\n", start.elapsed().as_millis()),
     );
+    #[cfg(feature = "grpc")]
+    grpc();
+}
+
+/// The `tei.v1` messages and services (proto/tei.proto) for `kiln serve
+/// --grpc-port`. protox parses the file in Rust, so the build needs no
+/// `protoc`.
+#[cfg(feature = "grpc")]
+fn grpc() {
+    println!("cargo::rerun-if-changed=proto/tei.proto");
+    let fds = protox::compile(["tei.proto"], ["proto"])
+        .unwrap_or_else(|e| panic!("proto/tei.proto: {e}"));
+    tonic_prost_build::configure()
+        // The client stubs serve kiln's tests and Rust callers; they take any
+        // channel, so tonic's client transport stays out of the build.
+        .build_transport(false)
+        // Unwritten RPCs (sparse embeddings, classifiers, rerankers) answer
+        // UNIMPLEMENTED.
+        .generate_default_stubs(true)
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("generating the tei.v1 code: {e}"));
 }

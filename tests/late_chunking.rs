@@ -317,3 +317,70 @@ fn late_chunks_on_embeddinggemma_go_through_its_projections() {
         }
     }
 }
+
+/// `/v1/embeddings` takes `/embed`'s `chunking`: one OpenAI entry per
+/// chunk, numbered over all inputs, with the same spans and vectors (also
+/// as base64, the `openai` client's default).
+#[test]
+fn openai_embeddings_take_the_same_chunking() {
+    let server = TestServer::embedding(minilm(), "minilm", |_| {});
+    let docs = [document(40), document(25)];
+    let chunking = json!({"mode": "late", "size": 64, "overlap": 8});
+    let post = |path: &str, body: Value| -> Value {
+        let (status, resp) = post_raw(&server.url(path), &body.to_string(), None);
+        assert_eq!(status, 200, "{}", &resp[..resp.len().min(300)]);
+        serde_json::from_str(&resp).unwrap()
+    };
+    let tei = post("/embed", json!({"inputs": docs, "chunking": chunking}));
+    let want: Vec<(usize, &Value)> = tei
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .flat_map(|(i, chunks)| chunks.as_array().unwrap().iter().map(move |c| (i, c)))
+        .collect();
+    assert!(want.len() > 4 && want.iter().any(|(i, _)| *i == 1));
+    let openai = post(
+        "/v1/embeddings",
+        json!({"input": docs, "chunking": chunking, "encoding_format": "float"}),
+    );
+    let data = openai["data"].as_array().unwrap();
+    assert_eq!(data.len(), want.len());
+    let tokens: u64 = tei
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|chunks| {
+            chunks.as_array().unwrap().last().unwrap()["tokens"][1]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(openai["usage"]["prompt_tokens"].as_u64(), Some(tokens));
+    for (k, (d, (i, c))) in data.iter().zip(&want).enumerate() {
+        assert_eq!(d["index"].as_u64(), Some(k as u64));
+        assert_eq!(d["input_index"].as_u64(), Some(*i as u64));
+        for key in ["start", "end", "tokens", "window"] {
+            assert_eq!(d[key], c[key], "{key} of chunk {k}");
+        }
+        assert_eq!(
+            floats(&d["embedding"]),
+            floats(&c["embedding"]),
+            "chunk {k}"
+        );
+    }
+    let b64 = post(
+        "/v1/embeddings",
+        json!({"input": docs[0], "chunking": chunking, "encoding_format": "base64"}),
+    );
+    let first = b64["data"][0]["embedding"].as_str().unwrap();
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(first)
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(decoded, floats(&want[0].1["embedding"]));
+}

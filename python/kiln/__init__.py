@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Iterable, Literal, Optional, Union
+from typing import Iterable, Literal, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ._kiln import Model as _Model
 from ._kiln import __version__, cached_model, model_names
 
 __all__ = [
+    "Chunk",
     "Embedder",
     "KilnError",
     "Precision",
@@ -34,6 +35,19 @@ __all__ = [
 
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 _PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+class Chunk(NamedTuple):
+    """One chunk of a document, from :meth:`Embedder.embed_chunks`."""
+
+    #: Where it is: ``text[start:end]`` (Python string indices).
+    start: int
+    end: int
+    #: Its text tokens, counted over the document's (special tokens and
+    #: prompt left out), end exclusive.
+    tokens: tuple[int, int]
+    #: Its vector (float32).
+    embedding: np.ndarray
 
 
 class Embedder:
@@ -174,6 +188,62 @@ class Embedder:
         if single:
             return result[0] if convert_to_numpy else [result[0]]
         return result if convert_to_numpy else list(result)
+
+    def embed_chunks(
+        self,
+        text: str,
+        *,
+        max_tokens: int = 256,
+        overlap: Optional[int] = None,
+        mode: Literal["late", "naive"] = "late",
+        boundary: Literal["word", "sentence", "line"] = "word",
+        spans: Optional[Iterable[tuple[int, int]]] = None,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        truncate_dim: Optional[int] = None,
+        normalize_embeddings: bool = True,
+    ) -> list[Chunk]:
+        """Embeds a long document as chunks: one :class:`Chunk` (its span and
+        vector) per piece of at most ``max_tokens`` tokens. Never fails for
+        length.
+
+        - ``mode="late"`` (late chunking): the whole document goes through
+          the model once (in overlapping windows past its context) and each
+          chunk's vector is pooled from its own tokens' states, so it
+          carries the document's context. ``"naive"``: each chunk is
+          embedded alone, as :meth:`encode` would embed its text.
+        - ``overlap``: tokens shared by consecutive chunks (default 32, at
+          most half of ``max_tokens``).
+        - ``boundary``: chunks end after a word, a sentence end or a line end
+          where they have one.
+        - ``spans``: ``(start, end)`` string indices of the chunks, instead
+          of cutting by tokens.
+        - ``prompt_name``/``prompt``, ``truncate_dim``,
+          ``normalize_embeddings``: as for :meth:`encode` (the prompt goes
+          once, before the document).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        for name, value in (("max_tokens", max_tokens), ("overlap", overlap)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int, not {value!r}")
+        if overlap is None:
+            overlap = min(32, max_tokens // 2)
+        span_list = None if spans is None else [(int(a), int(b)) for a, b in spans]
+        dim = self._model.width(None if truncate_dim is None else _as_dim(truncate_dim))
+        flat, where = self._model.embed_chunks(
+            text,
+            max_tokens,
+            overlap,
+            boundary,
+            span_list,
+            mode,
+            self._prompt(prompt_name, prompt),
+            dim,
+            bool(normalize_embeddings),
+        )
+        vectors = np.frombuffer(flat, dtype=np.float32).reshape(len(where), dim)
+        return [Chunk(a, b, (t0, t1), v) for (a, b, t0, t1), v in zip(where, vectors)]
 
     def tokenize(self, text: str, *, prompt_name: Optional[str] = None, prompt: Optional[str] = None) -> list[int]:
         """Token ids of ``text`` exactly as :meth:`encode` feeds them to the

@@ -1,6 +1,6 @@
 # Type stubs of the `kiln` package (kept in step with kiln/__init__.py).
 import os
-from typing import Iterable, Literal, Optional, Union, overload
+from typing import Iterable, Literal, NamedTuple, Optional, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,14 @@ def quantize_embeddings(
     calibration_embeddings: Optional[npt.ArrayLike] = None,
 ) -> np.ndarray:
     """Quantizes float embeddings by sentence-transformers' rules."""
+
+class Chunk(NamedTuple):
+    """One chunk of a document: ``text[start:end]``, its tokens and vector."""
+
+    start: int
+    end: int
+    tokens: tuple[int, int]
+    embedding: np.ndarray
 
 class Embedder:
     """A text-embedding model; safe to share between threads."""
@@ -89,5 +97,19 @@ class Embedder:
         convert_to_numpy: Literal[False],
         show_progress_bar: Optional[bool] = None,
     ) -> list[np.ndarray]: ...
+    def embed_chunks(
+        self,
+        text: str,
+        *,
+        max_tokens: int = 256,
+        overlap: Optional[int] = None,
+        mode: Literal["late", "naive"] = "late",
+        boundary: Literal["word", "sentence", "line"] = "word",
+        spans: Optional[Iterable[tuple[int, int]]] = None,
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        truncate_dim: Optional[int] = None,
+        normalize_embeddings: bool = True,
+    ) -> list[Chunk]: ...
     def tokenize(self, text: str, *, prompt_name: Optional[str] = None, prompt: Optional[str] = None) -> list[int]: ...
     def similarity(self, a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray: ...

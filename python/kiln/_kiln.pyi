@@ -11,6 +11,18 @@ class Model:
     def embed(
         self, texts: list[str], prompt: Optional[str] = None, dim: Optional[int] = None, normalize: bool = True
     ) -> bytearray: ...
+    def embed_chunks(
+        self,
+        text: str,
+        size: int = 256,
+        overlap: int = 32,
+        boundary: str = "word",
+        spans: Optional[list[tuple[int, int]]] = None,
+        mode: str = "late",
+        prompt: Optional[str] = None,
+        dim: Optional[int] = None,
+        normalize: bool = True,
+    ) -> tuple[bytearray, list[tuple[int, int, int, int]]]: ...
     def tokenize(self, text: str, prompt: Optional[str] = None) -> list[int]: ...
     def width(self, dim: Optional[int] = None) -> int: ...
     def prompts(self) -> dict[str, str]: ...

@@ -103,6 +103,79 @@ impl Model {
         })
     }
 
+    /// Embeds a long document as chunks (the library's `embed_chunks`):
+    /// `mode` `"late"` pools each chunk from one pass over the document
+    /// (window by window past the context), `"naive"` embeds each alone.
+    /// Chunks hold at most `size` tokens, consecutive ones share `overlap`,
+    /// and end at a `boundary` (`"word"`, `"sentence"`, `"line"`), unless
+    /// `spans` gives them as `(start, end)` character ranges. Returns the
+    /// vectors as one flat native-endian float32 `bytearray` and, per chunk,
+    /// `(char start, char end, token start, token end)`.
+    #[pyo3(signature = (text, size=256, overlap=32, boundary="word", spans=None, mode="late", prompt=None, dim=None, normalize=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn embed_chunks<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        size: usize,
+        overlap: usize,
+        boundary: &str,
+        spans: Option<Vec<(usize, usize)>>,
+        mode: &str,
+        prompt: Option<&str>,
+        dim: Option<usize>,
+        normalize: bool,
+    ) -> PyResult<(Bound<'py, PyByteArray>, Vec<(usize, usize, usize, usize)>)> {
+        let mode = match mode {
+            "late" => kiln::ChunkMode::Late,
+            "naive" => kiln::ChunkMode::Naive,
+            m => {
+                return Err(PyValueError::new_err(format!(
+                    "mode must be \"late\" or \"naive\", not {m:?}"
+                )));
+            }
+        };
+        let boundary = match boundary {
+            "word" => kiln::Boundary::Word,
+            "sentence" => kiln::Boundary::Sentence,
+            "line" => kiln::Boundary::Line,
+            b => {
+                return Err(PyValueError::new_err(format!(
+                    "boundary must be \"word\", \"sentence\" or \"line\", not {b:?}"
+                )));
+            }
+        };
+        let opts = kiln::ChunkOptions {
+            size,
+            overlap,
+            boundary,
+            spans: spans.map(|v| v.into_iter().map(|(a, b)| a..b).collect()),
+            mode,
+        };
+        let call = kiln::CallOptions {
+            prompt: prompt.map(str::to_owned),
+            dim,
+            normalize: Some(normalize),
+            ..kiln::CallOptions::default()
+        };
+        let dim = self.checked_dim(py, &call)?;
+        let chunks = py
+            .detach(|| self.inner.embed_chunks(text, &opts, &call))
+            .map_err(|e| kiln_err(py, e))?;
+        let where_ = chunks
+            .iter()
+            .map(|c| (c.chars.start, c.chars.end, c.tokens.start, c.tokens.end))
+            .collect();
+        let flat = PyByteArray::new_with(py, chunks.len() * dim * 4, |buf| {
+            let values = chunks.iter().flat_map(|c| &c.embedding);
+            for (bytes, x) in buf.chunks_exact_mut(4).zip(values) {
+                bytes.copy_from_slice(&x.to_ne_bytes());
+            }
+            Ok(())
+        })?;
+        Ok((flat, where_))
+    }
+
     /// The width of vectors cut to `dim` (`None`: the model's), checked by
     /// the library: `ValueError` when the model cannot give it.
     #[pyo3(signature = (dim=None))]

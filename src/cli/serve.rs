@@ -3,7 +3,6 @@
 //! (gemma3) gets `/v1/completions` and `/v1/chat/completions`.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +48,11 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port, printed at start).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Also serve text-embeddings-inference's gRPC API (package tei.v1,
+    /// proto/tei.proto) on this port, with the same models, limits and API
+    /// key (0: any free port, printed at start).
+    #[arg(long, value_name = "PORT")]
+    pub grpc_port: Option<u16>,
     /// Compute threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -186,7 +190,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_concurrent_requests = args.max_concurrent_requests;
     config.max_body_bytes = args.max_body_bytes;
     config.auto_truncate = args.auto_truncate;
-    config.api_key = args.api_key.filter(|k| !k.is_empty());
+    config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
     if let Some(n) = args.max_input_tokens {
         config.max_input_tokens = n;
     }
@@ -199,30 +203,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         "model loaded"
     );
     let server = Server::new(embedder, config).context("cannot start the batching worker")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-            .parse()
-            .or_else(|_| {
-                std::net::ToSocketAddrs::to_socket_addrs(&(args.host.as_str(), args.port))
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or(())
-            })
-            .map_err(|()| anyhow::anyhow!("cannot resolve {}:{}", args.host, args.port))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
-        server.serve(listener, shutdown_signal()).await?;
-        anyhow::Ok(())
-    })?;
-    tracing::info!("stopped");
-    Ok(())
+    let drain = server.clone();
+    serve(
+        &args,
+        Serving {
+            router: server.router(),
+            connections: server.config().connections,
+            grpc: grpc_of!(args.grpc_port, server.grpc()),
+            drain: Box::new(move || drain.shutdown()),
+        },
+    )
 }
 
 /// Serves a decoder model.
@@ -248,26 +238,26 @@ fn run_generation(
     config.draft = super::generate::DraftArg::choose(args.draft, args.draft_model.is_some());
     config.connections = args.connections();
     config.max_body_bytes = args.max_body_bytes;
-    config.api_key = args.api_key.filter(|k| !k.is_empty());
+    config.api_key = args.api_key.clone().filter(|k| !k.is_empty());
     let info = generator.info();
     tracing::info!(model = %path.display(), arch = info.arch, context = info.context, isa = info.isa, "model loaded");
+    if args.grpc_port.is_some() {
+        anyhow::bail!(
+            "--grpc-port serves text-embeddings-inference's API, for embedding models; {} is a decoder",
+            path.display()
+        );
+    }
     let connections = config.connections;
     let router = kiln::server::generation::router(generator, config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-        eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
-        kiln::server::conn::serve(listener, router, connections, shutdown_signal()).await?;
-        anyhow::Ok(())
-    })?;
-    tracing::info!("stopped");
-    Ok(())
+    serve(
+        &args,
+        Serving {
+            router,
+            connections,
+            grpc: None,
+            drain: Box::new(|| {}),
+        },
+    )
 }
 
 /// Serves every model of `--config` and the `-m` flags on one port.
@@ -390,19 +380,111 @@ fn run_multi(args: ServeArgs) -> anyhow::Result<()> {
         connections: args.connections(),
     };
     let server = MultiServer::new(models, config)?;
+    let grpc_port = args.grpc_port.or(file.grpc_port);
+    if grpc_port.is_some()
+        && !server
+            .models()
+            .iter()
+            .any(|m| matches!(m.served, Served::Embedder(_)))
+    {
+        anyhow::bail!(
+            "--grpc-port serves text-embeddings-inference's API, and no embedding model is served"
+        );
+    }
+    let drain = server.clone();
+    serve(
+        &args,
+        Serving {
+            router: server.router(),
+            connections: args.connections(),
+            grpc: grpc_of!(grpc_port, server.grpc()),
+            drain: Box::new(move || drain.shutdown()),
+        },
+    )
+}
+
+/// What one `kiln serve` process serves.
+struct Serving {
+    router: axum::Router,
+    connections: ConnLimits,
+    /// TEI's gRPC API on its port, when asked for.
+    grpc: Option<(u16, Grpc)>,
+    /// Lets the queued work finish once both listeners have stopped.
+    drain: Box<dyn FnOnce()>,
+}
+
+#[cfg(feature = "grpc")]
+type Grpc = kiln::server::grpc::GrpcServer;
+/// A build without gRPC never has one.
+#[cfg(not(feature = "grpc"))]
+type Grpc = std::convert::Infallible;
+
+/// `Some((port, gRPC server))` when a gRPC port is asked for; an error
+/// when this kiln was built without gRPC (`make` is then never compiled).
+macro_rules! grpc_of {
+    ($port:expr, $make:expr) => {{
+        let port: Option<u16> = $port;
+        #[cfg(feature = "grpc")]
+        let g = port.map(|p| (p, $make));
+        #[cfg(not(feature = "grpc"))]
+        let g: Option<(u16, Grpc)> = match port {
+            Some(_) => anyhow::bail!("--grpc-port: this kiln was built without the `grpc` feature"),
+            None => None,
+        };
+        g
+    }};
+}
+use grpc_of;
+
+/// Listens on `--host`/`--port` (and the gRPC port), serves until SIGTERM
+/// or ctrl-c, lets requests in flight finish on both, then drains.
+fn serve(args: &ServeArgs, serving: Serving) -> anyhow::Result<()> {
+    let Serving {
+        router,
+        connections,
+        grpc,
+        drain,
+    } = serving;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let bind = |port: u16| async move {
+            tokio::net::TcpListener::bind((args.host.as_str(), port))
+                .await
+                .with_context(|| format!("cannot listen on {}:{port}", args.host))
+        };
+        let listener = bind(args.port).await?;
         eprintln!("kiln serve: listening on http://{}", listener.local_addr()?);
-        server.serve(listener, shutdown_signal()).await?;
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let http =
+            kiln::server::conn::serve(listener, router, connections, on_stop(stopped.clone()));
+        let grpc = async {
+            #[cfg(feature = "grpc")]
+            if let Some((port, g)) = grpc {
+                let l = bind(port).await?;
+                eprintln!("kiln serve: gRPC (tei.v1) on {}", l.local_addr()?);
+                g.serve(l, on_stop(stopped)).await?;
+            }
+            #[cfg(not(feature = "grpc"))]
+            let _ = (grpc, stopped);
+            anyhow::Ok(())
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        tokio::try_join!(async { http.await.map_err(anyhow::Error::from) }, grpc)?;
         anyhow::Ok(())
     })?;
+    tracing::info!("listeners stopped; draining the queues");
+    drain();
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! threads = 2                  # the shared pool (default: --threads, or all cores)
+//! grpc_port = 50051            # TEI's gRPC API too (default: --grpc-port, or none)
 //!
 //! [[models]]
 //! model = "embeddinggemma"     # a cached model's name or a GGUF path
@@ -30,6 +31,8 @@ use serde::Deserialize;
 pub struct ServeFile {
     /// Threads of the pool the models share.
     pub threads: Option<usize>,
+    /// The port of TEI's gRPC API (`--grpc-port` wins).
+    pub grpc_port: Option<u16>,
     /// The models, in order: the first of each kind is its routes' default.
     #[serde(default)]
     pub models: Vec<ModelEntry>,

@@ -13,6 +13,8 @@ pub mod conn;
 pub mod encoding;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod metrics;
 pub mod multi;
 mod routes;
@@ -85,6 +87,8 @@ pub struct AppState {
     cpu_queue: Arc<tokio::sync::Semaphore>,
     /// Tokenizing jobs running at once on blocking threads.
     cpu_workers: Arc<tokio::sync::Semaphore>,
+    /// How many: one per core.
+    tokenization_workers: usize,
 }
 
 /// A running server's shared state: build the router from it, stop it with
@@ -114,6 +118,7 @@ impl Server {
                     config.max_concurrent_requests.max(1),
                 )),
                 cpu_workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+                tokenization_workers: workers,
                 config,
                 batcher,
                 metrics,
@@ -204,6 +209,25 @@ impl Server {
     pub fn shutdown(&self) {
         self.state.batcher.shutdown();
     }
+
+    /// TEI's gRPC API for this model, with this server's limits and API
+    /// key; serve it with [`grpc::GrpcServer::serve`] beside the HTTP
+    /// routes.
+    #[cfg(feature = "grpc")]
+    pub fn grpc(&self) -> grpc::GrpcServer {
+        let config = multi::MultiConfig {
+            max_body_bytes: self.state.config.max_body_bytes,
+            api_key: self.state.config.api_key.clone(),
+            connections: self.state.config.connections,
+        };
+        let one = multi::ServedModel {
+            served: multi::Served::Embedder(self.clone()),
+            aliases: Vec::new(),
+        };
+        grpc::GrpcServer::new(
+            multi::MultiServer::new(vec![one], config).expect("one model has no duplicate names"),
+        )
+    }
 }
 
 /// Counts every request by route and status, with its latency, and logs it.
@@ -246,7 +270,7 @@ pub(crate) async fn require_api_key(
         return next.run(req).await;
     }
     match bearer(req.headers()) {
-        Some(g) if constant_time_eq(g.as_bytes(), key.as_bytes()) => next.run(req).await,
+        Some(g) if key_matches(g, &key) => next.run(req).await,
         Some(_) => ApiError::new(Flavor::of_path(path), Kind::Unauthorized, "invalid API key")
             .into_response(),
         None => ApiError::new(
@@ -261,11 +285,20 @@ pub(crate) async fn require_api_key(
 /// The credentials of an `Authorization: Bearer TOKEN` header. The scheme
 /// is case-insensitive (RFC 7235).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once([' ', '\t'])?;
+    bearer_token(headers.get(AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The credentials of an `Authorization` value `Bearer TOKEN`.
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// Whether a client's key is the server's.
+pub(crate) fn key_matches(given: &str, key: &str) -> bool {
+    constant_time_eq(given.as_bytes(), key.as_bytes())
 }
 
 /// A route called with a method it does not take, in the same error shape

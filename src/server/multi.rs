@@ -208,6 +208,28 @@ impl MultiServer {
         Ok(())
     }
 
+    /// The embedder `name` picks (an id or alias; `None`: the first
+    /// embedder), or the error naming the models served.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn embedder(&self, name: Option<&str>) -> Result<Server, ApiError> {
+        match self.state.pick(Flavor::Tei, Need::Embedder, name)? {
+            Served::Embedder(s) => Ok(s.clone()),
+            Served::Generator(_) => unreachable!("pick returns the kind asked for"),
+        }
+    }
+
+    /// TEI's gRPC API for this server's embedders, with its limits and API
+    /// key; serve it with [`super::grpc::GrpcServer::serve`].
+    #[cfg(feature = "grpc")]
+    pub fn grpc(&self) -> super::grpc::GrpcServer {
+        super::grpc::GrpcServer::new(self.clone())
+    }
+
+    /// The settings shared by every model.
+    pub fn config(&self) -> &MultiConfig {
+        &self.state.config
+    }
+
     /// Closes every embedder's queue and waits for its worker.
     pub fn shutdown(&self) {
         for m in &self.state.models {

@@ -70,7 +70,7 @@ fn at_capacity(s: &AppState, flavor: Flavor, what: &str) -> ApiError {
 /// Runs CPU-heavy request work (tokenizing) on a blocking thread: at most
 /// one per core at once, and at most `max_concurrent_requests` waiting; past
 /// that the request gets 429 at once. The async threads stay free for I/O.
-async fn off_thread<T: Send + 'static>(
+pub(super) async fn off_thread<T: Send + 'static>(
     s: &AppState,
     flavor: Flavor,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -98,7 +98,7 @@ async fn off_thread<T: Send + 'static>(
 
 /// The inputs of an embedding request.
 #[derive(Debug)]
-enum Inputs {
+pub(super) enum Inputs {
     Texts(Vec<String>),
     Tokens(Vec<Vec<u32>>),
 }
@@ -161,23 +161,23 @@ fn parse_inputs(flavor: Flavor, field: &'static str, v: Option<Value>) -> Result
     Ok(inputs)
 }
 
-/// Options shared by both embedding routes.
-struct Embedding {
-    flavor: Flavor,
-    inputs: Inputs,
-    dim: Option<usize>,
-    normalize: bool,
-    truncate: bool,
-    direction: TruncateDirection,
-    prompt_name: Option<String>,
-    encoding: Encoding,
-    range: QuantRange,
+/// An embedding request, whichever API it came by.
+pub(super) struct Embedding {
+    pub flavor: Flavor,
+    pub inputs: Inputs,
+    pub dim: Option<usize>,
+    pub normalize: bool,
+    pub truncate: bool,
+    pub direction: TruncateDirection,
+    pub prompt_name: Option<String>,
+    pub encoding: Encoding,
+    pub range: QuantRange,
 }
 
 /// Vectors for a request, and its token count.
-struct Embedded {
-    vectors: Vec<Encoded>,
-    tokens: usize,
+pub(super) struct Embedded {
+    pub vectors: Vec<Encoded>,
+    pub tokens: usize,
 }
 
 fn parse_encoding(flavor: Flavor, s: Option<&str>) -> Result<Encoding, ApiError> {
@@ -214,7 +214,7 @@ fn parse_range(flavor: Flavor, r: Option<(f32, f32)>) -> Result<QuantRange, ApiE
 /// to the library as one [`CallOptions`]: the width, prompt, length limit,
 /// truncation, vocabulary, normalization and precision are checked and
 /// applied there, as for every other front end.
-async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
+pub(super) async fn embed(s: &AppState, req: Embedding) -> Result<Embedded, ApiError> {
     let flavor = req.flavor;
     let max = s.config.max_input_tokens;
     let call = CallOptions {
@@ -382,6 +382,8 @@ impl EmbedOptions {
 struct OpenAiRequest {
     input: Option<Value>,
     model: Option<String>,
+    /// kiln's chunked embedding of long documents, as on `/embed`.
+    chunking: Option<ChunkingRequest>,
     #[serde(rename = "user")]
     _user: Option<String>,
     #[serde(flatten)]
@@ -408,6 +410,10 @@ pub(super) async fn openai_embeddings(
 ) -> Result<Response, ApiError> {
     let f = Flavor::OpenAi;
     let r: OpenAiRequest = parse(f, body, s.config.max_body_bytes)?;
+    if let Some(chunking) = r.chunking {
+        let inputs = parse_inputs(f, "input", r.input)?;
+        return openai_embed_chunks(&s, inputs, chunking, r.options).await;
+    }
     let req = r.options.request(
         f,
         parse_inputs(f, "input", r.input)?,
@@ -503,6 +509,85 @@ async fn tei_embed_chunks(
     options: EmbedOptions,
 ) -> Result<Response, ApiError> {
     let f = Flavor::Tei;
+    embed_chunked(s, f, inputs, chunking, options, move |docs, _| {
+        let out: Vec<Vec<Value>> = docs
+            .into_iter()
+            .map(|chunks| {
+                chunks
+                    .into_iter()
+                    .map(|(c, v)| {
+                        json!({
+                            "start": c.chars.start,
+                            "end": c.chars.end,
+                            "tokens": [c.tokens.start, c.tokens.end],
+                            "window": [c.window.start, c.window.end],
+                            "embedding": v,
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await
+}
+
+/// `/v1/embeddings` with `chunking`: OpenAI's list with one entry per
+/// chunk, numbered in order over all inputs, each with kiln's fields
+/// `input_index` (its document), `start`, `end`, `tokens` and `window`.
+async fn openai_embed_chunks(
+    s: &AppState,
+    inputs: Inputs,
+    chunking: ChunkingRequest,
+    options: EmbedOptions,
+) -> Result<Response, ApiError> {
+    let f = Flavor::OpenAi;
+    let model = s.config.model_id.clone();
+    embed_chunked(s, f, inputs, chunking, options, move |docs, tokens| {
+        let data: Vec<Value> = docs
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, chunks)| chunks.into_iter().map(move |c| (i, c)))
+            .enumerate()
+            .map(|(k, (i, (c, v)))| {
+                json!({
+                    "object": "embedding",
+                    "index": k,
+                    "input_index": i,
+                    "start": c.chars.start,
+                    "end": c.chars.end,
+                    "tokens": [c.tokens.start, c.tokens.end],
+                    "window": [c.window.start, c.window.end],
+                    "embedding": v,
+                })
+            })
+            .collect();
+        serde_json::to_vec(&json!({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+        .map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await
+}
+
+/// One document's chunks, each with its vector in the request's encoding.
+type Chunked = Vec<(crate::Chunk, Encoded)>;
+
+/// Embeds each text input as chunks (`float` or `base64` vectors) off the
+/// async threads and outside the batcher (a document's passes are its
+/// own); never fails for length. `body` writes the response from every
+/// input's chunks and the tokens in all, on the same blocking thread.
+async fn embed_chunked(
+    s: &AppState,
+    f: Flavor,
+    inputs: Inputs,
+    chunking: ChunkingRequest,
+    options: EmbedOptions,
+    body: impl FnOnce(Vec<Chunked>, usize) -> Result<Vec<u8>, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let Inputs::Texts(texts) = inputs else {
         return Err(ApiError::new(
             f,
@@ -511,16 +596,17 @@ async fn tei_embed_chunks(
         )
         .param("inputs"));
     };
-    if options
-        .encoding_format
-        .as_deref()
-        .is_some_and(|e| e != "float")
-    {
-        return Err(
-            ApiError::new(f, Kind::Validation, "chunking returns float vectors only")
-                .param("encoding_format"),
-        );
-    }
+    let encoding = match parse_encoding(f, options.encoding_format.as_deref())? {
+        e @ (Encoding::Float | Encoding::Base64) => e,
+        _ => {
+            return Err(ApiError::new(
+                f,
+                Kind::Validation,
+                "chunking returns float vectors only (encoding_format float or base64)",
+            )
+            .param("encoding_format"));
+        }
+    };
     let opts = chunking.options(f)?;
     let call = CallOptions {
         dim: options.dimensions,
@@ -544,21 +630,14 @@ async fn tei_embed_chunks(
             out.push(
                 chunks
                     .into_iter()
-                    .map(|c| {
-                        json!({
-                            "start": c.chars.start,
-                            "end": c.chars.end,
-                            "tokens": [c.tokens.start, c.tokens.end],
-                            "window": [c.window.start, c.window.end],
-                            "embedding": c.embedding,
-                        })
+                    .map(|mut c| {
+                        let v = std::mem::take(&mut c.embedding);
+                        (c, encoding::encode(crate::Embedding::Float32(v), encoding))
                     })
-                    .collect::<Vec<_>>(),
+                    .collect(),
             );
         }
-        let body =
-            serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))?;
-        Ok((body, tokens))
+        Ok((body(out, tokens)?, tokens))
     })
     .await?;
     s.metrics.chunked(tokens, started.elapsed().as_secs_f64());
@@ -616,84 +695,118 @@ pub(super) async fn tokenize(
             "`inputs` must be a string or an array of strings",
         ));
     };
-    let max_input = s.config.max_input_tokens;
-    let max_request = s.config.max_batch_tokens;
-    // The prompt, special tokens and length limit are the library's, as for
-    // `/embed`; over-long inputs are refused, never cut.
+    let call = tokenize_call(&s, f, r.prompt_name, r.add_special_tokens)?;
+    let limits = (s.config.max_input_tokens, s.config.max_batch_tokens);
+    let embedder = s.embedder.clone();
+    // Tokenizing and the response (a JSON object per token) are built off
+    // the async threads, and both are bounded by the same token limits as
+    // `/embed`.
+    let body = off_thread(&s, f, move || {
+        let out: Vec<Vec<Value>> = tokens_of(&embedder, f, &texts, &call, limits)?
+            .into_iter()
+            .map(|tokens| {
+                tokens
+                    .into_iter()
+                    .map(|t| {
+                        json!({"id": t.id, "text": t.text, "special": t.special, "start": null, "stop": null})
+                    })
+                    .collect()
+            })
+            .collect();
+        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A token as `/tokenize` and gRPC's `Tokenize` show it.
+pub(super) struct Token {
+    pub id: u32,
+    pub text: String,
+    /// A control token (`[CLS]`, `<bos>`, …).
+    pub special: bool,
+}
+
+/// A tokenize request's options, checked: the prompt, special tokens and
+/// length limit are the library's, as for `/embed`; over-long inputs are
+/// refused, never cut.
+pub(super) fn tokenize_call(
+    s: &AppState,
+    f: Flavor,
+    prompt_name: Option<String>,
+    add_special: Option<bool>,
+) -> Result<CallOptions, ApiError> {
     let call = CallOptions {
-        task: r.prompt_name,
-        add_special: r.add_special_tokens,
+        task: prompt_name,
+        add_special,
         truncate: Some(false),
-        max_tokens: Some(max_input),
+        max_tokens: Some(s.config.max_input_tokens),
         ..CallOptions::default()
     };
-    let unknown_prompt = |e: crate::Error| match e {
+    s.embedder.dim_with(&call).map_err(|e| match e {
         crate::Error::UnknownTask { task, arch, known } => ApiError::new(
             f,
             Kind::Validation,
             format!("unknown prompt_name `{task}` for {arch} (known: {known})"),
         ),
         e => from_kiln(f, &e),
-    };
-    s.embedder.dim_with(&call).map_err(unknown_prompt)?;
-    let embedder = s.embedder.clone();
-    // Tokenizing and the response (a JSON object per token) are built off
-    // the async threads, and both are bounded by the same token limits as
-    // `/embed`.
-    let body = off_thread(&s, f, move || {
-        let tok = embedder.tokenizer();
-        let mut out = Vec::with_capacity(texts.len());
-        let mut total = 0;
-        for (i, t) in texts.iter().enumerate() {
-            let ids = match embedder.tokenize_with(t, &call) {
-                Ok(ids) => ids,
-                // The library refuses an input with no tokens at all (empty
-                // text without special tokens) since it cannot be embedded;
-                // here it simply tokenizes to nothing.
-                Err(crate::Error::Empty) => Vec::new(),
-                Err(crate::Error::TooLong { n_tokens, .. }) => {
-                    return Err(ApiError::new(
-                        f,
-                        Kind::TooLarge,
-                        format!(
-                            "input {i} has {n_tokens} tokens, more than the limit of {max_input}"
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    let mut a = from_kiln(f, &e);
-                    a.message = format!("input {i}: {}", a.message);
-                    return Err(a);
-                }
-            };
-            total += ids.len();
-            if total > max_request {
+    })?;
+    Ok(call)
+}
+
+/// The tokens of each text, within `(per input, per request)` token
+/// limits. CPU work: run it on a blocking thread.
+pub(super) fn tokens_of(
+    embedder: &crate::Embedder,
+    f: Flavor,
+    texts: &[String],
+    call: &CallOptions,
+    (max_input, max_request): (usize, usize),
+) -> Result<Vec<Vec<Token>>, ApiError> {
+    let tok = embedder.tokenizer();
+    let mut out = Vec::with_capacity(texts.len());
+    let mut total = 0;
+    for (i, t) in texts.iter().enumerate() {
+        let ids = match embedder.tokenize_with(t, call) {
+            Ok(ids) => ids,
+            // The library refuses an input with no tokens at all (empty
+            // text without special tokens) since it cannot be embedded;
+            // here it simply tokenizes to nothing.
+            Err(crate::Error::Empty) => Vec::new(),
+            Err(crate::Error::TooLong { n_tokens, .. }) => {
                 return Err(ApiError::new(
                     f,
                     Kind::TooLarge,
-                    format!(
-                        "the request has more than {max_request} tokens in all, the limit per request; split it"
-                    ),
+                    format!("input {i} has {n_tokens} tokens, more than the limit of {max_input}"),
                 ));
             }
-            out.push(
-                ids.iter()
-                    .map(|&id| {
-                        json!({
-                            "id": id,
-                            "text": tok.token_to_piece(id).unwrap_or_default(),
-                            "special": matches!(tok.token_type(id), Some(TokenType::Control)),
-                            "start": null,
-                            "stop": null,
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            );
+            Err(e) => {
+                let mut a = from_kiln(f, &e);
+                a.message = format!("input {i}: {}", a.message);
+                return Err(a);
+            }
+        };
+        total += ids.len();
+        if total > max_request {
+            return Err(ApiError::new(
+                f,
+                Kind::TooLarge,
+                format!(
+                    "the request has more than {max_request} tokens in all, the limit per request; split it"
+                ),
+            ));
         }
-        serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        out.push(
+            ids.iter()
+                .map(|&id| Token {
+                    id,
+                    text: tok.token_to_piece(id).unwrap_or_default(),
+                    special: matches!(tok.token_type(id), Some(TokenType::Control)),
+                })
+                .collect(),
+        );
+    }
+    Ok(out)
 }
 
 /// `GET /info`: the model and the server's limits (TEI's fields, plus kiln's).
@@ -701,13 +814,16 @@ pub(super) async fn info(State(s): Shared) -> Json<Value> {
     Json(info_of(&s))
 }
 
+/// What `/info` and gRPC's `Info` call the weights' type.
+pub(super) const MODEL_DTYPE: &str = "q8_0";
+
 /// The model and the server's limits (TEI's fields, plus kiln's).
 pub(super) fn info_of(s: &AppState) -> Value {
     let e = &s.embedder;
     json!({
         "model_id": s.config.model_id,
         "model_sha": null,
-        "model_dtype": "q8_0",
+        "model_dtype": MODEL_DTYPE,
         "model_type": {"embedding": {"pooling": e.pooling().name()}},
         "max_concurrent_requests": s.config.max_concurrent_requests,
         "max_input_length": s.config.max_input_tokens,
@@ -715,7 +831,7 @@ pub(super) fn info_of(s: &AppState) -> Value {
         "max_batch_requests": null,
         "max_client_batch_size": null,
         "auto_truncate": s.config.auto_truncate,
-        "tokenization_workers": null,
+        "tokenization_workers": s.tokenization_workers,
         "version": env!("CARGO_PKG_VERSION"),
         "arch": e.arch(),
         "dim": e.dim(),
@@ -889,66 +1005,91 @@ pub(super) async fn embed_all(
     let f = Flavor::Tei;
     let r: TeiEmbedRequest = parse(f, body, s.config.max_body_bytes)?;
     let inputs = parse_inputs(f, "inputs", r.inputs)?;
-    let max = s.config.max_input_tokens;
-    let call = CallOptions {
-        task: r.options.prompt_name,
-        truncate: Some(r.options.truncate.unwrap_or(s.config.auto_truncate)),
-        truncate_direction: Some(parse_direction(
-            f,
-            r.options.truncation_direction.as_deref(),
-        )?),
-        max_tokens: Some(max),
-        ..CallOptions::default()
-    };
-    s.embedder.dim_with(&call).map_err(|e| from_kiln(f, &e))?;
+    let call = token_states_call(
+        &s,
+        f,
+        r.options.prompt_name,
+        r.options.truncate.unwrap_or(s.config.auto_truncate),
+        parse_direction(f, r.options.truncation_direction.as_deref())?,
+    )?;
     let max_request = s.config.max_batch_tokens;
     let embedder = s.embedder.clone();
     let body = off_thread(&s, f, move || {
-        let ids: Vec<Vec<u32>> = match inputs {
-            Inputs::Texts(texts) => texts
-                .iter()
-                .map(|t| embedder.tokenize_with(t, &call))
-                .collect::<Result<_, _>>(),
-            Inputs::Tokens(lists) => lists
-                .iter()
-                .map(|l| embedder.prepare_tokens(l, &call))
-                .collect::<Result<_, _>>(),
-        }
-        .map_err(|e| match e {
-            crate::Error::TooLong { n_tokens, .. } => ApiError::new(
-                f,
-                Kind::TooLarge,
-                format!(
-                    "an input has {n_tokens} tokens, more than the limit of {max} (set `truncate` to cut it)"
-                ),
-            ),
-            e => from_kiln(f, &e),
-        })?;
-        let total: usize = ids.iter().map(Vec::len).sum();
-        if total > max_request {
-            return Err(ApiError::new(
-                f,
-                Kind::TooLarge,
-                format!(
-                    "the request has {total} tokens in all, more than the limit of {max_request} per request; split it"
-                ),
-            ));
-        }
-        let d = embedder.dim();
-        let mut out = Vec::with_capacity(ids.len());
-        for one in &ids {
-            let states = embedder
-                .token_states(one)
-                .map_err(|e| from_kiln(f, &e))?;
-            out.push(
-                states
-                    .chunks_exact(d)
-                    .map(<[f32]>::to_vec)
-                    .collect::<Vec<_>>(),
-            );
-        }
+        let (out, _) = token_states(&embedder, f, inputs, &call, max_request)?;
         serde_json::to_vec(&out).map_err(|e| ApiError::new(f, Kind::Backend, e.to_string()))
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A token-states request's options, checked.
+pub(super) fn token_states_call(
+    s: &AppState,
+    f: Flavor,
+    prompt_name: Option<String>,
+    truncate: bool,
+    direction: TruncateDirection,
+) -> Result<CallOptions, ApiError> {
+    let call = CallOptions {
+        task: prompt_name,
+        truncate: Some(truncate),
+        truncate_direction: Some(direction),
+        max_tokens: Some(s.config.max_input_tokens),
+        ..CallOptions::default()
+    };
+    s.embedder.dim_with(&call).map_err(|e| from_kiln(f, &e))?;
+    Ok(call)
+}
+
+/// Per input, per token, its final hidden state.
+pub(super) type TokenStates = Vec<Vec<Vec<f32>>>;
+
+/// Every token's final hidden state per input, and the tokens in all,
+/// within the per-input and `max_request` token limits. CPU work: run it on
+/// a blocking thread.
+pub(super) fn token_states(
+    embedder: &crate::Embedder,
+    f: Flavor,
+    inputs: Inputs,
+    call: &CallOptions,
+    max_request: usize,
+) -> Result<(TokenStates, usize), ApiError> {
+    let max = call.max_tokens.unwrap_or(usize::MAX);
+    let ids: Vec<Vec<u32>> = match inputs {
+        Inputs::Texts(texts) => texts
+            .iter()
+            .map(|t| embedder.tokenize_with(t, call))
+            .collect::<Result<_, _>>(),
+        Inputs::Tokens(lists) => lists
+            .iter()
+            .map(|l| embedder.prepare_tokens(l, call))
+            .collect::<Result<_, _>>(),
+    }
+    .map_err(|e| match e {
+        crate::Error::TooLong { n_tokens, .. } => ApiError::new(
+            f,
+            Kind::TooLarge,
+            format!(
+                "an input has {n_tokens} tokens, more than the limit of {max} (set `truncate` to cut it)"
+            ),
+        ),
+        e => from_kiln(f, &e),
+    })?;
+    let total: usize = ids.iter().map(Vec::len).sum();
+    if total > max_request {
+        return Err(ApiError::new(
+            f,
+            Kind::TooLarge,
+            format!(
+                "the request has {total} tokens in all, more than the limit of {max_request} per request; split it"
+            ),
+        ));
+    }
+    let d = embedder.dim();
+    let mut out = Vec::with_capacity(ids.len());
+    for one in &ids {
+        let states = embedder.token_states(one).map_err(|e| from_kiln(f, &e))?;
+        out.push(states.chunks_exact(d).map(<[f32]>::to_vec).collect());
+    }
+    Ok((out, total))
 }
