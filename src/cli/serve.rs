@@ -209,7 +209,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Serving {
             router: server.router(),
             connections: server.config().connections,
-            grpc: grpc_of!(args.grpc_port, server.grpc()),
+            grpc: grpc_of!(args.grpc_port, server.grpc()?),
             drain: Box::new(move || drain.shutdown()),
         },
     )
@@ -425,7 +425,10 @@ macro_rules! grpc_of {
     ($port:expr, $make:expr) => {{
         let port: Option<u16> = $port;
         #[cfg(feature = "grpc")]
-        let g = port.map(|p| (p, $make));
+        let g = match port {
+            Some(p) => Some((p, $make)),
+            None => None,
+        };
         #[cfg(not(feature = "grpc"))]
         let g: Option<(u16, Grpc)> = match port {
             Some(_) => anyhow::bail!("--grpc-port: this kiln was built without the `grpc` feature"),

@@ -78,7 +78,15 @@ impl GrpcServer {
         let tei = Tei {
             models: self.models.clone(),
         };
+        let conn = self.models.config().connections;
         tonic::transport::Server::builder()
+            // A peer that stops answering HTTP/2 pings (gone, or stalled on
+            // purpose) is dropped within the HTTP side's header deadline;
+            // one connection may not open streams without bound.
+            .http2_keepalive_interval(Some(conn.idle_timeout / 2))
+            .http2_keepalive_timeout(Some(conn.header_read_timeout))
+            .max_concurrent_streams(Some(GRPC_MAX_STREAMS))
+            .tcp_keepalive(Some(conn.idle_timeout))
             .add_service(InterceptedService::new(
                 InfoServer::new(tei.clone()),
                 auth.clone(),
@@ -99,6 +107,9 @@ impl GrpcServer {
             .map_err(std::io::Error::other)
     }
 }
+
+/// Streams (calls in flight) one gRPC connection may hold open.
+const GRPC_MAX_STREAMS: u32 = 256;
 
 /// Requires `authorization: Bearer KEY` when the server has a key.
 #[derive(Clone)]

@@ -153,7 +153,7 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP kiln_requests_total HTTP requests by route and status.\n");
+        out.push_str("# HELP kiln_requests_total HTTP requests by route and gRPC calls by method, by status.\n");
         out.push_str("# TYPE kiln_requests_total counter\n");
         for ((route, status), n) in lock(&self.requests).iter() {
             let _ = writeln!(

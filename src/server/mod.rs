@@ -214,7 +214,7 @@ impl Server {
     /// key; serve it with [`grpc::GrpcServer::serve`] beside the HTTP
     /// routes.
     #[cfg(feature = "grpc")]
-    pub fn grpc(&self) -> grpc::GrpcServer {
+    pub fn grpc(&self) -> Result<grpc::GrpcServer, multi::MultiError> {
         let config = multi::MultiConfig {
             max_body_bytes: self.state.config.max_body_bytes,
             api_key: self.state.config.api_key.clone(),
@@ -224,9 +224,10 @@ impl Server {
             served: multi::Served::Embedder(self.clone()),
             aliases: Vec::new(),
         };
-        grpc::GrpcServer::new(
-            multi::MultiServer::new(vec![one], config).expect("one model has no duplicate names"),
-        )
+        Ok(grpc::GrpcServer::new(multi::MultiServer::new(
+            vec![one],
+            config,
+        )?))
     }
 }
 
