@@ -7,7 +7,6 @@ usage: grpc_client.py HTTP_BASE GRPC_ADDR API_KEY PROTO_DIR
 """
 
 import importlib
-import struct
 import sys
 import tempfile
 
@@ -15,22 +14,9 @@ import grpc
 import requests
 from grpc_tools import protoc
 
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "kiln serves embeddings",
-    "A third, somewhat longer sentence about CPUs and vectors.",
-]
+# Beside this file: the HTTP clients' texts and checks.
+from server_clients import TEXTS, check, f32
 
-
-def f32(xs):
-    """Rounds Python floats to float32, as the server computed them."""
-    return list(struct.unpack(f"{len(xs)}f", struct.pack(f"{len(xs)}f", *xs)))
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok   {what}")
 
 
 def stubs(proto_dir):
